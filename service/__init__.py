@@ -1,0 +1,1 @@
+"""The unlearning service: HTTP API, lineage database and serving."""

@@ -1,0 +1,1 @@
+"""The lineage database: ORM models, engine/session factories and repositories."""

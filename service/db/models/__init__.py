@@ -1,0 +1,47 @@
+"""ORM models of the lineage database; importing this package registers every table."""
+
+from service.db.models.audit import AuditEntry
+from service.db.models.base import Base
+from service.db.models.deletions import DeletionItem, DeletionRequest, DeletionStatus, ItemOutcome
+from service.db.models.jobs import Job, JobKind, JobStatus
+from service.db.models.lineage import (
+    Layer,
+    LayerSliceVersion,
+    LayerState,
+    Model,
+    ModelStatus,
+    Shard,
+    Slice,
+    SliceSequence,
+    Task,
+)
+from service.db.models.outbox import OutboxMessage
+from service.db.models.samples import Sample, SamplePayload
+from service.db.models.tenancy import ApiKey, Role, Tenant
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "DeletionItem",
+    "DeletionRequest",
+    "DeletionStatus",
+    "ItemOutcome",
+    "Job",
+    "JobKind",
+    "JobStatus",
+    "Layer",
+    "LayerSliceVersion",
+    "LayerState",
+    "Model",
+    "ModelStatus",
+    "OutboxMessage",
+    "Role",
+    "Sample",
+    "SamplePayload",
+    "Shard",
+    "Slice",
+    "SliceSequence",
+    "Task",
+    "Tenant",
+]

@@ -1,0 +1,47 @@
+"""Training, retraining and approximate-pass jobs with their progress."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db.models.base import Base, CreatedAt, Json, UuidPk, str_enum, utcnow
+
+
+class JobKind(StrEnum):
+    train = "train"
+    retrain = "retrain"
+    approximate = "approximate"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Job(UuidPk, CreatedAt, Base):
+    __tablename__ = "jobs"
+
+    model_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[JobKind] = mapped_column(str_enum(JobKind))
+    status: Mapped[JobStatus] = mapped_column(str_enum(JobStatus), default=JobStatus.queued)
+    # (model, shard, sequence, from_stage, slice versions) for retrains: one live job per key.
+    dedup_key: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    params: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    stages_total: Mapped[int] = mapped_column(default=0)
+    stages_done: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

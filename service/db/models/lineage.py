@@ -1,0 +1,140 @@
+"""The lineage: models, shards, slices (versioned), slice sequences and trained layers.
+
+A layer is one (sequence, position) training stage. It records, in ``layer_slice_versions``,
+the version of every slice it was trained on; it is valid iff each recorded version equals the
+slice's current version. ``state`` mirrors that for fast serving queries and is kept in step by
+the lineage repository in the same transaction as every version bump.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db.models.base import BigIntId, Base, CreatedAt, Json, Sha256Hex, UuidPk, str_enum, utcnow
+
+
+class Task(StrEnum):
+    classification = "classification"
+    regression = "regression"
+
+
+class ModelStatus(StrEnum):
+    created = "created"
+    training = "training"
+    ready = "ready"
+    failed = "failed"
+
+
+class LayerState(StrEnum):
+    training = "training"  # written by a (re)train job, not yet activated
+    active = "active"  # valid and servable
+    invalidated = "invalidated"  # a slice it saw lost a sample
+    superseded = "superseded"  # replaced by a newer layer at the same position
+    discarded = "discarded"  # a retrain result whose slice versions moved before activation
+
+
+class Model(UuidPk, CreatedAt, Base):
+    __tablename__ = "models"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    task: Mapped[Task] = mapped_column(str_enum(Task))
+    labels: Mapped[list[str] | None] = mapped_column(Json)
+    n_shards: Mapped[int]
+    n_slices: Mapped[int]
+    budget: Mapped[int]
+    config: Mapped[dict[str, Any]] = mapped_column(Json)
+    status: Mapped[ModelStatus] = mapped_column(str_enum(ModelStatus), default=ModelStatus.created)
+    serving_generation: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        sa.CheckConstraint("n_shards >= 1", name="n_shards_positive"),
+        sa.CheckConstraint("n_slices >= 1", name="n_slices_positive"),
+        sa.CheckConstraint("budget >= 1", name="budget_positive"),
+    )
+
+
+class Shard(UuidPk, Base):
+    __tablename__ = "shards"
+
+    model_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))
+    index: Mapped[int]
+
+    __table_args__ = (sa.UniqueConstraint("model_id", "index"),)
+
+
+class Slice(UuidPk, Base):
+    __tablename__ = "slices"
+
+    shard_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("shards.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    version: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (sa.UniqueConstraint("shard_id", "index"),)
+
+
+class SliceSequence(UuidPk, Base):
+    """One order of a shard's slices (a permutation of 0..L-1); stage i trains on its first i."""
+
+    __tablename__ = "sequences"
+
+    shard_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("shards.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    slice_order: Mapped[list[int]] = mapped_column(Json)
+
+    __table_args__ = (sa.UniqueConstraint("shard_id", "index"),)
+
+
+class Layer(CreatedAt, Base):
+    __tablename__ = "layers"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    sequence_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("sequences.id", ondelete="CASCADE")
+    )
+    position: Mapped[int]  # 1-based stage: block `position` from the top
+    parent_layer_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("layers.id", ondelete="SET NULL")
+    )
+    state: Mapped[LayerState] = mapped_column(str_enum(LayerState), default=LayerState.training)
+    artifact_ref: Mapped[str | None] = mapped_column(sa.String(500))
+    artifact_digest: Mapped[str | None] = mapped_column(Sha256Hex)
+    trained_sample_count: Mapped[int] = mapped_column(default=0)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    activated_at: Mapped[datetime | None]
+    invalidated_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        sa.CheckConstraint("position >= 1", name="position_positive"),
+        sa.Index("ix_layers_sequence_id_position_state", "sequence_id", "position", "state"),
+        # At most one active layer per stage of a sequence.
+        sa.Index(
+            "uq_layers_active_sequence_position",
+            "sequence_id",
+            "position",
+            unique=True,
+            sqlite_where=sa.text("state = 'active'"),
+            postgresql_where=sa.text("state = 'active'"),
+        ),
+    )
+
+
+class LayerSliceVersion(Base):
+    """The version of one slice that a layer was trained on."""
+
+    __tablename__ = "layer_slice_versions"
+
+    layer_id: Mapped[int] = mapped_column(
+        BigIntId, sa.ForeignKey("layers.id", ondelete="CASCADE"), primary_key=True
+    )
+    slice_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("slices.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    version: Mapped[int]

@@ -1,0 +1,53 @@
+"""Samples (lineage: which shard and slice) and their payloads, kept apart for hard deletion."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db.models.base import BigIntId, Base, CreatedAt, Json
+
+
+class Sample(CreatedAt, Base):
+    __tablename__ = "samples"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    model_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))
+    shard_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("shards.id", ondelete="CASCADE"))
+    slice_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("slices.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(sa.String(255))
+    subject_id: Mapped[str | None] = mapped_column(sa.String(255))
+    deleted: Mapped[bool] = mapped_column(default=False)
+    deleted_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        sa.UniqueConstraint("model_id", "external_id"),
+        sa.Index("ix_samples_model_id_subject_id", "model_id", "subject_id"),
+        sa.Index("ix_samples_slice_id_deleted", "slice_id", "deleted"),
+    )
+
+
+class SamplePayload(Base):
+    """What a sample contains: the only table with personal data, deleted row by row."""
+
+    __tablename__ = "sample_payloads"
+
+    sample_id: Mapped[int] = mapped_column(
+        BigIntId, sa.ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str | None] = mapped_column(sa.Text)
+    features: Mapped[list[float] | None] = mapped_column(Json)
+    label_index: Mapped[int | None]
+    target: Mapped[float | None] = mapped_column(sa.Float)
+
+    __table_args__ = (
+        sa.CheckConstraint("text IS NOT NULL OR features IS NOT NULL", name="has_input"),
+        sa.CheckConstraint("label_index IS NOT NULL OR target IS NOT NULL", name="has_label"),
+    )
+
+    def input(self) -> Any:
+        return self.text if self.text is not None else self.features

@@ -1,0 +1,35 @@
+"""Tenants and their API keys (stored as SHA-256 hashes, never in clear)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db.models.base import Base, CreatedAt, Sha256Hex, UuidPk, str_enum
+
+
+class Role(StrEnum):
+    app = "app"
+    admin = "admin"
+
+
+class Tenant(UuidPk, CreatedAt, Base):
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+
+
+class ApiKey(UuidPk, CreatedAt, Base):
+    __tablename__ = "api_keys"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    prefix: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(Sha256Hex)
+    role: Mapped[Role] = mapped_column(str_enum(Role))
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]

@@ -1,0 +1,77 @@
+"""Configuration: one pydantic-settings class, every field an ``UNLEARN_*`` variable.
+
+The defaults need no server: the lineage database is a SQLite file and the broker is kombu's
+SQLAlchemy transport on another SQLite file, both under ``UNLEARN_DATA_DIR`` (``var/``).
+``UNLEARN_DATABASE_URL=postgresql+psycopg://...`` and ``UNLEARN_BROKER_URL=redis://...`` switch
+to real servers.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; the README lists them with their defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="UNLEARN_", env_file=".env", extra="ignore")
+
+    environment: Environment = Field(
+        Environment.development, description="`production` refuses the embedded defaults."
+    )
+    data_dir: Path = Field(
+        Path("var"), description="Folder for the embedded SQLite files and local artifacts."
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy URL of the lineage database; default SQLite in data_dir."
+    )
+    broker_url: str = Field(
+        "", description="Celery broker URL; default kombu's SQLAlchemy transport in data_dir."
+    )
+    artifacts_dir: Path | None = Field(
+        None, description="Local artifact store folder; default data_dir/artifacts."
+    )
+    host: str = Field("127.0.0.1", description="Address `unlearn serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `unlearn serve` binds.")
+    log_level: str = Field("info", description="Python logging level name.")
+    sqlite_busy_timeout_s: float = Field(
+        30.0, gt=0, description="How long a SQLite writer waits for the file lock."
+    )
+    readiness_timeout_s: float = Field(
+        2.0, gt=0, description="Time budget of each /readyz check (database, broker)."
+    )
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        data_dir = self.data_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{data_dir / 'lineage.sqlite3'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}"
+        if self.artifacts_dir is None:
+            self.artifacts_dir = data_dir / "artifacts"
+        if self.environment is Environment.production and self.database_url.startswith("sqlite"):
+            raise ValueError(
+                "UNLEARN_DATABASE_URL must name a server database (PostgreSQL) in production"
+            )
+        return self
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment (never at import time)."""
+    return Settings()
