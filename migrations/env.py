@@ -1,11 +1,17 @@
-"""Alembic environment: the URL comes from a passed connection, `-x url=`, or the settings."""
+"""Alembic environment.
+
+The database is, in order: a connection passed in ``config.attributes``, ``-x url=...``, a
+``url`` attribute (``service.db.migrate``), or the service settings (``UNLEARN_DATABASE_URL``).
+"""
 
 from __future__ import annotations
 
 import logging.config
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 
 from service.db.engine import make_engine
 from service.db.models import Base
@@ -20,10 +26,14 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or get_settings().database_url
+    return (
+        context.get_x_argument(as_dictionary=True).get("url")
+        or config.attributes.get("url")
+        or get_settings().database_url
+    )
 
 
-def _render_item(type_: str, obj: object, _autogen_context: object) -> str | bool:
+def _render_item(type_: str, obj: Any, _autogen_context: AutogenContext) -> str | Literal[False]:
     """Render app-only column types as plain SQLAlchemy types: migrations import no app code."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"

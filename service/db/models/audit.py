@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.models.base import BigIntId, Base, Json, Sha256Hex, utcnow
+from service.db.models.base import Base, BigIntId, Json, Sha256Hex, utcnow
 
 
 class AuditEntry(Base):

@@ -9,7 +9,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.models.base import BigIntId, Base, Sha256Hex, UuidPk, str_enum, utcnow
+from service.db.models.base import Base, BigIntId, Sha256Hex, UuidPk, str_enum, utcnow
 
 
 class DeletionStatus(StrEnum):

@@ -16,7 +16,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.models.base import BigIntId, Base, CreatedAt, Json, Sha256Hex, UuidPk, str_enum, utcnow
+from service.db.models.base import (
+    Base,
+    BigIntId,
+    CreatedAt,
+    Json,
+    Sha256Hex,
+    UuidPk,
+    str_enum,
+    utcnow,
+)
 
 
 class Task(StrEnum):

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.models.base import BigIntId, Base, CreatedAt, Json, utcnow
+from service.db.models.base import Base, BigIntId, CreatedAt, Json, utcnow
 
 
 class OutboxMessage(CreatedAt, Base):

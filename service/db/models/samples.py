@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.models.base import BigIntId, Base, CreatedAt, Json
+from service.db.models.base import Base, BigIntId, CreatedAt, Json
 
 
 class Sample(CreatedAt, Base):

@@ -1,0 +1,1 @@
+"""HTTP API: routes, schemas, dependencies and problem-details error handling."""

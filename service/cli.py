@@ -1,0 +1,147 @@
+"""`unlearn`: the command line of the service (database, API server, worker, tenants, keys)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import click
+
+from service.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+
+@contextmanager
+def _transaction() -> Iterator[Session]:
+    """One committed transaction on the configured database; domain errors become CLI errors."""
+    from service.db.engine import make_engine, make_session_factory, unit_of_work
+    from service.errors import DomainError
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            yield session
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from exc
+    finally:
+        engine.dispose()
+
+
+@click.group()
+def main() -> None:
+    """Exact machine-unlearning service."""
+    logging.basicConfig(
+        level=get_settings().log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+
+
+@main.group()
+def db() -> None:
+    """The lineage database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the lineage database up to REVISION (default: head)."""
+    from service.db import migrate
+
+    migrate.upgrade(get_settings().database_url, revision)
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the lineage database down to REVISION (`base` empties it)."""
+    from service.db import migrate
+
+    migrate.downgrade(get_settings().database_url, revision)
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default: UNLEARN_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default: UNLEARN_PORT).")
+def serve(host: str | None, port: int | None) -> None:
+    """Start the HTTP API."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@main.command()
+@click.option(
+    "--queues", default="deletions,training", show_default=True, help="Queues to consume."
+)
+@click.option("--concurrency", type=int, default=1, show_default=True)
+@click.option("--pool", default="solo", show_default=True, help="solo for one process per GPU.")
+def worker(queues: str, concurrency: int, pool: str) -> None:
+    """Start a Celery worker process."""
+    from workers.celery_app import create_celery
+
+    app = create_celery(get_settings())
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queues,
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            pool,
+            "--loglevel",
+            get_settings().log_level.upper(),
+        ]
+    )
+
+
+@main.group()
+def tenants() -> None:
+    """Tenants."""
+
+
+@tenants.command("create")
+@click.argument("name")
+def tenants_create(name: str) -> None:
+    """Create a tenant and print its id."""
+    from service.db.repositories import TenantRepository
+
+    with _transaction() as session:
+        tenant = TenantRepository.from_session(session).create(name)
+    click.echo(str(tenant.id))
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+@click.option("--role", type=click.Choice(["app", "admin"]), default="app", show_default=True)
+@click.option("--name", default="default", show_default=True, help="A label for the key.")
+def keys_create(tenant_name: str, role: str, name: str) -> None:
+    """Issue an API key and print it (shown once; only its hash is stored)."""
+    from service.db.models import Role
+    from service.db.repositories import ApiKeyRepository, TenantRepository
+
+    with _transaction() as session:
+        tenant = TenantRepository.from_session(session).by_name(tenant_name)
+        issued = ApiKeyRepository.from_session(session).issue(tenant.id, name, Role(role))
+    click.echo(issued.token)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Repositories own every query. Each wraps a session, flushes, and never commits."""
+
+from service.db.repositories.audit import AuditRepository
+from service.db.repositories.deletions import DeletionRepository
+from service.db.repositories.jobs import JobRepository
+from service.db.repositories.lineage import LineageRepository
+from service.db.repositories.models import ModelRepository
+from service.db.repositories.outbox import OutboxRepository
+from service.db.repositories.samples import NewSample, SampleRepository
+from service.db.repositories.tenants import ApiKeyRepository, TenantRepository
+
+__all__ = [
+    "ApiKeyRepository",
+    "AuditRepository",
+    "DeletionRepository",
+    "JobRepository",
+    "LineageRepository",
+    "ModelRepository",
+    "NewSample",
+    "OutboxRepository",
+    "SampleRepository",
+    "TenantRepository",
+]

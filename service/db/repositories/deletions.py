@@ -1,0 +1,130 @@
+"""Deletion requests: idempotent creation, items and the status lifecycle with timestamps."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from service.db.models import DeletionItem, DeletionRequest, DeletionStatus, ItemOutcome
+from service.db.models.base import utcnow
+from service.db.repositories.base import Repository
+from service.errors import DeletionNotFoundError, IdempotencyConflictError, LineageError
+
+S = DeletionStatus
+# received -> deactivated -> (approximated ->) retraining -> completed; failed from anywhere.
+_NEXT: dict[DeletionStatus, set[DeletionStatus]] = {
+    S.received: {S.deactivated, S.failed},
+    S.deactivated: {S.approximated, S.retraining, S.completed, S.failed},
+    S.approximated: {S.retraining, S.completed, S.failed},
+    S.retraining: {S.completed, S.failed},
+    S.completed: set(),
+    S.failed: {S.retraining},  # the retry path
+}
+_TIMESTAMP = {
+    S.deactivated: "deactivated_at",
+    S.approximated: "approximated_at",
+    S.retraining: "retraining_at",
+    S.completed: "completed_at",
+    S.failed: "failed_at",
+}
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class DeletionRepository(Repository):
+    def create(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        model_id: uuid.UUID,
+        body_hash: str,
+        idempotency_key: str | None = None,
+        subject_id: str | None = None,
+    ) -> tuple[DeletionRequest, bool]:
+        """A new request, or (the earlier request, False) for a repeated Idempotency-Key.
+
+        The same key with another body is an IdempotencyConflictError.
+        """
+        if idempotency_key is not None:
+            earlier = self.session.scalar(
+                sa.select(DeletionRequest).where(
+                    DeletionRequest.tenant_id == tenant_id,
+                    DeletionRequest.idempotency_key == idempotency_key,
+                )
+            )
+            if earlier is not None:
+                if earlier.body_hash != body_hash:
+                    raise IdempotencyConflictError(
+                        "this Idempotency-Key was used for a different request"
+                    )
+                return earlier, False
+        request = DeletionRequest(
+            tenant_id=tenant_id,
+            model_id=model_id,
+            idempotency_key=idempotency_key,
+            body_hash=body_hash,
+            subject_hash=sha256_hex(subject_id) if subject_id is not None else None,
+        )
+        self.session.add(request)
+        self.session.flush()
+        return request, True
+
+    def get(self, request_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None) -> DeletionRequest:
+        request = self.session.get(DeletionRequest, request_id)
+        if request is None or (tenant_id is not None and request.tenant_id != tenant_id):
+            raise DeletionNotFoundError(f"no deletion request {request_id}")
+        return request
+
+    def add_items(
+        self,
+        request: DeletionRequest,
+        items: Sequence[tuple[str, int | None, ItemOutcome]],
+    ) -> None:
+        """Record (external id, sample id, outcome) per requested id; only hashes are kept,
+        except for unknown ids, which the request reports back to the caller."""
+        counts = dict.fromkeys(ItemOutcome, 0)
+        for external_id, sample_id, outcome in items:
+            counts[outcome] += 1
+            self.session.add(
+                DeletionItem(
+                    request_id=request.id,
+                    sample_id=sample_id,
+                    external_id_hash=sha256_hex(external_id),
+                    unknown_external_id=external_id if outcome is ItemOutcome.unknown else None,
+                    outcome=outcome,
+                )
+            )
+        request.n_requested += len(items)
+        request.n_deleted += counts[ItemOutcome.deleted]
+        request.n_already_deleted += counts[ItemOutcome.already_deleted]
+        request.n_unknown += counts[ItemOutcome.unknown]
+        request.partial = request.n_unknown > 0
+        self.session.flush()
+
+    def items(self, request_id: uuid.UUID) -> list[DeletionItem]:
+        return list(
+            self.session.scalars(
+                sa.select(DeletionItem)
+                .where(DeletionItem.request_id == request_id)
+                .order_by(DeletionItem.id)
+            )
+        )
+
+    def advance(
+        self, request: DeletionRequest, status: DeletionStatus, *, reason: str | None = None
+    ) -> None:
+        """Move along the lifecycle, stamping the phase; an illegal move is a LineageError."""
+        if status not in _NEXT[request.status]:
+            raise LineageError(
+                f"a deletion cannot go from {request.status.value} to {status.value}"
+            )
+        if status is S.failed and not reason:
+            raise ValueError("a failed deletion needs a reason")
+        request.status = status
+        request.failure_reason = reason if status is S.failed else None
+        setattr(request, _TIMESTAMP[status], utcnow())

@@ -1,0 +1,81 @@
+"""Jobs: creation with de-duplication among live jobs, progress and outcome."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from service.db.models import Job, JobKind, JobStatus, Model
+from service.db.models.base import utcnow
+from service.db.repositories.base import Repository
+from service.errors import JobNotFoundError, LineageError
+
+_LIVE = (JobStatus.queued, JobStatus.running)
+
+
+class JobRepository(Repository):
+    def create(
+        self,
+        *,
+        model_id: uuid.UUID,
+        kind: JobKind,
+        stages_total: int,
+        params: dict[str, Any] | None = None,
+        dedup_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """A new job, or the live job with the same ``dedup_key`` and False.
+
+        ``dedup_key`` is unique among live jobs only: it is cleared when a job finishes.
+        """
+        if dedup_key is not None:
+            existing = self.session.scalar(sa.select(Job).where(Job.dedup_key == dedup_key))
+            if existing is not None:
+                return existing, False
+        job = Job(
+            model_id=model_id,
+            kind=kind,
+            stages_total=stages_total,
+            params=dict(params or {}),
+            dedup_key=dedup_key,
+        )
+        try:
+            with self.session.begin_nested():
+                self.session.add(job)
+                self.session.flush()
+        except IntegrityError:  # another transaction created it concurrently
+            existing = self.session.scalar(sa.select(Job).where(Job.dedup_key == dedup_key))
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+    def get(self, job_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None) -> Job:
+        """The job, or JobNotFoundError; another tenant's job is not found either."""
+        query = sa.select(Job).where(Job.id == job_id)
+        if tenant_id is not None:
+            query = query.join(Model, Model.id == Job.model_id).where(Model.tenant_id == tenant_id)
+        job = self.session.scalar(query)
+        if job is None:
+            raise JobNotFoundError(f"no job {job_id}")
+        return job
+
+    def start(self, job: Job) -> None:
+        if job.status not in _LIVE:
+            raise LineageError(f"job {job.id} is {job.status.value}; it cannot start")
+        job.status = JobStatus.running
+        job.attempts += 1
+        job.started_at = job.started_at or utcnow()
+
+    def progress(self, job: Job, stages_done: int) -> None:
+        job.stages_done = min(stages_done, job.stages_total)
+
+    def finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
+        if status in _LIVE:
+            raise ValueError("finish() takes a final status")
+        job.status = status
+        job.error = error
+        job.finished_at = utcnow()
+        job.dedup_key = None

@@ -1,0 +1,375 @@
+"""The lineage invariant: which layer saw which slice version, and what may be served.
+
+A layer is valid iff every slice version it recorded equals the slice's current version. A
+deletion bumps the versions of the slices it touches and, in the same transaction, marks the
+layers that saw them ``invalidated`` and bumps the model's ``serving_generation``. A retrain's
+layers become ``active`` only if their recorded versions are still current at activation.
+Both paths lock the model row first, so validity changes of one model are serialised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from service.db.models import (
+    Layer,
+    LayerSliceVersion,
+    LayerState,
+    Sample,
+    SamplePayload,
+    Shard,
+    Slice,
+    SliceSequence,
+)
+from service.db.models.base import utcnow
+from service.db.repositories.base import Repository
+from service.db.repositories.models import ModelRepository
+from service.errors import LineageError
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    """What one deletion changed, all in the caller's transaction."""
+
+    deleted_sample_ids: list[int]
+    already_deleted_sample_ids: list[int]
+    slice_versions: dict[uuid.UUID, int]  # bumped slices and their new versions
+    invalidated_layer_ids: list[int]
+    first_invalid_position: dict[uuid.UUID, int]  # per affected sequence
+    serving_generation: int
+
+
+@dataclass(frozen=True)
+class Activation:
+    activated_layer_ids: list[int] = field(default_factory=list)
+    discarded_layer_ids: list[int] = field(default_factory=list)  # stale: versions moved
+    superseded_layer_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The valid prefix of one sequence: its active, current layers at positions 1..length."""
+
+    shard_index: int
+    sequence_id: uuid.UUID
+    sequence_index: int
+    layer_ids: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.layer_ids)
+
+
+def _stale_condition() -> sa.ColumnElement[bool]:
+    """True for a layer whose recorded version of some slice is no longer current."""
+    return sa.exists(
+        sa.select(LayerSliceVersion.layer_id)
+        .join(Slice, Slice.id == LayerSliceVersion.slice_id)
+        .where(LayerSliceVersion.layer_id == Layer.id, LayerSliceVersion.version != Slice.version)
+    )
+
+
+def _layers_of_model(model_id: uuid.UUID) -> sa.Select[Layer]:
+    return (
+        sa.select(Layer)
+        .join(SliceSequence, SliceSequence.id == Layer.sequence_id)
+        .join(Shard, Shard.id == SliceSequence.shard_id)
+        .where(Shard.model_id == model_id)
+    )
+
+
+class LineageRepository(Repository):
+    # -- reading the lineage -------------------------------------------------------------
+
+    def prefix_slice_ids(self, sequence: SliceSequence, position: int) -> list[uuid.UUID]:
+        """The ids of the slices π1..π_position of ``sequence``, in order."""
+        if not 1 <= position <= len(sequence.slice_order):
+            raise LineageError(f"position {position} is outside 1..{len(sequence.slice_order)}")
+        by_index = dict(
+            self.session.execute(
+                sa.select(Slice.index, Slice.id).where(Slice.shard_id == sequence.shard_id)
+            ).tuples()
+        )
+        return [by_index[i] for i in sequence.slice_order[:position]]
+
+    def snapshot(self, slice_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Current versions of these slices; read them with the training data they describe."""
+        ids = list(set(slice_ids))
+        return dict(
+            self.session.execute(sa.select(Slice.id, Slice.version).where(Slice.id.in_(ids)))
+            .tuples()
+            .all()
+        )
+
+    def stale_layer_ids(self, model_id: uuid.UUID) -> set[int]:
+        """Layers of the model whose recorded slice versions are no longer all current."""
+        query = _layers_of_model(model_id).where(_stale_condition()).with_only_columns(Layer.id)
+        return set(self.session.scalars(query))
+
+    def layers(self, model_id: uuid.UUID) -> list[Layer]:
+        return list(self.session.scalars(_layers_of_model(model_id).order_by(Layer.id)))
+
+    def recorded_versions(self, layer_id: int) -> dict[uuid.UUID, int]:
+        return dict(
+            self.session.execute(
+                sa.select(LayerSliceVersion.slice_id, LayerSliceVersion.version).where(
+                    LayerSliceVersion.layer_id == layer_id
+                )
+            ).tuples()
+        )
+
+    def affected_layers(self, model_id: uuid.UUID, sample_ids: Iterable[int]) -> list[Layer]:
+        """Active layers of the model that were trained on a slice holding one of these samples."""
+        slice_ids = sa.select(Sample.slice_id).where(
+            Sample.model_id == model_id, Sample.id.in_(list(sample_ids))
+        )
+        saw_slice = sa.exists(
+            sa.select(LayerSliceVersion.layer_id).where(
+                LayerSliceVersion.layer_id == Layer.id, LayerSliceVersion.slice_id.in_(slice_ids)
+            )
+        )
+        query = _layers_of_model(model_id).where(Layer.state == LayerState.active, saw_slice)
+        return list(self.session.scalars(query.order_by(Layer.sequence_id, Layer.position)))
+
+    def prefixes(self, model_id: uuid.UUID) -> list[Prefix]:
+        """Each sequence's longest valid prefix (possibly empty), ordered by shard, sequence."""
+        rows = self.session.execute(
+            sa.select(Shard.index, SliceSequence.id, SliceSequence.index)
+            .join(SliceSequence, SliceSequence.shard_id == Shard.id)
+            .where(Shard.model_id == model_id)
+            .order_by(Shard.index, SliceSequence.index)
+        ).tuples()
+        live = self.session.execute(
+            _layers_of_model(model_id)
+            .where(Layer.state == LayerState.active, sa.not_(_stale_condition()))
+            .with_only_columns(Layer.sequence_id, Layer.position, Layer.id, Layer.parent_layer_id)
+        ).tuples()
+        by_sequence: dict[uuid.UUID, dict[int, tuple[int, int | None]]] = defaultdict(dict)
+        for sequence_id, position, layer_id, parent_id in live:
+            by_sequence[sequence_id][position] = (layer_id, parent_id)
+
+        prefixes = []
+        for shard_index, sequence_id, sequence_index in rows:
+            chain: list[int] = []
+            layers = by_sequence.get(sequence_id, {})
+            while (entry := layers.get(len(chain) + 1)) is not None:
+                layer_id, parent_id = entry
+                if parent_id != (chain[-1] if chain else None):
+                    break
+                chain.append(layer_id)
+            prefixes.append(Prefix(shard_index, sequence_id, sequence_index, tuple(chain)))
+        return prefixes
+
+    def serving_choice(self, model_id: uuid.UUID) -> dict[int, Prefix | None]:
+        """Per shard index: the sequence with the longest valid prefix, or None (shard drops out).
+
+        Ties go to the prefix trained last (the highest layer id, ids being monotonic).
+        """
+        model = ModelRepository.from_session(self.session).get(model_id)
+        choice: dict[int, Prefix | None] = dict.fromkeys(range(model.n_shards))
+        for prefix in self.prefixes(model_id):
+            if prefix.length == 0:
+                continue
+            best = choice[prefix.shard_index]
+            if best is None or (prefix.length, max(prefix.layer_ids)) > (
+                best.length,
+                max(best.layer_ids),
+            ):
+                choice[prefix.shard_index] = prefix
+        return choice
+
+    # -- changing the lineage ------------------------------------------------------------
+
+    def record_layer(
+        self,
+        *,
+        sequence: SliceSequence,
+        position: int,
+        slice_versions: Mapping[uuid.UUID, int],
+        parent_layer_id: int | None,
+        artifact_ref: str | None = None,
+        artifact_digest: str | None = None,
+        trained_sample_count: int = 0,
+        job_id: uuid.UUID | None = None,
+    ) -> Layer:
+        """Write a trained stage (state ``training``) with the slice versions it was trained on.
+
+        ``slice_versions`` must be the snapshot taken when the training data was read, and must
+        name exactly the slices π1..π_position of the sequence.
+        """
+        expected = set(self.prefix_slice_ids(sequence, position))
+        if set(slice_versions) != expected:
+            raise LineageError(
+                f"stage {position} must record the versions of exactly the slices π1..π{position}"
+            )
+        if (position == 1) != (parent_layer_id is None):
+            raise LineageError("stage 1 has no parent layer; every later stage has one")
+        if parent_layer_id is not None:
+            parent = self.session.get(Layer, parent_layer_id)
+            if (
+                parent is None
+                or parent.sequence_id != sequence.id
+                or parent.position != position - 1
+            ):
+                raise LineageError(f"layer {parent_layer_id} is not stage {position - 1} here")
+        layer = Layer(
+            sequence_id=sequence.id,
+            position=position,
+            parent_layer_id=parent_layer_id,
+            state=LayerState.training,
+            artifact_ref=artifact_ref,
+            artifact_digest=artifact_digest,
+            trained_sample_count=trained_sample_count,
+            job_id=job_id,
+        )
+        self.session.add(layer)
+        self.session.flush()
+        self.session.add_all(
+            LayerSliceVersion(layer_id=layer.id, slice_id=slice_id, version=version)
+            for slice_id, version in slice_versions.items()
+        )
+        self.session.flush()
+        return layer
+
+    def activate(self, model_id: uuid.UUID, layer_ids: Sequence[int]) -> Activation:
+        """Serve newly trained layers, if the slice versions they saw are still current.
+
+        For each sequence the layers must form a contiguous run of stages k..j whose first
+        stage descends from the active stage k-1. They are activated in order until the first
+        stale one (or a broken chain); that one and the rest are ``discarded``. Active layers at
+        stages >= k of the sequence are ``superseded`` when at least one layer activates.
+        """
+        model = ModelRepository.from_session(self.session).get_for_update(model_id)
+        layers = list(
+            self.session.scalars(_layers_of_model(model_id).where(Layer.id.in_(list(layer_ids))))
+        )
+        if len(layers) != len(set(layer_ids)):
+            raise LineageError("some layers do not exist or belong to another model")
+        if any(layer.state is not LayerState.training for layer in layers):
+            raise LineageError("only layers in state `training` can be activated")
+        stale = self.stale_layer_ids(model_id)
+        by_sequence: dict[uuid.UUID, list[Layer]] = defaultdict(list)
+        for layer in layers:
+            by_sequence[layer.sequence_id].append(layer)
+
+        activated: list[Layer] = []
+        discarded: list[Layer] = []
+        superseded: list[Layer] = []
+        now = utcnow()
+        for sequence_id, run in by_sequence.items():
+            run.sort(key=lambda layer: layer.position)
+            first = run[0].position
+            if [layer.position for layer in run] != list(range(first, first + len(run))):
+                raise LineageError("layers of one sequence must be consecutive stages")
+            parent_ok = self._is_live_parent(sequence_id, first, run[0].parent_layer_id, stale)
+            good = 0
+            if parent_ok:
+                previous = run[0].parent_layer_id
+                for layer in run:
+                    if layer.id in stale or layer.parent_layer_id != previous:
+                        break
+                    previous = layer.id
+                    good += 1
+            discarded.extend(run[good:])
+            if good:
+                old = self.session.scalars(
+                    sa.select(Layer).where(
+                        Layer.sequence_id == sequence_id,
+                        Layer.position >= first,
+                        Layer.state == LayerState.active,
+                    )
+                ).all()
+                for layer in old:
+                    layer.state = LayerState.superseded
+                superseded.extend(old)
+                self.session.flush()  # free the one-active-per-stage index before activating
+                for layer in run[:good]:
+                    layer.state = LayerState.active
+                    layer.activated_at = now
+                activated.extend(run[:good])
+        for layer in discarded:
+            layer.state = LayerState.discarded
+        if activated:
+            model.serving_generation += 1
+        self.session.flush()
+        return Activation(
+            [layer.id for layer in activated],
+            [layer.id for layer in discarded],
+            [layer.id for layer in superseded],
+        )
+
+    def _is_live_parent(
+        self, sequence_id: uuid.UUID, position: int, parent_id: int | None, stale: set[int]
+    ) -> bool:
+        if position == 1:
+            return parent_id is None
+        parent = self.session.get(Layer, parent_id) if parent_id is not None else None
+        return (
+            parent is not None
+            and parent.sequence_id == sequence_id
+            and parent.state is LayerState.active
+            and parent.id not in stale
+        )
+
+    def deactivate_samples(
+        self, model_id: uuid.UUID, sample_ids: Iterable[int], *, purge_payloads: bool = True
+    ) -> Deactivation:
+        """Delete samples from the lineage: one transaction, no serving of what saw them.
+
+        Marks the samples deleted, hard-deletes their payloads (unless an approximate pass still
+        needs them), bumps each touched slice's version once, invalidates every active layer
+        that recorded an older version, and bumps the model's ``serving_generation``. Samples
+        deleted before are reported and change nothing.
+        """
+        model = ModelRepository.from_session(self.session).get_for_update(model_id)
+        ids = sorted(set(sample_ids))
+        samples = list(
+            self.session.scalars(
+                sa.select(Sample).where(Sample.model_id == model_id, Sample.id.in_(ids))
+            )
+        )
+        if len(samples) != len(ids):
+            raise LineageError("some samples do not exist or belong to another model")
+        live = [s for s in samples if not s.deleted]
+        already = [s.id for s in samples if s.deleted]
+        if not live:
+            return Deactivation([], already, {}, [], {}, model.serving_generation)
+
+        now = utcnow()
+        for sample in live:
+            sample.deleted = True
+            sample.deleted_at = now
+        if purge_payloads:
+            self.session.execute(
+                sa.delete(SamplePayload).where(SamplePayload.sample_id.in_([s.id for s in live]))
+            )
+        touched = {s.slice_id for s in live}
+        slices = self.session.scalars(sa.select(Slice).where(Slice.id.in_(touched))).all()
+        for slice_ in slices:
+            slice_.version += 1
+        self.session.flush()
+
+        invalid = self.session.scalars(
+            _layers_of_model(model_id).where(Layer.state == LayerState.active, _stale_condition())
+        ).all()
+        first_invalid: dict[uuid.UUID, int] = {}
+        for layer in invalid:
+            layer.state = LayerState.invalidated
+            layer.invalidated_at = now
+            current = first_invalid.get(layer.sequence_id, layer.position)
+            first_invalid[layer.sequence_id] = min(current, layer.position)
+        model.serving_generation += 1
+        self.session.flush()
+        return Deactivation(
+            deleted_sample_ids=[s.id for s in live],
+            already_deleted_sample_ids=already,
+            slice_versions={s.id: s.version for s in slices},
+            invalidated_layer_ids=sorted(layer.id for layer in invalid),
+            first_invalid_position=first_invalid,
+            serving_generation=model.serving_generation,
+        )

@@ -1,0 +1,122 @@
+"""Models and their lineage skeleton: shards, slices and slice sequences."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.db.models import Model, Shard, Slice, SliceSequence, Task
+from service.db.repositories.base import Repository
+from service.errors import InvalidModelConfigError, ModelNotFoundError
+
+
+def _validate_orders(orders: Sequence[Sequence[int]], n_slices: int, budget: int) -> None:
+    if not orders:
+        raise InvalidModelConfigError("`sequence_orders` must hold at least one order")
+    if len(orders) > budget:
+        raise InvalidModelConfigError(
+            f"`sequence_orders` holds {len(orders)} orders, more than `budget` = {budget}"
+        )
+    expected = list(range(n_slices))
+    for order in orders:
+        if sorted(order) != expected:
+            raise InvalidModelConfigError(
+                f"`sequence_orders`: {list(order)} is not a permutation of 0..{n_slices - 1}"
+            )
+    if len({tuple(o) for o in orders}) != len(orders):
+        raise InvalidModelConfigError("`sequence_orders` repeats an order")
+
+
+class ModelRepository(Repository):
+    def create(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        name: str,
+        task: Task,
+        n_shards: int,
+        n_slices: int,
+        budget: int,
+        sequence_orders: Sequence[Sequence[int]],
+        labels: Sequence[str] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> Model:
+        """A model with its shards, slices (version 0) and, in every shard, the given orders."""
+        for field, value in (("n_shards", n_shards), ("n_slices", n_slices), ("budget", budget)):
+            if value < 1:
+                raise InvalidModelConfigError(f"`{field}` must be at least 1, got {value}")
+        if task is Task.classification:
+            if not labels or len(set(labels)) != len(labels) or len(labels) < 2:
+                raise InvalidModelConfigError("`labels` must list at least two distinct labels")
+        elif labels:
+            raise InvalidModelConfigError("`labels` is only for classification models")
+        _validate_orders(sequence_orders, n_slices, budget)
+
+        model = Model(
+            tenant_id=tenant_id,
+            name=name,
+            task=task,
+            labels=list(labels) if labels else None,
+            n_shards=n_shards,
+            n_slices=n_slices,
+            budget=budget,
+            config=dict(config or {}),
+        )
+        self.session.add(model)
+        self.session.flush()
+        for s in range(n_shards):
+            shard = Shard(model_id=model.id, index=s)
+            self.session.add(shard)
+            self.session.flush()
+            self.session.add_all(Slice(shard_id=shard.id, index=i) for i in range(n_slices))
+            self.session.add_all(
+                SliceSequence(shard_id=shard.id, index=j, slice_order=list(order))
+                for j, order in enumerate(sequence_orders)
+            )
+        self.session.flush()
+        return model
+
+    def get(self, model_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None) -> Model:
+        """The model, or ModelNotFoundError; another tenant's model is not found either."""
+        model = self.session.get(Model, model_id)
+        if model is None or (tenant_id is not None and model.tenant_id != tenant_id):
+            raise ModelNotFoundError(f"no model {model_id}")
+        return model
+
+    def get_for_update(self, model_id: uuid.UUID) -> Model:
+        """The model row, locked until the transaction ends: serialises validity changes."""
+        model = self.session.scalar(sa.select(Model).where(Model.id == model_id).with_for_update())
+        if model is None:
+            raise ModelNotFoundError(f"no model {model_id}")
+        return model
+
+    def shards(self, model_id: uuid.UUID) -> list[Shard]:
+        return list(
+            self.session.scalars(
+                sa.select(Shard).where(Shard.model_id == model_id).order_by(Shard.index)
+            )
+        )
+
+    def slices(self, model_id: uuid.UUID) -> list[Slice]:
+        """Every slice of the model, ordered by (shard index, slice index)."""
+        return list(
+            self.session.scalars(
+                sa.select(Slice)
+                .join(Shard, Shard.id == Slice.shard_id)
+                .where(Shard.model_id == model_id)
+                .order_by(Shard.index, Slice.index)
+            )
+        )
+
+    def sequences(self, model_id: uuid.UUID) -> list[SliceSequence]:
+        return list(
+            self.session.scalars(
+                sa.select(SliceSequence)
+                .join(Shard, Shard.id == SliceSequence.shard_id)
+                .where(Shard.model_id == model_id)
+                .order_by(Shard.index, SliceSequence.index)
+            )
+        )

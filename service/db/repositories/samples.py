@@ -1,0 +1,217 @@
+"""Samples: validated bulk registration, deterministic placement and lineage look-ups."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
+from service.db.repositories.base import Repository
+from service.errors import DomainError, DuplicateSampleError, InvalidSampleError
+from unlearning.sharding import assign
+
+MAX_EXTERNAL_ID_LENGTH = 255
+_CHUNK = 500  # bound on bound parameters per IN (...) query
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NewSample:
+    external_id: str
+    label: str | int | float
+    text: str | None = None
+    features: Sequence[float] | None = None
+    subject_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    external_id: str | None
+    error: DomainError
+
+
+@dataclass
+class BulkResult:
+    stored: list[Sample] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Validated:
+    label_index: int | None
+    target: float | None
+    text: str | None
+    features: list[float] | None
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _validate(model: Model, row: NewSample) -> _Validated:
+    if not isinstance(row.external_id, str) or not row.external_id.strip():
+        raise InvalidSampleError("`external_id` must be a non-empty string")
+    if len(row.external_id) > MAX_EXTERNAL_ID_LENGTH:
+        raise InvalidSampleError(f"`external_id` is longer than {MAX_EXTERNAL_ID_LENGTH}")
+    if row.subject_id is not None and (
+        not isinstance(row.subject_id, str) or not 0 < len(row.subject_id) <= 255
+    ):
+        raise InvalidSampleError("`subject_id` must be a string of 1 to 255 characters")
+    if (row.text is None) == (row.features is None):
+        raise InvalidSampleError("give exactly one of `text` and `features`")
+    text = features = None
+    if row.text is not None:
+        if not isinstance(row.text, str) or not row.text.strip():
+            raise InvalidSampleError("`text` must be a non-empty string")
+        text = row.text
+    else:
+        assert row.features is not None
+        if isinstance(row.features, str | bytes) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in row.features
+        ):
+            raise InvalidSampleError("`features` must be a list of finite numbers")
+        features = [float(x) for x in row.features]
+        if not features:
+            raise InvalidSampleError("`features` must not be empty")
+
+    label = row.label
+    if model.task is Task.classification:
+        labels = model.labels or []
+        if isinstance(label, str) and label in labels:
+            return _Validated(labels.index(label), None, text, features)
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
+            return _Validated(label, None, text, features)
+        raise InvalidSampleError(f"`label` must be one of {labels} (or its index), got {label!r}")
+    if isinstance(label, int | float) and not isinstance(label, bool) and math.isfinite(label):
+        return _Validated(None, float(label), text, features)
+    raise InvalidSampleError(
+        f"`label` of a regression model must be a finite number, got {label!r}"
+    )
+
+
+class SampleRepository(Repository):
+    def add(self, model: Model, row: NewSample) -> Sample:
+        """Register one sample; raises a domain error for a duplicate or an invalid row."""
+        result = self.add_many(model, [row])
+        if result.errors:
+            raise result.errors[0].error
+        return result.stored[0]
+
+    def add_many(self, model: Model, rows: Sequence[NewSample]) -> BulkResult:
+        """Register samples: valid rows are stored, each bad or duplicate row is reported."""
+        result = BulkResult()
+        placements = self._slice_ids(model.id)
+        accepted: list[tuple[NewSample, _Validated]] = []
+        seen: set[str] = set()
+        existing = self._existing_ids(model.id, [r.external_id for r in rows])
+        for i, row in enumerate(rows):
+            try:
+                validated = _validate(model, row)
+                if row.external_id in existing or row.external_id in seen:
+                    raise DuplicateSampleError(f"sample {row.external_id!r} is already registered")
+            except DomainError as error:
+                ext = row.external_id if isinstance(row.external_id, str) else None
+                result.errors.append(RowError(i, ext, error))
+                continue
+            seen.add(row.external_id)
+            accepted.append((row, validated))
+
+        samples = []
+        for row, _ in accepted:
+            place = assign(str(model.id), row.external_id, model.n_shards, model.n_slices)
+            shard_id, slice_id = placements[place]
+            samples.append(
+                Sample(
+                    model_id=model.id,
+                    shard_id=shard_id,
+                    slice_id=slice_id,
+                    external_id=row.external_id,
+                    subject_id=row.subject_id,
+                )
+            )
+        try:
+            with self.session.begin_nested():
+                self.session.add_all(samples)
+                self.session.flush()
+                self.session.add_all(
+                    SamplePayload(
+                        sample_id=sample.id,
+                        text=v.text,
+                        features=v.features,
+                        label_index=v.label_index,
+                        target=v.target,
+                    )
+                    for sample, (_, v) in zip(samples, accepted, strict=True)
+                )
+                self.session.flush()
+        except IntegrityError as exc:  # a concurrent request registered one of these ids
+            raise DuplicateSampleError(
+                "a sample of this batch was registered concurrently"
+            ) from exc
+        result.stored = samples
+        return result
+
+    def _existing_ids(self, model_id: uuid.UUID, external_ids: Sequence[object]) -> set[str]:
+        ids = [e for e in external_ids if isinstance(e, str)]
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            found.update(
+                self.session.scalars(
+                    sa.select(Sample.external_id).where(
+                        Sample.model_id == model_id, Sample.external_id.in_(chunk)
+                    )
+                )
+            )
+        return found
+
+    def _slice_ids(self, model_id: uuid.UUID) -> dict[tuple[int, int], tuple[uuid.UUID, uuid.UUID]]:
+        rows = self.session.execute(
+            sa.select(Shard.index, Slice.index, Shard.id, Slice.id)
+            .join(Slice, Slice.shard_id == Shard.id)
+            .where(Shard.model_id == model_id)
+        )
+        return {(sh, sl): (shard_id, slice_id) for sh, sl, shard_id, slice_id in rows}
+
+    def by_external_ids(
+        self, model_id: uuid.UUID, external_ids: Iterable[str]
+    ) -> dict[str, Sample]:
+        found: dict[str, Sample] = {}
+        for chunk in _chunks(sorted(set(external_ids))):
+            for sample in self.session.scalars(
+                sa.select(Sample).where(Sample.model_id == model_id, Sample.external_id.in_(chunk))
+            ):
+                found[sample.external_id] = sample
+        return found
+
+    def by_subject(self, model_id: uuid.UUID, subject_id: str) -> list[Sample]:
+        return list(
+            self.session.scalars(
+                sa.select(Sample)
+                .where(Sample.model_id == model_id, Sample.subject_id == subject_id)
+                .order_by(Sample.id)
+            )
+        )
+
+    def training_set(self, slice_ids: Iterable[uuid.UUID]) -> list[tuple[Sample, SamplePayload]]:
+        """The live samples of these slices with their payloads, ordered by external id."""
+        ids = list(set(slice_ids))
+        rows: list[tuple[Sample, SamplePayload]] = []
+        for chunk in _chunks(ids):
+            rows.extend(
+                self.session.execute(
+                    sa.select(Sample, SamplePayload)
+                    .join(SamplePayload, SamplePayload.sample_id == Sample.id)
+                    .where(Sample.slice_id.in_(chunk), Sample.deleted.is_(False))
+                ).tuples()
+            )
+        rows.sort(key=lambda pair: pair[0].external_id)
+        return rows

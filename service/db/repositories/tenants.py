@@ -1,0 +1,81 @@
+"""Tenants and API keys. A key is shown once; only its SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from typing import NamedTuple
+
+import sqlalchemy as sa
+
+from service.db.models import ApiKey, Role, Tenant
+from service.db.models.base import utcnow
+from service.db.repositories.base import Repository
+from service.errors import DuplicateTenantError, TenantNotFoundError
+
+KEY_PREFIX_BYTES = 6
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class IssuedKey(NamedTuple):
+    key: ApiKey
+    token: str  # "ul_<prefix>_<secret>": returned to the caller once, never stored
+
+
+class TenantRepository(Repository):
+    def create(self, name: str) -> Tenant:
+        if self.session.scalar(sa.select(Tenant.id).where(Tenant.name == name)) is not None:
+            raise DuplicateTenantError(f"a tenant named {name!r} exists")
+        tenant = Tenant(name=name)
+        self.session.add(tenant)
+        self.session.flush()
+        return tenant
+
+    def get(self, tenant_id: uuid.UUID) -> Tenant:
+        tenant = self.session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise TenantNotFoundError(f"no tenant {tenant_id}")
+        return tenant
+
+    def by_name(self, name: str) -> Tenant:
+        tenant = self.session.scalar(sa.select(Tenant).where(Tenant.name == name))
+        if tenant is None:
+            raise TenantNotFoundError(f"no tenant named {name!r}")
+        return tenant
+
+
+class ApiKeyRepository(Repository):
+    def issue(self, tenant_id: uuid.UUID, name: str, role: Role) -> IssuedKey:
+        TenantRepository.from_session(self.session).get(tenant_id)
+        prefix = secrets.token_hex(KEY_PREFIX_BYTES)
+        secret = secrets.token_urlsafe(32)
+        key = ApiKey(
+            tenant_id=tenant_id, name=name, prefix=prefix, key_hash=hash_key(secret), role=role
+        )
+        self.session.add(key)
+        self.session.flush()
+        return IssuedKey(key, f"ul_{prefix}_{secret}")
+
+    def authenticate(self, token: str) -> ApiKey | None:
+        """The live key behind ``token``, or None. The secret is compared in constant time."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "ul":
+            return None
+        _, prefix, secret = parts
+        key = self.session.scalar(sa.select(ApiKey).where(ApiKey.prefix == prefix))
+        expected = key.key_hash if key is not None else hash_key("")
+        matches = hmac.compare_digest(expected, hash_key(secret))
+        if key is None or not matches or key.revoked_at is not None:
+            return None
+        key.last_used_at = utcnow()
+        return key
+
+    def revoke(self, key_id: uuid.UUID) -> None:
+        key = self.session.get(ApiKey, key_id)
+        if key is not None and key.revoked_at is None:
+            key.revoked_at = utcnow()

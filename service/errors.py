@@ -1,0 +1,88 @@
+"""Domain errors. Each carries the HTTP status and problem type the API maps it to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every error the service reports to a caller (RFC 9457 problem details)."""
+
+    status_code = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFoundError(DomainError):
+    status_code = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class ConflictError(DomainError):
+    status_code = 409
+    title = "Conflict"
+    slug = "conflict"
+
+
+class InvalidInputError(DomainError):
+    status_code = 422
+    title = "Invalid input"
+    slug = "invalid-input"
+
+
+class ModelNotFoundError(NotFoundError):
+    title = "Model not found"
+    slug = "model-not-found"
+
+
+class TenantNotFoundError(NotFoundError):
+    title = "Tenant not found"
+    slug = "tenant-not-found"
+
+
+class DeletionNotFoundError(NotFoundError):
+    title = "Deletion request not found"
+    slug = "deletion-not-found"
+
+
+class JobNotFoundError(NotFoundError):
+    title = "Job not found"
+    slug = "job-not-found"
+
+
+class DuplicateSampleError(ConflictError):
+    title = "Duplicate sample"
+    slug = "duplicate-sample"
+
+
+class DuplicateTenantError(ConflictError):
+    title = "Tenant exists"
+    slug = "duplicate-tenant"
+
+
+class IdempotencyConflictError(ConflictError):
+    title = "Idempotency key reused with another body"
+    slug = "idempotency-conflict"
+
+
+class InvalidSampleError(InvalidInputError):
+    title = "Invalid sample"
+    slug = "invalid-sample"
+
+
+class InvalidModelConfigError(InvalidInputError):
+    title = "Invalid model configuration"
+    slug = "invalid-model-config"
+
+
+class LineageError(ConflictError):
+    """A lineage operation that does not fit the current state (e.g. a gap in a layer chain)."""
+
+    title = "Lineage conflict"
+    slug = "lineage-conflict"

@@ -1,0 +1,1 @@
+"""Celery workers: thin tasks that call `unlearning/` and the service repositories."""

@@ -1,0 +1,1 @@
+"""Celery tasks, one module per domain. Tasks are thin: load ids, call a function, record."""
