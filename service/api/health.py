@@ -6,7 +6,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -40,7 +39,7 @@ def healthz() -> Health:
 )
 def readyz(request: Request, settings: SettingsDep) -> Readiness | JSONResponse:
     """Readiness: the lineage database and the broker both answer."""
-    engine: sa.Engine = request.app.state.engine
+    engine = request.app.state.engine
     checks: dict[str, str] = {}
     failures: list[str] = []
     probes: dict[str, Callable[[], None]] = {

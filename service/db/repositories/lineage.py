@@ -93,7 +93,7 @@ class LineageRepository(Repository):
         by_index = dict(
             self.session.execute(
                 sa.select(Slice.index, Slice.id).where(Slice.shard_id == sequence.shard_id)
-            ).tuples()
+            )
         )
         return [by_index[i] for i in sequence.slice_order[:position]]
 
@@ -101,9 +101,7 @@ class LineageRepository(Repository):
         """Current versions of these slices; read them with the training data they describe."""
         ids = list(set(slice_ids))
         return dict(
-            self.session.execute(sa.select(Slice.id, Slice.version).where(Slice.id.in_(ids)))
-            .tuples()
-            .all()
+            self.session.execute(sa.select(Slice.id, Slice.version).where(Slice.id.in_(ids))).all()
         )
 
     def stale_layer_ids(self, model_id: uuid.UUID) -> set[int]:
@@ -120,7 +118,7 @@ class LineageRepository(Repository):
                 sa.select(LayerSliceVersion.slice_id, LayerSliceVersion.version).where(
                     LayerSliceVersion.layer_id == layer_id
                 )
-            ).tuples()
+            )
         )
 
     def affected_layers(self, model_id: uuid.UUID, sample_ids: Iterable[int]) -> list[Layer]:
@@ -143,12 +141,12 @@ class LineageRepository(Repository):
             .join(SliceSequence, SliceSequence.shard_id == Shard.id)
             .where(Shard.model_id == model_id)
             .order_by(Shard.index, SliceSequence.index)
-        ).tuples()
+        )
         live = self.session.execute(
             _layers_of_model(model_id)
             .where(Layer.state == LayerState.active, sa.not_(_stale_condition()))
             .with_only_columns(Layer.sequence_id, Layer.position, Layer.id, Layer.parent_layer_id)
-        ).tuples()
+        )
         by_sequence: dict[uuid.UUID, dict[int, tuple[int, int | None]]] = defaultdict(dict)
         for sequence_id, position, layer_id, parent_id in live:
             by_sequence[sequence_id][position] = (layer_id, parent_id)

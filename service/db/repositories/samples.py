@@ -211,7 +211,7 @@ class SampleRepository(Repository):
                     sa.select(Sample, SamplePayload)
                     .join(SamplePayload, SamplePayload.sample_id == Sample.id)
                     .where(Sample.slice_id.in_(chunk), Sample.deleted.is_(False))
-                ).tuples()
+                )
             )
         rows.sort(key=lambda pair: pair[0].external_id)
         return rows

@@ -1,0 +1,172 @@
+"""Sample registration: deterministic placement, per-row errors, typed domain errors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy.orm import Session
+
+from service.db.models import Model, SamplePayload, Shard, Slice, Task, Tenant
+from service.db.repositories import LineageRepository, ModelRepository, NewSample, SampleRepository
+from service.errors import (
+    DuplicateSampleError,
+    InvalidModelConfigError,
+    InvalidSampleError,
+    ModelNotFoundError,
+)
+from tests.conftest import make_model
+from unlearning.sharding import assign
+
+
+class TestPlacement:
+    def test_sample_lands_on_its_stable_hash_placement(
+        self, session: Session, model: Model
+    ) -> None:
+        repo = SampleRepository.from_session(session)
+        rows = [NewSample(f"s{i}", "pos", text=f"text {i}") for i in range(40)]
+        stored = repo.add_many(model, rows).stored
+        assert len(stored) == 40
+        for sample in stored:
+            shard = session.get(Shard, sample.shard_id)
+            slice_ = session.get(Slice, sample.slice_id)
+            assert shard is not None and slice_ is not None
+            assert slice_.shard_id == shard.id
+            expected = assign(str(model.id), sample.external_id, model.n_shards, model.n_slices)
+            assert (shard.index, slice_.index) == expected
+        assert len({(s.shard_id, s.slice_id) for s in stored}) > 1
+
+
+class TestBulkRegistration:
+    def test_bad_and_duplicate_rows_are_reported_and_the_rest_stored(
+        self, session: Session, model: Model
+    ) -> None:
+        repo = SampleRepository.from_session(session)
+        repo.add(model, NewSample("old", "neg", text="already here"))
+        rows = [
+            NewSample("a", "pos", text="fine"),
+            NewSample("old", "pos", text="dup of stored"),
+            NewSample("a", "neg", text="dup within batch"),
+            NewSample("b", "maybe", text="unknown label"),
+            NewSample("c", 1, text="label by index"),
+            NewSample("d", "pos"),  # no input
+            NewSample("", "pos", text="empty id"),
+        ]
+        result = repo.add_many(model, rows)
+        assert [s.external_id for s in result.stored] == ["a", "c"]
+        errors = {e.row: type(e.error) for e in result.errors}
+        assert errors == {
+            1: DuplicateSampleError,
+            2: DuplicateSampleError,
+            3: InvalidSampleError,
+            5: InvalidSampleError,
+            6: InvalidSampleError,
+        }
+        payload = session.get(SamplePayload, result.stored[1].id)
+        assert payload is not None and payload.label_index == 1
+
+    def test_duplicate_external_id_is_a_domain_error(self, session: Session, model: Model) -> None:
+        repo = SampleRepository.from_session(session)
+        repo.add(model, NewSample("x", "pos", text="t"))
+        with pytest.raises(DuplicateSampleError):
+            repo.add(model, NewSample("x", "neg", text="again"))
+
+    @pytest.mark.parametrize("label", [0.5, True, None, "POS", 2, -1, [1]])
+    def test_wrong_classification_label_is_a_domain_error(
+        self, session: Session, model: Model, label: object
+    ) -> None:
+        with pytest.raises(InvalidSampleError):
+            SampleRepository.from_session(session).add(
+                model,
+                NewSample("x", label, text="t"),  # type: ignore[arg-type]
+            )
+
+    @pytest.mark.parametrize("label", ["1.0", True, float("nan"), float("inf")])
+    def test_wrong_regression_label_is_a_domain_error(
+        self, session: Session, tenant: Tenant, label: object
+    ) -> None:
+        model = make_model(session, tenant, task=Task.regression)
+        with pytest.raises(InvalidSampleError):
+            SampleRepository.from_session(session).add(
+                model,
+                NewSample("x", label, features=[1.0, 2.0]),  # type: ignore[arg-type]
+            )
+
+    def test_regression_sample_with_features(self, session: Session, tenant: Tenant) -> None:
+        model = make_model(session, tenant, task=Task.regression)
+        sample = SampleRepository.from_session(session).add(
+            model, NewSample("x", 3, features=[1, 2.5])
+        )
+        payload = session.get(SamplePayload, sample.id)
+        assert payload is not None
+        assert (payload.target, payload.features, payload.label_index) == (3.0, [1.0, 2.5], None)
+
+
+class TestModels:
+    def test_unknown_model_is_a_domain_error(self, session: Session) -> None:
+        with pytest.raises(ModelNotFoundError):
+            ModelRepository.from_session(session).get(uuid.uuid4())
+
+    def test_other_tenants_model_is_not_found(
+        self, session: Session, model: Model, tenant: Tenant
+    ) -> None:
+        repo = ModelRepository.from_session(session)
+        assert repo.get(model.id, tenant_id=tenant.id) is model
+        with pytest.raises(ModelNotFoundError):
+            repo.get(model.id, tenant_id=uuid.uuid4())
+
+    @pytest.mark.parametrize(
+        ("orders", "budget"),
+        [
+            ([[0, 1, 2], [0, 1]], 2),
+            ([[0, 1, 2], [0, 1, 2]], 2),
+            ([[0, 1, 2], [1, 2, 0]], 1),
+            ([], 1),
+        ],
+    )
+    def test_bad_sequence_orders_are_rejected(
+        self, session: Session, tenant: Tenant, orders: list[list[int]], budget: int
+    ) -> None:
+        with pytest.raises(InvalidModelConfigError):
+            ModelRepository.from_session(session).create(
+                tenant_id=tenant.id,
+                name="m",
+                task=Task.classification,
+                n_shards=1,
+                n_slices=3,
+                budget=budget,
+                sequence_orders=orders,
+                labels=["a", "b"],
+            )
+
+    def test_model_skeleton(self, session: Session, model: Model) -> None:
+        repo = ModelRepository.from_session(session)
+        assert [s.index for s in repo.shards(model.id)] == [0, 1]
+        assert [(s.index, s.version) for s in repo.slices(model.id)] == [(0, 0), (1, 0), (2, 0)] * 2
+        assert [q.slice_order for q in repo.sequences(model.id)] == [
+            [0, 1, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+        ] * 2
+
+
+class TestLookups:
+    def test_subject_and_training_set(self, session: Session, model: Model) -> None:
+        repo = SampleRepository.from_session(session)
+        stored = repo.add_many(
+            model,
+            [
+                NewSample(f"s{i}", "pos", text="t", subject_id="alice" if i < 3 else None)
+                for i in range(30)
+            ],
+        ).stored
+        alice = repo.by_subject(model.id, "alice")
+        assert sorted(s.external_id for s in alice) == ["s0", "s1", "s2"]
+        assert set(repo.by_external_ids(model.id, ["s1", "nope"])) == {"s1"}
+
+        slice_ids = {s.slice_id for s in stored}
+        before = repo.training_set(slice_ids)
+        assert [s.external_id for s, _ in before] == sorted(s.external_id for s in stored)
+        LineageRepository.from_session(session).deactivate_samples(model.id, [alice[0].id])
+        after = {s.id for s, _ in repo.training_set(slice_ids)}
+        assert alice[0].id not in after and len(after) == 29
