@@ -93,7 +93,7 @@ class LineageRepository(Repository):
         by_index = dict(
             self.session.execute(
                 sa.select(Slice.index, Slice.id).where(Slice.shard_id == sequence.shard_id)
-            )
+            ).all()
         )
         return [by_index[i] for i in sequence.slice_order[:position]]
 
@@ -118,7 +118,7 @@ class LineageRepository(Repository):
                 sa.select(LayerSliceVersion.slice_id, LayerSliceVersion.version).where(
                     LayerSliceVersion.layer_id == layer_id
                 )
-            )
+            ).all()
         )
 
     def affected_layers(self, model_id: uuid.UUID, sample_ids: Iterable[int]) -> list[Layer]:
