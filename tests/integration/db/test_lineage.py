@@ -30,9 +30,11 @@ def _sample_in(session: Session, samples: list[Sample], shard: int, slice_index:
     for sample in samples:
         slice_ = session.get(Slice, sample.slice_id)
         assert slice_ is not None
-        if slice_.index == slice_index and ModelRepository.from_session(session).shards(
-            sample.model_id
-        )[shard].id == sample.shard_id:
+        if (
+            slice_.index == slice_index
+            and ModelRepository.from_session(session).shards(sample.model_id)[shard].id
+            == sample.shard_id
+        ):
             return sample
     raise AssertionError("no sample there")
 
@@ -116,7 +118,9 @@ class TestDeactivation:
         generation = model.serving_generation
         versions = lineage.snapshot([samples[0].slice_id])
         again = lineage.deactivate_samples(model.id, [samples[0].id])
-        assert again.deleted_sample_ids == [] and again.already_deleted_sample_ids == [samples[0].id]
+        assert again.deleted_sample_ids == [] and again.already_deleted_sample_ids == [
+            samples[0].id
+        ]
         assert again.invalidated_layer_ids == []
         assert model.serving_generation == generation
         assert lineage.snapshot([samples[0].slice_id]) == versions
@@ -173,9 +177,7 @@ class TestActivation:
         first = _sample_in(session, samples, shard=0, slice_index=2)  # position 3 of [0,1,2]
         lineage.deactivate_samples(model.id, [first.id])
         in_flight = trainer.train(sequence, 3)
-        second = next(
-            s for s in samples if s.slice_id == first.slice_id and s.id != first.id
-        )
+        second = next(s for s in samples if s.slice_id == first.slice_id and s.id != first.id)
         lineage.deactivate_samples(model.id, [second.id])  # lands during the retrain
         generation = model.serving_generation
 
@@ -193,7 +195,9 @@ class TestActivation:
     ) -> None:
         model, _, _ = trained
         lineage = LineageRepository.from_session(session)
-        active = session.scalars(sa.select(Layer.id).where(Layer.state == LayerState.active)).first()
+        active = session.scalars(
+            sa.select(Layer.id).where(Layer.state == LayerState.active)
+        ).first()
         assert active is not None
         with pytest.raises(LineageError):
             lineage.activate(model.id, [active])

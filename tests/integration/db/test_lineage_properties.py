@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from service.db.models import Layer, LayerSliceVersion, LayerState, Model, Sample, Shard, Slice
+from service.db.models import LayerSliceVersion, LayerState, Model, Sample, Shard, Slice
 from service.db.repositories import (
     LineageRepository,
     ModelRepository,
@@ -30,7 +30,11 @@ from tests.lineage_sim import SimTrainer
 
 Op = tuple[str, int, int]
 ops = st.lists(
-    st.tuples(st.sampled_from(["retrain", "full", "delete", "race"]), st.integers(0, 50), st.integers(0, 50)),
+    st.tuples(
+        st.sampled_from(["retrain", "full", "delete", "race"]),
+        st.integers(0, 50),
+        st.integers(0, 50),
+    ),
     max_size=14,
 )
 
@@ -82,10 +86,10 @@ def _check_invariant(session: Session, model: Model, trainer: SimTrainer) -> Non
         assert shard is not None
         shard_of[sequence.id] = shard.index
         chain: list[int] = []
-        while (layer := active.get((sequence.id, len(chain) + 1))) is not None and (
-            layer.parent_layer_id == (chain[-1] if chain else None)
+        while (link := active.get((sequence.id, len(chain) + 1))) is not None and (
+            link.parent_layer_id == (chain[-1] if chain else None)
         ):
-            chain.append(layer.id)
+            chain.append(link.id)
         chains[sequence.id] = tuple(chain)
         best[shard.index] = max(best[shard.index], len(chain))
 

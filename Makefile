@@ -1,0 +1,51 @@
+# The two commands a newcomer runs: `make run` and `make test`. Both create .venv as needed.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch lies on this machine's disk; GPU images install their own first.
+PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints/cpu.txt
+
+.PHONY: run serve worker test lint alembic-check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: pyproject.toml constraints/cpu.txt | $(BIN)/python
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints/cpu.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+## run: install, migrate the embedded SQLite database under var/, and start the API on :8000
+run: $(VENV)/.installed-run
+	$(BIN)/unlearn db upgrade
+	$(BIN)/unlearn serve
+
+## worker: start a Celery worker on the configured broker (embedded by default)
+worker: $(VENV)/.installed-run
+	$(BIN)/unlearn worker
+
+## test: install with the dev extra, lint, type-check, check migrations, run the tests
+test: $(VENV)/.installed-dev
+	$(MAKE) --no-print-directory lint alembic-check
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+## alembic-check: migrate a scratch SQLite database to head; the models must match it
+alembic-check: $(VENV)/.installed-dev
+	rm -rf var/alembic-check
+	UNLEARN_DATA_DIR=var/alembic-check $(BIN)/alembic upgrade head
+	UNLEARN_DATA_DIR=var/alembic-check $(BIN)/alembic check
+	rm -rf var/alembic-check
+
+bench: $(VENV)/.installed-dev
+	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "# $$script"; $(BIN)/python $$script; done
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,131 @@
+"""Jobs (de-duplicated while live), the outbox, and deletion requests (idempotent, lifecycle)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from service.db.models import (
+    DeletionRequest,
+    DeletionStatus,
+    ItemOutcome,
+    JobKind,
+    JobStatus,
+    Model,
+    Tenant,
+)
+from service.db.repositories import DeletionRepository, JobRepository, OutboxRepository
+from service.errors import IdempotencyConflictError, JobNotFoundError, LineageError
+
+
+class TestJobs:
+    def test_live_job_is_deduplicated_until_it_finishes(
+        self, session: Session, model: Model
+    ) -> None:
+        repo = JobRepository.from_session(session)
+        key = f"{model.id}:0:0:2:v1"
+        job, created = repo.create(
+            model_id=model.id, kind=JobKind.retrain, stages_total=2, dedup_key=key
+        )
+        again, created_again = repo.create(
+            model_id=model.id, kind=JobKind.retrain, stages_total=2, dedup_key=key
+        )
+        assert created and not created_again and again.id == job.id
+        repo.start(job)
+        repo.progress(job, 5)
+        assert job.status is JobStatus.running and job.stages_done == 2
+        repo.finish(job, JobStatus.succeeded)
+        with pytest.raises(LineageError):
+            repo.start(job)
+        fresh, created = repo.create(
+            model_id=model.id, kind=JobKind.retrain, stages_total=2, dedup_key=key
+        )
+        assert created and fresh.id != job.id
+
+    def test_other_tenant_sees_no_job(self, session: Session, model: Model, tenant: Tenant) -> None:
+        repo = JobRepository.from_session(session)
+        job, _ = repo.create(model_id=model.id, kind=JobKind.train, stages_total=9)
+        assert repo.get(job.id, tenant_id=tenant.id) is job
+        with pytest.raises(JobNotFoundError):
+            repo.get(job.id, tenant_id=uuid.uuid4())
+
+
+class TestOutbox:
+    def test_due_sent_and_retried(self, session: Session) -> None:
+        repo = OutboxRepository.from_session(session)
+        first = repo.add("workers.retrain", "training", {"job_id": "j1"})
+        second = repo.add("workers.retrain", "training", {"job_id": "j2"})
+        assert [m.id for m in repo.due()] == [first.id, second.id]
+        repo.mark_sent(first)
+        repo.mark_failed(second, "broker down", retry_in=timedelta(minutes=5))
+        session.flush()
+        assert repo.due() == []
+        assert repo.pending_count() == 1
+        later = second.available_at + timedelta(seconds=1)
+        assert [m.id for m in repo.due(now=later)] == [second.id]
+
+
+class TestDeletionRequests:
+    def test_idempotency_key(self, session: Session, model: Model, tenant: Tenant) -> None:
+        repo = DeletionRepository.from_session(session)
+
+        def create(body_hash: str) -> tuple[DeletionRequest, bool]:
+            return repo.create(
+                tenant_id=tenant.id, model_id=model.id, idempotency_key="k1", body_hash=body_hash
+            )
+
+        request, created = create("a" * 64)
+        same, created_again = create("a" * 64)
+        assert created and not created_again and same.id == request.id
+        with pytest.raises(IdempotencyConflictError):
+            create("b" * 64)
+
+    def test_items_keep_hashes_not_ids(
+        self, session: Session, model: Model, tenant: Tenant
+    ) -> None:
+        repo = DeletionRepository.from_session(session)
+        request, _ = repo.create(
+            tenant_id=tenant.id,
+            model_id=model.id,
+            body_hash="a" * 64,
+            subject_id="alice@example.com",
+        )
+        repo.add_items(
+            request,
+            [("alice-1", None, ItemOutcome.deleted), ("ghost", None, ItemOutcome.unknown)],
+        )
+        items = repo.items(request.id)
+        assert [i.unknown_external_id for i in items] == [None, "ghost"]
+        assert all(len(i.external_id_hash) == 64 for i in items)
+        assert request.partial and (request.n_requested, request.n_deleted, request.n_unknown) == (
+            2,
+            1,
+            1,
+        )
+        assert request.subject_hash is not None and "alice" not in request.subject_hash
+
+    def test_lifecycle(self, session: Session, model: Model, tenant: Tenant) -> None:
+        repo = DeletionRepository.from_session(session)
+        request, _ = repo.create(tenant_id=tenant.id, model_id=model.id, body_hash="a" * 64)
+        with pytest.raises(LineageError):
+            repo.advance(request, DeletionStatus.completed)
+        repo.advance(request, DeletionStatus.deactivated)
+        repo.advance(request, DeletionStatus.retraining)
+        repo.advance(request, DeletionStatus.failed, reason="worker lost")
+        assert request.failure_reason == "worker lost" and request.failed_at is not None
+        repo.advance(request, DeletionStatus.retraining)  # the retry path
+        repo.advance(request, DeletionStatus.completed)
+        assert request.failure_reason is None
+        assert request.deactivated_at is not None and request.retraining_at is not None
+        assert request.completed_at is not None
+        assert request.deactivated_at <= request.retraining_at <= request.completed_at
+        with pytest.raises(LineageError):
+            repo.advance(request, DeletionStatus.retraining)
+        other_tenant = uuid.uuid4()
+        from service.errors import DeletionNotFoundError
+
+        with pytest.raises(DeletionNotFoundError):
+            repo.get(request.id, tenant_id=other_tenant)

@@ -1,0 +1,56 @@
+"""Dependency direction: unlearning/ is a library; routes hold no SQL; tasks stay thin."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _files("unlearning"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_unlearning_imports_no_web_database_or_celery(path: Path) -> None:
+    banned = {
+        "service",
+        "workers",
+        "fastapi",
+        "starlette",
+        "sqlalchemy",
+        "alembic",
+        "celery",
+        "kombu",
+        "redis",
+        "psycopg",
+    }
+    assert not (_imports(path) & banned)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _files("service/api") if p.name != "deps.py"],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_routes_hold_no_sql(path: Path) -> None:
+    assert "sqlalchemy" not in _imports(path)
+
+
+def test_the_scan_sees_imports() -> None:
+    assert {"sqlalchemy", "service"} <= _imports(
+        ROOT / "service" / "db" / "repositories" / "lineage.py"
+    )
