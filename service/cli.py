@@ -35,8 +35,14 @@ def _transaction() -> Iterator[Session]:
 @click.group()
 def main() -> None:
     """Exact machine-unlearning service."""
+    from pydantic import ValidationError
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid configuration (UNLEARN_* variables):\n{exc}") from exc
     logging.basicConfig(
-        level=get_settings().log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
 
 

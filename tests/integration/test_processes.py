@@ -69,3 +69,9 @@ def test_worker_consumes_from_redis(tmp_path: Path) -> None:
         output = stop(worker)
         app.close()
     assert "deletions" in output and "training" in output  # it consumes both queues
+
+
+def test_bad_configuration_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    result = _run(["db", "upgrade"], {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_PORT": "abc"})
+    assert result.returncode != 0
+    assert "invalid configuration" in result.stderr and "Traceback" not in result.stderr

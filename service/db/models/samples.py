@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -48,6 +47,3 @@ class SamplePayload(Base):
         sa.CheckConstraint("text IS NOT NULL OR features IS NOT NULL", name="has_input"),
         sa.CheckConstraint("label_index IS NOT NULL OR target IS NOT NULL", name="has_label"),
     )
-
-    def input(self) -> Any:
-        return self.text if self.text is not None else self.features

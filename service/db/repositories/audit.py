@@ -11,7 +11,6 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,24 +23,16 @@ GENESIS_HASH = "0" * 64
 SYSTEM_CHAIN = "system"
 
 
-def entry_hash(
-    *,
-    chain: str,
-    seq: int,
-    at: datetime,
-    actor: str,
-    action: str,
-    payload: dict[str, Any],
-    prev_hash: str,
-) -> str:
+def entry_hash(entry: AuditEntry) -> str:
+    """SHA-256 of the canonical JSON of everything an entry says, its link included."""
     document = {
-        "chain": chain,
-        "seq": seq,
-        "at": at.isoformat(timespec="microseconds"),
-        "actor": actor,
-        "action": action,
-        "payload": payload,
-        "prev_hash": prev_hash,
+        "chain": entry.chain,
+        "seq": entry.seq,
+        "at": entry.at.isoformat(timespec="microseconds"),
+        "actor": entry.actor,
+        "action": entry.action,
+        "payload": entry.payload,
+        "prev_hash": entry.prev_hash,
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -69,26 +60,16 @@ class AuditRepository(Repository):
         ).first()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         # Round-trip through JSON so the hash covers exactly what the database gives back.
-        stored_payload = json.loads(json.dumps(payload, sort_keys=True))
-        at = utcnow()
         entry = AuditEntry(
             chain=chain,
             seq=seq,
-            at=at,
+            at=utcnow(),
             actor=actor,
             action=action,
-            payload=stored_payload,
+            payload=json.loads(json.dumps(payload, sort_keys=True)),
             prev_hash=prev_hash,
-            hash=entry_hash(
-                chain=chain,
-                seq=seq,
-                at=at,
-                actor=actor,
-                action=action,
-                payload=stored_payload,
-                prev_hash=prev_hash,
-            ),
         )
+        entry.hash = entry_hash(entry)
         self.session.add(entry)
         self.session.flush()
         return entry
@@ -118,15 +99,7 @@ class AuditRepository(Repository):
                 return ChainVerification(False, count, entry.seq, f"seq {expected_seq} is missing")
             if entry.prev_hash != prev_hash:
                 return ChainVerification(False, count, entry.seq, "prev_hash does not link")
-            recomputed = entry_hash(
-                chain=entry.chain,
-                seq=entry.seq,
-                at=entry.at,
-                actor=entry.actor,
-                action=entry.action,
-                payload=entry.payload,
-                prev_hash=entry.prev_hash,
-            )
+            recomputed = entry_hash(entry)
             if recomputed != entry.hash:
                 return ChainVerification(False, count, entry.seq, "hash does not match content")
             prev_hash = entry.hash
