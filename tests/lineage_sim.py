@@ -9,7 +9,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.db.models import Layer, LayerState, Sample, SliceSequence
+from service.db.models import Layer, LayerState, SliceSequence
 from service.db.repositories import LineageRepository, SampleRepository
 from service.db.repositories.lineage import Activation
 
@@ -53,12 +53,3 @@ class SimTrainer:
 
     def train_and_activate(self, sequence: SliceSequence, from_position: int = 1) -> Activation:
         return self.lineage.activate(self.model_id, self.train(sequence, from_position))
-
-    def live_sample_ids(self) -> list[int]:
-        return list(
-            self.session.scalars(
-                sa.select(Sample.id).where(
-                    Sample.model_id == self.model_id, Sample.deleted.is_(False)
-                )
-            )
-        )

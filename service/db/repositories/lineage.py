@@ -112,15 +112,6 @@ class LineageRepository(Repository):
     def layers(self, model_id: uuid.UUID) -> list[Layer]:
         return list(self.session.scalars(_layers_of_model(model_id).order_by(Layer.id)))
 
-    def recorded_versions(self, layer_id: int) -> dict[uuid.UUID, int]:
-        return dict(
-            self.session.execute(
-                sa.select(LayerSliceVersion.slice_id, LayerSliceVersion.version).where(
-                    LayerSliceVersion.layer_id == layer_id
-                )
-            ).all()
-        )
-
     def affected_layers(self, model_id: uuid.UUID, sample_ids: Iterable[int]) -> list[Layer]:
         """Active layers of the model that were trained on a slice holding one of these samples."""
         slice_ids = sa.select(Sample.slice_id).where(

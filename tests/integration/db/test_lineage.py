@@ -27,14 +27,12 @@ def _layer(session: Session, layer_id: int) -> Layer:
 
 
 def _sample_in(session: Session, samples: list[Sample], shard: int, slice_index: int) -> Sample:
+    models = ModelRepository.from_session(session)
+    shard_ids = {m: models.shards(m)[shard].id for m in {s.model_id for s in samples}}
     for sample in samples:
         slice_ = session.get(Slice, sample.slice_id)
         assert slice_ is not None
-        if (
-            slice_.index == slice_index
-            and ModelRepository.from_session(session).shards(sample.model_id)[shard].id
-            == sample.shard_id
-        ):
+        if slice_.index == slice_index and shard_ids[sample.model_id] == sample.shard_id:
             return sample
     raise AssertionError("no sample there")
 
