@@ -1,0 +1,96 @@
+"""Write-once, content-addressed storage of model artifacts (adapter weights, heads).
+
+An artifact's reference is ``sha256:<hex digest of its bytes>``: the same bytes always get the
+same name and different bytes never share one, so nothing is ever overwritten and a reference
+proves the content. Backends implement :class:`ArtifactStore`; this module has the local folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+PREFIX = "sha256:"
+
+
+class ArtifactNotFoundError(KeyError):
+    pass
+
+
+class ArtifactCorruptError(ValueError):
+    pass
+
+
+def artifact_ref(data: bytes) -> str:
+    return PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def _digest(ref: str) -> str:
+    digest = ref.removeprefix(PREFIX)
+    if (
+        not ref.startswith(PREFIX)
+        or len(digest) != 64
+        or not all(c in "0123456789abcdef" for c in digest)
+    ):
+        raise ValueError(f"not an artifact reference: {ref!r}")
+    return digest
+
+
+class ArtifactStore(Protocol):
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (a no-op when present) and return its reference."""
+        ...
+
+    def get(self, ref: str) -> bytes:
+        """The bytes of ``ref``; raises :class:`ArtifactNotFoundError` when absent."""
+        ...
+
+    def exists(self, ref: str) -> bool: ...
+
+
+class LocalArtifactStore:
+    """Artifacts as files ``<root>/<2 hex>/<64 hex>``, written atomically (temp file + rename).
+
+    For one machine only: workers on other machines cannot see the folder.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, ref: str) -> Path:
+        digest = _digest(ref)
+        return self.root / digest[:2] / digest
+
+    def put(self, data: bytes) -> str:
+        ref = artifact_ref(data)
+        path = self._path(ref)
+        if path.exists():
+            return ref
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return ref
+
+    def get(self, ref: str) -> bytes:
+        path = self._path(ref)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(ref) from None
+        if artifact_ref(data) != ref:
+            raise ArtifactCorruptError(f"artifact {ref} does not match its content")
+        return data
+
+    def exists(self, ref: str) -> bool:
+        return self._path(ref).exists()

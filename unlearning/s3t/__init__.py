@@ -1,0 +1,28 @@
+"""S3T: sharded, sliced, sequence-aware LoRA training with exact deletion.
+
+The engine (:class:`S3TEngine`) trains every shard's slice sequences stage by stage, says which
+stages a deletion invalidates, retrains them from the last valid stage, and serves an ensemble of
+valid prefixes. Full fine-tuning and SISA are configurations of the same engine
+(:mod:`unlearning.s3t.baselines`).
+"""
+
+from unlearning.s3t.backbone import Backbone, default_backbone_path, load_backbone
+from unlearning.s3t.config import S3TConfig, Schedule, SequenceStrategy, Task
+from unlearning.s3t.data import TrainingSample
+from unlearning.s3t.engine import ModelSpec, Prediction, S3TEngine, SequenceKey, TrainedLayer
+
+__all__ = [
+    "Backbone",
+    "ModelSpec",
+    "Prediction",
+    "S3TConfig",
+    "S3TEngine",
+    "Schedule",
+    "SequenceKey",
+    "SequenceStrategy",
+    "Task",
+    "TrainedLayer",
+    "TrainingSample",
+    "default_backbone_path",
+    "load_backbone",
+]

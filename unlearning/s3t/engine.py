@@ -1,0 +1,210 @@
+"""The S3T engine: what the service calls to train, invalidate, retrain and serve a model.
+
+It holds no lineage state: the caller (the lineage database) says which prefixes are valid and
+passes the artifact references back in; the engine only computes and stores weights.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from unlearning.artifacts import ArtifactStore
+from unlearning.s3t.backbone import Backbone
+from unlearning.s3t.config import S3TConfig, Task
+from unlearning.s3t.data import CachedHiddenStates, LiveHiddenStates, ShardData, TrainingSample
+from unlearning.s3t.ensemble import EnsemblePredictor, ServedShard
+from unlearning.s3t.sequences import Order, plan_sequences
+from unlearning.s3t.training import SequenceTrainer, StageResult
+from unlearning.s3t.weights import StageWeights
+
+
+class SequenceKey(NamedTuple):
+    shard: int
+    sequence: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's settings and the slice orders every one of its shards trains."""
+
+    config: S3TConfig
+    orders: tuple[Order, ...]
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.orders) <= self.config.budget:
+            raise ValueError(f"`orders` must hold 1..{self.config.budget} sequences")
+        for order in self.orders:
+            if sorted(order) != list(range(self.config.n_slices)):
+                raise ValueError(f"order {order} is not a permutation of the slices")
+        if len(set(self.orders)) != len(self.orders):
+            raise ValueError("`orders` must not repeat an order")
+
+    @classmethod
+    def plan(cls, config: S3TConfig) -> ModelSpec:
+        return cls(config, tuple(plan_sequences(config)))
+
+
+@dataclass(frozen=True)
+class TrainedLayer:
+    """One trained (sequence, stage): a layer row of the lineage database."""
+
+    shard: int
+    sequence: int
+    stage: int
+    slices: tuple[int, ...]  # the slices it was trained on, in order
+    sample_count: int
+    sample_steps: int
+    artifact: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    outputs: torch.Tensor  # [rows, n_labels] mean logits, or [rows] regression values
+    shards: tuple[int, ...]  # the shards that answered
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.outputs.argmax(dim=-1)
+
+
+class S3TEngine:
+    """Train, retrain and serve S3T models on one frozen backbone and one artifact store."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        store: ArtifactStore,
+        *,
+        cache_hidden_states: bool = True,
+        loaded_stages: int = 512,
+    ) -> None:
+        self.backbone = backbone
+        self.store = store
+        self.cache_hidden_states = cache_hidden_states
+        self._loaded: OrderedDict[str, StageWeights] = OrderedDict()
+        self._loaded_limit = loaded_stages
+
+    def train(self, spec: ModelSpec, samples: Sequence[TrainingSample]) -> list[TrainedLayer]:
+        """Train every sequence of every shard from scratch."""
+        self._check_samples(spec.config, samples)
+        layers: list[TrainedLayer] = []
+        for shard in range(spec.config.n_shards):
+            data, hidden = self._shard_data(spec, [s for s in samples if s.shard == shard])
+            for sequence, order in enumerate(spec.orders):
+                results = SequenceTrainer(self.backbone, spec.config).train(
+                    data, hidden, shard=shard, sequence=sequence, order=order
+                )
+                layers.extend(self._store(shard, sequence, results))
+        return layers
+
+    @staticmethod
+    def affected_stages(
+        spec: ModelSpec, deleted: Iterable[tuple[int, int]]
+    ) -> dict[SequenceKey, int]:
+        """For deleted samples' (shard, slice), each touched sequence's first invalid stage."""
+        first: dict[SequenceKey, int] = {}
+        for shard, slice_ in set(deleted):
+            if not (0 <= shard < spec.config.n_shards and 0 <= slice_ < spec.config.n_slices):
+                raise ValueError(f"no shard {shard} / slice {slice_} in this model")
+            for sequence, order in enumerate(spec.orders):
+                key = SequenceKey(shard, sequence)
+                stage = order.index(slice_) + 1
+                first[key] = min(stage, first.get(key, stage))
+        return dict(sorted(first.items()))
+
+    def retrain(
+        self,
+        spec: ModelSpec,
+        key: SequenceKey,
+        from_stage: int,
+        samples: Sequence[TrainingSample],
+        prefix: Sequence[str],
+    ) -> list[TrainedLayer]:
+        """Re-run stages ``from_stage..L`` of one sequence from its saved valid prefix.
+
+        ``samples`` are the shard's remaining samples (all its slices); ``prefix`` the artifact
+        references of stages ``1..from_stage-1``.
+        """
+        self._check_samples(spec.config, samples)
+        if any(s.shard != key.shard for s in samples):
+            raise ValueError(f"retraining shard {key.shard} was given samples of another shard")
+        if not 0 <= key.sequence < len(spec.orders):
+            raise ValueError(f"no sequence {key.sequence} in this model")
+        data, hidden = self._shard_data(spec, samples)
+        results = SequenceTrainer(self.backbone, spec.config).train(
+            data,
+            hidden,
+            shard=key.shard,
+            sequence=key.sequence,
+            order=spec.orders[key.sequence],
+            start_stage=from_stage,
+            prefix=[self.load_stage(ref) for ref in prefix],
+        )
+        return self._store(key.shard, key.sequence, results)
+
+    def predict(
+        self,
+        config: S3TConfig,
+        texts: Sequence[str],
+        prefixes: Mapping[int, Sequence[str]],
+        *,
+        batched: bool = True,
+    ) -> Prediction:
+        """Mean of the live shards' outputs; ``prefixes`` maps each live shard to the artifact
+        references of its served prefix (stages 1..k of one sequence). Shards left out are dead."""
+        live = sorted(shard for shard, refs in prefixes.items() if refs)
+        if not live:
+            raise ValueError("no live shard: every shard's sequences are invalidated")
+        served = [ServedShard.from_prefix([self.load_stage(r) for r in prefixes[s]]) for s in live]
+        encoded = self.backbone.encode(list(texts), config.max_length)
+        predictor = EnsemblePredictor(self.backbone, config.target_modules)
+        outputs = predictor.shard_outputs(encoded, served, batched=batched).mean(dim=0)
+        if config.task == Task.REGRESSION:
+            outputs = outputs.squeeze(-1)
+        return Prediction(outputs, tuple(live))
+
+    def load_stage(self, ref: str) -> StageWeights:
+        weights = self._loaded.get(ref)
+        if weights is None:
+            weights = StageWeights.from_bytes(self.store.get(ref))
+            self._loaded[ref] = weights
+            while len(self._loaded) > self._loaded_limit:
+                self._loaded.popitem(last=False)
+        else:
+            self._loaded.move_to_end(ref)
+        return weights
+
+    def _shard_data(
+        self, spec: ModelSpec, samples: Sequence[TrainingSample]
+    ) -> tuple[ShardData, CachedHiddenStates | LiveHiddenStates]:
+        data = ShardData.build(self.backbone, spec.config, samples)
+        source = CachedHiddenStates if self.cache_hidden_states else LiveHiddenStates
+        return data, source(self.backbone, data.encoded)
+
+    def _store(self, shard: int, sequence: int, results: list[StageResult]) -> list[TrainedLayer]:
+        return [
+            TrainedLayer(
+                shard=shard,
+                sequence=sequence,
+                stage=result.stage,
+                slices=result.slices,
+                sample_count=len(result.sample_ids),
+                sample_steps=result.sample_steps,
+                artifact=self.store.put(result.weights.to_bytes()),
+            )
+            for result in results
+        ]
+
+    @staticmethod
+    def _check_samples(config: S3TConfig, samples: Sequence[TrainingSample]) -> None:
+        for sample in samples:
+            if not (0 <= sample.shard < config.n_shards and 0 <= sample.slice < config.n_slices):
+                raise ValueError(
+                    f"sample {sample.id!r} is placed in shard {sample.shard} / slice "
+                    f"{sample.slice}, outside this model"
+                )

@@ -1,0 +1,111 @@
+"""Serving an ensemble of shard models that share one frozen backbone.
+
+Each live shard serves a prefix of stages of one of its sequences. The adapters are not merged
+into the backbone; they are applied as forward hooks on the backbone's target linear modules, so
+switching any shard to any prefix is only a change of tensors (no reload, no copy of the
+backbone).
+
+Batched inference (``batched=True``): everything below the lowest adapted layer of the served
+prefixes is plain backbone and is computed once for all shards; above it the shards' inputs are
+stacked along the batch and each shard's LoRA delta is applied to its own rows with one batched
+matrix product per module, as multi-adapter LoRA servers do. ``batched=False`` runs one full
+forward pass per shard, the naive baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearning.s3t.backbone import Backbone, Encoded, mean_pool
+from unlearning.s3t.weights import LoraPair, StageWeights
+
+
+@dataclass(frozen=True)
+class ServedShard:
+    """The effective weights of a prefix: per (layer, module) the adapter of the latest stage
+    that has one (S3T stages have disjoint layers; a SISA stage replaces its predecessor), and the
+    last stage's head."""
+
+    adapters: dict[tuple[int, str], tuple[LoraPair, float]]
+    head_weight: torch.Tensor
+    head_bias: torch.Tensor
+
+    @classmethod
+    def from_prefix(cls, stages: Sequence[StageWeights]) -> ServedShard:
+        if not stages:
+            raise ValueError("a served shard needs at least one stage")
+        adapters: dict[tuple[int, str], tuple[LoraPair, float]] = {}
+        for stage in stages:
+            for key, pair in stage.adapters.items():
+                adapters[key] = (pair, stage.scaling)
+        return cls(adapters, stages[-1].head_weight, stages[-1].head_bias)
+
+    def lowest_layer(self, n_layers: int) -> int:
+        return min((layer for layer, _ in self.adapters), default=n_layers)
+
+
+class EnsemblePredictor:
+    def __init__(self, backbone: Backbone, target_modules: Sequence[str]) -> None:
+        self.backbone = backbone
+        self._targets: dict[tuple[int, str], nn.Module] = {}
+        for index, layer in enumerate(backbone.layers):
+            for path, module in layer.named_modules():
+                name = path.rsplit(".", 1)[-1]
+                if name in target_modules and isinstance(module, nn.Linear):
+                    self._targets[(index, name)] = module
+
+    def shard_outputs(
+        self, encoded: Encoded, shards: Sequence[ServedShard], *, batched: bool = True
+    ) -> torch.Tensor:
+        """Per-shard outputs (logits or regression values), shape ``[shards, rows, outputs]``."""
+        if not shards:
+            raise ValueError("no live shard to serve from")
+        if not batched:
+            return torch.cat([self._forward(encoded, [shard], 0) for shard in shards])
+        n_layers = self.backbone.n_layers
+        depth = min(shard.lowest_layer(n_layers) for shard in shards)
+        return self._forward(encoded, shards, depth)
+
+    def _forward(self, encoded: Encoded, shards: Sequence[ServedShard], depth: int) -> torch.Tensor:
+        n_shards, rows = len(shards), len(encoded)
+        with torch.no_grad():
+            hidden = self.backbone.hidden_at(encoded, depth).repeat(n_shards, 1, 1)
+            mask = encoded.attention_mask.repeat(n_shards, 1)
+            handles = [
+                self._targets[key].register_forward_hook(_LoraHook(n_shards, shards, key))
+                for key in sorted({k for shard in shards for k in shard.adapters})
+                if key[0] >= depth
+            ]
+            try:
+                hidden = self.backbone.run(hidden, mask, depth, self.backbone.n_layers)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            pooled = mean_pool(hidden, mask).view(n_shards, rows, -1)
+            weight = torch.stack([shard.head_weight for shard in shards])
+            bias = torch.stack([shard.head_bias for shard in shards])
+            return torch.baddbmm(bias.unsqueeze(1), pooled, weight.transpose(1, 2))
+
+
+class _LoraHook:
+    """Adds each shard's LoRA delta to its own rows of one module's output."""
+
+    def __init__(self, n_shards: int, shards: Sequence[ServedShard], key: tuple[int, str]) -> None:
+        present = [i for i, shard in enumerate(shards) if key in shard.adapters]
+        pairs = [shards[i].adapters[key] for i in present]
+        self.n_shards = n_shards
+        self.index = torch.tensor(present, dtype=torch.long)
+        self.a_t = torch.stack([pair.a for pair, _ in pairs]).transpose(1, 2)
+        self.b_t = torch.stack([pair.b for pair, _ in pairs]).transpose(1, 2)
+        self.scaling = torch.tensor([scaling for _, scaling in pairs]).view(-1, 1, 1)
+
+    def __call__(self, _module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0].reshape(self.n_shards, -1, inputs[0].shape[-1])[self.index]
+        delta = torch.bmm(torch.bmm(x, self.a_t), self.b_t) * self.scaling
+        out = output.reshape(self.n_shards, -1, output.shape[-1])
+        return out.index_add(0, self.index, delta).view_as(output)

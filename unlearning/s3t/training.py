@@ -1,0 +1,240 @@
+"""Training the stages of one slice sequence of one shard, with peft LoRA adapters.
+
+Each stage gets its own named adapter, injected by exact layer index on the layers the schedule
+assigns it (``layers_to_transform``), and the task head is trained at every stage and saved with
+the stage. Stage ``i`` sees only the samples of the order's first ``i`` slices, its seed derives
+from (model seed, shard, sequence, stage, sorted sample ids), and it starts from stage ``i-1``'s
+weights; so re-running stages ``k..L`` from a saved stage ``k-1`` gives the same bytes as training
+the whole sequence from scratch on the same data.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from peft import LoraConfig
+from peft.functional import inject_adapter_in_model, set_adapter
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from unlearning.s3t.backbone import Backbone, mean_pool
+from unlearning.s3t.blocks import stage_layers
+from unlearning.s3t.config import S3TConfig, Schedule, Task
+from unlearning.s3t.data import HiddenStates, ShardData
+from unlearning.s3t.seeding import stage_seed
+from unlearning.s3t.weights import LoraPair, StageWeights
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: int
+    weights: StageWeights
+    slices: tuple[int, ...]
+    sample_ids: tuple[str, ...]
+    sample_steps: int  # samples x epochs processed
+
+
+class _Stack(nn.Module):
+    """A private copy of the encoder layers, so peft can inject adapters without touching the
+    shared frozen backbone (module names ``encoder.layer.<i>...`` as in the backbone)."""
+
+    def __init__(self, layers: nn.ModuleList) -> None:
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.layer = layers
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return cast(nn.ModuleList, self.encoder.layer)
+
+
+def _adapter_name(stage: int) -> str:
+    return f"stage{stage}"
+
+
+class SequenceTrainer:
+    """Trains (or resumes) the ``L`` stages of one order of one shard's slices."""
+
+    def __init__(self, backbone: Backbone, config: S3TConfig) -> None:
+        self.backbone = backbone
+        self.config = config
+
+    def train(
+        self,
+        data: ShardData,
+        hidden: HiddenStates,
+        *,
+        shard: int,
+        sequence: int,
+        order: Sequence[int],
+        start_stage: int = 1,
+        prefix: Sequence[StageWeights] = (),
+    ) -> list[StageResult]:
+        """Train stages ``start_stage..L``; ``prefix`` holds the saved stages before it."""
+        cfg = self.config
+        if sorted(order) != list(range(cfg.n_slices)):
+            raise ValueError(f"order {list(order)} is not a permutation of 0..{cfg.n_slices - 1}")
+        if not 1 <= start_stage <= cfg.n_slices or len(prefix) != start_stage - 1:
+            raise ValueError("resuming at stage k needs the k-1 saved stages before it")
+        stack = _Stack(copy.deepcopy(self.backbone.layers))
+        head = nn.Linear(self.backbone.hidden_size, cfg.output_dim)
+        results: list[StageResult] = []
+        for stage in range(1, cfg.n_slices + 1):
+            name = _adapter_name(stage)
+            if stage < start_stage:
+                saved = prefix[stage - 1]
+                self._inject(stack, name, saved.layers)
+                _load_adapter(stack, name, saved)
+                _load_head(head, saved)
+                continue
+            rows = data.rows_of(order[:stage])
+            ids = tuple(data.ids[i] for i in rows.tolist())
+            seed = stage_seed(cfg.seed, shard, sequence, stage, ids)
+            torch.manual_seed(seed)
+            self._inject(
+                stack, name, stage_layers(cfg.schedule, self.backbone.n_layers, cfg.n_slices, stage)
+            )
+            if cfg.schedule == Schedule.SISA and stage > 1:
+                _load_adapter(stack, name, _extract(stack, _adapter_name(stage - 1), head))
+            if stage == 1:
+                head.reset_parameters()  # under the stage seed
+            active = (
+                [name]
+                if cfg.schedule == Schedule.SISA
+                else [_adapter_name(s) for s in range(1, stage + 1)]
+            )
+            set_adapter(stack, active, inference_mode=True)
+            for module in stack.modules():
+                if isinstance(module, LoraLayer) and name in module.lora_A:
+                    module.lora_A[name].requires_grad_(True)
+                    module.lora_B[name].requires_grad_(True)
+            head.requires_grad_(True)
+            depth = min(_active_layers(stack, active))
+            self._fit(stack, head, data, hidden, rows, depth, seed)
+            results.append(
+                StageResult(
+                    stage=stage,
+                    weights=_extract(stack, name, head),
+                    slices=tuple(order[:stage]),
+                    sample_ids=ids,
+                    sample_steps=len(ids) * cfg.epochs_per_stage,
+                )
+            )
+        return results
+
+    def _inject(self, stack: _Stack, name: str, layers: Sequence[int]) -> None:
+        cfg = self.config
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # a float works
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules),
+            layers_to_transform=list(layers),
+            layers_pattern="layer",
+            bias="none",
+        )
+        with warnings.catch_warnings():
+            # One adapter per stage in one module tree is the point; peft warns about it.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            inject_adapter_in_model(lora, stack, adapter_name=name)
+
+    def _fit(
+        self,
+        stack: _Stack,
+        head: nn.Linear,
+        data: ShardData,
+        hidden: HiddenStates,
+        rows: torch.Tensor,
+        depth: int,
+        seed: int,
+    ) -> None:
+        cfg = self.config
+        if len(rows) == 0:
+            return
+        params = [
+            p for p in itertools.chain(stack.parameters(), head.parameters()) if p.requires_grad
+        ]
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+        order_rng = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # dropout
+        stack.train()
+        try:
+            for _ in range(cfg.epochs_per_stage):
+                shuffled = rows[torch.randperm(len(rows), generator=order_rng)]
+                for first in range(0, len(shuffled), cfg.batch_size):
+                    batch = shuffled[first : first + cfg.batch_size]
+                    mask = data.encoded.attention_mask[batch]
+                    states = self.backbone.run(
+                        hidden.at(depth, batch), mask, depth, self.backbone.n_layers, stack.layers
+                    )
+                    outputs = head(mean_pool(states, mask))
+                    loss = _loss(cfg.task, outputs, data.targets[batch])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                    optimizer.step()
+        finally:
+            stack.eval()
+            for param in params:
+                param.requires_grad_(False)
+
+
+def _loss(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if task == Task.REGRESSION:
+        return nn.functional.mse_loss(outputs.squeeze(-1), targets)
+    return nn.functional.cross_entropy(outputs, targets)
+
+
+def _lora_modules(stack: nn.Module, name: str) -> list[tuple[int, str, Any]]:
+    found = []
+    for path, module in stack.named_modules():
+        if isinstance(module, LoraLayer) and name in module.lora_A:
+            parts = path.split(".")
+            found.append((int(parts[2]), parts[-1], module))
+    return found
+
+
+def _active_layers(stack: nn.Module, names: Sequence[str]) -> set[int]:
+    return {layer for name in names for layer, _, _ in _lora_modules(stack, name)}
+
+
+def _extract(stack: nn.Module, name: str, head: nn.Linear) -> StageWeights:
+    adapters: dict[tuple[int, str], LoraPair] = {}
+    scalings = set()
+    for layer, module_name, module in _lora_modules(stack, name):
+        adapters[(layer, module_name)] = LoraPair(
+            a=module.lora_A[name].weight.detach().clone(),
+            b=module.lora_B[name].weight.detach().clone(),
+        )
+        scalings.add(float(module.scaling[name]))
+    if len(scalings) != 1:
+        raise RuntimeError(f"adapter {name} has no single LoRA scaling: {scalings}")
+    return StageWeights(
+        adapters=adapters,
+        head_weight=head.weight.detach().clone(),
+        head_bias=head.bias.detach().clone(),
+        scaling=scalings.pop(),
+    )
+
+
+def _load_adapter(stack: nn.Module, name: str, weights: StageWeights) -> None:
+    modules = {
+        (layer, module_name): module for layer, module_name, module in _lora_modules(stack, name)
+    }
+    if set(modules) != set(weights.adapters):
+        raise ValueError("saved adapters do not match the layers of the stage")
+    with torch.no_grad():
+        for key, module in modules.items():
+            module.lora_A[name].weight.copy_(weights.adapters[key].a)
+            module.lora_B[name].weight.copy_(weights.adapters[key].b)
+
+
+def _load_head(head: nn.Linear, weights: StageWeights) -> None:
+    with torch.no_grad():
+        head.weight.copy_(weights.head_weight)
+        head.bias.copy_(weights.head_bias)
