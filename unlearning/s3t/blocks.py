@@ -38,3 +38,10 @@ def stage_layers(schedule: Schedule, n_layers: int, n_slices: int, stage: int) -
             raise ValueError(f"stage must be in 1..{n_slices}, got {stage}")
         return adapted_layers(n_layers, n_slices)
     return block_layers(n_layers, n_slices, stage)
+
+
+def stage_depths(schedule: Schedule, n_layers: int, n_slices: int) -> set[int]:
+    """The lowest layer each stage runs: where its cached frozen-bottom states enter."""
+    return {
+        min(stage_layers(schedule, n_layers, n_slices, stage)) for stage in range(1, n_slices + 1)
+    }

@@ -87,30 +87,43 @@ class CachedHiddenStates:
     The layers below a trained block are plain backbone, so a sample's state entering the block
     never changes: it is computed once per shard and depth (in fixed chunks, in row order, so the
     result depends only on the shard's samples) and every stage, epoch and sequence reuses it.
+    ``depths`` names the depths that will be asked for: computing one keeps every named depth it
+    passes on the way, so top-down stages never run the bottom layers twice.
     """
 
     CHUNK = 64
 
-    def __init__(self, backbone: Backbone, encoded: Encoded) -> None:
+    def __init__(self, backbone: Backbone, encoded: Encoded, depths: Iterable[int] = ()) -> None:
         self.backbone = backbone
         self.encoded = encoded
+        self.depths = set(depths)
         self._states: dict[int, torch.Tensor] = {}
 
     def at(self, depth: int, rows: torch.Tensor) -> torch.Tensor:
         if depth not in self._states:
-            self._states[depth] = self._compute(depth)
+            self._compute(depth)
         return self._states[depth][rows]
 
-    def _compute(self, depth: int) -> torch.Tensor:
-        below = [d for d in self._states if d < depth]
-        start = max(below, default=0)
-        chunks = []
+    def _compute(self, depth: int) -> None:
+        start = max((d for d in self._states if d < depth), default=0)
+        keep = sorted(
+            d for d in self.depths | {depth} if start <= d <= depth and d not in self._states
+        )
+        parts: dict[int, list[torch.Tensor]] = {d: [] for d in keep}
         for first in range(0, len(self.encoded), self.CHUNK):
             rows = torch.arange(first, min(first + self.CHUNK, len(self.encoded)))
-            part = self.encoded.rows(rows)
-            hidden = self._states[start][rows] if below else self.backbone.embed(part)
+            chunk = self.encoded.rows(rows)
+            hidden = (
+                self._states[start][rows] if start in self._states else self.backbone.embed(chunk)
+            )
+            reached = start
             with torch.no_grad():
-                chunks.append(self.backbone.run(hidden, part.attention_mask, start, depth))
-        if not chunks:
-            return torch.empty(0, self.encoded.input_ids.shape[1], self.backbone.hidden_size)
-        return torch.cat(chunks)
+                for d in keep:
+                    hidden = self.backbone.run(hidden, chunk.attention_mask, reached, d)
+                    parts[d].append(hidden)
+                    reached = d
+        width = self.encoded.input_ids.shape[1]
+        for d, chunks in parts.items():
+            self._states[d] = (
+                torch.cat(chunks) if chunks else torch.empty(0, width, self.backbone.hidden_size)
+            )

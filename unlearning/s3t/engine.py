@@ -15,6 +15,7 @@ import torch
 
 from unlearning.artifacts import ArtifactStore
 from unlearning.s3t.backbone import Backbone
+from unlearning.s3t.blocks import stage_depths
 from unlearning.s3t.config import S3TConfig, Task
 from unlearning.s3t.data import CachedHiddenStates, LiveHiddenStates, ShardData, TrainingSample
 from unlearning.s3t.ensemble import EnsemblePredictor, ServedShard
@@ -182,9 +183,12 @@ class S3TEngine:
     def _shard_data(
         self, spec: ModelSpec, samples: Sequence[TrainingSample]
     ) -> tuple[ShardData, CachedHiddenStates | LiveHiddenStates]:
-        data = ShardData.build(self.backbone, spec.config, samples)
-        source = CachedHiddenStates if self.cache_hidden_states else LiveHiddenStates
-        return data, source(self.backbone, data.encoded)
+        cfg = spec.config
+        data = ShardData.build(self.backbone, cfg, samples)
+        if not self.cache_hidden_states:
+            return data, LiveHiddenStates(self.backbone, data.encoded)
+        depths = stage_depths(cfg.schedule, self.backbone.n_layers, cfg.n_slices)
+        return data, CachedHiddenStates(self.backbone, data.encoded, depths)
 
     def _store(self, shard: int, sequence: int, results: list[StageResult]) -> list[TrainedLayer]:
         return [

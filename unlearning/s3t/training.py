@@ -75,58 +75,72 @@ class SequenceTrainer:
         order: Sequence[int],
         start_stage: int = 1,
         prefix: Sequence[StageWeights] = (),
+        last_stage: int | None = None,
     ) -> list[StageResult]:
-        """Train stages ``start_stage..L``; ``prefix`` holds the saved stages before it."""
+        """Train stages ``start_stage..last_stage`` (default ``L``); ``prefix`` holds the saved
+        stages before ``start_stage``."""
         cfg = self.config
+        last = cfg.n_slices if last_stage is None else last_stage
         if sorted(order) != list(range(cfg.n_slices)):
             raise ValueError(f"order {list(order)} is not a permutation of 0..{cfg.n_slices - 1}")
         if not 1 <= start_stage <= cfg.n_slices or len(prefix) != start_stage - 1:
             raise ValueError("resuming at stage k needs the k-1 saved stages before it")
+        if not start_stage <= last <= cfg.n_slices:
+            raise ValueError(f"`last_stage` must be in {start_stage}..{cfg.n_slices}")
         stack = _Stack(copy.deepcopy(self.backbone.layers))
         head = nn.Linear(self.backbone.hidden_size, cfg.output_dim)
-        results: list[StageResult] = []
-        for stage in range(1, cfg.n_slices + 1):
+        for stage, saved in enumerate(prefix, start=1):
             name = _adapter_name(stage)
-            if stage < start_stage:
-                saved = prefix[stage - 1]
-                self._inject(stack, name, saved.layers)
-                _load_adapter(stack, name, saved)
-                _load_head(head, saved)
-                continue
-            rows = data.rows_of(order[:stage])
-            ids = tuple(data.ids[i] for i in rows.tolist())
-            seed = stage_seed(cfg.seed, shard, sequence, stage, ids)
-            torch.manual_seed(seed)
-            self._inject(
-                stack, name, stage_layers(cfg.schedule, self.backbone.n_layers, cfg.n_slices, stage)
-            )
-            if cfg.schedule == Schedule.SISA and stage > 1:
-                _load_adapter(stack, name, _extract(stack, _adapter_name(stage - 1), head))
-            if stage == 1:
-                head.reset_parameters()  # under the stage seed
-            active = (
-                [name]
-                if cfg.schedule == Schedule.SISA
-                else [_adapter_name(s) for s in range(1, stage + 1)]
-            )
-            set_adapter(stack, active, inference_mode=True)
-            for module in stack.modules():
-                if isinstance(module, LoraLayer) and name in module.lora_A:
-                    module.lora_A[name].requires_grad_(True)
-                    module.lora_B[name].requires_grad_(True)
-            head.requires_grad_(True)
-            depth = min(_active_layers(stack, active))
-            self._fit(stack, head, data, hidden, rows, depth, seed)
-            results.append(
-                StageResult(
-                    stage=stage,
-                    weights=_extract(stack, name, head),
-                    slices=tuple(order[:stage]),
-                    sample_ids=ids,
-                    sample_steps=len(ids) * cfg.epochs_per_stage,
-                )
-            )
-        return results
+            self._inject(stack, name, saved.layers)
+            _load_adapter(stack, name, saved)
+            _load_head(head, saved)
+        return [
+            self._train_stage(stack, head, data, hidden, (shard, sequence), order, stage)
+            for stage in range(start_stage, last + 1)
+        ]
+
+    def _train_stage(
+        self,
+        stack: _Stack,
+        head: nn.Linear,
+        data: ShardData,
+        hidden: HiddenStates,
+        place: tuple[int, int],
+        order: Sequence[int],
+        stage: int,
+    ) -> StageResult:
+        cfg = self.config
+        name = _adapter_name(stage)
+        rows = data.rows_of(order[:stage])
+        ids = tuple(data.ids[i] for i in rows.tolist())
+        seed = stage_seed(cfg.seed, *place, stage, ids)
+        torch.manual_seed(seed)  # the adapter's initialisation
+        layers = stage_layers(cfg.schedule, self.backbone.n_layers, cfg.n_slices, stage)
+        self._inject(stack, name, layers)
+        if cfg.schedule == Schedule.SISA and stage > 1:
+            _load_adapter(stack, name, _extract(stack, _adapter_name(stage - 1), head))
+        if stage == 1:
+            head.reset_parameters()  # under the stage seed too
+        active = (
+            [name]
+            if cfg.schedule == Schedule.SISA
+            else [_adapter_name(s) for s in range(1, stage + 1)]
+        )
+        set_adapter(stack, active, inference_mode=True)  # everything frozen ...
+        for module in stack.modules():  # ... but this stage's adapter and the head
+            if isinstance(module, LoraLayer) and name in module.lora_A:
+                module.lora_A[name].requires_grad_(True)
+                module.lora_B[name].requires_grad_(True)
+        head.requires_grad_(True)
+        depth = min(_active_layers(stack, active))
+        self._fit(stack, head, data, hidden, rows, depth, seed)
+        return StageResult(
+            stage=stage,
+            weights=_extract(stack, name, head),
+            slices=tuple(order[:stage]),
+            sample_ids=ids,
+            sample_steps=len(ids) * cfg.epochs_per_stage,
+        )
 
     def _inject(self, stack: _Stack, name: str, layers: Sequence[int]) -> None:
         cfg = self.config
@@ -162,8 +176,12 @@ class SequenceTrainer:
         ]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
         order_rng = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # dropout
-        stack.train()
+        torch.manual_seed(seed)  # LoRA dropout
+        # The frozen backbone keeps eval mode (its dropout would only add noise to fixed
+        # features and costs a fifth of a cached step); the adapters' own dropout is live.
+        for module in stack.modules():
+            if isinstance(module, LoraLayer):
+                module.lora_dropout.train()
         try:
             for _ in range(cfg.epochs_per_stage):
                 shuffled = rows[torch.randperm(len(rows), generator=order_rng)]

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
+from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
-from unlearning.s3t import (
-    Backbone,
-    S3TConfig,
-    S3TEngine,
-    Task,
-    TrainingSample,
-    default_backbone_path,
-)
+from unlearning.s3t import Backbone, S3TConfig, S3TEngine, Task, TrainingSample
 from unlearning.sharding import assign
 
 WORDS = {
@@ -29,30 +20,8 @@ WORDS = {
 
 
 @pytest.fixture(scope="session")
-def tokenizer() -> object:
-    return AutoTokenizer.from_pretrained(default_backbone_path())
-
-
-@pytest.fixture(scope="session")
-def make_backbone(tokenizer: object) -> Callable[[int], Backbone]:
-    def make(n_layers: int = 4) -> Backbone:
-        torch.manual_seed(1234)
-        config = BertConfig(
-            vocab_size=30522,
-            hidden_size=32,
-            num_hidden_layers=n_layers,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=32,
-        )
-        return Backbone(BertModel(config, add_pooling_layer=False), tokenizer)
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def backbone(make_backbone: Callable[[int], Backbone]) -> Backbone:
-    return make_backbone(4)
+def backbone() -> Backbone:
+    return tiny_backbone(4)
 
 
 @pytest.fixture
@@ -65,18 +34,7 @@ def engine(backbone: Backbone, store: LocalArtifactStore) -> S3TEngine:
     return S3TEngine(backbone, store)
 
 
-TINY = S3TConfig(
-    n_shards=2,
-    n_slices=3,
-    budget=3,
-    n_labels=3,
-    lora_rank=4,
-    epochs_per_stage=2,
-    batch_size=4,
-    max_length=16,
-    learning_rate=5e-3,
-    seed=7,
-)
+TINY = S3TConfig(n_shards=2, n_slices=3, budget=3, n_labels=3, **TINY_SETTINGS)  # type: ignore[arg-type]
 
 
 @pytest.fixture

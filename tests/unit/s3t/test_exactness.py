@@ -71,12 +71,18 @@ def _serve(
 
 
 @pytest.mark.parametrize(
-    ("schedule", "position"),
-    [("s3t", 1), ("s3t", 2), ("s3t", 3), ("sisa", 2)],
+    ("schedule", "position", "lora_dropout"),
+    [("s3t", 1, 0.0), ("s3t", 2, 0.0), ("s3t", 3, 0.1), ("sisa", 2, 0.0)],
 )
 def test_retrain_is_bitwise_equal_to_training_without_the_samples(
-    backbone: Backbone, tmp_path: object, config: S3TConfig, schedule: str, position: int
+    backbone: Backbone,
+    tmp_path: object,
+    config: S3TConfig,
+    schedule: str,
+    position: int,
+    lora_dropout: float,
 ) -> None:
+    config = dataclasses.replace(config, lora_dropout=lora_dropout)
     base = config if schedule == "s3t" else sisa_config(config)
     spec = ModelSpec.plan(base)
     engine = S3TEngine(backbone, LocalArtifactStore(f"{tmp_path}/a"))

@@ -14,6 +14,7 @@ from tests.unit.s3t.conftest import toy_samples
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import Backbone, ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.s3t.backbone import mean_pool
+from unlearning.s3t.data import CachedHiddenStates
 from unlearning.s3t.training import SequenceTrainer, _load_adapter, _Stack
 
 TEXTS = ["stocks profit bank", "team goal season", "software chip space"]
@@ -158,3 +159,15 @@ def test_bad_retrain_and_predict_requests_are_refused(engine: S3TEngine, config:
         engine.predict(config, TEXTS, {0: [], 1: []})
     with pytest.raises(ValueError, match="not a permutation"):
         ModelSpec(config, ((0, 1, 1),))
+
+
+def test_cache_keeps_the_named_depths_it_passes(backbone: Backbone, config: S3TConfig) -> None:
+    encoded = backbone.encode(TEXTS * 30, config.max_length)  # more rows than one chunk
+    rows = torch.arange(len(encoded))
+    planned = CachedHiddenStates(backbone, encoded, depths={0, 1, 2, 3})
+    top = planned.at(3, rows)
+    assert set(planned._states) == {0, 1, 2, 3}
+    for depth in (0, 1, 2, 3):
+        alone = CachedHiddenStates(backbone, encoded).at(depth, rows)
+        assert torch.equal(planned.at(depth, rows), alone)
+    torch.testing.assert_close(top, backbone.hidden_at(encoded, 3), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,155 @@
+"""What a training job reads from the lineage database, and what it records back.
+
+A job runs in three steps so that no transaction stays open while the engine trains:
+
+1. :func:`read_sequence_job` (one transaction): the shard's live samples and payloads, the
+   versions of its slices snapshotted together with them, and the saved valid prefix;
+2. ``S3TEngine.retrain`` (no database);
+3. :func:`record_sequence` (one transaction): the trained stages as layers carrying the snapshot,
+   then ``LineageRepository.activate``, which serves them only if those versions are still
+   current; a deletion that landed meanwhile gets them discarded, never served.
+
+Functions here flush and never commit: the job's boundary does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.db.models import Layer, LayerState, Model, Shard, Slice, SliceSequence, Task
+from service.db.repositories import LineageRepository, ModelRepository, SampleRepository
+from service.db.repositories.lineage import Activation
+from service.errors import LineageError
+from unlearning.s3t import ModelSpec, S3TConfig, SequenceKey, TrainedLayer, TrainingSample
+
+
+def model_spec(model: Model, orders: Sequence[Sequence[int]]) -> ModelSpec:
+    """The engine's view of a model: its stored S3T settings plus the lineage's own fields."""
+    n_labels = len(model.labels or []) if model.task is Task.classification else 1
+    config = S3TConfig.from_dict(
+        {
+            **model.config,
+            "n_shards": model.n_shards,
+            "n_slices": model.n_slices,
+            "budget": model.budget,
+            "task": model.task.value,
+            "n_labels": n_labels,
+        }
+    )
+    return ModelSpec(config, tuple(tuple(order) for order in orders))
+
+
+@dataclass(frozen=True)
+class SequenceJob:
+    model_id: uuid.UUID
+    sequence_id: uuid.UUID
+    spec: ModelSpec
+    key: SequenceKey
+    from_stage: int
+    samples: list[TrainingSample]
+    stage_versions: dict[int, dict[uuid.UUID, int]]  # stage -> versions of π1..π_stage
+    prefix: list[str]  # artifact references of the active stages 1..from_stage-1
+    parent_layer_id: int | None
+
+
+def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int) -> SequenceJob:
+    """Everything needed to (re)train stages ``from_stage..L`` of one sequence."""
+    sequence = session.get(SliceSequence, sequence_id)
+    if sequence is None:
+        raise LineageError(f"no sequence {sequence_id}")
+    shard = session.get_one(Shard, sequence.shard_id)
+    models = ModelRepository.from_session(session)
+    model = models.get(shard.model_id)
+    orders = [s.slice_order for s in models.sequences(model.id) if s.shard_id == shard.id]
+    spec = model_spec(model, orders)
+    if not 1 <= from_stage <= model.n_slices:
+        raise LineageError(f"stage {from_stage} is not in 1..{model.n_slices}")
+
+    lineage = LineageRepository.from_session(session)
+    slice_ids = lineage.prefix_slice_ids(sequence, model.n_slices)
+    versions = lineage.snapshot(slice_ids)  # together with the data, in this transaction
+    index_of = dict(
+        session.execute(sa.select(Slice.id, Slice.index).where(Slice.id.in_(slice_ids))).all()
+    )
+    samples = []
+    for sample, payload in SampleRepository.from_session(session).training_set(slice_ids):
+        if payload.text is None:
+            raise LineageError(f"sample {sample.id} has no text; the S3T engine trains on text")
+        target = payload.label_index if model.task is Task.classification else payload.target
+        if target is None:
+            raise LineageError(f"sample {sample.id} has no label")
+        samples.append(
+            TrainingSample(
+                sample.external_id, shard.index, index_of[sample.slice_id], payload.text, target
+            )
+        )
+    prefix_layers = _active_prefix(session, sequence.id, from_stage - 1)
+    return SequenceJob(
+        model_id=model.id,
+        sequence_id=sequence.id,
+        spec=spec,
+        key=SequenceKey(shard.index, sequence.index),
+        from_stage=from_stage,
+        samples=samples,
+        stage_versions={
+            stage: {sid: versions[sid] for sid in slice_ids[:stage]}
+            for stage in range(from_stage, model.n_slices + 1)
+        },
+        prefix=[layer.artifact_ref or "" for layer in prefix_layers],
+        parent_layer_id=prefix_layers[-1].id if prefix_layers else None,
+    )
+
+
+def _active_prefix(session: Session, sequence_id: uuid.UUID, length: int) -> list[Layer]:
+    layers = list(
+        session.scalars(
+            sa.select(Layer)
+            .where(
+                Layer.sequence_id == sequence_id,
+                Layer.position <= length,
+                Layer.state == LayerState.active,
+            )
+            .order_by(Layer.position)
+        )
+    )
+    if [layer.position for layer in layers] != list(range(1, length + 1)) or any(
+        layer.artifact_ref is None for layer in layers
+    ):
+        raise LineageError(f"sequence {sequence_id} has no active, stored stages 1..{length}")
+    return layers
+
+
+def record_sequence(
+    session: Session,
+    job: SequenceJob,
+    trained: Sequence[TrainedLayer],
+    job_id: uuid.UUID | None = None,
+) -> Activation:
+    """Record the trained stages with the job's snapshot and activate what is still valid."""
+    stages = sorted(trained, key=lambda layer: layer.stage)
+    expected = list(range(job.from_stage, job.spec.config.n_slices + 1))
+    if [layer.stage for layer in stages] != expected:
+        raise LineageError(f"a job from stage {job.from_stage} must record stages {expected}")
+    lineage = LineageRepository.from_session(session)
+    sequence = session.get_one(SliceSequence, job.sequence_id)
+    parent = job.parent_layer_id
+    layer_ids = []
+    for layer in stages:
+        row = lineage.record_layer(
+            sequence=sequence,
+            position=layer.stage,
+            slice_versions=job.stage_versions[layer.stage],
+            parent_layer_id=parent,
+            artifact_ref=layer.artifact,
+            artifact_digest=layer.artifact.removeprefix("sha256:"),
+            trained_sample_count=layer.sample_count,
+            job_id=job_id,
+        )
+        parent = row.id
+        layer_ids.append(row.id)
+    return lineage.activate(job.model_id, layer_ids)
