@@ -88,7 +88,9 @@ class CachedHiddenStates:
     never changes: it is computed once per shard and depth (in fixed chunks, in row order, so the
     result depends only on the shard's samples) and every stage, epoch and sequence reuses it.
     ``depths`` names the depths that will be asked for: computing one keeps every named depth it
-    passes on the way, so top-down stages never run the bottom layers twice.
+    passes on the way, so top-down stages never run the bottom layers twice. Memory: depths x
+    samples x max_length x hidden x 4 bytes (4 x 10,000 x 64 x 384 x 4 B = 3.9 GB for MiniLM);
+    ``S3TEngine(cache_hidden_states=False)`` trades it for time.
     """
 
     CHUNK = 64
