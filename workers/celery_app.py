@@ -32,5 +32,5 @@ def create_celery(settings: Settings) -> Celery:
         task_time_limit=LONGEST_TASK_S + 300,
         worker_hijack_root_logger=False,
     )
-    app.conf.imports = ["workers.tasks.health"]
+    app.conf.imports = ["workers.tasks.health", "workers.tasks.training"]
     return app

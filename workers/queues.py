@@ -18,3 +18,4 @@ class Priority(IntEnum):
 
 class TaskName(StrEnum):
     ping = "workers.ping"
+    train_sequence = "workers.train_sequence"

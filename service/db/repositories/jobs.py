@@ -13,7 +13,7 @@ from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.errors import JobNotFoundError, LineageError
 
-_LIVE = (JobStatus.queued, JobStatus.running)
+LIVE_STATUSES = (JobStatus.queued, JobStatus.running)
 
 
 class JobRepository(Repository):
@@ -63,7 +63,7 @@ class JobRepository(Repository):
         return job
 
     def start(self, job: Job) -> None:
-        if job.status not in _LIVE:
+        if job.status not in LIVE_STATUSES:
             raise LineageError(f"job {job.id} is {job.status.value}; it cannot start")
         job.status = JobStatus.running
         job.attempts += 1
@@ -73,7 +73,7 @@ class JobRepository(Repository):
         job.stages_done = min(stages_done, job.stages_total)
 
     def finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
-        if status in _LIVE:
+        if status in LIVE_STATUSES:
             raise ValueError("finish() takes a final status")
         job.status = status
         job.error = error

@@ -1,0 +1,112 @@
+"""The training job runner with real commits: job state, activation, failures, redelivery."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import migrate
+from service.db.engine import make_engine, make_session_factory, unit_of_work
+from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Task
+from service.db.repositories import (
+    JobRepository,
+    ModelRepository,
+    NewSample,
+    SampleRepository,
+    TenantRepository,
+)
+from service.errors import LineageError
+from service.training.jobs import Transaction, run_sequence_job, sequence_job_params
+from tests.conftest import FreshDatabase
+from tests.tiny_models import TINY_SETTINGS, tiny_backbone
+from unlearning.artifacts import LocalArtifactStore
+from unlearning.s3t import S3TEngine
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def factory(fresh_db: FreshDatabase) -> Iterator[sessionmaker[Session]]:
+    url = fresh_db.url()
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _transaction(factory: sessionmaker[Session]) -> Transaction:
+    @contextmanager
+    def transaction() -> Iterator[Session]:
+        with unit_of_work(factory) as session:
+            yield session
+
+    return transaction
+
+
+def _model_with_jobs(factory: sessionmaker[Session], from_stage: int = 1) -> list[uuid.UUID]:
+    with unit_of_work(factory) as session:
+        tenant = TenantRepository.from_session(session).create("t")
+        model = ModelRepository.from_session(session).create(
+            tenant_id=tenant.id,
+            name="m",
+            task=Task.classification,
+            n_shards=1,
+            n_slices=2,
+            budget=2,
+            sequence_orders=[[0, 1], [1, 0]],
+            labels=["a", "b"],
+            config=dict(TINY_SETTINGS),
+        )
+        SampleRepository.from_session(session).add_many(
+            model, [NewSample(f"x{i}", "ab"[i % 2], text=f"word{i % 2} {i}") for i in range(16)]
+        )
+        jobs = JobRepository.from_session(session)
+        return [
+            jobs.create(
+                model_id=model.id,
+                kind=JobKind.train,
+                stages_total=0,
+                params=sequence_job_params(sequence.id, from_stage),
+            )[0].id
+            for sequence in ModelRepository.from_session(session).sequences(model.id)
+        ]
+
+
+def test_a_job_trains_records_and_activates_its_stages(
+    factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(tmp_path))
+    job_ids = _model_with_jobs(factory)
+    for job_id in job_ids:
+        activation = run_sequence_job(_transaction(factory), engine, job_id)
+        assert activation is not None and len(activation.activated_layer_ids) == 2
+    with factory() as session:
+        jobs = [session.get_one(Job, job_id) for job_id in job_ids]
+        assert [(j.status, j.stages_done, j.stages_total) for j in jobs] == [
+            (JobStatus.succeeded, 2, 2)
+        ] * 2
+        layers = session.scalars(sa.select(Layer)).all()
+        assert {layer.state for layer in layers} == {LayerState.active}
+        assert all(engine.store.exists(layer.artifact_ref or "") for layer in layers)
+    # A redelivered message for a finished job changes nothing.
+    assert run_sequence_job(_transaction(factory), engine, job_ids[0]) is None
+
+
+def test_a_failing_job_is_recorded_as_failed(
+    factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(tmp_path))
+    job_id = _model_with_jobs(factory, from_stage=2)[0]  # no trained stage 1 to resume from
+    with pytest.raises(LineageError):
+        run_sequence_job(_transaction(factory), engine, job_id)
+    with factory() as session:
+        job = session.get_one(Job, job_id)
+        assert job.status is JobStatus.failed
+        assert job.error is not None and "no active, stored stages 1..1" in job.error
+        assert job.dedup_key is None
