@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from service.api import health
 from service.api.problems import install_problem_handlers
 from service.db.engine import make_engine, make_session_factory
+from service.models.endpoints import router as models_router
 from service.settings import Settings, get_settings
 
 API_VERSION = "0.1.0"
@@ -39,4 +40,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_problem_handlers(app)
     app.include_router(health.router)
+    app.include_router(models_router)
     return app

@@ -86,3 +86,15 @@ class LineageError(ConflictError):
 
     title = "Lineage conflict"
     slug = "lineage-conflict"
+
+
+class UnauthenticatedError(DomainError):
+    status_code = 401
+    title = "Unauthenticated"
+    slug = "unauthenticated"
+
+
+class ForbiddenError(DomainError):
+    status_code = 403
+    title = "Forbidden"
+    slug = "forbidden"

@@ -43,7 +43,8 @@ def test_unlearning_imports_no_web_database_or_celery(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in _files("service/api") if p.name != "deps.py"],
+    [p for p in _files("service/api") if p.name != "deps.py"]
+    + sorted((ROOT / "service").glob("*/endpoints.py")),
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_routes_hold_no_sql(path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Models and their training samples: schemas, service and endpoints."""
