@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from service.api.auth import CurrentKey
-from service.api.deps import SessionDep
+from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import PROBLEM_TYPE_BASE, Problem
 from service.models import service
 from service.models.schemas import (
@@ -18,6 +18,7 @@ from service.models.schemas import (
     SamplesCreate,
     SamplesResult,
 )
+from unlearning.s3t.backbone import backbone_layer_count
 
 router = APIRouter(prefix="/models", tags=["models"])
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -28,9 +29,13 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=PROBLEMS)
-def create_model(body: ModelCreate, key: CurrentKey, session: SessionDep) -> ModelPublic:
+def create_model(
+    body: ModelCreate, key: CurrentKey, session: SessionDep, settings: SettingsDep
+) -> ModelPublic:
     """Create a model from its S3T settings; its slice orders are planned here."""
-    return service.model_public(session, service.create_model(session, key.tenant_id, body))
+    layers = backbone_layer_count(settings.backbone_path)
+    model = service.create_model(session, key.tenant_id, body, backbone_layers=layers)
+    return service.model_public(session, model)
 
 
 @router.get("/{model_id}", responses=PROBLEMS)

@@ -18,8 +18,17 @@ from unlearning.s3t.sequences import plan_sequences
 _COLUMNS = ("n_shards", "n_slices", "budget", "task", "n_labels")
 
 
-def create_model(session: Session, tenant_id: uuid.UUID, data: ModelCreate) -> Model:
-    """Validate the S3T settings, plan the slice orders and create the model's lineage."""
+def create_model(
+    session: Session, tenant_id: uuid.UUID, data: ModelCreate, *, backbone_layers: int
+) -> Model:
+    """Validate the S3T settings, plan the slice orders and create the model's lineage.
+
+    ``backbone_layers``: the encoder's layer count; each of the ``n_slices`` blocks needs one.
+    """
+    if data.n_slices > backbone_layers:
+        raise InvalidModelConfigError(
+            f"`n_slices` ({data.n_slices}) exceeds the backbone's {backbone_layers} layers"
+        )
     settings = data.model_dump(exclude={"name", "labels"})
     settings["n_labels"] = len(data.labels or []) if data.task == "classification" else 1
     if settings["deletion_prior"] is not None:

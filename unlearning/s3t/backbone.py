@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.masking_utils import create_bidirectional_mask
 
 
@@ -96,6 +96,13 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     """Mean of the token states over the real (unpadded) tokens, as sentence-transformers do."""
     weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(dim=-2) / weights.sum(dim=-2).clamp(min=1.0)
+
+
+def backbone_layer_count(path: str | Path | None = None) -> int:
+    """How many transformer layers the encoder at ``path`` has, read from its config only."""
+    location = Path(path) if path is not None else default_backbone_path()
+    config = AutoConfig.from_pretrained(location, local_files_only=True)
+    return int(config.num_hidden_layers)
 
 
 def load_backbone(path: str | Path | None = None) -> Backbone:
