@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * weights).sum(dim=-2) / weights.sum(dim=-2).clamp(min=1.0)
 
 
+@cache
 def backbone_layer_count(path: str | Path | None = None) -> int:
     """How many transformer layers the encoder at ``path`` has, read from its config only."""
     location = Path(path) if path is not None else default_backbone_path()

@@ -89,6 +89,7 @@ class S3TEngine:
         self.cache_hidden_states = cache_hidden_states
         self._loaded: OrderedDict[str, StageWeights] = OrderedDict()
         self._loaded_limit = loaded_stages
+        self._predictors: dict[tuple[str, ...], EnsemblePredictor] = {}
 
     def train(self, spec: ModelSpec, samples: Sequence[TrainingSample]) -> list[TrainedLayer]:
         """Train every sequence of every shard from scratch."""
@@ -163,7 +164,10 @@ class S3TEngine:
             raise ValueError("no live shard: every shard's sequences are invalidated")
         served = [ServedShard.from_prefix([self.load_stage(r) for r in prefixes[s]]) for s in live]
         encoded = self.backbone.encode(list(texts), config.max_length)
-        predictor = EnsemblePredictor(self.backbone, config.target_modules)
+        predictor = self._predictors.get(config.target_modules)
+        if predictor is None:
+            predictor = EnsemblePredictor(self.backbone, config.target_modules)
+            self._predictors[config.target_modules] = predictor
         outputs = predictor.shard_outputs(encoded, served, batched=batched).mean(dim=0)
         if config.task == Task.REGRESSION:
             outputs = outputs.squeeze(-1)

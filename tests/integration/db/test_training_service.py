@@ -19,7 +19,7 @@ from service.db.models import (
     Tenant,
 )
 from service.db.repositories import LineageRepository, ModelRepository, NewSample, SampleRepository
-from service.db.repositories.lineage import Activation, Deactivation
+from service.db.repositories.lineage import Activation
 from service.errors import LineageError
 from service.training.service import read_sequence_job, record_sequence
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
@@ -70,14 +70,21 @@ def _train(
     return record_sequence(session, job, trained)
 
 
-def _served(session: Session, model: Model) -> dict[tuple[int, int, int], str]:
+def _layer_keys(
+    session: Session, *where: sa.ColumnElement[bool]
+) -> dict[tuple[int, int, int], str | None]:
+    """(shard, sequence, stage) -> artifact of the layers matching ``where``."""
     rows = session.execute(
         sa.select(Shard.index, SliceSequence.index, Layer.position, Layer.artifact_ref)
         .join(SliceSequence, Layer.sequence_id == SliceSequence.id)
         .join(Shard, SliceSequence.shard_id == Shard.id)
-        .where(Shard.model_id == model.id, Layer.state == LayerState.active)
+        .where(*where)
     ).all()
-    return {(shard, seq, pos): ref for shard, seq, pos, ref in rows if ref}
+    return {(shard, seq, pos): ref for shard, seq, pos, ref in rows}
+
+
+def _served(session: Session, model: Model) -> dict[tuple[int, int, int], str | None]:
+    return _layer_keys(session, Shard.model_id == model.id, Layer.state == LayerState.active)
 
 
 def test_retraining_after_a_deletion_equals_training_without_the_samples(
@@ -101,26 +108,16 @@ def test_retraining_after_a_deletion_equals_training_without_the_samples(
     # The same data minus the two samples, trained from scratch as another model of the tenant
     # (same placement: the placement hashes the model id, so compare per shard/slice contents).
     after = _served(session, model)
+    invalidated = _layer_keys(session, Layer.id.in_(deactivation.invalidated_layer_ids))
     for key, ref in before.items():
-        assert (after[key] == ref) == (key not in _invalidated(session, deactivation))
+        assert (after[key] == ref) == (key not in invalidated)
     fresh = _fresh_training(session, engine, model, deleted={"u005", "u017"})
     assert after == fresh
 
 
-def _invalidated(session: Session, deactivation: Deactivation) -> set[tuple[int, int, int]]:
-    ids = deactivation.invalidated_layer_ids
-    rows = session.execute(
-        sa.select(Shard.index, SliceSequence.index, Layer.position)
-        .join(SliceSequence, Layer.sequence_id == SliceSequence.id)
-        .join(Shard, SliceSequence.shard_id == Shard.id)
-        .where(Layer.id.in_(ids))
-    ).all()
-    return {(a, b, c) for a, b, c in rows}
-
-
 def _fresh_training(
     session: Session, engine: S3TEngine, model: Model, deleted: set[str]
-) -> dict[tuple[int, int, int], str]:
+) -> dict[tuple[int, int, int], str | None]:
     """Train the model's spec from scratch on its samples without ``deleted`` (engine only)."""
     jobs = [read_sequence_job(session, s.id, 1) for s in _sequences(session, model)]
     everything = {sample.id: sample for job in jobs for sample in job.samples}
