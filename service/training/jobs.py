@@ -33,13 +33,12 @@ def run_sequence_job(
 ) -> Activation | None:
     """Train the job's stages and serve those still valid; returns what was activated, or None
     when the job had already finished (a redelivered message changes nothing)."""
-    with transaction() as session:
-        if JobRepository.from_session(session).get(job_id).status not in LIVE_STATUSES:
-            return None
     try:
         with transaction() as session:
             jobs = JobRepository.from_session(session)
             job = jobs.get(job_id)
+            if job.status not in LIVE_STATUSES:
+                return None
             jobs.start(job)
             from_stage = int(job.params["from_stage"])
             work = read_sequence_job(session, uuid.UUID(job.params["sequence_id"]), from_stage)
