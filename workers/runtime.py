@@ -6,8 +6,7 @@ Created lazily inside the task, never at import time, so a prefork worker builds
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from functools import cache
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,11 +26,9 @@ def session_factory() -> sessionmaker[Session]:
     return make_session_factory(engine)
 
 
-@contextmanager
-def transaction() -> Iterator[Session]:
+def transaction() -> AbstractContextManager[Session]:
     """One committed transaction: the boundary of a task's step."""
-    with unit_of_work(session_factory()) as session:
-        yield session
+    return unit_of_work(session_factory())
 
 
 @cache

@@ -18,10 +18,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.db.models import Layer, LayerState, Model, Shard, Slice, SliceSequence, Task
+from service.db.models import Model, Shard, SliceSequence, Task
 from service.db.repositories import LineageRepository, ModelRepository, SampleRepository
 from service.db.repositories.lineage import Activation
 from service.errors import LineageError
@@ -73,9 +72,7 @@ def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int)
     lineage = LineageRepository.from_session(session)
     slice_ids = lineage.prefix_slice_ids(sequence, model.n_slices)
     versions = lineage.snapshot(slice_ids)  # together with the data, in this transaction
-    index_of = dict(
-        session.execute(sa.select(Slice.id, Slice.index).where(Slice.id.in_(slice_ids))).all()
-    )
+    index_of = dict(zip(slice_ids, sequence.slice_order, strict=True))
     samples = []
     for sample, payload in SampleRepository.from_session(session).training_set(slice_ids):
         if payload.text is None:
@@ -88,7 +85,7 @@ def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int)
                 sample.external_id, shard.index, index_of[sample.slice_id], payload.text, target
             )
         )
-    prefix_layers = _active_prefix(session, sequence.id, from_stage - 1)
+    prefix_layers = lineage.active_stages(sequence.id, from_stage - 1)
     return SequenceJob(
         model_id=model.id,
         sequence_id=sequence.id,
@@ -103,25 +100,6 @@ def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int)
         prefix=[layer.artifact_ref or "" for layer in prefix_layers],
         parent_layer_id=prefix_layers[-1].id if prefix_layers else None,
     )
-
-
-def _active_prefix(session: Session, sequence_id: uuid.UUID, length: int) -> list[Layer]:
-    layers = list(
-        session.scalars(
-            sa.select(Layer)
-            .where(
-                Layer.sequence_id == sequence_id,
-                Layer.position <= length,
-                Layer.state == LayerState.active,
-            )
-            .order_by(Layer.position)
-        )
-    )
-    if [layer.position for layer in layers] != list(range(1, length + 1)) or any(
-        layer.artifact_ref is None for layer in layers
-    ):
-        raise LineageError(f"sequence {sequence_id} has no active, stored stages 1..{length}")
-    return layers
 
 
 def record_sequence(

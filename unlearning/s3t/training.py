@@ -132,8 +132,9 @@ class SequenceTrainer:
                 module.lora_A[name].requires_grad_(True)
                 module.lora_B[name].requires_grad_(True)
         head.requires_grad_(True)
-        depth = min(_active_layers(stack, active))
-        self._fit(stack, head, data, hidden, rows, depth, seed)
+        # Active adapters sit on this stage's block and the blocks above it (S3T), or on the
+        # same layers (SISA): the lowest layer it trains is where the frozen bottom ends.
+        self._fit(stack, head, data, hidden, rows, min(layers), seed)
         return StageResult(
             stage=stage,
             weights=_extract(stack, name, head),
@@ -215,10 +216,6 @@ def _lora_modules(stack: nn.Module, name: str) -> list[tuple[int, str, Any]]:
             parts = path.split(".")
             found.append((int(parts[2]), parts[-1], module))
     return found
-
-
-def _active_layers(stack: nn.Module, names: Sequence[str]) -> set[int]:
-    return {layer for name in names for layer, _, _ in _lora_modules(stack, name)}
 
 
 def _extract(stack: nn.Module, name: str, head: nn.Linear) -> StageWeights:

@@ -97,6 +97,26 @@ class LineageRepository(Repository):
         )
         return [by_index[i] for i in sequence.slice_order[:position]]
 
+    def active_stages(self, sequence_id: uuid.UUID, length: int) -> list[Layer]:
+        """The active, stored layers of stages 1..length of a sequence: the prefix a retrain
+        resumes from. Raises LineageError when one is missing."""
+        layers = list(
+            self.session.scalars(
+                sa.select(Layer)
+                .where(
+                    Layer.sequence_id == sequence_id,
+                    Layer.position <= length,
+                    Layer.state == LayerState.active,
+                )
+                .order_by(Layer.position)
+            )
+        )
+        if [layer.position for layer in layers] != list(range(1, length + 1)) or any(
+            layer.artifact_ref is None for layer in layers
+        ):
+            raise LineageError(f"sequence {sequence_id} has no active, stored stages 1..{length}")
+        return layers
+
     def snapshot(self, slice_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Current versions of these slices; read them with the training data they describe."""
         ids = list(set(slice_ids))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,12 +41,7 @@ def factory(fresh_db: FreshDatabase) -> Iterator[sessionmaker[Session]]:
 
 
 def _transaction(factory: sessionmaker[Session]) -> Transaction:
-    @contextmanager
-    def transaction() -> Iterator[Session]:
-        with unit_of_work(factory) as session:
-            yield session
-
-    return transaction
+    return functools.partial(unit_of_work, factory)
 
 
 def _model_with_jobs(factory: sessionmaker[Session], from_stage: int = 1) -> list[uuid.UUID]:
