@@ -1,19 +1,32 @@
-"""The FastAPI application factory. Engines are created in the lifespan, never at import."""
+"""The FastAPI application factory. Engines and threads start in the lifespan, never at import.
+
+The lifespan owns the process's parts: the database engine, the outbox relay (sends the jobs
+that committed requests queued), the serving registry (backbone loaded on first prediction) and,
+with Redis, the listener that preloads retrained layers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 
 from fastapi import FastAPI
 
 from service.api import health
 from service.api.problems import install_problem_handlers
 from service.db.engine import make_engine, make_session_factory
+from service.deletions.endpoints import router as deletions_router
+from service.jobs.endpoints import router as jobs_router
 from service.models.endpoints import router as models_router
+from service.relay import OutboxRelay, celery_publisher
+from service.s3t import build_engine
+from service.serving.notify import ChangeListener
+from service.serving.registry import ServingRegistry
 from service.settings import Settings, get_settings
+from workers.celery_app import create_celery
 
-API_VERSION = "0.1.0"
+API_VERSION = "0.2.0"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,11 +37,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(
             settings.database_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s
         )
+        factory = make_session_factory(engine)
+        celery = create_celery(settings)
+        relay = OutboxRelay(factory, celery_publisher(celery), interval_s=settings.relay_interval_s)
+        serving = ServingRegistry(factory, cache(lambda: build_engine(settings)))
+        listener = (
+            ChangeListener(settings.pubsub_url, serving.preload) if settings.pubsub_url else None
+        )
         app.state.engine = engine
-        app.state.session_factory = make_session_factory(engine)
+        app.state.session_factory = factory
+        app.state.relay = relay
+        app.state.serving = serving
+        relay.start()
+        if listener is not None:
+            listener.start()
         try:
             yield
         finally:
+            if listener is not None:
+                listener.stop()
+            relay.stop()
+            celery.close()
             engine.dispose()
 
     app = FastAPI(
@@ -39,6 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    app.include_router(health.router)
-    app.include_router(models_router)
+    for router in (health.router, models_router, deletions_router, jobs_router):
+        app.include_router(router)
     return app

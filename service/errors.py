@@ -98,3 +98,9 @@ class ForbiddenError(DomainError):
     status_code = 403
     title = "Forbidden"
     slug = "forbidden"
+
+
+class ServingUnavailableError(DomainError):
+    status_code = 503
+    title = "Serving busy"
+    slug = "serving-busy"

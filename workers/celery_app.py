@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue as KombuQueue
 
+from service.queues import Queue
 from service.settings import Settings
-from workers.queues import Queue
 
 # A retrain of the longest suffix must finish before the broker re-delivers its message.
 LONGEST_TASK_S = 6 * 3600

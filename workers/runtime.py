@@ -1,4 +1,5 @@
-"""Per-process state of a worker: the database and the S3T engine, created on first use.
+"""Per-process state of a worker: the database, the S3T engine and the outbox publisher,
+created on first use.
 
 Created lazily inside the task, never at import time, so a prefork worker builds its engine
 (and any CUDA state) in the child process after the fork.
@@ -12,9 +13,9 @@ from functools import cache
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import make_engine, make_session_factory, unit_of_work
+from service.s3t import build_engine
 from service.settings import get_settings
-from unlearning.artifacts import LocalArtifactStore
-from unlearning.s3t import S3TEngine, load_backbone
+from unlearning.s3t import S3TEngine
 
 
 @cache
@@ -33,8 +34,4 @@ def transaction() -> AbstractContextManager[Session]:
 
 @cache
 def s3t_engine() -> S3TEngine:
-    settings = get_settings()
-    assert settings.artifacts_dir is not None  # filled by the settings validator
-    return S3TEngine(
-        load_backbone(settings.backbone_path), LocalArtifactStore(settings.artifacts_dir)
-    )
+    return build_engine(get_settings())

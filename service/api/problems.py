@@ -33,6 +33,21 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+_DESCRIPTIONS = {
+    401: "Missing or unknown API key",
+    403: "The key's role may not do this",
+    404: "Not found for this key's tenant",
+    409: "Conflicts with the current state",
+    422: "Invalid input",
+    503: "Temporarily unable to answer; retry",
+}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problem statuses a route can answer."""
+    return {code: {"model": Problem, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
 def problem_response(
     status: int,
     title: str,

@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
 from service.api.auth import CurrentKey
 from service.api.deps import SessionDep, SettingsDep
-from service.api.problems import PROBLEM_TYPE_BASE, Problem
+from service.api.problems import PROBLEM_TYPE_BASE, problem_responses
 from service.models import service
 from service.models.schemas import (
+    AuditPage,
     ModelCreate,
     ModelPublic,
+    ModelStatusPublic,
+    PredictRequest,
+    PredictResponse,
     SampleRowError,
     SamplesCreate,
     SamplesResult,
+    TrainAccepted,
 )
+from service.models.status import model_status
+from service.serving.registry import ServingRegistry
 from unlearning.s3t.backbone import backbone_layer_count
 
 router = APIRouter(prefix="/models", tags=["models"])
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing or unknown API key"},
-    404: {"model": Problem, "description": "No such model for this key's tenant"},
-    422: {"model": Problem, "description": "Invalid input"},
-}
+PROBLEMS = problem_responses(401, 404, 409, 422)
+
+
+def get_registry(request: Request) -> ServingRegistry:
+    registry: ServingRegistry = request.app.state.serving
+    return registry
+
+
+RegistryDep = Annotated[ServingRegistry, Depends(get_registry)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=PROBLEMS)
@@ -63,3 +74,46 @@ def register_samples(
             for e in result.errors
         ],
     )
+
+
+@router.post("/{model_id}/train", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
+def train_model(
+    model_id: uuid.UUID, key: CurrentKey, session: SessionDep, request: Request
+) -> TrainAccepted:
+    """Train every shard, sequence and stage on the workers; poll the job for progress."""
+    job = service.train_model(session, key.tenant_id, model_id, actor=f"key:{key.prefix}")
+    session.commit()
+    request.app.state.relay.wake()
+    return TrainAccepted(job_id=job.id, job_url=f"/jobs/{job.id}", model_status="training")
+
+
+@router.get("/{model_id}/status", responses=PROBLEMS)
+def read_status(model_id: uuid.UUID, key: CurrentKey, session: SessionDep) -> ModelStatusPublic:
+    """Per shard: valid prefixes, the serving choice, pending retrains and deleted samples."""
+    return model_status(session, service.get_model(session, key.tenant_id, model_id))
+
+
+@router.post("/{model_id}/predict", responses=problem_responses(401, 404, 409, 422, 503))
+def predict(
+    model_id: uuid.UUID,
+    body: PredictRequest,
+    key: CurrentKey,
+    session: SessionDep,
+    registry: RegistryDep,
+) -> PredictResponse:
+    """Predictions of the current valid ensemble; `serving_generation` says which one answered."""
+    service.get_model(session, key.tenant_id, model_id)  # 404 for another tenant's model
+    session.commit()  # no transaction stays open while the model computes
+    return service.predict(registry, model_id, body.texts)
+
+
+@router.get("/{model_id}/audit", responses=PROBLEMS)
+def read_audit(
+    model_id: uuid.UUID,
+    key: CurrentKey,
+    session: SessionDep,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AuditPage:
+    """The model's hash-chained audit log, a page at a time, with the chain's verification."""
+    return service.audit_page(session, key.tenant_id, model_id, after_seq=after_seq, limit=limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,3 +79,103 @@ class SampleRowError(BaseModel):
 class SamplesResult(BaseModel):
     stored: int
     errors: list[SampleRowError]
+
+
+class TrainAccepted(BaseModel):
+    job_id: uuid.UUID
+    job_url: str
+    model_status: str
+
+
+class PendingJob(BaseModel):
+    job_id: uuid.UUID
+    kind: str
+    status: str
+    from_stage: int | None
+
+
+class SequenceStatus(BaseModel):
+    index: int
+    order: list[int]
+    valid_prefix: int = Field(description="Stages 1..valid_prefix are valid and servable.")
+    pending: list[PendingJob]
+
+
+class ServingChoice(BaseModel):
+    sequence: int
+    stages: int
+
+
+class ShardStatus(BaseModel):
+    index: int
+    serving: ServingChoice | None = Field(description="None: the shard is out of the ensemble.")
+    deleted_samples: int
+    sequences: list[SequenceStatus]
+
+
+class EstimatedQuality(BaseModel):
+    """A proxy, not a measurement: how much of the trained model is being served."""
+
+    live_shards: float = Field(description="Share of shards in the ensemble.")
+    served_depth: float = Field(description="Mean served stages / L over all shards.")
+
+
+class ModelStatusPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_id: uuid.UUID
+    status: str
+    serving_generation: int
+    pending_retrains: int
+    shards: list[ShardStatus]
+    estimated_quality: EstimatedQuality
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[Annotated[str, Field(min_length=1, max_length=10_000)]] = Field(
+        min_length=1, max_length=256
+    )
+
+
+class PredictionOut(BaseModel):
+    label: str | None = Field(description="The predicted class (classification).")
+    scores: list[float] | None = Field(description="Mean shard logits per class.")
+    value: float | None = Field(description="The predicted value (regression).")
+
+
+class ShardStatusBrief(BaseModel):
+    shard: int
+    sequence: int
+    stages: int
+
+
+class PredictResponse(BaseModel):
+    serving_generation: int = Field(description="The lineage generation that answered.")
+    shards: list[ShardStatusBrief]
+    predictions: list[PredictionOut]
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    entries: int
+    first_bad_seq: int | None
+    reason: str | None
+
+
+class AuditPage(BaseModel):
+    chain: str
+    entries: list[AuditEntryOut]
+    next_after_seq: int | None
+    verification: AuditVerification

@@ -6,11 +6,23 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from service.db.models import Model, Task
-from service.db.repositories import ModelRepository, NewSample, SampleRepository
+from service.db.models import Job, Model, Task
+from service.db.repositories import AuditRepository, ModelRepository, NewSample, SampleRepository
 from service.db.repositories.samples import BulkResult
 from service.errors import InvalidModelConfigError
-from service.models.schemas import ModelCreate, ModelPublic, SampleIn
+from service.models.schemas import (
+    AuditEntryOut,
+    AuditPage,
+    AuditVerification,
+    ModelCreate,
+    ModelPublic,
+    PredictionOut,
+    PredictResponse,
+    SampleIn,
+    ShardStatusBrief,
+)
+from service.serving.registry import ServingRegistry
+from service.training import scheduling
 from unlearning.s3t import S3TConfig
 from unlearning.s3t.sequences import plan_sequences
 
@@ -94,4 +106,71 @@ def model_public(session: Session, model: Model) -> ModelPublic:
         status=model.status.value,
         serving_generation=model.serving_generation,
         created_at=model.created_at,
+    )
+
+
+def train_model(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID, *, actor: str) -> Job:
+    """Queue the training of every sequence; returns the model-wide job."""
+    model = ModelRepository.from_session(session).get_for_update(
+        get_model(session, tenant_id, model_id).id
+    )
+    return scheduling.start_training(session, model, actor=actor)
+
+
+def audit_page(
+    session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID, *, after_seq: int, limit: int
+) -> AuditPage:
+    """A page of the model's audit chain and the verification of the whole chain."""
+    model = get_model(session, tenant_id, model_id)
+    chain = scheduling.audit_chain(model.id)
+    audit = AuditRepository.from_session(session)
+    entries = audit.entries(chain, after_seq=after_seq, limit=limit + 1)
+    check = audit.verify(chain)
+    return AuditPage(
+        chain=chain,
+        entries=[
+            AuditEntryOut(
+                seq=e.seq,
+                at=e.at,
+                actor=e.actor,
+                action=e.action,
+                payload=e.payload,
+                prev_hash=e.prev_hash,
+                hash=e.hash,
+            )
+            for e in entries[:limit]
+        ],
+        next_after_seq=entries[limit - 1].seq if len(entries) > limit else None,
+        verification=AuditVerification(
+            ok=check.ok,
+            entries=check.entries,
+            first_bad_seq=check.first_bad_seq,
+            reason=check.reason,
+        ),
+    )
+
+
+def predict(registry: ServingRegistry, model_id: uuid.UUID, texts: list[str]) -> PredictResponse:
+    """Predictions of the model's current valid ensemble, with the generation that answered.
+
+    Runs outside the request's transaction: the registry reads the generation itself."""
+    served = registry.predict(model_id, texts)
+    outputs = served.prediction.outputs
+    labels = served.model.labels
+    if labels is not None:
+        predictions = [
+            PredictionOut(label=labels[int(row.argmax())], scores=row.tolist(), value=None)
+            for row in outputs
+        ]
+    else:
+        predictions = [
+            PredictionOut(label=None, scores=None, value=float(v)) for v in outputs.tolist()
+        ]
+    return PredictResponse(
+        serving_generation=served.model.generation,
+        shards=[
+            ShardStatusBrief(shard=s.shard, sequence=s.sequence, stages=s.length)
+            for s in served.model.shards
+        ],
+        predictions=predictions,
     )

@@ -1,9 +1,14 @@
 """Running one sequence job: the body of the training task, with its transaction boundaries.
 
-A job's params are ``{"sequence_id": ..., "from_stage": k}``. The job is marked running and its
-data read in one transaction, trained outside any transaction, then its layers recorded and
-activated together with the job's outcome in another. A failure is recorded on the job
-(``failed`` with the error) before it propagates, so Celery's retry policy still applies.
+1. Start (one transaction, job row locked): a job that already finished is a redelivered message
+   and changes nothing; otherwise it is marked running, its first stage is lowered to the
+   sequence's current valid prefix if a deletion cut that shorter, and its data is read.
+2. Train, outside any transaction; each finished stage is recorded as progress.
+3. Record (one transaction): the trained stages become layers and are activated if their slice
+   versions are still current; :func:`~service.training.scheduling.settle` decides the rest.
+
+A failure is recorded on the job (``failed`` with the error, waiting deletions ``failed`` too)
+before it propagates, so Celery's retry policy still applies.
 """
 
 from __future__ import annotations
@@ -11,50 +16,102 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from service.db.models import JobStatus
-from service.db.repositories import JobRepository
+from service.db.models import Job, JobStatus
+from service.db.repositories import JobRepository, LineageRepository, ModelRepository
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
-from service.training.service import read_sequence_job, record_sequence
+from service.errors import LineageError
+from service.training import scheduling
+from service.training.service import SequenceJob, read_sequence_job, record_sequence
 from unlearning.s3t import S3TEngine
 
 Transaction = Callable[[], AbstractContextManager[Session]]
 
 
-def sequence_job_params(sequence_id: uuid.UUID, from_stage: int) -> dict[str, object]:
-    return {"sequence_id": str(sequence_id), "from_stage": from_stage}
+@dataclass(frozen=True)
+class JobOutcome:
+    model_id: uuid.UUID
+    activation: Activation
+    serving_generation: int
 
 
 def run_sequence_job(
     transaction: Transaction, engine: S3TEngine, job_id: uuid.UUID
-) -> Activation | None:
-    """Train the job's stages and serve those still valid; returns what was activated, or None
-    when the job had already finished (a redelivered message changes nothing)."""
+) -> JobOutcome | None:
+    """Train the job's stages and serve those still valid; None when the job had already
+    finished (a redelivered message changes nothing)."""
     try:
         with transaction() as session:
-            jobs = JobRepository.from_session(session)
-            job = jobs.get(job_id)
-            if job.status not in LIVE_STATUSES:
+            work = _start(session, job_id)
+            if work is None:
                 return None
-            jobs.start(job)
-            from_stage = int(job.params["from_stage"])
-            work = read_sequence_job(session, uuid.UUID(job.params["sequence_id"]), from_stage)
-            job.stages_total = work.spec.config.n_slices - from_stage + 1
-        trained = engine.retrain(work.spec, work.key, from_stage, work.samples, work.prefix)
+
+        def progress(stage: int) -> None:
+            with transaction() as session:
+                JobRepository.from_session(session).progress(
+                    JobRepository.from_session(session).get(job_id), stage - work.from_stage + 1
+                )
+
+        trained = engine.retrain(
+            work.spec, work.key, work.from_stage, work.samples, work.prefix, on_stage=progress
+        )
         with transaction() as session:
-            activation = record_sequence(session, work, trained, job_id)
             jobs = JobRepository.from_session(session)
-            job = jobs.get(job_id)
+            job = _lock(session, job_id)
+            activation = record_sequence(session, work, trained, job_id)
             jobs.progress(job, len(trained))
-            jobs.finish(job, JobStatus.succeeded)
+            if activation.activated_layer_ids:
+                jobs.finish(job, JobStatus.succeeded)
+            else:
+                jobs.finish(job, JobStatus.cancelled, "discarded: its slices lost samples")
+            scheduling.settle(session, job, activation)
+            generation = ModelRepository.from_session(session).get(job.model_id).serving_generation
     except Exception as error:
         with transaction() as session:
             jobs = JobRepository.from_session(session)
-            job = jobs.get(job_id)
+            job = _lock(session, job_id)
             if job.status in LIVE_STATUSES:
                 jobs.finish(job, JobStatus.failed, f"{type(error).__name__}: {error}")
+                scheduling.settle(session, job, None)
         raise
-    return activation
+    return JobOutcome(work.model_id, activation, generation)
+
+
+def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
+    jobs = JobRepository.from_session(session)
+    job = _lock(session, job_id)
+    if job.status not in LIVE_STATUSES:
+        return None
+    if job.sequence_id is None or job.from_stage is None:
+        raise LineageError(f"job {job.id} names no sequence to train")
+    jobs.start(job)
+    _start_parent(jobs, job)
+    valid = next(
+        p.length
+        for p in LineageRepository.from_session(session).prefixes(job.model_id)
+        if p.sequence_id == job.sequence_id
+    )
+    job.from_stage = min(job.from_stage, valid + 1)
+    work = read_sequence_job(session, job.sequence_id, job.from_stage)
+    job.stages_total = work.spec.config.n_slices - job.from_stage + 1
+    job.stages_done = 0
+    scheduling.on_job_started(session, job)
+    return work
+
+
+def _lock(session: Session, job_id: uuid.UUID) -> Job:
+    """Lock the job's model, then the job: the order deletions lock them in (no deadlock)."""
+    jobs = JobRepository.from_session(session)
+    ModelRepository.from_session(session).get_for_update(jobs.get(job_id).model_id)
+    return jobs.get_for_update(job_id)
+
+
+def _start_parent(jobs: JobRepository, job: Job) -> None:
+    if job.parent_id is not None:
+        parent = jobs.get_for_update(job.parent_id)
+        if parent.status is JobStatus.queued:
+            jobs.start(parent)

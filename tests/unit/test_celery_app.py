@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from service.queues import Queue, TaskName
 from service.settings import Settings
 from workers.celery_app import create_celery
-from workers.queues import Queue, TaskName
 
 
 def test_every_task_name_is_registered_and_the_worker_is_safe_for_long_jobs(

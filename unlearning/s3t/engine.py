@@ -7,7 +7,7 @@ passes the artifact references back in; the engine only computes and stores weig
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -126,11 +126,12 @@ class S3TEngine:
         from_stage: int,
         samples: Sequence[TrainingSample],
         prefix: Sequence[str],
+        on_stage: Callable[[int], None] | None = None,
     ) -> list[TrainedLayer]:
         """Re-run stages ``from_stage..L`` of one sequence from its saved valid prefix.
 
         ``samples`` are the shard's remaining samples (all its slices); ``prefix`` the artifact
-        references of stages ``1..from_stage-1``.
+        references of stages ``1..from_stage-1``; ``on_stage(stage)`` reports progress.
         """
         self._check_samples(spec.config, samples)
         if any(s.shard != key.shard for s in samples):
@@ -146,6 +147,7 @@ class S3TEngine:
             order=spec.orders[key.sequence],
             start_stage=from_stage,
             prefix=[self.load_stage(ref) for ref in prefix],
+            on_stage=on_stage,
         )
         return self._store(key.shard, key.sequence, results)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -76,9 +76,10 @@ class SequenceTrainer:
         start_stage: int = 1,
         prefix: Sequence[StageWeights] = (),
         last_stage: int | None = None,
+        on_stage: Callable[[int], None] | None = None,
     ) -> list[StageResult]:
         """Train stages ``start_stage..last_stage`` (default ``L``); ``prefix`` holds the saved
-        stages before ``start_stage``."""
+        stages before ``start_stage``; ``on_stage(stage)`` is called after each stage."""
         cfg = self.config
         last = cfg.n_slices if last_stage is None else last_stage
         if sorted(order) != list(range(cfg.n_slices)):
@@ -94,10 +95,14 @@ class SequenceTrainer:
             self._inject(stack, name, saved.layers)
             _load_adapter(stack, name, saved)
             _load_head(head, saved)
-        return [
-            self._train_stage(stack, head, data, hidden, (shard, sequence), order, stage)
-            for stage in range(start_stage, last + 1)
-        ]
+        results = []
+        for stage in range(start_stage, last + 1):
+            results.append(
+                self._train_stage(stack, head, data, hidden, (shard, sequence), order, stage)
+            )
+            if on_stage is not None:
+                on_stage(stage)
+        return results
 
     def _train_stage(
         self,

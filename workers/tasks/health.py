@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from workers.queues import TaskName
+from service.queues import TaskName
 
 
 @shared_task(name=TaskName.ping.value)

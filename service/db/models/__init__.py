@@ -2,7 +2,13 @@
 
 from service.db.models.audit import AuditEntry
 from service.db.models.base import Base
-from service.db.models.deletions import DeletionItem, DeletionRequest, DeletionStatus, ItemOutcome
+from service.db.models.deletions import (
+    DeletionItem,
+    DeletionJob,
+    DeletionRequest,
+    DeletionStatus,
+    ItemOutcome,
+)
 from service.db.models.jobs import Job, JobKind, JobStatus
 from service.db.models.lineage import (
     Layer,
@@ -24,6 +30,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "DeletionItem",
+    "DeletionJob",
     "DeletionRequest",
     "DeletionStatus",
     "ItemOutcome",

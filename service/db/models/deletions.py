@@ -40,6 +40,8 @@ class DeletionRequest(UuidPk, Base):
     )
     partial: Mapped[bool] = mapped_column(default=False)
     failure_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # The model's serving_generation right after this request's deactivation committed.
+    serving_generation: Mapped[int | None] = mapped_column(sa.BigInteger)
     n_requested: Mapped[int] = mapped_column(default=0)
     n_deleted: Mapped[int] = mapped_column(default=0)
     n_already_deleted: Mapped[int] = mapped_column(default=0)
@@ -71,3 +73,16 @@ class DeletionItem(Base):
     # Kept only for ids that matched no sample, so that the request can report them.
     unknown_external_id: Mapped[str | None] = mapped_column(sa.String(255))
     outcome: Mapped[ItemOutcome] = mapped_column(str_enum(ItemOutcome))
+
+
+class DeletionJob(Base):
+    """A retrain job that a deletion waits for; the deletion completes when all have."""
+
+    __tablename__ = "deletion_jobs"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

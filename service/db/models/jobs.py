@@ -37,6 +37,15 @@ class Job(UuidPk, CreatedAt, Base):
     status: Mapped[JobStatus] = mapped_column(str_enum(JobStatus), default=JobStatus.queued)
     # (model, shard, sequence, from_stage, slice versions) for retrains: one live job per key.
     dedup_key: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    # A model-wide training job is the parent of its per-sequence jobs and sums their progress.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    # Per-sequence jobs: which sequence, from which stage (coalescing looks these up).
+    sequence_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("sequences.id", ondelete="CASCADE"), index=True
+    )
+    from_stage: Mapped[int | None]
     params: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     stages_total: Mapped[int] = mapped_column(default=0)
     stages_done: Mapped[int] = mapped_column(default=0)

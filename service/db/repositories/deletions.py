@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
-from service.db.models import DeletionItem, DeletionRequest, DeletionStatus, ItemOutcome
+from service.db.models import (
+    DeletionItem,
+    DeletionJob,
+    DeletionRequest,
+    DeletionStatus,
+    ItemOutcome,
+    Job,
+)
 from service.db.models.base import utcnow
-from service.db.repositories.base import Repository
+from service.db.repositories.base import Repository, sha256_hex
 from service.errors import DeletionNotFoundError, IdempotencyConflictError, LineageError
 
 S = DeletionStatus
@@ -32,10 +40,6 @@ _TIMESTAMP = {
 }
 
 
-def sha256_hex(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 class DeletionRepository(Repository):
     def create(
         self,
@@ -51,17 +55,8 @@ class DeletionRepository(Repository):
         The same key with another body is an IdempotencyConflictError.
         """
         if idempotency_key is not None:
-            earlier = self.session.scalar(
-                sa.select(DeletionRequest).where(
-                    DeletionRequest.tenant_id == tenant_id,
-                    DeletionRequest.idempotency_key == idempotency_key,
-                )
-            )
+            earlier = self._by_key(tenant_id, idempotency_key, body_hash)
             if earlier is not None:
-                if earlier.body_hash != body_hash:
-                    raise IdempotencyConflictError(
-                        "this Idempotency-Key was used for a different request"
-                    )
                 return earlier, False
         request = DeletionRequest(
             tenant_id=tenant_id,
@@ -70,9 +65,31 @@ class DeletionRepository(Repository):
             body_hash=body_hash,
             subject_hash=sha256_hex(subject_id) if subject_id is not None else None,
         )
-        self.session.add(request)
-        self.session.flush()
+        try:
+            with self.session.begin_nested():
+                self.session.add(request)
+                self.session.flush()
+        except IntegrityError:  # the same key, sent concurrently, committed first
+            if idempotency_key is None:
+                raise
+            earlier = self._by_key(tenant_id, idempotency_key, body_hash)
+            if earlier is None:
+                raise
+            return earlier, False
         return request, True
+
+    def _by_key(
+        self, tenant_id: uuid.UUID, idempotency_key: str, body_hash: str
+    ) -> DeletionRequest | None:
+        earlier = self.session.scalar(
+            sa.select(DeletionRequest).where(
+                DeletionRequest.tenant_id == tenant_id,
+                DeletionRequest.idempotency_key == idempotency_key,
+            )
+        )
+        if earlier is not None and earlier.body_hash != body_hash:
+            raise IdempotencyConflictError("this Idempotency-Key was used for a different request")
+        return earlier
 
     def get(self, request_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None) -> DeletionRequest:
         request = self.session.get(DeletionRequest, request_id)
@@ -128,3 +145,57 @@ class DeletionRepository(Repository):
         request.status = status
         request.failure_reason = reason if status is S.failed else None
         setattr(request, _TIMESTAMP[status], utcnow())
+
+    def link_job(self, request: DeletionRequest, job_id: uuid.UUID) -> None:
+        """The request waits for this job (idempotent)."""
+        if self.session.get(DeletionJob, (request.id, job_id)) is None:
+            self.session.add(DeletionJob(request_id=request.id, job_id=job_id))
+            self.session.flush()
+
+    def jobs_of(self, request_id: uuid.UUID) -> list[Job]:
+        return list(
+            self.session.scalars(
+                sa.select(Job)
+                .join(DeletionJob, DeletionJob.job_id == Job.id)
+                .where(DeletionJob.request_id == request_id)
+                .order_by(Job.created_at, Job.id)
+            )
+        )
+
+    def waiting_on(self, job_id: uuid.UUID) -> list[DeletionRequest]:
+        """The requests linked to a job, oldest first."""
+        return list(
+            self.session.scalars(
+                sa.select(DeletionRequest)
+                .join(DeletionJob, DeletionJob.request_id == DeletionRequest.id)
+                .where(DeletionJob.job_id == job_id)
+                .order_by(DeletionRequest.received_at, DeletionRequest.id)
+            )
+        )
+
+    def list(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        limit: int,
+        model_id: uuid.UUID | None = None,
+        status: DeletionStatus | None = None,
+        before: tuple[datetime, uuid.UUID] | None = None,
+    ) -> list[DeletionRequest]:
+        """A tenant's requests, newest first; ``before`` is the (received_at, id) of the last
+        request of the previous page."""
+        query = sa.select(DeletionRequest).where(DeletionRequest.tenant_id == tenant_id)
+        if model_id is not None:
+            query = query.where(DeletionRequest.model_id == model_id)
+        if status is not None:
+            query = query.where(DeletionRequest.status == status)
+        if before is not None:
+            at, request_id = before
+            query = query.where(
+                sa.or_(
+                    DeletionRequest.received_at < at,
+                    sa.and_(DeletionRequest.received_at == at, DeletionRequest.id < request_id),
+                )
+            )
+        query = query.order_by(DeletionRequest.received_at.desc(), DeletionRequest.id.desc())
+        return list(self.session.scalars(query.limit(limit)))

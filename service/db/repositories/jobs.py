@@ -25,6 +25,9 @@ class JobRepository(Repository):
         stages_total: int,
         params: dict[str, Any] | None = None,
         dedup_key: str | None = None,
+        parent_id: uuid.UUID | None = None,
+        sequence_id: uuid.UUID | None = None,
+        from_stage: int | None = None,
     ) -> tuple[Job, bool]:
         """A new job, or the live job with the same ``dedup_key`` and False.
 
@@ -40,6 +43,9 @@ class JobRepository(Repository):
             stages_total=stages_total,
             params=dict(params or {}),
             dedup_key=dedup_key,
+            parent_id=parent_id,
+            sequence_id=sequence_id,
+            from_stage=from_stage,
         )
         try:
             with self.session.begin_nested():
@@ -61,6 +67,48 @@ class JobRepository(Repository):
         if job is None:
             raise JobNotFoundError(f"no job {job_id}")
         return job
+
+    def get_for_update(self, job_id: uuid.UUID) -> Job:
+        """The job, its row locked until the transaction ends (start and coalescing race)."""
+        job = self.session.scalar(
+            sa.select(Job)
+            .where(Job.id == job_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if job is None:
+            raise JobNotFoundError(f"no job {job_id}")
+        return job
+
+    def live_for_sequence(self, sequence_id: uuid.UUID, *, lock: bool = True) -> list[Job]:
+        """Queued or running jobs of one sequence, oldest first (rows locked unless asked)."""
+        query = (
+            sa.select(Job)
+            .where(Job.sequence_id == sequence_id, Job.status.in_(LIVE_STATUSES))
+            .order_by(Job.created_at, Job.id)
+        )
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return list(self.session.scalars(query))
+
+    def children(self, parent_id: uuid.UUID) -> list[Job]:
+        return list(
+            self.session.scalars(sa.select(Job).where(Job.parent_id == parent_id).order_by(Job.id))
+        )
+
+    def live_count(self, model_id: uuid.UUID) -> int:
+        return (
+            self.session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Job)
+                .where(
+                    Job.model_id == model_id,
+                    Job.sequence_id.is_not(None),
+                    Job.status.in_(LIVE_STATUSES),
+                )
+            )
+            or 0
+        )
 
     def start(self, job: Job) -> None:
         if job.status not in LIVE_STATUSES:

@@ -29,6 +29,7 @@ from service.db.models import (
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.db.repositories.models import ModelRepository
+from service.db.repositories.samples import SampleRepository
 from service.errors import LineageError
 
 
@@ -325,6 +326,18 @@ class LineageRepository(Repository):
             and parent.id not in stale
         )
 
+    def purge(self, samples: Sequence[Sample]) -> None:
+        """Hard-delete the payloads of deleted samples and scrub their identifiers."""
+        ids = [s.id for s in samples]
+        self.session.execute(sa.delete(SamplePayload).where(SamplePayload.sample_id.in_(ids)))
+        SampleRepository.from_session(self.session).scrub(samples)
+
+    def artifact_refs(self, layer_ids: Iterable[int]) -> dict[int, str]:
+        rows = self.session.execute(
+            sa.select(Layer.id, Layer.artifact_ref).where(Layer.id.in_(list(layer_ids)))
+        )
+        return {layer_id: ref for layer_id, ref in rows if ref is not None}
+
     def deactivate_samples(
         self, model_id: uuid.UUID, sample_ids: Iterable[int], *, purge_payloads: bool = True
     ) -> Deactivation:
@@ -354,9 +367,7 @@ class LineageRepository(Repository):
             sample.deleted = True
             sample.deleted_at = now
         if purge_payloads:
-            self.session.execute(
-                sa.delete(SamplePayload).where(SamplePayload.sample_id.in_([s.id for s in live]))
-            )
+            self.purge(live)
         touched = {s.slice_id for s in live}
         slices = self.session.scalars(sa.select(Slice).where(Slice.id.in_(touched))).all()
         for slice_ in slices:

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.db.models import Model, Shard, Slice, SliceSequence, Task
+from service.db.models import Model, Sample, Shard, Slice, SliceSequence, Task
 from service.db.repositories.base import Repository
 from service.errors import InvalidModelConfigError, ModelNotFoundError
 
@@ -88,10 +88,28 @@ class ModelRepository(Repository):
 
     def get_for_update(self, model_id: uuid.UUID) -> Model:
         """The model row, locked until the transaction ends: serialises validity changes."""
-        model = self.session.scalar(sa.select(Model).where(Model.id == model_id).with_for_update())
+        model = self.session.scalar(
+            sa.select(Model)
+            .where(Model.id == model_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         if model is None:
             raise ModelNotFoundError(f"no model {model_id}")
         return model
+
+    def has_live_samples(self, model_id: uuid.UUID) -> bool:
+        query = sa.select(Sample.id).where(Sample.model_id == model_id, Sample.deleted.is_(False))
+        return self.session.scalar(query.limit(1)) is not None
+
+    def serving_generation(self, model_id: uuid.UUID) -> int:
+        """One cheap read: the generation a server compares with the one it holds."""
+        generation = self.session.scalar(
+            sa.select(Model.serving_generation).where(Model.id == model_id)
+        )
+        if generation is None:
+            raise ModelNotFoundError(f"no model {model_id}")
+        return generation
 
     def shards(self, model_id: uuid.UUID) -> list[Shard]:
         return list(

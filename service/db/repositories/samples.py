@@ -12,11 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
-from service.db.repositories.base import Repository
+from service.db.repositories.base import Repository, sha256_hex
 from service.errors import DomainError, DuplicateSampleError, InvalidSampleError
 from unlearning.sharding import assign
 
 MAX_EXTERNAL_ID_LENGTH = 255
+#: A deleted sample keeps only ``deleted:<sha256 of its external id>`` and no subject.
+DELETED_PREFIX = "deleted:"
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 T = TypeVar("T")
 
@@ -51,6 +53,10 @@ class _Validated:
     features: list[float] | None
 
 
+def deleted_external_id(external_id: str) -> str:
+    return DELETED_PREFIX + sha256_hex(external_id)
+
+
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
@@ -61,6 +67,8 @@ def _validate(model: Model, row: NewSample) -> _Validated:
         raise InvalidSampleError("`external_id` must be a non-empty string")
     if len(row.external_id) > MAX_EXTERNAL_ID_LENGTH:
         raise InvalidSampleError(f"`external_id` is longer than {MAX_EXTERNAL_ID_LENGTH}")
+    if row.external_id.startswith(DELETED_PREFIX):
+        raise InvalidSampleError(f"`external_id` must not start with {DELETED_PREFIX!r}")
     if row.subject_id is not None and (
         not isinstance(row.subject_id, str) or not 0 < len(row.subject_id) <= 255
     ):
@@ -184,13 +192,41 @@ class SampleRepository(Repository):
     def by_external_ids(
         self, model_id: uuid.UUID, external_ids: Iterable[str]
     ) -> dict[str, Sample]:
+        """Each known id's sample, live or deleted (a deleted one is found by its hash)."""
+        wanted = {eid: eid for eid in external_ids}
+        wanted.update({deleted_external_id(eid): eid for eid in list(wanted)})
         found: dict[str, Sample] = {}
-        for chunk in _chunks(sorted(set(external_ids))):
+        for chunk in _chunks(sorted(wanted)):
             for sample in self.session.scalars(
                 sa.select(Sample).where(Sample.model_id == model_id, Sample.external_id.in_(chunk))
             ):
-                found[sample.external_id] = sample
+                found[wanted[sample.external_id]] = sample
         return found
+
+    def payloads_exist(self, sample_ids: Sequence[int]) -> bool:
+        for chunk in _chunks(sample_ids):
+            query = sa.select(SamplePayload.sample_id).where(SamplePayload.sample_id.in_(chunk))
+            if self.session.scalar(query.limit(1)) is not None:
+                return True
+        return False
+
+    def scrub(self, samples: Iterable[Sample]) -> None:
+        """Keep no identifier of deleted samples: the external id becomes its hash, the subject
+        goes. Their payload rows are deleted separately."""
+        for sample in samples:
+            if not sample.external_id.startswith(DELETED_PREFIX):
+                sample.external_id = deleted_external_id(sample.external_id)
+            sample.subject_id = None
+        self.session.flush()
+
+    def deleted_count(self, model_id: uuid.UUID) -> dict[uuid.UUID, int]:
+        """Deleted samples per shard id."""
+        rows = self.session.execute(
+            sa.select(Sample.shard_id, sa.func.count())
+            .where(Sample.model_id == model_id, Sample.deleted.is_(True))
+            .group_by(Sample.shard_id)
+        )
+        return {shard_id: count for shard_id, count in rows}
 
     def by_subject(self, model_id: uuid.UUID, subject_id: str) -> list[Sample]:
         return list(

@@ -21,12 +21,11 @@ from service.db.repositories import (
     SampleRepository,
     TenantRepository,
 )
-from service.errors import LineageError
-from service.training.jobs import Transaction, run_sequence_job, sequence_job_params
+from service.training.jobs import Transaction, run_sequence_job
 from tests.conftest import FreshDatabase
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
-from unlearning.s3t import S3TEngine
+from unlearning.s3t import S3TEngine, TrainedLayer
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +66,8 @@ def _model_with_jobs(factory: sessionmaker[Session], from_stage: int = 1) -> lis
                 model_id=model.id,
                 kind=JobKind.train,
                 stages_total=0,
-                params=sequence_job_params(sequence.id, from_stage),
+                sequence_id=sequence.id,
+                from_stage=from_stage,
             )[0].id
             for sequence in ModelRepository.from_session(session).sequences(model.id)
         ]
@@ -79,8 +79,8 @@ def test_a_job_trains_records_and_activates_its_stages(
     engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(tmp_path))
     job_ids = _model_with_jobs(factory)
     for job_id in job_ids:
-        activation = run_sequence_job(_transaction(factory), engine, job_id)
-        assert activation is not None and len(activation.activated_layer_ids) == 2
+        outcome = run_sequence_job(_transaction(factory), engine, job_id)
+        assert outcome is not None and len(outcome.activation.activated_layer_ids) == 2
     with factory() as session:
         jobs = [session.get_one(Job, job_id) for job_id in job_ids]
         assert [(j.status, j.stages_done, j.stages_total) for j in jobs] == [
@@ -93,15 +93,33 @@ def test_a_job_trains_records_and_activates_its_stages(
     assert run_sequence_job(_transaction(factory), engine, job_ids[0]) is None
 
 
+class _BrokenEngine(S3TEngine):
+    def retrain(self, *args: object, **kwargs: object) -> list[TrainedLayer]:
+        raise RuntimeError("the GPU fell over")
+
+
 def test_a_failing_job_is_recorded_as_failed(
     factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(tmp_path))
-    job_id = _model_with_jobs(factory, from_stage=2)[0]  # no trained stage 1 to resume from
-    with pytest.raises(LineageError):
+    engine = _BrokenEngine(tiny_backbone(4), LocalArtifactStore(tmp_path))
+    job_id = _model_with_jobs(factory)[0]
+    with pytest.raises(RuntimeError):
         run_sequence_job(_transaction(factory), engine, job_id)
     with factory() as session:
         job = session.get_one(Job, job_id)
         assert job.status is JobStatus.failed
-        assert job.error is not None and "no active, stored stages 1..1" in job.error
+        assert job.error == "RuntimeError: the GPU fell over"
         assert job.dedup_key is None
+
+
+def test_a_job_starts_no_later_than_the_valid_prefix(
+    factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A job asked to resume at stage 2 of a sequence with no valid stage 1 trains from 1."""
+    engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(tmp_path))
+    job_id = _model_with_jobs(factory, from_stage=2)[0]
+    outcome = run_sequence_job(_transaction(factory), engine, job_id)
+    assert outcome is not None and len(outcome.activation.activated_layer_ids) == 2
+    with factory() as session:
+        job = session.get_one(Job, job_id)
+        assert (job.from_stage, job.stages_done, job.stages_total) == (1, 2, 2)

@@ -1,0 +1,1 @@
+"""Deletion requests: schemas, service (deactivate, schedule, report) and endpoints."""

@@ -1,0 +1,90 @@
+"""``/deletions``: request a deletion, follow it, list them, and get its certificate."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+
+from service.api.auth import CurrentKey
+from service.api.deps import SessionDep
+from service.api.problems import problem_responses
+from service.db.models import DeletionStatus
+from service.deletions import service
+from service.deletions.schemas import (
+    DeletionCertificate,
+    DeletionCreate,
+    DeletionPage,
+    DeletionPublic,
+)
+
+router = APIRouter(prefix="/deletions", tags=["deletions"])
+PROBLEMS = problem_responses(401, 404, 409, 422)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retries with the same key and body return the first request.",
+    ),
+]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
+def create_deletion(
+    body: DeletionCreate,
+    key: CurrentKey,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> DeletionPublic:
+    """Delete samples (by external id) or a data subject's samples from one model.
+
+    Answers 202 once the samples' layers are deactivated and the request committed: from then
+    on no prediction uses a layer that saw them. Their retraining continues in the background;
+    poll the `Location`.
+    """
+    deletion, _ = service.request_deletion(
+        session,
+        key.tenant_id,
+        body,
+        actor=f"key:{key.prefix}",
+        idempotency_key=idempotency_key,
+    )
+    public = service.deletion_public(session, deletion)
+    session.commit()
+    request.app.state.relay.wake()
+    response.headers["Location"] = f"/deletions/{deletion.id}"
+    return public
+
+
+@router.get("", responses=PROBLEMS)
+def list_deletions(
+    key: CurrentKey,
+    session: SessionDep,
+    model_id: uuid.UUID | None = None,
+    status: DeletionStatus | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> DeletionPage:
+    """This tenant's deletion requests, newest first, a page at a time."""
+    return service.list_deletions(
+        session, key.tenant_id, limit=limit, cursor=cursor, model_id=model_id, status=status
+    )
+
+
+@router.get("/{deletion_id}", responses=PROBLEMS)
+def read_deletion(deletion_id: uuid.UUID, key: CurrentKey, session: SessionDep) -> DeletionPublic:
+    """A deletion's status and the time of each phase."""
+    return service.get_deletion(session, key.tenant_id, deletion_id)
+
+
+@router.get("/{deletion_id}/certificate", responses=PROBLEMS)
+def read_certificate(
+    deletion_id: uuid.UUID, key: CurrentKey, session: SessionDep
+) -> DeletionCertificate:
+    """What the deletion removed, as counts, hashes and artifact digests; no personal data."""
+    return service.certificate(session, key.tenant_id, deletion_id)

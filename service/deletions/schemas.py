@@ -1,0 +1,107 @@
+"""Request and response bodies of the deletion endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_IDS = 10_000
+ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class DeletionCreate(BaseModel):
+    """Delete samples of one model, named by their external ids or by their data subject."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_id: uuid.UUID
+    sample_ids: list[ExternalId] | None = Field(
+        None, min_length=1, max_length=MAX_IDS, description="External ids of the samples."
+    )
+    subject_id: str | None = Field(
+        None, min_length=1, max_length=255, description="Every sample of this data subject."
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> DeletionCreate:
+        if (self.sample_ids is None) == (self.subject_id is None):
+            raise ValueError("give exactly one of `sample_ids` and `subject_id`")
+        return self
+
+    def canonical(self) -> dict[str, Any]:
+        """What the Idempotency-Key is bound to: the same ids in any order are the same body."""
+        ids = sorted(set(self.sample_ids)) if self.sample_ids is not None else None
+        return {"model_id": str(self.model_id), "sample_ids": ids, "subject_id": self.subject_id}
+
+
+class DeletionCounts(BaseModel):
+    requested: int
+    deleted: int
+    already_deleted: int
+    unknown: int
+
+
+class DeletionPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: uuid.UUID
+    model_id: uuid.UUID
+    status: str = Field(description="received, deactivated, retraining, completed or failed")
+    partial: bool = Field(description="Some ids matched no sample; see `unknown_ids`.")
+    unknown_ids: list[str]
+    counts: DeletionCounts
+    failure_reason: str | None
+    serving_generation: int | None = Field(
+        description="The model's generation once the deletion's layers were deactivated; any "
+        "prediction with this generation or later is free of them."
+    )
+    jobs: list[uuid.UUID] = Field(description="The retrain jobs this deletion waits for.")
+    received_at: datetime
+    deactivated_at: datetime | None
+    approximated_at: datetime | None
+    retraining_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+
+
+class DeletionPage(BaseModel):
+    items: list[DeletionPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class CertifiedLayer(BaseModel):
+    layer_id: int
+    artifact: str | None
+
+
+class AuditLink(BaseModel):
+    seq: int
+    action: str
+    hash: str
+
+
+class DeletionCertificate(BaseModel):
+    """What a deletion removed, with no personal data: counts, hashes, layers, digests."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    deletion_id: uuid.UUID
+    model_id: uuid.UUID
+    status: str
+    issued_at: datetime
+    received_at: datetime
+    deactivated_at: datetime | None
+    completed_at: datetime | None
+    counts: DeletionCounts
+    sample_id_hashes: list[str] = Field(description="SHA-256 of each requested external id.")
+    subject_hash: str | None
+    payloads_deleted: bool = Field(description="No payload row of a deleted sample remains.")
+    layers_invalidated: list[CertifiedLayer]
+    layers_retrained: list[CertifiedLayer]
+    jobs: list[uuid.UUID]
+    audit_chain: str
+    audit_entries: list[AuditLink]
+    audit_chain_verified: bool

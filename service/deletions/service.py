@@ -1,0 +1,244 @@
+"""Deletion requests: record, deactivate and schedule in one transaction; report and certify.
+
+:func:`request_deletion` does everything the 202 promises before the request commits: the
+samples are marked deleted and their payloads and identifiers purged, the touched slices' versions
+bumped, every layer that saw them invalidated (the model's ``serving_generation`` moves with
+them), the retrains queued through the outbox, and the audit log extended. Flushes, never commits.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from service.db.models import DeletionRequest, DeletionStatus, ItemOutcome, Sample
+from service.db.models.base import utcnow
+from service.db.repositories import (
+    AuditRepository,
+    DeletionRepository,
+    LineageRepository,
+    ModelRepository,
+    SampleRepository,
+)
+from service.db.repositories.base import sha256_hex
+from service.deletions.schemas import (
+    AuditLink,
+    CertifiedLayer,
+    DeletionCertificate,
+    DeletionCounts,
+    DeletionCreate,
+    DeletionPage,
+    DeletionPublic,
+)
+from service.errors import InvalidInputError
+from service.training import scheduling
+
+
+def request_deletion(
+    session: Session,
+    tenant_id: uuid.UUID,
+    body: DeletionCreate,
+    *,
+    actor: str,
+    idempotency_key: str | None = None,
+) -> tuple[DeletionRequest, bool]:
+    """Record and carry out a deletion; (the earlier request, False) for a repeated key."""
+    model = ModelRepository.from_session(session).get(body.model_id, tenant_id=tenant_id)
+    canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
+    deletions = DeletionRepository.from_session(session)
+    request, created = deletions.create(
+        tenant_id=tenant_id,
+        model_id=model.id,
+        body_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        idempotency_key=idempotency_key,
+        subject_id=body.subject_id,
+    )
+    if not created:
+        return request, False
+
+    samples = SampleRepository.from_session(session)
+    found: dict[str, Sample]
+    if body.sample_ids is not None:
+        ids = list(dict.fromkeys(body.sample_ids))
+        found = samples.by_external_ids(model.id, ids)
+    else:
+        assert body.subject_id is not None
+        found = {s.external_id: s for s in samples.by_subject(model.id, body.subject_id)}
+        ids = list(found)
+    items: list[tuple[str, int | None, ItemOutcome]] = []
+    for external_id in ids:
+        sample = found.get(external_id)
+        if sample is None:
+            items.append((external_id, None, ItemOutcome.unknown))
+        elif sample.deleted:
+            items.append((external_id, sample.id, ItemOutcome.already_deleted))
+        else:
+            items.append((external_id, sample.id, ItemOutcome.deleted))
+    deletions.add_items(request, items)
+
+    live = [sample_id for _, sample_id, o in items if o is ItemOutcome.deleted and sample_id]
+    lineage = LineageRepository.from_session(session)
+    invalidated: list[int] = []
+    if live:
+        deactivation = lineage.deactivate_samples(model.id, live)
+        invalidated = deactivation.invalidated_layer_ids
+        affected = set(deactivation.first_invalid_position)
+    else:
+        affected = set()
+    deletions.advance(request, DeletionStatus.deactivated)
+    request.serving_generation = model.serving_generation
+    jobs = scheduling.retrain_after_deletion(session, model, request, affected) if live else []
+    refs = lineage.artifact_refs(invalidated)
+    AuditRepository.from_session(session).append(
+        scheduling.audit_chain(model.id),
+        actor=actor,
+        action="deletion.deactivated",
+        payload={
+            "deletion_id": str(request.id),
+            "counts": _counts(request).model_dump(),
+            "ids_sha256": hashlib.sha256(
+                "\n".join(sorted(sha256_hex(i) for i in ids)).encode()
+            ).hexdigest(),
+            "invalidated": [{"layer_id": i, "artifact": refs.get(i)} for i in invalidated],
+            "jobs": [str(job.id) for job in jobs],
+            "serving_generation": model.serving_generation,
+        },
+    )
+    if not jobs:
+        scheduling.complete_deletion(session, request)
+    return request, True
+
+
+def get_deletion(session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID) -> DeletionPublic:
+    request = DeletionRepository.from_session(session).get(deletion_id, tenant_id=tenant_id)
+    return deletion_public(session, request)
+
+
+def deletion_public(session: Session, request: DeletionRequest) -> DeletionPublic:
+    deletions = DeletionRepository.from_session(session)
+    unknown = [
+        item.unknown_external_id
+        for item in deletions.items(request.id)
+        if item.outcome is ItemOutcome.unknown and item.unknown_external_id is not None
+    ]
+    return DeletionPublic(
+        id=request.id,
+        model_id=request.model_id,
+        status=request.status.value,
+        partial=request.partial,
+        unknown_ids=unknown,
+        counts=_counts(request),
+        failure_reason=request.failure_reason,
+        serving_generation=request.serving_generation,
+        jobs=[job.id for job in deletions.jobs_of(request.id)],
+        received_at=request.received_at,
+        deactivated_at=request.deactivated_at,
+        approximated_at=request.approximated_at,
+        retraining_at=request.retraining_at,
+        completed_at=request.completed_at,
+        failed_at=request.failed_at,
+    )
+
+
+def list_deletions(
+    session: Session,
+    tenant_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    model_id: uuid.UUID | None = None,
+    status: DeletionStatus | None = None,
+) -> DeletionPage:
+    rows = DeletionRepository.from_session(session).list(
+        tenant_id,
+        limit=limit + 1,
+        model_id=model_id,
+        status=status,
+        before=_decode_cursor(cursor) if cursor else None,
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return DeletionPage(
+        items=[deletion_public(session, r) for r in page],
+        next_cursor=_encode_cursor(page[-1]) if more and page else None,
+    )
+
+
+def certificate(
+    session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID
+) -> DeletionCertificate:
+    deletions = DeletionRepository.from_session(session)
+    request = deletions.get(deletion_id, tenant_id=tenant_id)
+    items = deletions.items(request.id)
+    jobs = deletions.jobs_of(request.id)
+    job_ids = {str(job.id) for job in jobs}
+    chain = scheduling.audit_chain(request.model_id)
+    audit = AuditRepository.from_session(session)
+    entries = [
+        e
+        for e in audit.entries(chain)
+        if e.payload.get("deletion_id") == str(request.id) or e.payload.get("job_id") in job_ids
+    ]
+    invalidated = [
+        CertifiedLayer(**layer)
+        for e in entries
+        if e.action == "deletion.deactivated"
+        for layer in e.payload.get("invalidated", [])
+    ]
+    retrained = [
+        CertifiedLayer(**layer)
+        for e in entries
+        if e.action == "layers.activated"
+        for layer in e.payload.get("activated", [])
+    ]
+    sample_ids = [i.sample_id for i in items if i.sample_id is not None]
+    return DeletionCertificate(
+        deletion_id=request.id,
+        model_id=request.model_id,
+        status=request.status.value,
+        issued_at=utcnow(),
+        received_at=request.received_at,
+        deactivated_at=request.deactivated_at,
+        completed_at=request.completed_at,
+        counts=_counts(request),
+        sample_id_hashes=sorted(item.external_id_hash for item in items),
+        subject_hash=request.subject_hash,
+        payloads_deleted=not SampleRepository.from_session(session).payloads_exist(sample_ids),
+        layers_invalidated=invalidated,
+        layers_retrained=retrained,
+        jobs=[job.id for job in jobs],
+        audit_chain=chain,
+        audit_entries=[AuditLink(seq=e.seq, action=e.action, hash=e.hash) for e in entries],
+        audit_chain_verified=audit.verify(chain).ok,
+    )
+
+
+def _counts(request: DeletionRequest) -> DeletionCounts:
+    return DeletionCounts(
+        requested=request.n_requested,
+        deleted=request.n_deleted,
+        already_deleted=request.n_already_deleted,
+        unknown=request.n_unknown,
+    )
+
+
+def _encode_cursor(request: DeletionRequest) -> str:
+    raw = f"{request.received_at.isoformat()}|{request.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, request_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        received = datetime.fromisoformat(at)
+        if received.tzinfo is None:
+            received = received.replace(tzinfo=UTC)
+        return received, uuid.UUID(request_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise InvalidInputError("`cursor` is not a cursor this API returned") from error

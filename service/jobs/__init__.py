@@ -1,0 +1,1 @@
+"""Jobs: progress of training and retraining work."""

@@ -1,0 +1,29 @@
+"""Response bodies of the job endpoint."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: uuid.UUID
+    model_id: uuid.UUID
+    kind: str = Field(description="train, retrain or approximate")
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    sequence_id: uuid.UUID | None
+    from_stage: int | None
+    stages_done: int
+    stages_total: int
+    progress: float = Field(description="stages_done / stages_total, 0..1")
+    eta_s: float | None = Field(description="Seconds left at the pace so far, while running.")
+    attempts: int
+    error: str | None
+    children: int = Field(description="Per-sequence jobs of a model-wide training job.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

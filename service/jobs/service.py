@@ -1,0 +1,42 @@
+"""Job progress as the API reports it; a model-wide job sums its per-sequence jobs."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import Session
+
+from service.db.models import JobStatus
+from service.db.models.base import utcnow
+from service.db.repositories import JobRepository
+from service.jobs.schemas import JobPublic
+
+
+def job_public(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> JobPublic:
+    jobs = JobRepository.from_session(session)
+    job = jobs.get(job_id, tenant_id=tenant_id)
+    children = jobs.children(job.id)
+    done = sum(c.stages_done for c in children) if children else job.stages_done
+    total = max(job.stages_total, 1)
+    eta = None
+    if job.status is JobStatus.running and job.started_at is not None and 0 < done < total:
+        elapsed = (utcnow() - job.started_at).total_seconds()
+        eta = elapsed / done * (total - done)
+    return JobPublic(
+        id=job.id,
+        model_id=job.model_id,
+        kind=job.kind.value,
+        status=job.status.value,
+        sequence_id=job.sequence_id,
+        from_stage=job.from_stage,
+        stages_done=done,
+        stages_total=job.stages_total,
+        progress=min(done / total, 1.0),
+        eta_s=eta,
+        attempts=job.attempts,
+        error=job.error,
+        children=len(children),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )

@@ -1,0 +1,79 @@
+"""A model's status as the lineage sees it: per shard, what is valid, served and pending."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy.orm import Session
+
+from service.db.models import Model
+from service.db.repositories import (
+    JobRepository,
+    LineageRepository,
+    ModelRepository,
+    SampleRepository,
+)
+from service.models.schemas import (
+    EstimatedQuality,
+    ModelStatusPublic,
+    PendingJob,
+    SequenceStatus,
+    ServingChoice,
+    ShardStatus,
+)
+
+
+def model_status(session: Session, model: Model) -> ModelStatusPublic:
+    models = ModelRepository.from_session(session)
+    lineage = LineageRepository.from_session(session)
+    jobs = JobRepository.from_session(session)
+    shards = models.shards(model.id)
+    deleted = SampleRepository.from_session(session).deleted_count(model.id)
+    valid = {p.sequence_id: p.length for p in lineage.prefixes(model.id)}
+    choice = lineage.serving_choice(model.id)
+    by_shard = defaultdict(list)
+    for sequence in models.sequences(model.id):
+        by_shard[sequence.shard_id].append(sequence)
+    out = []
+    pending_total = 0
+    for shard in shards:
+        sequences = []
+        for sequence in by_shard[shard.id]:
+            pending = [
+                PendingJob(
+                    job_id=j.id, kind=j.kind.value, status=j.status.value, from_stage=j.from_stage
+                )
+                for j in jobs.live_for_sequence(sequence.id, lock=False)
+            ]
+            pending_total += len(pending)
+            sequences.append(
+                SequenceStatus(
+                    index=sequence.index,
+                    order=list(sequence.slice_order),
+                    valid_prefix=valid.get(sequence.id, 0),
+                    pending=pending,
+                )
+            )
+        served = choice.get(shard.index)
+        out.append(
+            ShardStatus(
+                index=shard.index,
+                serving=ServingChoice(sequence=served.sequence_index, stages=served.length)
+                if served is not None
+                else None,
+                deleted_samples=deleted.get(shard.id, 0),
+                sequences=sequences,
+            )
+        )
+    served_lengths = [p.length if p is not None else 0 for p in choice.values()]
+    return ModelStatusPublic(
+        model_id=model.id,
+        status=model.status.value,
+        serving_generation=model.serving_generation,
+        pending_retrains=pending_total,
+        shards=out,
+        estimated_quality=EstimatedQuality(
+            live_shards=sum(1 for n in served_lengths if n) / model.n_shards,
+            served_depth=sum(served_lengths) / (model.n_shards * model.n_slices),
+        ),
+    )

@@ -1,0 +1,105 @@
+"""The outbox relay: hands committed outbox messages to the broker, and retries what failed.
+
+A message is written in the transaction that justifies it (a deletion, a finished job), so a
+job exists in the broker only if its cause committed, and a broker outage delays it without
+losing it: the relay marks a message sent only after the broker took it, and backs off on
+errors. Messages are claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite serialises
+writers), so several relays (the API's, each worker's) never send one twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.engine import unit_of_work
+from service.db.models import OutboxMessage
+from service.db.repositories import OutboxRepository
+from service.queues import Priority, Queue
+
+log = logging.getLogger(__name__)
+Publisher = Callable[[OutboxMessage], None]
+MAX_BACKOFF_S = 60.0
+
+
+def celery_publisher(app: Any) -> Publisher:
+    """Publish through a Celery app; the task id is the outbox row, so a re-send is visible."""
+
+    def publish(message: OutboxMessage) -> None:
+        priority = Priority.high if message.queue == Queue.deletions.value else Priority.normal
+        app.send_task(
+            message.task,
+            kwargs=message.payload,
+            queue=message.queue,
+            priority=int(priority),
+            task_id=f"outbox-{message.id}-{message.attempts}",
+            retry=False,
+        )
+
+    return publish
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(MAX_BACKOFF_S, 0.5 * 2**attempts))
+
+
+def relay_once(factory: sessionmaker[Session], publish: Publisher, *, limit: int = 100) -> int:
+    """Send the due messages; returns how many the broker took. Stops at the first failure
+    (the broker is likely down) after scheduling that message's retry."""
+    sent = 0
+    with unit_of_work(factory) as session:
+        outbox = OutboxRepository.from_session(session)
+        for message in outbox.due(limit):
+            try:
+                publish(message)
+            except Exception as error:  # the broker's client raises many types
+                log.warning("outbox message %s not sent: %s", message.id, type(error).__name__)
+                outbox.mark_failed(
+                    message, f"{type(error).__name__}: {error}", retry_in=backoff(message.attempts)
+                )
+                break
+            outbox.mark_sent(message)
+            sent += 1
+    return sent
+
+
+class OutboxRelay:
+    """A daemon thread that relays every ``interval_s``, or at once when woken."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], publish: Publisher, *, interval_s: float = 1.0
+    ) -> None:
+        self._factory = factory
+        self._publish = publish
+        self._interval_s = interval_s
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Relay now (called after a commit that wrote messages)."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopped.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.clear()
+            try:
+                while relay_once(self._factory, self._publish) and not self._stopped.is_set():
+                    pass
+            except Exception:  # the database may be restarting; try again next round
+                log.exception("outbox relay round failed")
+            self._wake.wait(self._interval_s)

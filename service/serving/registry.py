@@ -1,0 +1,135 @@
+"""In-memory serving: one backbone per process, each model's valid prefixes, hot deactivation.
+
+Every prediction reads the model's ``serving_generation`` (one indexed read) and, when it differs
+from the generation this process holds, rebuilds the model's layer map from the lineage before
+answering. After computing it reads the generation again; if a deletion committed meanwhile the
+answer is recomputed on the new map. So an answer given after a deletion's 202 never comes from
+a layer that deletion invalidated. Adapters load lazily (and stay in the engine's LRU cache); a
+pub/sub message only lets a process load new layers before the first request needs them.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.engine import unit_of_work
+from service.db.models import Task
+from service.db.repositories import LineageRepository, ModelRepository
+from service.errors import ConflictError, ServingUnavailableError
+from service.training.service import model_spec
+from unlearning.s3t import Prediction, S3TConfig, S3TEngine
+
+#: How often a prediction is recomputed when deletions keep landing while it runs.
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class ServedShard:
+    shard: int
+    sequence: int
+    length: int
+    artifacts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What one generation of a model serves: per live shard, one sequence's valid prefix."""
+
+    model_id: uuid.UUID
+    generation: int
+    config: S3TConfig
+    labels: tuple[str, ...] | None
+    shards: tuple[ServedShard, ...]
+
+    @property
+    def prefixes(self) -> dict[int, list[str]]:
+        return {s.shard: list(s.artifacts) for s in self.shards}
+
+
+@dataclass(frozen=True)
+class Served:
+    prediction: Prediction
+    model: ServedModel
+
+
+def load_served_model(session: Session, model_id: uuid.UUID) -> ServedModel:
+    """The model's current serving choice, read in one transaction with its generation."""
+    models = ModelRepository.from_session(session)
+    model = models.get(model_id)
+    lineage = LineageRepository.from_session(session)
+    choice = lineage.serving_choice(model_id)
+    chosen = [p for p in choice.values() if p is not None]
+    refs = lineage.artifact_refs(i for p in chosen for i in p.layer_ids)
+    sequences = models.sequences(model_id)
+    spec = model_spec(
+        model, [s.slice_order for s in sequences if s.shard_id == sequences[0].shard_id]
+    )
+    return ServedModel(
+        model_id=model_id,
+        generation=model.serving_generation,
+        config=spec.config,
+        labels=tuple(model.labels) if model.task is Task.classification and model.labels else None,
+        shards=tuple(
+            ServedShard(
+                p.shard_index, p.sequence_index, p.length, tuple(refs[i] for i in p.layer_ids)
+            )
+            for p in chosen
+        ),
+    )
+
+
+class ServingRegistry:
+    """The models this process serves, keyed by id, each at the generation it last loaded."""
+
+    def __init__(self, factory: sessionmaker[Session], engine: Callable[[], S3TEngine]) -> None:
+        self._factory = factory
+        self._engine = engine
+        self._models: dict[uuid.UUID, ServedModel] = {}
+        self._lock = threading.Lock()  # one forward pass at a time on the shared backbone
+
+    def generation(self, model_id: uuid.UUID) -> int:
+        with unit_of_work(self._factory) as session:
+            return ModelRepository.from_session(session).serving_generation(model_id)
+
+    def current(self, model_id: uuid.UUID) -> ServedModel:
+        """The model at its current generation, reloaded from the lineage if it moved."""
+        held = self._models.get(model_id)
+        if held is not None and held.generation == self.generation(model_id):
+            return held
+        return self.refresh(model_id)
+
+    def refresh(self, model_id: uuid.UUID) -> ServedModel:
+        with unit_of_work(self._factory) as session:
+            served = load_served_model(session, model_id)
+        held = self._models.get(model_id)
+        if held is None or held.generation <= served.generation:
+            self._models[model_id] = served
+        return served
+
+    def preload(self, model_id: uuid.UUID) -> None:
+        """Load a new generation's adapters now (a pub/sub message said it changed)."""
+        served = self.refresh(model_id)
+        engine = self._engine()
+        for shard in served.shards:
+            for ref in shard.artifacts:
+                with self._lock:
+                    engine.load_stage(ref)
+
+    def predict(self, model_id: uuid.UUID, texts: Sequence[str]) -> Served:
+        for _ in range(MAX_ATTEMPTS):
+            served = self.current(model_id)
+            if not served.shards:
+                raise ConflictError(
+                    f"model {model_id} has no valid layer to serve yet: train it first, or wait "
+                    "for its retraining"
+                )
+            with self._lock:
+                prediction = self._engine().predict(served.config, texts, served.prefixes)
+            if self.generation(model_id) == served.generation:
+                return Served(prediction, served)
+        raise ServingUnavailableError("the model changed during every attempt to answer; retry")

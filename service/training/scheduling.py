@@ -1,0 +1,232 @@
+"""Which jobs a lineage change needs, and what a finished job settles.
+
+- :func:`start_training` queues one job per slice sequence under a model-wide parent job.
+- :func:`ensure_retrain` brings an invalidated sequence back: it coalesces into the sequence's
+  queued job (lowering its first stage) or queues a new one, de-duplicated on (sequence, first
+  stage, slice versions).
+- :func:`settle` runs in the transaction that records a job's outcome: a job whose layers were
+  discarded (their slices lost a sample meanwhile) hands its waiting deletions to the sequence's
+  follow-up job; deletions whose jobs are all done complete (or fail); a parent job and its
+  model's status follow their children.
+
+Jobs reach the workers through the transactional outbox: a message is written here, in the
+transaction that justifies it, and the relay sends it after commit. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+from sqlalchemy.orm import Session
+
+from service.db.models import (
+    DeletionRequest,
+    DeletionStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    Model,
+    ModelStatus,
+    SliceSequence,
+)
+from service.db.repositories import (
+    AuditRepository,
+    DeletionRepository,
+    JobRepository,
+    LineageRepository,
+    ModelRepository,
+    OutboxRepository,
+)
+from service.db.repositories.jobs import LIVE_STATUSES
+from service.db.repositories.lineage import Activation
+from service.errors import ConflictError
+from service.queues import Queue, TaskName
+
+SYSTEM_ACTOR = "system"
+
+
+def audit_chain(model_id: uuid.UUID) -> str:
+    """Each model has its own hash chain in the audit log."""
+    return f"model:{model_id}"
+
+
+def enqueue(session: Session, job: Job) -> None:
+    """Write the job's message to the outbox (ids only); the relay sends it after commit."""
+    OutboxRepository.from_session(session).add(
+        TaskName.train_sequence.value, Queue.training.value, {"job_id": str(job.id)}
+    )
+
+
+def start_training(session: Session, model: Model, *, actor: str) -> Job:
+    """Queue the training of every sequence from stage 1; returns the model-wide parent job."""
+    if model.status is ModelStatus.training:
+        raise ConflictError(f"model {model.id} is already training")
+    models = ModelRepository.from_session(session)
+    if not models.has_live_samples(model.id):
+        raise ConflictError("register samples before training the model")
+    sequences = models.sequences(model.id)
+    jobs = JobRepository.from_session(session)
+    parent, _ = jobs.create(
+        model_id=model.id, kind=JobKind.train, stages_total=len(sequences) * model.n_slices
+    )
+    for sequence in sequences:
+        child, _ = jobs.create(
+            model_id=model.id,
+            kind=JobKind.train,
+            stages_total=model.n_slices,
+            parent_id=parent.id,
+            sequence_id=sequence.id,
+            from_stage=1,
+        )
+        enqueue(session, child)
+    model.status = ModelStatus.training
+    AuditRepository.from_session(session).append(
+        audit_chain(model.id),
+        actor=actor,
+        action="training.requested",
+        payload={"job_id": str(parent.id), "sequences": len(sequences)},
+    )
+    return parent
+
+
+def _versions_digest(session: Session, sequence: SliceSequence, n_slices: int) -> str:
+    lineage = LineageRepository.from_session(session)
+    versions = lineage.snapshot(lineage.prefix_slice_ids(sequence, n_slices))
+    canonical = json.dumps(sorted((str(k), v) for k, v in versions.items()))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def ensure_retrain(session: Session, model: Model, sequence_id: uuid.UUID, valid: int) -> Job:
+    """The job that will retrain the sequence from stage ``valid + 1`` on current data.
+
+    A queued job of the sequence absorbs the request (it reads the data when it starts, so it
+    sees this change too); otherwise a new job is queued. Call with the model row locked.
+    """
+    from_stage = valid + 1
+    sequence = session.get_one(SliceSequence, sequence_id)
+    key = f"retrain:{sequence_id}:{_versions_digest(session, sequence, model.n_slices)}"
+    jobs = JobRepository.from_session(session)
+    for job in jobs.live_for_sequence(sequence_id):
+        if job.status is JobStatus.queued:
+            job.from_stage = min(job.from_stage or from_stage, from_stage)
+            job.stages_total = model.n_slices - job.from_stage + 1
+            if job.dedup_key is not None:
+                job.dedup_key = key
+            return job
+    job, created = jobs.create(
+        model_id=model.id,
+        kind=JobKind.retrain,
+        stages_total=model.n_slices - from_stage + 1,
+        sequence_id=sequence_id,
+        from_stage=from_stage,
+        dedup_key=key,
+    )
+    if created:
+        enqueue(session, job)
+    return job
+
+
+def retrain_after_deletion(
+    session: Session, model: Model, request: DeletionRequest, invalidated: set[uuid.UUID]
+) -> list[Job]:
+    """Queue (or join) the retrains of every sequence a deletion changed: those whose active
+    layers it invalidated, and those with a job in flight (its result would be stale)."""
+    jobs = JobRepository.from_session(session)
+    deletions = DeletionRepository.from_session(session)
+    lengths = {
+        p.sequence_id: p.length for p in LineageRepository.from_session(session).prefixes(model.id)
+    }
+    linked = []
+    for sequence_id, valid in lengths.items():
+        if sequence_id in invalidated or jobs.live_for_sequence(sequence_id):
+            job = ensure_retrain(session, model, sequence_id, valid)
+            deletions.link_job(request, job.id)
+            linked.append(job)
+    return linked
+
+
+def on_job_started(session: Session, job: Job) -> None:
+    """Deletions waiting on a job that starts are now `retraining`."""
+    for request in DeletionRepository.from_session(session).waiting_on(job.id):
+        if request.status in (DeletionStatus.deactivated, DeletionStatus.approximated):
+            DeletionRepository.from_session(session).advance(request, DeletionStatus.retraining)
+
+
+def settle(session: Session, job: Job, activation: Activation | None) -> None:
+    """Everything a finished sequence job decides, in the transaction that finishes it."""
+    model = ModelRepository.from_session(session).get_for_update(job.model_id)
+    audit = AuditRepository.from_session(session)
+    deletions = DeletionRepository.from_session(session)
+    waiting = deletions.waiting_on(job.id)
+    if activation is not None:
+        refs = LineageRepository.from_session(session).artifact_refs(activation.activated_layer_ids)
+        audit.append(
+            audit_chain(model.id),
+            actor=SYSTEM_ACTOR,
+            action="layers.activated",
+            payload={
+                "job_id": str(job.id),
+                "activated": [{"layer_id": i, "artifact": refs.get(i)} for i in refs],
+                "discarded": activation.discarded_layer_ids,
+                "serving_generation": model.serving_generation,
+            },
+        )
+        if activation.discarded_layer_ids and job.sequence_id is not None:
+            prefix = next(
+                p
+                for p in LineageRepository.from_session(session).prefixes(model.id)
+                if p.sequence_id == job.sequence_id
+            )
+            follow_up = ensure_retrain(session, model, job.sequence_id, prefix.length)
+            for request in waiting:
+                deletions.link_job(request, follow_up.id)
+    for request in waiting:
+        _settle_deletion(session, request)
+    if job.parent_id is not None:
+        _settle_parent(session, model, job.parent_id)
+
+
+def _settle_deletion(session: Session, request: DeletionRequest) -> None:
+    deletions = DeletionRepository.from_session(session)
+    if request.status in (DeletionStatus.completed, DeletionStatus.failed):
+        return
+    jobs = deletions.jobs_of(request.id)
+    if any(j.status in LIVE_STATUSES for j in jobs):
+        return
+    failed = [j for j in jobs if j.status is JobStatus.failed]
+    if failed:
+        reason = f"retrain job {failed[0].id} failed: {failed[0].error}"
+        deletions.advance(request, DeletionStatus.failed, reason=reason)
+    else:
+        complete_deletion(session, request)
+
+
+def complete_deletion(session: Session, request: DeletionRequest) -> None:
+    deletions = DeletionRepository.from_session(session)
+    if request.status is DeletionStatus.deactivated and deletions.jobs_of(request.id):
+        deletions.advance(request, DeletionStatus.retraining)
+    deletions.advance(request, DeletionStatus.completed)
+    AuditRepository.from_session(session).append(
+        audit_chain(request.model_id),
+        actor=SYSTEM_ACTOR,
+        action="deletion.completed",
+        payload={"deletion_id": str(request.id)},
+    )
+
+
+def _settle_parent(session: Session, model: Model, parent_id: uuid.UUID) -> None:
+    jobs = JobRepository.from_session(session)
+    parent = jobs.get(parent_id)
+    children = jobs.children(parent_id)
+    jobs.progress(parent, sum(c.stages_done for c in children))
+    if parent.status not in LIVE_STATUSES or any(c.status in LIVE_STATUSES for c in children):
+        return
+    failed = [c for c in children if c.status is JobStatus.failed]
+    if failed:
+        jobs.finish(parent, JobStatus.failed, f"{len(failed)} sequence job(s) failed")
+        model.status = ModelStatus.failed
+    else:
+        jobs.finish(parent, JobStatus.succeeded)
+        model.status = ModelStatus.ready
