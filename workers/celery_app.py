@@ -24,13 +24,15 @@ def create_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": LONGEST_TASK_S + 3600,
-            "queue_order_strategy": "priority",
-        },
         task_soft_time_limit=LONGEST_TASK_S,
         task_time_limit=LONGEST_TASK_S + 300,
         worker_hijack_root_logger=False,
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Kombu's SQLAlchemy transport hands its options to create_engine: Redis only.
+        app.conf.broker_transport_options = {
+            "visibility_timeout": LONGEST_TASK_S + 3600,
+            "queue_order_strategy": "priority",
+        }
     app.conf.imports = ["workers.tasks.health", "workers.tasks.training"]
     return app

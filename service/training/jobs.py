@@ -64,10 +64,14 @@ def run_sequence_job(
             job = _lock(session, job_id)
             activation = record_sequence(session, work, trained, job_id)
             jobs.progress(job, len(trained))
-            if activation.activated_layer_ids:
-                jobs.finish(job, JobStatus.succeeded)
-            else:
-                jobs.finish(job, JobStatus.cancelled, "discarded: its slices lost samples")
+            note = None
+            if activation.discarded_layer_ids:
+                note = (
+                    f"{len(activation.discarded_layer_ids)} stage(s) discarded: their slices "
+                    "lost samples during training; a follow-up job retrains them"
+                )
+            ok = bool(activation.activated_layer_ids)
+            jobs.finish(job, JobStatus.succeeded if ok else JobStatus.cancelled, note)
             scheduling.settle(session, job, activation)
             generation = ModelRepository.from_session(session).get(job.model_id).serving_generation
     except Exception as error:

@@ -9,9 +9,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from tests.conftest import require_service
 
+T = TypeVar("T")
 REDIS_URL = os.environ.get("UNLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -49,11 +51,13 @@ def unlearn(args: list[str], env: dict[str, str], **kwargs: object) -> subproces
     )
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Poll until ``predicate`` returns something truthy, and return it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        value = predicate()
+        if value:
+            return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.db import migrate
-from service.db.engine import make_engine, make_session_factory, unit_of_work
-from service.db.models import Role
-from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.settings import Settings
 from tests.conftest import FreshDatabase
+from tests.integration.api import auth, issue_keys, problem
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +29,7 @@ def settings(fresh_db: FreshDatabase, tmp_path: Path) -> Settings:
 @pytest.fixture
 def keys(settings: Settings) -> dict[str, str]:
     """An app key of tenant a, and an app key of tenant b."""
-    engine = make_engine(settings.database_url)
-    tokens = {}
-    with unit_of_work(make_session_factory(engine)) as session:
-        for name in ("a", "b"):
-            tenant = TenantRepository.from_session(session).create(name)
-            issued = ApiKeyRepository.from_session(session).issue(tenant.id, "k", Role.app)
-            tokens[name] = issued.token
-    engine.dispose()
-    return tokens
+    return issue_keys(settings)
 
 
 @pytest.fixture
@@ -49,35 +38,23 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _problem(response: Any, status: int) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    return body
-
-
 @pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer ul_nope_nope"])
 def test_calls_need_a_valid_key(client: TestClient, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
-    _problem(client.post("/models", json=MODEL, headers=headers), 401)
+    problem(client.post("/models", json=MODEL, headers=headers), 401)
 
 
 def test_create_and_read_a_model(client: TestClient, keys: dict[str, str]) -> None:
-    response = client.post("/models", json={**MODEL, "budget": 2}, headers=_auth(keys["a"]))
+    response = client.post("/models", json={**MODEL, "budget": 2}, headers=auth(keys["a"]))
     assert response.status_code == 201, response.text
     model = response.json()
     assert model["sequence_orders"] == [[0, 1, 2], [2, 0, 1]]
     assert model["config"]["lora_rank"] == 8 and "n_shards" not in model["config"]
     assert (model["status"], model["serving_generation"]) == ("created", 0)
-    again = client.get(f"/models/{model['id']}", headers=_auth(keys["a"]))
+    again = client.get(f"/models/{model['id']}", headers=auth(keys["a"]))
     assert again.json() == model
     # Another tenant's model does not exist for this key.
-    _problem(client.get(f"/models/{model['id']}", headers=_auth(keys["b"])), 404)
+    problem(client.get(f"/models/{model['id']}", headers=auth(keys["b"])), 404)
 
 
 @pytest.mark.parametrize(
@@ -96,21 +73,19 @@ def test_create_and_read_a_model(client: TestClient, keys: dict[str, str]) -> No
 def test_bad_model_settings_are_422_problems(
     client: TestClient, keys: dict[str, str], changes: dict[str, object], mentions: str
 ) -> None:
-    body = _problem(
-        client.post("/models", json={**MODEL, **changes}, headers=_auth(keys["a"])), 422
-    )
+    body = problem(client.post("/models", json={**MODEL, **changes}, headers=auth(keys["a"])), 422)
     assert mentions in str(body)
 
 
 def test_unknown_and_malformed_model_ids(client: TestClient, keys: dict[str, str]) -> None:
-    _problem(
-        client.get("/models/00000000-0000-0000-0000-000000000000", headers=_auth(keys["a"])), 404
+    problem(
+        client.get("/models/00000000-0000-0000-0000-000000000000", headers=auth(keys["a"])), 404
     )
-    _problem(client.get("/models/not-a-uuid", headers=_auth(keys["a"])), 422)
+    problem(client.get("/models/not-a-uuid", headers=auth(keys["a"])), 422)
 
 
 def test_samples_are_stored_and_bad_rows_reported(client: TestClient, keys: dict[str, str]) -> None:
-    model = client.post("/models", json=MODEL, headers=_auth(keys["a"])).json()
+    model = client.post("/models", json=MODEL, headers=auth(keys["a"])).json()
     rows = [
         {"external_id": "n1", "label": "business", "text": "stocks rally"},
         {"external_id": "n2", "label": "weather", "text": "rain"},
@@ -118,11 +93,11 @@ def test_samples_are_stored_and_bad_rows_reported(client: TestClient, keys: dict
         {"external_id": "n3", "label": "sports", "text": "cup final", "subject_id": "alice"},
     ]
     url = f"/models/{model['id']}/samples"
-    result = client.post(url, json={"samples": rows}, headers=_auth(keys["a"])).json()
+    result = client.post(url, json={"samples": rows}, headers=auth(keys["a"])).json()
     assert result["stored"] == 2
     assert [(e["row"], e["external_id"]) for e in result["errors"]] == [(1, "n2"), (2, "n1")]
     assert all(e["type"].startswith("https://") and e["detail"] for e in result["errors"])
-    again = client.post(url, json={"samples": rows[:1]}, headers=_auth(keys["a"])).json()
+    again = client.post(url, json={"samples": rows[:1]}, headers=auth(keys["a"])).json()
     assert again["stored"] == 0 and "already registered" in again["errors"][0]["detail"]
-    _problem(client.post(url, json={"samples": rows}, headers=_auth(keys["b"])), 404)
-    _problem(client.post(url, json={"samples": []}, headers=_auth(keys["a"])), 422)
+    problem(client.post(url, json={"samples": rows}, headers=auth(keys["b"])), 404)
+    problem(client.post(url, json={"samples": []}, headers=auth(keys["a"])), 422)

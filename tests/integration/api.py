@@ -1,0 +1,112 @@
+"""Helpers for HTTP tests: keys for two tenants, auth headers, problem checks, and running the
+queued jobs in this process (the worker-process tests run them in a real worker instead)."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.db.engine import make_engine, make_session_factory, unit_of_work
+from service.db.models import Job, JobStatus, Role
+from service.db.repositories import ApiKeyRepository, TenantRepository
+from service.settings import Settings
+from service.training.jobs import run_sequence_job
+from tests.tiny_models import TINY_SETTINGS, tiny_backbone
+from unlearning.artifacts import LocalArtifactStore
+from unlearning.s3t import S3TEngine
+
+#: A model small enough to train on the tiny backbone in about a second.
+TINY_MODEL = {
+    "name": "tiny",
+    "labels": ["neg", "pos"],
+    "n_shards": 2,
+    "n_slices": 2,
+    "budget": 2,
+    **TINY_SETTINGS,
+}
+
+
+def issue_keys(settings: Settings, role: Role = Role.app) -> dict[str, str]:
+    """A key of tenant a and a key of tenant b."""
+    engine = make_engine(settings.database_url)
+    tokens = {}
+    with unit_of_work(make_session_factory(engine)) as session:
+        for name in ("a", "b"):
+            tenant = TenantRepository.from_session(session).create(name)
+            issued = ApiKeyRepository.from_session(session).issue(tenant.id, "k", role)
+            tokens[name] = issued.token
+    engine.dispose()
+    return tokens
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["title"]
+    return body
+
+
+def samples(n: int, *, subjects: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """``n`` learnable rows: the label is carried by one word."""
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {
+            "external_id": f"s{i:03d}",
+            "label": "pos" if i % 2 else "neg",
+            "text": f"{'good' if i % 2 else 'bad'} item number {i}",
+        }
+        if subjects and i in subjects:
+            row["subject_id"] = subjects[i]
+        rows.append(row)
+    return rows
+
+
+class InProcessWorker:
+    """Runs queued sequence jobs here, as a worker would, on the tiny backbone."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.artifacts_dir is not None
+        self.engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(settings.artifacts_dir))
+        self._db = make_engine(settings.database_url)
+        self.factory = make_session_factory(self._db)
+
+    def queued(self) -> list[uuid.UUID]:
+        with self.factory() as session:
+            return list(
+                session.scalars(
+                    sa.select(Job.id)
+                    .where(Job.status == JobStatus.queued, Job.sequence_id.is_not(None))
+                    .order_by(Job.created_at, Job.id)
+                )
+            )
+
+    def run(self, job_id: uuid.UUID) -> None:
+        run_sequence_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
+
+    def drain(self) -> int:
+        ran = 0
+        while jobs := self.queued():
+            for job_id in jobs:
+                self.run(job_id)
+                ran += 1
+        return ran
+
+    def close(self) -> None:
+        self._db.dispose()
+
+
+def save_tiny_backbone(path: Path) -> Path:
+    """The tiny backbone as a model folder a worker process can load."""
+    backbone = tiny_backbone(4)
+    backbone.model.save_pretrained(path)
+    backbone.tokenizer.save_pretrained(path)
+    return path

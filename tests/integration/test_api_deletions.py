@@ -1,0 +1,413 @@
+"""The deletion pipeline over HTTP on SQLite and PostgreSQL, jobs run in this process.
+
+Register, train, predict, delete: the deletion is `deactivated` in its 202, predictions move to
+the new generation at once, the retrain completes it, and the retrained layers are bitwise what
+training without the data gives. Also idempotency, coalescing, a deletion racing a retrain of
+the same suffix, subjects across shards, tenants, the certificate, the audit chain and bad input.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.db import migrate
+from service.db.models import Layer, LayerState, Sample, SamplePayload
+from service.settings import Settings
+from tests.conftest import FreshDatabase
+from tests.integration.api import (
+    TINY_MODEL,
+    InProcessWorker,
+    auth,
+    issue_keys,
+    problem,
+    samples,
+    save_tiny_backbone,
+)
+from unlearning.s3t import ModelSpec, S3TConfig, TrainedLayer, TrainingSample
+from unlearning.sharding import assign
+
+pytestmark = pytest.mark.integration
+N_SAMPLES = 24
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_backbone(tmp_path_factory.mktemp("tiny-backbone"))
+
+
+@pytest.fixture
+def settings(fresh_db: FreshDatabase, tmp_path: Path, tiny_dir: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny_dir)
+    migrate.upgrade(settings.database_url)
+    return settings
+
+
+@pytest.fixture
+def keys(settings: Settings) -> dict[str, str]:
+    return issue_keys(settings)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[InProcessWorker]:
+    worker = InProcessWorker(settings)
+    yield worker
+    worker.close()
+
+
+class Api:
+    """The calls of one tenant's key."""
+
+    def __init__(self, client: TestClient, token: str) -> None:
+        self.client = client
+        self.headers = auth(token)
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self.client.get(url, headers=self.headers, **kwargs)
+
+    def post(self, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        return self.client.post(url, json=body, headers={**self.headers, **(headers or {})})
+
+    def ok(self, response: Any, status: int = 200) -> Any:
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def delete(self, model_id: str, key: str | None = None, **target: Any) -> Any:
+        headers = {"Idempotency-Key": key} if key else None
+        return self.post("/deletions", {"model_id": model_id, **target}, headers)
+
+
+@pytest.fixture
+def api(client: TestClient, keys: dict[str, str]) -> Api:
+    return Api(client, keys["a"])
+
+
+def _trained_model(api: Api, worker: InProcessWorker, rows: list[dict[str, Any]]) -> str:
+    model = api.ok(api.post("/models", TINY_MODEL), 201)
+    stored = api.ok(api.post(f"/models/{model['id']}/samples", {"samples": rows}))
+    assert stored["stored"] == len(rows)
+    accepted = api.ok(api.post(f"/models/{model['id']}/train"), 202)
+    assert api.ok(api.get(accepted["job_url"]))["status"] == "queued"
+    assert worker.drain() == 4  # shards x budget
+    job = api.ok(api.get(accepted["job_url"]))
+    assert (job["status"], job["progress"], job["children"]) == ("succeeded", 1.0, 4)
+    model_id: str = model["id"]
+    return model_id
+
+
+def _active_digests(worker: InProcessWorker, model_id: str) -> set[str]:
+    with worker.factory() as session:
+        layers = session.scalars(sa.select(Layer).where(Layer.state == LayerState.active)).all()
+        return {layer.artifact_ref or "" for layer in layers}
+
+
+def _trained_without(
+    worker: InProcessWorker, model: dict[str, Any], rows: list[dict[str, Any]], gone: set[str]
+) -> list[TrainedLayer]:
+    """What training from scratch on the remaining rows gives (the exactness reference)."""
+    config = S3TConfig.from_dict(
+        {
+            **model["config"],
+            "n_shards": model["n_shards"],
+            "n_slices": model["n_slices"],
+            "budget": model["budget"],
+            "task": "classification",
+            "n_labels": 2,
+        }
+    )
+    spec = ModelSpec(config, tuple(tuple(o) for o in model["sequence_orders"]))
+    remaining = [
+        TrainingSample(
+            r["external_id"],
+            *assign(model["id"], r["external_id"], config.n_shards, config.n_slices),
+            r["text"],
+            int(r["label"] == "pos"),
+        )
+        for r in rows
+        if r["external_id"] not in gone
+    ]
+    return worker.engine.train(spec, remaining)
+
+
+def test_delete_deactivates_at_once_and_the_retrain_is_exact(
+    api: Api, worker: InProcessWorker
+) -> None:
+    rows = samples(N_SAMPLES)
+    model_id = _trained_model(api, worker, rows)
+    model = api.ok(api.get(f"/models/{model_id}"))
+    before = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good thing", "bad"]}))
+    assert len(before["predictions"]) == 2 and len(before["shards"]) == 2
+    assert before["predictions"][0]["label"] in ("neg", "pos")
+
+    response = api.delete(model_id, sample_ids=["s003", "s010"])
+    deletion = api.ok(response, 202)
+    assert response.headers["location"] == f"/deletions/{deletion['id']}"
+    assert deletion["status"] == "deactivated" and deletion["deactivated_at"]
+    assert deletion["counts"] == {"requested": 2, "deleted": 2, "already_deleted": 0, "unknown": 0}
+    assert deletion["serving_generation"] > before["serving_generation"]
+    assert deletion["jobs"]
+
+    status = api.ok(api.get(f"/models/{model_id}/status"))
+    assert status["serving_generation"] == deletion["serving_generation"]
+    assert status["pending_retrains"] == len(deletion["jobs"])
+    assert sum(s["deleted_samples"] for s in status["shards"]) == 2
+    after = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good thing"]}))
+    assert after["serving_generation"] >= deletion["serving_generation"]
+    for shard in status["shards"]:  # each served prefix is valid after the deletion
+        if shard["serving"] is not None:
+            chosen = shard["sequences"][shard["serving"]["sequence"]]
+            assert shard["serving"]["stages"] == chosen["valid_prefix"] >= 1
+
+    worker.drain()
+    done = api.ok(api.get(f"/deletions/{deletion['id']}"))
+    assert done["status"] == "completed"
+    assert done["retraining_at"] and done["completed_at"]
+    status = api.ok(api.get(f"/models/{model_id}/status"))
+    assert status["pending_retrains"] == 0
+    assert all(q["valid_prefix"] == 2 for s in status["shards"] for q in s["sequences"])
+
+    reference = _trained_without(worker, model, rows, {"s003", "s010"})
+    assert _active_digests(worker, model_id) == {layer.artifact for layer in reference}
+
+    certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    assert certificate["payloads_deleted"] and certificate["audit_chain_verified"]
+    assert len(certificate["sample_id_hashes"]) == 2 and "s003" not in str(certificate)
+    assert certificate["layers_invalidated"] and certificate["layers_retrained"]
+    retrained = {layer["artifact"] for layer in certificate["layers_retrained"]}
+    assert retrained <= {layer.artifact for layer in reference}
+    audit = api.ok(api.get(f"/models/{model_id}/audit"))
+    assert audit["verification"]["ok"]
+    actions = [e["action"] for e in audit["entries"]]
+    assert actions[0] == "training.requested" and actions[-1] == "deletion.completed"
+    assert "deletion.deactivated" in actions
+
+
+def test_payloads_and_identifiers_are_gone_once_deactivated(
+    api: Api, worker: InProcessWorker
+) -> None:
+    rows = samples(8, subjects={1: "alice@example.com"})
+    model = api.ok(api.post("/models", TINY_MODEL), 201)
+    api.ok(api.post(f"/models/{model['id']}/samples", {"samples": rows}))
+    deletion = api.ok(api.delete(model["id"], sample_ids=["s001"]), 202)
+    assert deletion["status"] == "completed"  # nothing was trained on it yet
+    with worker.factory() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(SamplePayload)) == 7
+        deleted = session.scalars(sa.select(Sample).where(Sample.deleted.is_(True))).one()
+        assert deleted.external_id.startswith("deleted:") and deleted.subject_id is None
+    again = api.ok(api.delete(model["id"], sample_ids=["s001"]), 202)
+    assert again["counts"]["already_deleted"] == 1 and again["status"] == "completed"
+
+
+def test_idempotency_keys(api: Api, worker: InProcessWorker) -> None:
+    model_id = api.ok(api.post("/models", TINY_MODEL), 201)["id"]
+    api.ok(api.post(f"/models/{model_id}/samples", {"samples": samples(6)}))
+    first = api.ok(api.delete(model_id, "k-1", sample_ids=["s001", "s002"]), 202)
+    retry = api.ok(api.delete(model_id, "k-1", sample_ids=["s002", "s001"]), 202)
+    assert retry["id"] == first["id"] and retry["counts"] == first["counts"]
+    body = problem(api.delete(model_id, "k-1", sample_ids=["s003"]), 409)
+    assert "Idempotency-Key" in body["detail"]
+    partial = api.ok(api.delete(model_id, sample_ids=["s003", "nope"]), 202)
+    assert partial["partial"] and partial["unknown_ids"] == ["nope"]
+    listed = api.ok(api.get("/deletions", params={"model_id": model_id}))
+    assert [d["id"] for d in listed["items"]] == [partial["id"], first["id"]]
+
+
+def test_deletions_coalesce_into_the_queued_retrain(api: Api, worker: InProcessWorker) -> None:
+    rows = samples(N_SAMPLES)
+    model_id = _trained_model(api, worker, rows)
+    shard_of = {r["external_id"]: assign(model_id, r["external_id"], 2, 2)[0] for r in rows}
+    same_shard = [i for i, s in shard_of.items() if s == 0][:2]
+    first = api.ok(api.delete(model_id, sample_ids=same_shard[:1]), 202)
+    second = api.ok(api.delete(model_id, sample_ids=same_shard[1:]), 202)
+    assert set(second["jobs"]) == set(first["jobs"])  # the same queued jobs, not new ones
+    assert worker.drain() == len(first["jobs"])
+    for deletion in (first, second):
+        assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+    model = api.ok(api.get(f"/models/{model_id}"))
+    reference = _trained_without(worker, model, rows, set(same_shard))
+    assert _active_digests(worker, model_id) == {layer.artifact for layer in reference}
+
+
+def test_a_deletion_during_a_retrain_discards_it_and_retrains_again(
+    api: Api, worker: InProcessWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = samples(N_SAMPLES)
+    model_id = _trained_model(api, worker, rows)
+    shard_of = {r["external_id"]: assign(model_id, r["external_id"], 2, 2)[0] for r in rows}
+    victims = [i for i, s in shard_of.items() if s == 1][:2]
+    first = api.ok(api.delete(model_id, sample_ids=victims[:1]), 202)
+    late: dict[str, Any] = {}
+    retrain = worker.engine.retrain
+
+    def retrain_then_delete(*args: Any, **kwargs: Any) -> list[TrainedLayer]:
+        trained = retrain(*args, **kwargs)
+        if not late:  # lands while the first job trains, before it records
+            late.update(api.ok(api.delete(model_id, sample_ids=victims[1:]), 202))
+        return trained
+
+    monkeypatch.setattr(worker.engine, "retrain", retrain_then_delete)
+    worker.run(uuid.UUID(first["jobs"][0]))
+    stale = api.ok(api.get(f"/jobs/{first['jobs'][0]}"))
+    assert stale["status"] in ("succeeded", "cancelled") and "discarded" in stale["error"]
+    with worker.factory() as session:
+        assert session.scalar(
+            sa.select(sa.func.count()).select_from(Layer).where(Layer.state == "discarded")
+        )
+    first_now = api.ok(api.get(f"/deletions/{first['id']}"))
+    assert first_now["status"] == "retraining" and set(late["jobs"]) <= set(first_now["jobs"])
+    worker.drain()
+    for deletion in (first, late):
+        assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+    model = api.ok(api.get(f"/models/{model_id}"))
+    reference = _trained_without(worker, model, rows, set(victims))
+    assert _active_digests(worker, model_id) == {layer.artifact for layer in reference}
+
+
+def test_a_subject_is_deleted_across_shards(api: Api, worker: InProcessWorker) -> None:
+    model_id = api.ok(api.post("/models", TINY_MODEL), 201)["id"]
+    ids = [f"s{i:03d}" for i in range(N_SAMPLES)]
+    shards = {i: assign(model_id, ext, 2, 2)[0] for i, ext in enumerate(ids)}
+    alice = [
+        next(i for i, s in shards.items() if s == 0),
+        next(i for i, s in shards.items() if s == 1),
+    ]
+    rows = samples(N_SAMPLES, subjects=dict.fromkeys(alice, "alice"))
+    api.ok(api.post(f"/models/{model_id}/samples", {"samples": rows}))
+    api.ok(api.post(f"/models/{model_id}/train"), 202)
+    worker.drain()
+    deletion = api.ok(api.delete(model_id, subject_id="alice"), 202)
+    assert deletion["counts"]["deleted"] == 2
+    status = api.ok(api.get(f"/models/{model_id}/status"))
+    assert [s["deleted_samples"] for s in status["shards"]] == [1, 1]
+    assert len(deletion["jobs"]) == 4  # both sequences of both shards
+    worker.drain()
+    assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+    cert = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    assert cert["subject_hash"] and "alice" not in str(cert)
+
+
+def test_another_tenant_sees_nothing(
+    api: Api, worker: InProcessWorker, client: TestClient, keys: dict[str, str]
+) -> None:
+    model_id = api.ok(api.post("/models", TINY_MODEL), 201)["id"]
+    api.ok(api.post(f"/models/{model_id}/samples", {"samples": samples(6)}))
+    job = api.ok(api.post(f"/models/{model_id}/train"), 202)
+    deletion = api.ok(api.delete(model_id, sample_ids=["s001"]), 202)
+    other = Api(client, keys["b"])
+    for url in (
+        f"/deletions/{deletion['id']}",
+        f"/deletions/{deletion['id']}/certificate",
+        job["job_url"],
+        f"/models/{model_id}/status",
+        f"/models/{model_id}/audit",
+    ):
+        problem(other.get(url), 404)
+    problem(other.delete(model_id, sample_ids=["s002"]), 404)
+    problem(other.post(f"/models/{model_id}/predict", {"texts": ["x"]}), 404)
+    problem(other.post(f"/models/{model_id}/train"), 404)
+    assert other.ok(other.get("/deletions"))["items"] == []
+
+
+def test_deletions_page_with_a_cursor(api: Api) -> None:
+    model_id = api.ok(api.post("/models", TINY_MODEL), 201)["id"]
+    api.ok(api.post(f"/models/{model_id}/samples", {"samples": samples(6)}))
+    made = [api.ok(api.delete(model_id, sample_ids=[f"s00{i}"]), 202)["id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.ok(api.get("/deletions", params=params))
+        seen += [d["id"] for d in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == made[::-1]
+    completed = api.ok(api.get("/deletions", params={"status": "completed"}))
+    assert len(completed["items"]) == 5
+
+
+MODEL_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "headers", "status"),
+    [
+        ("post", "/deletions", {}, None, 422),
+        ("post", "/deletions", {"model_id": "{m}"}, None, 422),
+        ("post", "/deletions", {"model_id": "{m}", "sample_ids": []}, None, 422),
+        (
+            "post",
+            "/deletions",
+            {"model_id": "{m}", "sample_ids": ["a"], "subject_id": "x"},
+            None,
+            422,
+        ),
+        ("post", "/deletions", {"model_id": "{m}", "sample_ids": ["a" * 256]}, None, 422),
+        ("post", "/deletions", {"model_id": "{m}", "sample_ids": [7]}, None, 422),
+        ("post", "/deletions", {"model_id": "nope", "sample_ids": ["a"]}, None, 422),
+        ("post", "/deletions", {"model_id": MODEL_ID, "sample_ids": ["a"]}, None, 404),
+        (
+            "post",
+            "/deletions",
+            {"model_id": "{m}", "sample_ids": ["a"]},
+            {"Idempotency-Key": "k" * 256},
+            422,
+        ),
+        ("post", "/deletions", {"model_id": "{m}", "sample_ids": ["a"], "extra": 1}, None, 422),
+        ("get", "/deletions?limit=0", None, None, 422),
+        ("get", "/deletions?limit=201", None, None, 422),
+        ("get", "/deletions?cursor=%%%", None, None, 422),
+        ("get", "/deletions?status=gone", None, None, 422),
+        ("get", f"/deletions/{MODEL_ID}", None, None, 404),
+        ("get", "/deletions/nope", None, None, 422),
+        ("get", f"/deletions/{MODEL_ID}/certificate", None, None, 404),
+        ("get", f"/jobs/{MODEL_ID}", None, None, 404),
+        ("get", "/jobs/nope", None, None, 422),
+        ("post", "/models/{m}/train", None, None, 409),  # no samples yet
+        ("post", f"/models/{MODEL_ID}/train", None, None, 404),
+        ("get", f"/models/{MODEL_ID}/status", None, None, 404),
+        ("post", "/models/{m}/predict", {"texts": ["x"]}, None, 409),  # not trained
+        ("post", "/models/{m}/predict", {"texts": []}, None, 422),
+        ("post", "/models/{m}/predict", {"texts": ["x"] * 257}, None, 422),
+        ("post", "/models/{m}/predict", {"texts": [""]}, None, 422),
+        ("post", "/models/{m}/predict", {"text": "x"}, None, 422),
+        ("get", "/models/{m}/audit?after_seq=-1", None, None, 422),
+        ("get", "/models/{m}/audit?limit=0", None, None, 422),
+    ],
+)
+def test_bad_input_is_a_4xx_problem(
+    api: Api,
+    method: str,
+    url: str,
+    body: Any,
+    headers: dict[str, str] | None,
+    status: int,
+) -> None:
+    model_id = api.ok(api.post("/models", TINY_MODEL), 201)["id"]
+    url = url.replace("{m}", model_id)
+    if isinstance(body, dict) and body.get("model_id") == "{m}":
+        body = {**body, "model_id": model_id}
+    response = api.get(url) if method == "get" else api.post(url, body, headers)
+    problem(response, status)
+
+
+def test_training_twice_at_once_is_a_conflict(api: Api, worker: InProcessWorker) -> None:
+    model_id = api.ok(api.post("/models", TINY_MODEL), 201)["id"]
+    api.ok(api.post(f"/models/{model_id}/samples", {"samples": samples(8)}))
+    api.ok(api.post(f"/models/{model_id}/train"), 202)
+    problem(api.post(f"/models/{model_id}/train"), 409)
+    worker.drain()
+    assert api.ok(api.get(f"/models/{model_id}"))["status"] == "ready"
