@@ -92,6 +92,11 @@ class ServingRegistry:
         self._models: dict[uuid.UUID, ServedModel] = {}
         self._lock = threading.Lock()  # one forward pass at a time on the shared backbone
 
+    def held_generation(self, model_id: uuid.UUID) -> int | None:
+        """The generation this process has loaded for the model, if any."""
+        held = self._models.get(model_id)
+        return held.generation if held is not None else None
+
     def generation(self, model_id: uuid.UUID) -> int:
         with unit_of_work(self._factory) as session:
             return ModelRepository.from_session(session).serving_generation(model_id)

@@ -1,0 +1,162 @@
+"""The whole pipeline with a real Celery worker process on PostgreSQL and Redis.
+
+The API runs in this process (its outbox relay sends to Redis, its listener takes the workers'
+serving announcements); the worker is ``unlearn worker`` in a child process on the tiny
+backbone. Register, train, predict, delete: `deactivated` in the 202, `completed` after the
+worker's retrain, the retrained layers bitwise equal to training without the data.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.db import migrate
+from service.db.engine import make_engine
+from service.db.models import Layer, LayerState
+from service.settings import Settings
+from tests.conftest import FreshDatabase
+from tests.integration.api import TINY_MODEL, auth, issue_keys, samples, save_tiny_backbone
+from tests.integration.services import require_redis, stop, unlearn, wait_for
+from tests.tiny_models import tiny_backbone
+from unlearning.artifacts import LocalArtifactStore
+from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.sharding import assign
+
+pytestmark = pytest.mark.integration
+TIMEOUT_S = 180
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
+    broker = require_redis()
+    redis.Redis.from_url(broker).flushdb()
+    database = FreshDatabase("postgresql", tmp_path)
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=database.url(),
+        broker_url=broker,
+        backbone_path=save_tiny_backbone(tmp_path / "tiny"),
+        relay_interval_s=0.2,
+    )
+    migrate.upgrade(settings.database_url)
+    env = {
+        "UNLEARN_DATA_DIR": str(tmp_path),
+        "UNLEARN_DATABASE_URL": settings.database_url,
+        "UNLEARN_BROKER_URL": broker,
+        "UNLEARN_BACKBONE_PATH": str(settings.backbone_path),
+    }
+    worker = unlearn(["worker"], env)
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            yield client, settings
+    finally:
+        output = stop(worker)
+        database.close()
+        assert "Traceback" not in output, output[-4000:]
+
+
+def _ok(response: Any, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
+    client, settings = stack
+    headers = auth(issue_keys(settings)["a"])
+    model = _ok(client.post("/models", json=TINY_MODEL, headers=headers), 201)
+    model_id = model["id"]
+    ids = [f"s{i:03d}" for i in range(24)]
+    shards = {i: assign(model_id, ext, 2, 2)[0] for i, ext in enumerate(ids)}
+    bob = [next(i for i, s in shards.items() if s == k) for k in (0, 1)]
+    rows = samples(24, subjects=dict.fromkeys(bob, "bob"))
+    _ok(client.post(f"/models/{model_id}/samples", json={"samples": rows}, headers=headers))
+    job = _ok(client.post(f"/models/{model_id}/train", headers=headers), 202)
+
+    def job_done() -> Any:
+        body = _ok(client.get(job["job_url"], headers=headers))
+        return body if body["status"] not in ("queued", "running") else None
+
+    assert wait_for(job_done, TIMEOUT_S, "training")["status"] == "succeeded"
+    predict = f"/models/{model_id}/predict"
+    before = _ok(client.post(predict, json={"texts": ["good one"]}, headers=headers))
+
+    victims = [ids[i] for i in range(24) if i not in bob][:2]
+    body = {"model_id": model_id, "sample_ids": victims}
+    key = {**headers, "Idempotency-Key": "delete-1"}
+    deletion = _ok(client.post("/deletions", json=body, headers=key), 202)
+    assert deletion["status"] == "deactivated"
+    assert deletion["serving_generation"] > before["serving_generation"]
+    after = _ok(client.post(predict, json={"texts": ["good one"]}, headers=headers))
+    assert after["serving_generation"] >= deletion["serving_generation"]
+    assert _ok(client.post("/deletions", json=body, headers=key), 202)["id"] == deletion["id"]
+
+    subject = _ok(
+        client.post(
+            "/deletions", json={"model_id": model_id, "subject_id": "bob"}, headers=headers
+        ),
+        202,
+    )
+    assert subject["counts"]["deleted"] == 2
+
+    def finished(deletion_id: str) -> Any:
+        body = _ok(client.get(f"/deletions/{deletion_id}", headers=headers))
+        return body if body["status"] in ("completed", "failed") else None
+
+    for d in (deletion, subject):
+        done = wait_for(functools.partial(finished, d["id"]), TIMEOUT_S, "the retrain")
+        assert done["status"] == "completed", done
+
+    # The retrained model is bitwise the model trained without the deleted samples.
+    gone = set(victims) | {ids[i] for i in bob}
+    config = S3TConfig.from_dict(
+        {
+            **model["config"],
+            "n_shards": 2,
+            "n_slices": 2,
+            "budget": 2,
+            "task": "classification",
+            "n_labels": 2,
+        }
+    )
+    spec = ModelSpec(config, tuple(tuple(o) for o in model["sequence_orders"]))
+    remaining = [
+        TrainingSample(
+            r["external_id"],
+            *assign(model_id, r["external_id"], 2, 2),
+            r["text"],
+            int(r["label"] == "pos"),
+        )
+        for r in rows
+        if r["external_id"] not in gone
+    ]
+    reference = S3TEngine(tiny_backbone(4), LocalArtifactStore(Path(settings.data_dir) / "ref"))
+    expected = {layer.artifact for layer in reference.train(spec, remaining)}
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        active = set(
+            conn.scalars(sa.select(Layer.artifact_ref).where(Layer.state == LayerState.active))
+        )
+    engine.dispose()
+    assert active == expected
+
+    # The worker announced the new layers; this process preloaded them without a request.
+    status = _ok(client.get(f"/models/{model_id}/status", headers=headers))
+    registry = client.app.state.serving  # type: ignore[attr-defined]
+    wait_for(
+        lambda: registry.held_generation(uuid.UUID(model_id)) == status["serving_generation"],
+        30,
+        "the serving announcement",
+    )
+    final = _ok(client.post(predict, json={"texts": ["good one"]}, headers=headers))
+    assert final["serving_generation"] == status["serving_generation"]
+    assert len(final["shards"]) == 2 and all(s["stages"] == 2 for s in final["shards"])
