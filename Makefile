@@ -18,8 +18,13 @@ $(VENV)/.installed-dev: pyproject.toml constraints/cpu.txt | $(BIN)/python
 	$(PIP_INSTALL) -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
-## run: install, migrate the embedded SQLite database under var/, and start the API on :8000
+## run: install, migrate the embedded SQLite database under var/, seed the demo model, and
+## start a worker process and the API on :8000 (no database or broker server needed)
 run: $(VENV)/.installed-run
+	$(BIN)/unlearn run
+
+## serve: the API alone
+serve: $(VENV)/.installed-run
 	$(BIN)/unlearn db upgrade
 	$(BIN)/unlearn serve
 

@@ -74,6 +74,10 @@ def db_downgrade(revision: str) -> None:
 @click.option("--port", type=int, default=None, help="Port (default: UNLEARN_PORT).")
 def serve(host: str | None, port: int | None) -> None:
     """Start the HTTP API."""
+    _serve(host, port)
+
+
+def _serve(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from service.app import create_app
@@ -85,6 +89,47 @@ def serve(host: str | None, port: int | None) -> None:
         port=port or settings.port,
         log_level=settings.log_level.lower(),
     )
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default: UNLEARN_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default: UNLEARN_PORT).")
+@click.option("--demo/--no-demo", default=True, show_default=True, help="Seed the demo model.")
+def run(host: str | None, port: int | None, demo: bool) -> None:
+    """Everything `make run` starts: migrate, seed the demo, a worker process and the API."""
+    import subprocess
+
+    from service.db import migrate
+
+    settings = get_settings()
+    migrate.upgrade(settings.database_url)
+    if demo:
+        _seed_demo()
+    worker_process = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"])
+    try:
+        _serve(host, port)
+    finally:
+        worker_process.terminate()
+        try:
+            worker_process.wait(30)
+        except subprocess.TimeoutExpired:
+            worker_process.kill()
+
+
+def _seed_demo() -> None:
+    from service import demo
+    from unlearning.s3t.backbone import backbone_layer_count
+
+    settings = get_settings()
+    file = settings.data_dir / "demo.json"
+    with _transaction() as session:
+        created = demo.seed_demo(
+            session, backbone_layers=backbone_layer_count(settings.backbone_path)
+        )
+    if created is not None:
+        demo.save(created, file)
+        click.echo(f"demo: tenant `demo`, model {created.model_id} training on the worker")
+    click.echo(f"demo: the admin key and the model id are in {file}")
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange
 from kombu import Queue as KombuQueue
 
 from service.queues import Queue
@@ -15,7 +16,7 @@ LONGEST_TASK_S = 6 * 3600
 def create_celery(settings: Settings) -> Celery:
     app = Celery("unlearn", broker=settings.broker_url)
     app.conf.update(
-        task_queues=[KombuQueue(q.value, routing_key=q.value) for q in Queue],
+        task_queues=[KombuQueue(q.value, Exchange(q.value), routing_key=q.value) for q in Queue],
         task_default_queue=Queue.training.value,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from tests.conftest import require_service
 
@@ -38,17 +41,24 @@ def _without_unlearn_vars() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
 
 
-def unlearn(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
-    """Start the ``unlearn`` CLI of this interpreter as a child process."""
-    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+def unlearn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start the ``unlearn`` CLI of this interpreter as a child process in its own process
+    group; its output goes to a file (a pipe nobody reads would fill up and block it)."""
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by stop()
+    process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", *args],
         env={**_without_unlearn_vars(), **env},
         text=True,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[2],
-        **kwargs,
+        start_new_session=True,
     )
+    _logs[process.pid] = log
+    return process
+
+
+_logs: dict[int, IO[str]] = {}
 
 
 def wait_for(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
@@ -63,10 +73,15 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
 
 
 def stop(process: subprocess.Popen[str]) -> str:
+    """Stop the process (and any child it left behind); return its output."""
     process.terminate()
-    try:
-        out, _ = process.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    log = _logs.pop(process.pid)
+    log.seek(0)
+    out = log.read()
+    log.close()
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from service.settings import Settings
+from tests.integration.api import save_tiny_backbone
 from tests.integration.services import free_port, require_redis, stop, unlearn, wait_for
 from workers.celery_app import create_celery
 
@@ -75,3 +77,47 @@ def test_bad_configuration_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     result = _run(["db", "upgrade"], {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_PORT": "abc"})
     assert result.returncode != 0
     assert "invalid configuration" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_starts_a_worker_and_the_demo_on_embedded_defaults(tmp_path: Path) -> None:
+    """`make run`'s command with no servers: the demo trains on the worker, then a deletion
+    is deactivated at once and completed by the worker's retrain."""
+    env = {
+        "UNLEARN_DATA_DIR": str(tmp_path),
+        "UNLEARN_BACKBONE_PATH": str(save_tiny_backbone(tmp_path / "tiny")),
+        "UNLEARN_RELAY_INTERVAL_S": "0.2",
+    }
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = unlearn(["run", "--port", str(port)], env)
+    try:
+        demo: dict[str, str] = wait_for(
+            lambda: _read_json(tmp_path / "demo.json"), 120, "the demo to be seeded"
+        )
+        headers = {"Authorization": f"Bearer {demo['api_key']}"}
+        model = f"{base}/models/{demo['model_id']}"
+
+        def status(url: str) -> str:
+            try:
+                return str(httpx.get(url, headers=headers).json()["status"])
+            except (httpx.TransportError, KeyError):
+                return ""
+
+        wait_for(lambda: status(model) == "ready", 180, "the demo model to train")
+        predicted = httpx.post(f"{model}/predict", json={"texts": ["a cup final"]}, headers=headers)
+        assert predicted.status_code == 200 and predicted.json()["predictions"][0]["label"]
+        deletion = httpx.post(
+            f"{base}/deletions",
+            json={"model_id": demo["model_id"], "subject_id": "user-07"},
+            headers=headers,
+        ).json()
+        assert deletion["status"] == "deactivated" and deletion["counts"]["deleted"] == 10
+        url = f"{base}/deletions/{deletion['id']}"
+        wait_for(lambda: status(url) == "completed", 180, "the deletion to complete")
+    finally:
+        output = stop(process)
+    assert "Traceback" not in output, output[-3000:]
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    return json.loads(path.read_text()) if path.exists() else {}
