@@ -87,8 +87,8 @@ class FreshDatabase:
     def close(self) -> None:
         if self._admin is None:
             return
-        with self._admin.begin() as conn:
-            for name in self._schemas:
+        for name in self._schemas:  # one transaction each: a schema holds many locks
+            with self._admin.begin() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
         self._admin.dispose()
 

@@ -93,7 +93,8 @@ def request_deletion(
         affected = set()
     deletions.advance(request, DeletionStatus.deactivated)
     request.serving_generation = model.serving_generation
-    jobs = scheduling.retrain_after_deletion(session, model, request, affected) if live else []
+    shards = {found[e].shard_id for e, _, o in items if o is ItemOutcome.deleted}
+    jobs = scheduling.retrain_after_deletion(session, model, request, shards, affected)
     refs = lineage.artifact_refs(invalidated)
     AuditRepository.from_session(session).append(
         scheduling.audit_chain(model.id),

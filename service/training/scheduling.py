@@ -91,24 +91,32 @@ def start_training(session: Session, model: Model, *, actor: str) -> Job:
     return parent
 
 
-def _versions_digest(session: Session, sequence: SliceSequence, n_slices: int) -> str:
-    lineage = LineageRepository.from_session(session)
-    versions = lineage.snapshot(lineage.prefix_slice_ids(sequence, n_slices))
+def _versions_digest(session: Session, shard_id: uuid.UUID) -> str:
+    """A digest of the shard's slice versions: part of a retrain's de-duplication key."""
+    versions = LineageRepository.from_session(session).shard_versions(shard_id)
     canonical = json.dumps(sorted((str(k), v) for k, v in versions.items()))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def ensure_retrain(session: Session, model: Model, sequence_id: uuid.UUID, valid: int) -> Job:
+def ensure_retrain(
+    session: Session,
+    model: Model,
+    sequence: SliceSequence,
+    valid: int,
+    versions: str | None = None,
+    live: list[Job] | None = None,
+) -> Job:
     """The job that will retrain the sequence from stage ``valid + 1`` on current data.
 
     A queued job of the sequence absorbs the request (it reads the data when it starts, so it
-    sees this change too); otherwise a new job is queued. Call with the model row locked.
+    sees this change too); otherwise a new job is queued, de-duplicated on (sequence, slice
+    versions); ``versions`` (the shard's digest) and ``live`` (the sequence's live jobs, locked)
+    save queries when the caller has them. Call with the model row locked.
     """
     from_stage = valid + 1
-    sequence = session.get_one(SliceSequence, sequence_id)
-    key = f"retrain:{sequence_id}:{_versions_digest(session, sequence, model.n_slices)}"
+    key = f"retrain:{sequence.id}:{versions or _versions_digest(session, sequence.shard_id)}"
     jobs = JobRepository.from_session(session)
-    for job in jobs.live_for_sequence(sequence_id):
+    for job in jobs.live_for_sequence(sequence.id) if live is None else live:
         if job.status is JobStatus.queued:
             job.from_stage = min(job.from_stage or from_stage, from_stage)
             job.stages_total = model.n_slices - job.from_stage + 1
@@ -119,7 +127,7 @@ def ensure_retrain(session: Session, model: Model, sequence_id: uuid.UUID, valid
         model_id=model.id,
         kind=JobKind.retrain,
         stages_total=model.n_slices - from_stage + 1,
-        sequence_id=sequence_id,
+        sequence_id=sequence.id,
         from_stage=from_stage,
         dedup_key=key,
     )
@@ -129,22 +137,37 @@ def ensure_retrain(session: Session, model: Model, sequence_id: uuid.UUID, valid
 
 
 def retrain_after_deletion(
-    session: Session, model: Model, request: DeletionRequest, invalidated: set[uuid.UUID]
+    session: Session,
+    model: Model,
+    request: DeletionRequest,
+    shards: set[uuid.UUID],
+    invalidated: set[uuid.UUID],
 ) -> list[Job]:
-    """Queue (or join) the retrains of every sequence a deletion changed: those whose active
-    layers it invalidated, and those with a job in flight (its result would be stale)."""
+    """Queue (or join) the retrains of the sequences of the touched ``shards`` that the
+    deletion changed: those whose active layers it invalidated, and those with a job in flight
+    (its result will be stale)."""
     jobs = JobRepository.from_session(session)
     deletions = DeletionRepository.from_session(session)
     lengths = {
         p.sequence_id: p.length for p in LineageRepository.from_session(session).prefixes(model.id)
     }
-    linked = []
-    for sequence_id, valid in lengths.items():
-        if sequence_id in invalidated or jobs.live_for_sequence(sequence_id):
-            job = ensure_retrain(session, model, sequence_id, valid)
-            deletions.link_job(request, job.id)
-            linked.append(job)
-    return linked
+    digests = {shard_id: _versions_digest(session, shard_id) for shard_id in shards}
+    sequences = ModelRepository.from_session(session).shard_sequences(shards)
+    live = jobs.live_for_sequences([s.id for s in sequences])
+    linked: dict[uuid.UUID, Job] = {}
+    for sequence in sequences:
+        if sequence.id in invalidated or sequence.id in live:
+            job = ensure_retrain(
+                session,
+                model,
+                sequence,
+                lengths.get(sequence.id, 0),
+                digests[sequence.shard_id],
+                live.get(sequence.id, []),
+            )
+            linked[job.id] = job
+    deletions.link_new_jobs(request, set(linked))
+    return list(linked.values())
 
 
 def on_job_started(session: Session, job: Job) -> None:
@@ -179,7 +202,8 @@ def settle(session: Session, job: Job, activation: Activation | None) -> None:
                 for p in LineageRepository.from_session(session).prefixes(model.id)
                 if p.sequence_id == job.sequence_id
             )
-            follow_up = ensure_retrain(session, model, job.sequence_id, prefix.length)
+            sequence = session.get_one(SliceSequence, job.sequence_id)
+            follow_up = ensure_retrain(session, model, sequence, prefix.length)
             for request in waiting:
                 deletions.link_job(request, follow_up.id)
     for request in waiting:

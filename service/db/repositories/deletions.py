@@ -152,6 +152,11 @@ class DeletionRepository(Repository):
             self.session.add(DeletionJob(request_id=request.id, job_id=job_id))
             self.session.flush()
 
+    def link_new_jobs(self, request: DeletionRequest, job_ids: set[uuid.UUID]) -> None:
+        """Links of a request that has none yet (one insert each, no look-up)."""
+        self.session.add_all(DeletionJob(request_id=request.id, job_id=j) for j in job_ids)
+        self.session.flush()
+
     def jobs_of(self, request_id: uuid.UUID) -> list[Job]:
         return list(
             self.session.scalars(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -82,14 +83,24 @@ class JobRepository(Repository):
 
     def live_for_sequence(self, sequence_id: uuid.UUID, *, lock: bool = True) -> list[Job]:
         """Queued or running jobs of one sequence, oldest first (rows locked unless asked)."""
+        return self.live_for_sequences([sequence_id], lock=lock).get(sequence_id, [])
+
+    def live_for_sequences(
+        self, sequence_ids: Sequence[uuid.UUID], *, lock: bool = True
+    ) -> dict[uuid.UUID, list[Job]]:
+        """Queued or running jobs per sequence, oldest first (rows locked unless asked)."""
         query = (
             sa.select(Job)
-            .where(Job.sequence_id == sequence_id, Job.status.in_(LIVE_STATUSES))
+            .where(Job.sequence_id.in_(list(sequence_ids)), Job.status.in_(LIVE_STATUSES))
             .order_by(Job.created_at, Job.id)
         )
         if lock:
             query = query.with_for_update().execution_options(populate_existing=True)
-        return list(self.session.scalars(query))
+        live: dict[uuid.UUID, list[Job]] = {}
+        for job in self.session.scalars(query):
+            assert job.sequence_id is not None
+            live.setdefault(job.sequence_id, []).append(job)
+        return live
 
     def children(self, parent_id: uuid.UUID) -> list[Job]:
         return list(

@@ -125,6 +125,13 @@ class LineageRepository(Repository):
             self.session.execute(sa.select(Slice.id, Slice.version).where(Slice.id.in_(ids))).all()
         )
 
+    def shard_versions(self, shard_id: uuid.UUID) -> dict[uuid.UUID, int]:
+        """Current versions of every slice of a shard."""
+        rows = self.session.execute(
+            sa.select(Slice.id, Slice.version).where(Slice.shard_id == shard_id)
+        )
+        return {slice_id: version for slice_id, version in rows}
+
     def stale_layer_ids(self, model_id: uuid.UUID) -> set[int]:
         """Layers of the model whose recorded slice versions are no longer all current."""
         query = _layers_of_model(model_id).where(_stale_condition()).with_only_columns(Layer.id)

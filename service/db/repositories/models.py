@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -126,6 +126,15 @@ class ModelRepository(Repository):
                 .join(Shard, Shard.id == Slice.shard_id)
                 .where(Shard.model_id == model_id)
                 .order_by(Shard.index, Slice.index)
+            )
+        )
+
+    def shard_sequences(self, shard_ids: Collection[uuid.UUID]) -> list[SliceSequence]:
+        return list(
+            self.session.scalars(
+                sa.select(SliceSequence)
+                .where(SliceSequence.shard_id.in_(list(shard_ids)))
+                .order_by(SliceSequence.shard_id, SliceSequence.index)
             )
         )
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from datetime import timedelta
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -16,6 +17,9 @@ from service.db.repositories.base import Repository
 from service.errors import DuplicateTenantError, TenantNotFoundError
 
 KEY_PREFIX_BYTES = 6
+
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def hash_key(secret: str) -> str:
@@ -72,7 +76,9 @@ class ApiKeyRepository(Repository):
         matches = hmac.compare_digest(expected, hash_key(secret))
         if key is None or not matches or key.revoked_at is not None:
             return None
-        key.last_used_at = utcnow()
+        now = utcnow()
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+            key.last_used_at = now  # a write per minute, not per request
         return key
 
     def revoke(self, key_id: uuid.UUID) -> None:

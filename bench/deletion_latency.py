@@ -1,0 +1,341 @@
+"""Deletion latency against the running service on PostgreSQL and Redis; prints one JSON object.
+
+Starts ``unlearn serve`` and ``unlearn worker`` (MiniLM backbone) on a fresh PostgreSQL schema
+and a Redis database, trains a model on AG News, then sends N single-sample deletions while a
+second client predicts without pause and the worker retrains behind them. It reports:
+
+- the ``POST /deletions`` answer (202) latency, p50/p99;
+- deletion-to-first-clean-prediction: from sending the deletion to the first prediction answered
+  with a ``serving_generation`` at or after the deletion's (so without any layer it invalidated);
+- predictions: count, failed (non-200), slow (over 1 s), p50/p99, and stale ones: answered with
+  a generation older than that of a deletion whose 202 had arrived before the prediction was sent;
+- the baseline of the same run: training the model from scratch, i.e. how long a service that
+  retrains fully would keep serving the deleted data; and the ratio of the two.
+
+Usage: ``python bench/deletion_latency.py [--deletions 1000] [--samples 2000]``; needs the
+machine's PostgreSQL and Redis (``UNLEARN_TEST_DATABASE_URL``, ``UNLEARN_TEST_REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.db import migrate  # noqa: E402
+from service.db.engine import make_engine, make_session_factory, unit_of_work  # noqa: E402
+from service.db.models import Role  # noqa: E402
+from service.db.repositories import ApiKeyRepository, TenantRepository  # noqa: E402
+
+AG_NEWS = ROOT.parent / "shared" / "data" / "agnews" / "train.tsv"
+PG_URL = os.environ.get(
+    "UNLEARN_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("UNLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+SLOW_S = 1.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(values, 50) * 1000, 2),
+        "p99_ms": round(percentile(values, 99) * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2),
+        "mean_ms": round(statistics.fmean(values) * 1000, 2),
+    }
+
+
+def load_rows(n: int) -> list[dict[str, Any]]:
+    rows = []
+    with AG_NEWS.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            text, _, label = line.rstrip("\n").rpartition("\t")
+            if i >= n:
+                break
+            rows.append({"external_id": f"n{i:05d}", "label": label, "text": text})
+    return rows
+
+
+class Stack:
+    """A fresh schema, the API and a worker process, torn down on exit."""
+
+    def __init__(self, tmp: Path, port: int, backbone: str) -> None:
+        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+        self.admin = sa.create_engine(PG_URL)
+        with self.admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
+        url = sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={self.schema}"})
+        self.database_url = url.render_as_string(hide_password=False)
+        migrate.upgrade(self.database_url)
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")},
+            "UNLEARN_DATA_DIR": str(tmp),
+            "UNLEARN_DATABASE_URL": self.database_url,
+            "UNLEARN_BROKER_URL": REDIS_URL,
+            "UNLEARN_LOG_LEVEL": "warning",
+            "UNLEARN_RELAY_INTERVAL_S": "0.2",
+            **({"UNLEARN_BACKBONE_PATH": backbone} if backbone else {}),
+        }
+        self.logs = tmp / "logs.txt"
+        out = self.logs.open("w")
+        cli = [sys.executable, "-m", "service.cli"]
+        # The worker trains with one thread so that the API keeps a core (as with GPU workers
+        # on their own machines).
+        self.worker = subprocess.Popen(  # noqa: S603 - our own CLI
+            [*cli, "worker"], env={**env, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=out, cwd=ROOT
+        )
+        self.api = subprocess.Popen(  # noqa: S603 - our own CLI
+            [*cli, "serve", "--port", str(port)], env=env, stdout=out, stderr=out, cwd=ROOT
+        )
+        self.base = f"http://127.0.0.1:{port}"
+
+    def key(self) -> str:
+        engine = make_engine(self.database_url)
+        with unit_of_work(make_session_factory(engine)) as session:
+            tenant = TenantRepository.from_session(session).create("bench")
+            token = ApiKeyRepository.from_session(session).issue(tenant.id, "b", Role.app).token
+        engine.dispose()
+        return token
+
+    def close(self) -> None:
+        for process in (self.api, self.worker):
+            process.terminate()
+        for process in (self.api, self.worker):
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        with self.admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+        self.admin.dispose()
+
+
+def wait(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except httpx.TransportError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise TimeoutError(f"{what} took more than {timeout_s} s")
+
+
+class Predictor(threading.Thread):
+    """Predicts without pause; records (sent, answered, status, generation, latency)."""
+
+    def __init__(self, client: httpx.Client, url: str, texts: list[str], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.client, self.url, self.texts, self.period = client, url, texts, 1 / rate
+        self.records: list[tuple[float, float, int, int | None]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random(1)
+        next_at = time.monotonic()
+        while not self.stopped.is_set():
+            next_at += self.period
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            sent = time.monotonic()
+            try:
+                response = self.client.post(self.url, json={"texts": rng.sample(self.texts, 8)})
+                status = response.status_code
+                generation = response.json().get("serving_generation") if status == 200 else None
+            except httpx.HTTPError:
+                status, generation = 0, None
+            self.records.append((sent, time.monotonic(), status, generation))
+
+
+def count_deletions(client: httpx.Client, status: str) -> int:
+    count, cursor = 0, None
+    while True:
+        params: dict[str, str | int] = {"status": status, "limit": 200}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/deletions", params=params).json()
+        count += len(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deletions", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--rate", type=float, default=4.0, help="Deletions sent per second.")
+    parser.add_argument(
+        "--predict-rate", type=float, default=4.0, help="Predictions (8 texts) sent per second."
+    )
+    parser.add_argument("--backbone", default="", help="Model folder (default: MiniLM-L6).")
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--slices", type=int, default=4)
+    args = parser.parse_args()
+    if args.deletions > args.samples:
+        parser.error("--deletions must not exceed --samples")
+
+    rows = load_rows(args.samples)
+    model_body = {
+        "name": "bench",
+        "labels": sorted({r["label"] for r in rows}),
+        "n_shards": args.shards,
+        "n_slices": args.slices,
+        "budget": args.slices,
+        "epochs_per_stage": 1,
+        "learning_rate": 2e-3,
+        "batch_size": 16,
+        "max_length": 32,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(Path(tmp), args.port, args.backbone)
+        try:
+            result = run(stack, rows, model_body, args)
+        finally:
+            stack.close()
+    print(json.dumps(result, indent=2))
+
+
+def run(
+    stack: Stack, rows: list[dict[str, Any]], body: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    n = args.deletions
+    headers = {"Authorization": f"Bearer {stack.key()}"}
+    client = httpx.Client(base_url=stack.base, headers=headers, timeout=30)
+    wait(lambda: client.get("/healthz").status_code == 200, 120, "the API to start")
+    model = client.post("/models", json=body).json()
+    for start in range(0, len(rows), 1000):
+        client.post(f"/models/{model['id']}/samples", json={"samples": rows[start : start + 1000]})
+    started = time.monotonic()
+    job = client.post(f"/models/{model['id']}/train").json()
+
+    def trained() -> bool:
+        status = client.get(job["job_url"]).json()["status"]
+        if status in ("failed", "cancelled"):
+            raise RuntimeError(f"training {status}")
+        return bool(status == "succeeded")
+
+    wait(trained, 3600, "training")
+    full_training_s = time.monotonic() - started
+
+    predict_url = f"/models/{model['id']}/predict"
+    texts = [r["text"] for r in rows[:200]]
+    predictor_client = httpx.Client(base_url=stack.base, headers=headers, timeout=30)
+    predictor = Predictor(predictor_client, predict_url, texts, args.predict_rate)
+    predictor.start()
+
+    victims = random.Random(0).sample([r["external_id"] for r in rows], n)
+    answers: list[float] = []
+    to_clean: list[float] = []
+    accepted: list[tuple[float, int]] = []  # (202 received, generation)
+    failed_deletions = 0
+    next_at = time.monotonic()
+    for external_id in victims:
+        next_at += 1 / args.rate
+        time.sleep(max(0.0, next_at - time.monotonic()))
+        sent = time.monotonic()
+        response = client.post(
+            "/deletions",
+            json={"model_id": model["id"], "sample_ids": [external_id]},
+            headers={"Idempotency-Key": f"bench-{external_id}"},
+        )
+        answered = time.monotonic()
+        if response.status_code != 202:
+            failed_deletions += 1
+            continue
+        generation = response.json()["serving_generation"]
+        answers.append(answered - sent)
+        accepted.append((answered, generation))
+        while True:  # the first prediction that cannot use the invalidated layers
+            clean = client.post(predict_url, json={"texts": texts[:1]})
+            if clean.status_code == 200 and clean.json()["serving_generation"] >= generation:
+                to_clean.append(time.monotonic() - sent)
+                break
+
+    predictor.stopped.set()
+    predictor.join(60)
+    retraining_at_end = count_deletions(client, "retraining") + count_deletions(
+        client, "deactivated"
+    )
+    status = client.get(f"/models/{model['id']}/status").json()
+
+    # A prediction sent after a 202 must carry that deletion's generation or a later one.
+    accepted.sort()
+    stale = 0
+    for sent, _, code, generation in predictor.records:
+        if code != 200 or generation is None:
+            continue
+        floor = max((g for at, g in accepted if at <= sent), default=0)
+        stale += generation < floor
+    latencies = [done - sent for sent, done, code, _ in predictor.records if code == 200]
+    failed = sum(1 for _, _, code, _ in predictor.records if code != 200)
+    slow = sum(1 for sent, done, _, _ in predictor.records if done - sent > SLOW_S)
+    answer = summary_ms(answers)
+    clean_ms = summary_ms(to_clean)
+    return {
+        "benchmark": "deletion_latency",
+        "setup": {
+            "database": "postgresql",
+            "broker": "redis",
+            "backbone": args.backbone or "all-MiniLM-L6-v2",
+            "samples": len(rows),
+            "deletions": n,
+            "model": {k: body[k] for k in ("n_shards", "n_slices", "budget", "epochs_per_stage")},
+            "cpu_count": os.cpu_count(),
+            "worker_threads": 1,
+            "deletions_per_s": args.rate,
+            "predictions_per_s": args.predict_rate,
+        },
+        "deletion_202": {**answer, "failed": failed_deletions},
+        "deletion_to_clean_prediction": clean_ms,
+        "predictions": {
+            "count": len(predictor.records),
+            "failed": failed,
+            "slow_over_1s": slow,
+            "stale_after_202": stale,
+            **summary_ms(latencies),
+        },
+        "while_retraining": {
+            "deletions_still_retraining_at_end": retraining_at_end,
+            "pending_retrain_jobs_at_end": status["pending_retrains"],
+        },
+        "baseline": {"full_training_s": round(full_training_s, 1)},
+        "ratios": {
+            "clean_prediction_p99_vs_full_retraining": round(
+                clean_ms["p99_ms"] / 1000 / full_training_s, 5
+            ),
+        },
+        "targets": {
+            "deletion_202_p99_under_50ms": answer["p99_ms"] < 50,
+            "zero_failed_predictions": failed == 0,
+            "no_stale_prediction_after_202": stale == 0,
+        },
+    }
+
+
+if __name__ == "__main__":
+    main()
