@@ -7,10 +7,12 @@ with Redis, the listener that preloads retrained layers.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
 
+import torch
 from fastapi import FastAPI
 
 from service.api import health
@@ -27,6 +29,7 @@ from service.settings import Settings, get_settings
 from workers.celery_app import create_celery
 
 API_VERSION = "0.2.0"
+SWITCH_INTERVAL_S = 0.0005
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,6 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Predictions run in worker threads beside the deletion path: few torch threads, and a
+        # short GIL switch interval so a deletion's queries resume while a forward pass runs.
+        torch.set_num_threads(settings.serving_threads)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         engine = make_engine(
             settings.database_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s
         )

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     relay_interval_s: float = Field(
         1.0, gt=0, description="How often the outbox relay looks for messages to send."
     )
+    serving_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Torch threads of an API process for predictions; few keep the deletion "
+        "path responsive while it predicts.",
+    )
     host: str = Field("127.0.0.1", description="Address `unlearn serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `unlearn serve` binds.")
     log_level: str = Field("info", description="Python logging level name.")

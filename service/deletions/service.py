@@ -112,7 +112,7 @@ def request_deletion(
         },
     )
     if not jobs:
-        scheduling.complete_deletion(session, request)
+        scheduling.complete_deletions(session, [request], retrained=False)
     return request, True
 
 
@@ -184,7 +184,9 @@ def certificate(
     entries = [
         e
         for e in audit.entries(chain)
-        if e.payload.get("deletion_id") == str(request.id) or e.payload.get("job_id") in job_ids
+        if e.payload.get("deletion_id") == str(request.id)
+        or str(request.id) in e.payload.get("deletion_ids", ())
+        or e.payload.get("job_id") in job_ids
     ]
     invalidated = [
         CertifiedLayer(**layer)

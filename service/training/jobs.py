@@ -2,10 +2,14 @@
 
 1. Start (one transaction, job row locked): a job that already finished is a redelivered message
    and changes nothing; otherwise it is marked running, its first stage is lowered to the
-   sequence's current valid prefix if a deletion cut that shorter, and its data is read.
+   sequence's current valid prefix if a deletion cut that shorter, and its data is read. The
+   model row is not locked, so deletions never wait for this read: the slice versions are read
+   before the samples, so a deletion committing in between can only make the job's layers look
+   stale (discarded and retrained), never let a deleted sample's layers look current.
 2. Train, outside any transaction; each finished stage is recorded as progress.
-3. Record (one transaction): the trained stages become layers and are activated if their slice
-   versions are still current; :func:`~service.training.scheduling.settle` decides the rest.
+3. Record: the trained stages become layers (state ``training``, not served) in one
+   transaction; a second, short one locks the model, activates them if their slice versions
+   are still current, and :func:`~service.training.scheduling.settle` decides the rest.
 
 A failure is recorded on the job (``failed`` with the error, waiting deletions ``failed`` too)
 before it propagates, so Celery's retry policy still applies.
@@ -26,7 +30,7 @@ from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
 from service.errors import LineageError
 from service.training import scheduling
-from service.training.service import SequenceJob, read_sequence_job, record_sequence
+from service.training.service import SequenceJob, read_sequence_job, record_layers
 from unlearning.s3t import S3TEngine
 
 Transaction = Callable[[], AbstractContextManager[Session]]
@@ -59,10 +63,12 @@ def run_sequence_job(
         trained = engine.retrain(
             work.spec, work.key, work.from_stage, work.samples, work.prefix, on_stage=progress
         )
+        with transaction() as session:  # inert until activated: no lock needed
+            layer_ids = record_layers(session, work, trained, job_id)
         with transaction() as session:
             jobs = JobRepository.from_session(session)
             job = _lock(session, job_id)
-            activation = record_sequence(session, work, trained, job_id)
+            activation = LineageRepository.from_session(session).activate(work.model_id, layer_ids)
             jobs.progress(job, len(trained))
             note = None
             if activation.discarded_layer_ids:
@@ -87,7 +93,7 @@ def run_sequence_job(
 
 def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
     jobs = JobRepository.from_session(session)
-    job = _lock(session, job_id)
+    job = jobs.get_for_update(job_id)  # not the model: reading needs no lock (see below)
     if job.status not in LIVE_STATUSES:
         return None
     if job.sequence_id is None or job.from_stage is None:

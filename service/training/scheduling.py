@@ -206,37 +206,48 @@ def settle(session: Session, job: Job, activation: Activation | None) -> None:
             follow_up = ensure_retrain(session, model, sequence, prefix.length)
             for request in waiting:
                 deletions.link_job(request, follow_up.id)
-    for request in waiting:
-        _settle_deletion(session, request)
+    _settle_deletions(session, waiting)
     if job.parent_id is not None:
         _settle_parent(session, model, job.parent_id)
 
 
-def _settle_deletion(session: Session, request: DeletionRequest) -> None:
+def _settle_deletions(session: Session, requests: list[DeletionRequest]) -> None:
+    """Complete (or fail) the requests none of whose jobs is still live."""
     deletions = DeletionRepository.from_session(session)
-    if request.status in (DeletionStatus.completed, DeletionStatus.failed):
-        return
-    jobs = deletions.jobs_of(request.id)
-    if any(j.status in LIVE_STATUSES for j in jobs):
-        return
-    failed = [j for j in jobs if j.status is JobStatus.failed]
-    if failed:
-        reason = f"retrain job {failed[0].id} failed: {failed[0].error}"
-        deletions.advance(request, DeletionStatus.failed, reason=reason)
-    else:
-        complete_deletion(session, request)
+    final = (DeletionStatus.completed, DeletionStatus.failed)
+    open_requests = [r for r in requests if r.status not in final]
+    jobs_of = deletions.jobs_of_many([r.id for r in open_requests])
+    done = []
+    for request in open_requests:
+        jobs = jobs_of.get(request.id, [])
+        if any(j.status in LIVE_STATUSES for j in jobs):
+            continue
+        failed = [j for j in jobs if j.status is JobStatus.failed]
+        if failed:
+            reason = f"retrain job {failed[0].id} failed: {failed[0].error}"
+            deletions.advance(request, DeletionStatus.failed, reason=reason)
+        else:
+            done.append(request)
+    complete_deletions(session, done, retrained=True)
 
 
-def complete_deletion(session: Session, request: DeletionRequest) -> None:
+def complete_deletions(
+    session: Session, requests: list[DeletionRequest], *, retrained: bool
+) -> None:
+    """Mark requests completed (through `retraining` when they waited for retrains), with one
+    audit entry for the batch."""
+    if not requests:
+        return
     deletions = DeletionRepository.from_session(session)
-    if request.status is DeletionStatus.deactivated and deletions.jobs_of(request.id):
-        deletions.advance(request, DeletionStatus.retraining)
-    deletions.advance(request, DeletionStatus.completed)
+    for request in requests:
+        if retrained and request.status is DeletionStatus.deactivated:
+            deletions.advance(request, DeletionStatus.retraining)
+        deletions.advance(request, DeletionStatus.completed)
     AuditRepository.from_session(session).append(
-        audit_chain(request.model_id),
+        audit_chain(requests[0].model_id),
         actor=SYSTEM_ACTOR,
-        action="deletion.completed",
-        payload={"deletion_id": str(request.id)},
+        action="deletions.completed",
+        payload={"deletion_ids": [str(r.id) for r in requests]},
     )
 
 

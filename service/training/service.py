@@ -71,7 +71,7 @@ def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int)
 
     lineage = LineageRepository.from_session(session)
     slice_ids = lineage.prefix_slice_ids(sequence, model.n_slices)
-    versions = lineage.snapshot(slice_ids)  # together with the data, in this transaction
+    versions = lineage.snapshot(slice_ids)  # before the data: see service.training.jobs
     index_of = dict(zip(slice_ids, sequence.slice_order, strict=True))
     samples = []
     for sample, payload in SampleRepository.from_session(session).training_set(slice_ids):
@@ -102,13 +102,14 @@ def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int)
     )
 
 
-def record_sequence(
+def record_layers(
     session: Session,
     job: SequenceJob,
     trained: Sequence[TrainedLayer],
     job_id: uuid.UUID | None = None,
-) -> Activation:
-    """Record the trained stages with the job's snapshot and activate what is still valid."""
+) -> list[int]:
+    """Record the trained stages as layers (state ``training``, invisible to serving) with the
+    job's snapshot; returns their ids, stage order."""
     stages = sorted(trained, key=lambda layer: layer.stage)
     expected = list(range(job.from_stage, job.spec.config.n_slices + 1))
     if [layer.stage for layer in stages] != expected:
@@ -130,4 +131,15 @@ def record_sequence(
         )
         parent = row.id
         layer_ids.append(row.id)
-    return lineage.activate(job.model_id, layer_ids)
+    return layer_ids
+
+
+def record_sequence(
+    session: Session,
+    job: SequenceJob,
+    trained: Sequence[TrainedLayer],
+    job_id: uuid.UUID | None = None,
+) -> Activation:
+    """Record the trained stages and activate what is still valid, in one transaction."""
+    layer_ids = record_layers(session, job, trained, job_id)
+    return LineageRepository.from_session(session).activate(job.model_id, layer_ids)

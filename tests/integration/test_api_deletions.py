@@ -191,7 +191,7 @@ def test_delete_deactivates_at_once_and_the_retrain_is_exact(
     audit = api.ok(api.get(f"/models/{model_id}/audit"))
     assert audit["verification"]["ok"]
     actions = [e["action"] for e in audit["entries"]]
-    assert actions[0] == "training.requested" and actions[-1] == "deletion.completed"
+    assert actions[0] == "training.requested" and actions[-1] == "deletions.completed"
     assert "deletion.deactivated" in actions
 
 

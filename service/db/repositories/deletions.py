@@ -158,14 +158,20 @@ class DeletionRepository(Repository):
         self.session.flush()
 
     def jobs_of(self, request_id: uuid.UUID) -> list[Job]:
-        return list(
-            self.session.scalars(
-                sa.select(Job)
-                .join(DeletionJob, DeletionJob.job_id == Job.id)
-                .where(DeletionJob.request_id == request_id)
-                .order_by(Job.created_at, Job.id)
-            )
+        return self.jobs_of_many([request_id]).get(request_id, [])
+
+    def jobs_of_many(self, request_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Job]]:
+        """The jobs each request waits for, oldest first."""
+        rows = self.session.execute(
+            sa.select(DeletionJob.request_id, Job)
+            .join(Job, DeletionJob.job_id == Job.id)
+            .where(DeletionJob.request_id.in_(list(request_ids)))
+            .order_by(Job.created_at, Job.id)
         )
+        jobs: dict[uuid.UUID, list[Job]] = {}
+        for request_id, job in rows:
+            jobs.setdefault(request_id, []).append(job)
+        return jobs
 
     def waiting_on(self, job_id: uuid.UUID) -> list[DeletionRequest]:
         """The requests linked to a job, oldest first."""

@@ -132,9 +132,12 @@ class LineageRepository(Repository):
         )
         return {slice_id: version for slice_id, version in rows}
 
-    def stale_layer_ids(self, model_id: uuid.UUID) -> set[int]:
-        """Layers of the model whose recorded slice versions are no longer all current."""
+    def stale_layer_ids(self, model_id: uuid.UUID, among: Iterable[int] | None = None) -> set[int]:
+        """Layers of the model (or of ``among``) whose recorded slice versions are no longer
+        all current."""
         query = _layers_of_model(model_id).where(_stale_condition()).with_only_columns(Layer.id)
+        if among is not None:
+            query = query.where(Layer.id.in_(list(among)))
         return set(self.session.scalars(query))
 
     def layers(self, model_id: uuid.UUID) -> list[Layer]:
@@ -269,7 +272,8 @@ class LineageRepository(Repository):
             raise LineageError("some layers do not exist or belong to another model")
         if any(layer.state is not LayerState.training for layer in layers):
             raise LineageError("only layers in state `training` can be activated")
-        stale = self.stale_layer_ids(model_id)
+        parents = {layer.parent_layer_id for layer in layers if layer.parent_layer_id}
+        stale = self.stale_layer_ids(model_id, among=[*layer_ids, *parents])
         by_sequence: dict[uuid.UUID, list[Layer]] = defaultdict(list)
         for layer in layers:
             by_sequence[layer.sequence_id].append(layer)
