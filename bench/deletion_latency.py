@@ -12,8 +12,9 @@ second client predicts without pause and the worker retrains behind them. It rep
 - the baseline of the same run: training the model from scratch, i.e. how long a service that
   retrains fully would keep serving the deleted data; and the ratio of the two.
 
-Usage: ``python bench/deletion_latency.py [--deletions 1000] [--samples 2000]``; needs the
-machine's PostgreSQL and Redis (``UNLEARN_TEST_DATABASE_URL``, ``UNLEARN_TEST_REDIS_URL``).
+Usage: ``python bench/deletion_latency.py [--deletions 1000] [--rate 4] [--backbone tiny]``
+(``--help`` for all options); needs the machine's PostgreSQL and Redis
+(``UNLEARN_TEST_DATABASE_URL``, ``UNLEARN_TEST_REDIS_URL``).
 """
 
 from __future__ import annotations
@@ -132,6 +133,28 @@ class Stack:
         self.admin.dispose()
 
 
+def save_tiny_backbone(path: Path) -> Path:
+    """A random 4-layer BERT (hidden 32) with MiniLM's tokenizer, saved as a model folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from unlearning.s3t import default_backbone_path
+
+    tokenizer = AutoTokenizer.from_pretrained(default_backbone_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def wait(predicate: Any, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -192,7 +215,12 @@ def main() -> None:
     parser.add_argument(
         "--predict-rate", type=float, default=4.0, help="Predictions (8 texts) sent per second."
     )
-    parser.add_argument("--backbone", default="", help="Model folder (default: MiniLM-L6).")
+    parser.add_argument(
+        "--backbone",
+        default="",
+        help="Model folder (default: MiniLM-L6), or `tiny`: a random 4-layer BERT whose "
+        "retrains keep pace with many deletions on a CPU (the deletion path is the same).",
+    )
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--slices", type=int, default=4)
     args = parser.parse_args()
@@ -212,7 +240,12 @@ def main() -> None:
         "max_length": 32,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp), args.port, args.backbone)
+        backbone = (
+            str(save_tiny_backbone(Path(tmp) / "tiny"))
+            if args.backbone == "tiny"
+            else args.backbone
+        )
+        stack = Stack(Path(tmp), args.port, backbone)
         try:
             result = run(stack, rows, model_body, args)
         finally:

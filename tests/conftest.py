@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import migrate
-from service.db.engine import make_engine
+from service.db.engine import make_engine, make_session_factory
 from service.db.models import Model, Task, Tenant
 from service.db.repositories import ModelRepository, TenantRepository
 
@@ -109,6 +109,16 @@ def db_engine(fresh_db: FreshDatabase) -> Iterator[sa.Engine]:
     migrate.upgrade(url)
     engine = make_engine(url)
     yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(fresh_db: FreshDatabase) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a database of their own whose transactions really commit."""
+    url = fresh_db.url()
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
     engine.dispose()
 
 

@@ -122,29 +122,35 @@ def get_deletion(session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID)
 
 
 def deletion_public(session: Session, request: DeletionRequest) -> DeletionPublic:
+    return deletions_public(session, [request])[0]
+
+
+def deletions_public(session: Session, requests: list[DeletionRequest]) -> list[DeletionPublic]:
+    """The public view of requests, with two queries for all of them."""
     deletions = DeletionRepository.from_session(session)
-    unknown = [
-        item.unknown_external_id
-        for item in deletions.items(request.id)
-        if item.outcome is ItemOutcome.unknown and item.unknown_external_id is not None
+    ids = [r.id for r in requests]
+    unknown = deletions.unknown_ids_many(ids)
+    jobs = deletions.jobs_of_many(ids)
+    return [
+        DeletionPublic(
+            id=request.id,
+            model_id=request.model_id,
+            status=request.status.value,
+            partial=request.partial,
+            unknown_ids=unknown.get(request.id, []),
+            counts=_counts(request),
+            failure_reason=request.failure_reason,
+            serving_generation=request.serving_generation,
+            jobs=[job.id for job in jobs.get(request.id, [])],
+            received_at=request.received_at,
+            deactivated_at=request.deactivated_at,
+            approximated_at=request.approximated_at,
+            retraining_at=request.retraining_at,
+            completed_at=request.completed_at,
+            failed_at=request.failed_at,
+        )
+        for request in requests
     ]
-    return DeletionPublic(
-        id=request.id,
-        model_id=request.model_id,
-        status=request.status.value,
-        partial=request.partial,
-        unknown_ids=unknown,
-        counts=_counts(request),
-        failure_reason=request.failure_reason,
-        serving_generation=request.serving_generation,
-        jobs=[job.id for job in deletions.jobs_of(request.id)],
-        received_at=request.received_at,
-        deactivated_at=request.deactivated_at,
-        approximated_at=request.approximated_at,
-        retraining_at=request.retraining_at,
-        completed_at=request.completed_at,
-        failed_at=request.failed_at,
-    )
 
 
 def list_deletions(
@@ -166,7 +172,7 @@ def list_deletions(
     page = rows[:limit]
     more = len(rows) > limit
     return DeletionPage(
-        items=[deletion_public(session, r) for r in page],
+        items=deletions_public(session, page),
         next_cursor=_encode_cursor(page[-1]) if more and page else None,
     )
 

@@ -17,7 +17,8 @@ from service.settings import Settings
 from service.training.jobs import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
-from unlearning.s3t import S3TEngine
+from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.sharding import assign
 
 #: A model small enough to train on the tiny backbone in about a second.
 TINY_MODEL = {
@@ -110,3 +111,32 @@ def save_tiny_backbone(path: Path) -> Path:
     backbone.model.save_pretrained(path)
     backbone.tokenizer.save_pretrained(path)
     return path
+
+
+def trained_without(
+    engine: S3TEngine, model: dict[str, Any], rows: list[dict[str, Any]], gone: set[str]
+) -> set[str]:
+    """The artifacts of training the model (as `GET /models/{id}` shows it) from scratch on the
+    rows of :func:`samples` minus ``gone``: the exactness reference of a retrain."""
+    config = S3TConfig.from_dict(
+        {
+            **model["config"],
+            "n_shards": model["n_shards"],
+            "n_slices": model["n_slices"],
+            "budget": model["budget"],
+            "task": "classification",
+            "n_labels": len(model["labels"]),
+        }
+    )
+    spec = ModelSpec(config, tuple(tuple(o) for o in model["sequence_orders"]))
+    remaining = [
+        TrainingSample(
+            r["external_id"],
+            *assign(model["id"], r["external_id"], config.n_shards, config.n_slices),
+            r["text"],
+            model["labels"].index(r["label"]),
+        )
+        for r in rows
+        if r["external_id"] not in gone
+    ]
+    return {layer.artifact for layer in engine.train(spec, remaining)}

@@ -30,8 +30,9 @@ from tests.integration.api import (
     problem,
     samples,
     save_tiny_backbone,
+    trained_without,
 )
-from unlearning.s3t import ModelSpec, S3TConfig, TrainedLayer, TrainingSample
+from unlearning.s3t import TrainedLayer
 from unlearning.sharding import assign
 
 pytestmark = pytest.mark.integration
@@ -114,34 +115,6 @@ def _active_digests(worker: InProcessWorker, model_id: str) -> set[str]:
         return {layer.artifact_ref or "" for layer in layers}
 
 
-def _trained_without(
-    worker: InProcessWorker, model: dict[str, Any], rows: list[dict[str, Any]], gone: set[str]
-) -> list[TrainedLayer]:
-    """What training from scratch on the remaining rows gives (the exactness reference)."""
-    config = S3TConfig.from_dict(
-        {
-            **model["config"],
-            "n_shards": model["n_shards"],
-            "n_slices": model["n_slices"],
-            "budget": model["budget"],
-            "task": "classification",
-            "n_labels": 2,
-        }
-    )
-    spec = ModelSpec(config, tuple(tuple(o) for o in model["sequence_orders"]))
-    remaining = [
-        TrainingSample(
-            r["external_id"],
-            *assign(model["id"], r["external_id"], config.n_shards, config.n_slices),
-            r["text"],
-            int(r["label"] == "pos"),
-        )
-        for r in rows
-        if r["external_id"] not in gone
-    ]
-    return worker.engine.train(spec, remaining)
-
-
 def test_delete_deactivates_at_once_and_the_retrain_is_exact(
     api: Api, worker: InProcessWorker
 ) -> None:
@@ -179,15 +152,15 @@ def test_delete_deactivates_at_once_and_the_retrain_is_exact(
     assert status["pending_retrains"] == 0
     assert all(q["valid_prefix"] == 2 for s in status["shards"] for q in s["sequences"])
 
-    reference = _trained_without(worker, model, rows, {"s003", "s010"})
-    assert _active_digests(worker, model_id) == {layer.artifact for layer in reference}
+    reference = trained_without(worker.engine, model, rows, {"s003", "s010"})
+    assert _active_digests(worker, model_id) == reference
 
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
     assert certificate["payloads_deleted"] and certificate["audit_chain_verified"]
     assert len(certificate["sample_id_hashes"]) == 2 and "s003" not in str(certificate)
     assert certificate["layers_invalidated"] and certificate["layers_retrained"]
     retrained = {layer["artifact"] for layer in certificate["layers_retrained"]}
-    assert retrained <= {layer.artifact for layer in reference}
+    assert retrained <= reference
     audit = api.ok(api.get(f"/models/{model_id}/audit"))
     assert audit["verification"]["ok"]
     actions = [e["action"] for e in audit["entries"]]
@@ -237,8 +210,8 @@ def test_deletions_coalesce_into_the_queued_retrain(api: Api, worker: InProcessW
     for deletion in (first, second):
         assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
     model = api.ok(api.get(f"/models/{model_id}"))
-    reference = _trained_without(worker, model, rows, set(same_shard))
-    assert _active_digests(worker, model_id) == {layer.artifact for layer in reference}
+    reference = trained_without(worker.engine, model, rows, set(same_shard))
+    assert _active_digests(worker, model_id) == reference
 
 
 def test_a_deletion_during_a_retrain_discards_it_and_retrains_again(
@@ -272,8 +245,8 @@ def test_a_deletion_during_a_retrain_discards_it_and_retrains_again(
     for deletion in (first, late):
         assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
     model = api.ok(api.get(f"/models/{model_id}"))
-    reference = _trained_without(worker, model, rows, set(victims))
-    assert _active_digests(worker, model_id) == {layer.artifact for layer in reference}
+    reference = trained_without(worker.engine, model, rows, set(victims))
+    assert _active_digests(worker, model_id) == reference
 
 
 def test_a_subject_is_deleted_across_shards(api: Api, worker: InProcessWorker) -> None:

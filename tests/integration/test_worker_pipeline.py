@@ -25,11 +25,18 @@ from service.db.engine import make_engine
 from service.db.models import Layer, LayerState
 from service.settings import Settings
 from tests.conftest import FreshDatabase
-from tests.integration.api import TINY_MODEL, auth, issue_keys, samples, save_tiny_backbone
+from tests.integration.api import (
+    TINY_MODEL,
+    auth,
+    issue_keys,
+    samples,
+    save_tiny_backbone,
+    trained_without,
+)
 from tests.integration.services import require_redis, stop, unlearn, wait_for
 from tests.tiny_models import tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
-from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.s3t import S3TEngine
 from unlearning.sharding import assign
 
 pytestmark = pytest.mark.integration
@@ -118,29 +125,8 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
 
     # The retrained model is bitwise the model trained without the deleted samples.
     gone = set(victims) | {ids[i] for i in bob}
-    config = S3TConfig.from_dict(
-        {
-            **model["config"],
-            "n_shards": 2,
-            "n_slices": 2,
-            "budget": 2,
-            "task": "classification",
-            "n_labels": 2,
-        }
-    )
-    spec = ModelSpec(config, tuple(tuple(o) for o in model["sequence_orders"]))
-    remaining = [
-        TrainingSample(
-            r["external_id"],
-            *assign(model_id, r["external_id"], 2, 2),
-            r["text"],
-            int(r["label"] == "pos"),
-        )
-        for r in rows
-        if r["external_id"] not in gone
-    ]
     reference = S3TEngine(tiny_backbone(4), LocalArtifactStore(Path(settings.data_dir) / "ref"))
-    expected = {layer.artifact for layer in reference.train(spec, remaining)}
+    expected = trained_without(reference, model, rows, gone)
     engine = make_engine(settings.database_url)
     with engine.connect() as conn:
         active = set(

@@ -146,6 +146,21 @@ class DeletionRepository(Repository):
         request.failure_reason = reason if status is S.failed else None
         setattr(request, _TIMESTAMP[status], utcnow())
 
+    def unknown_ids_many(self, request_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+        """The ids each request named that matched no sample, in request order."""
+        rows = self.session.execute(
+            sa.select(DeletionItem.request_id, DeletionItem.unknown_external_id)
+            .where(
+                DeletionItem.request_id.in_(list(request_ids)),
+                DeletionItem.unknown_external_id.is_not(None),
+            )
+            .order_by(DeletionItem.id)
+        )
+        unknown: dict[uuid.UUID, list[str]] = {}
+        for request_id, external_id in rows:
+            unknown.setdefault(request_id, []).append(external_id or "")
+        return unknown
+
     def link_job(self, request: DeletionRequest, job_id: uuid.UUID) -> None:
         """The request waits for this job (idempotent)."""
         if self.session.get(DeletionJob, (request.id, job_id)) is None:

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import migrate
-from service.db.engine import make_engine, make_session_factory, unit_of_work
+from service.db.engine import unit_of_work
 from service.db.models import OutboxMessage
 from service.db.models.base import utcnow
 from service.db.repositories import OutboxRepository
 from service.relay import OutboxRelay, backoff, relay_once
-from tests.conftest import FreshDatabase
 from tests.integration.services import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def factory(fresh_db: FreshDatabase) -> Iterator[sessionmaker[Session]]:
-    url = fresh_db.url()
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 class Broker:

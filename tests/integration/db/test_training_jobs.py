@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import migrate
-from service.db.engine import make_engine, make_session_factory, unit_of_work
+from service.db.engine import unit_of_work
 from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Task
 from service.db.repositories import (
     JobRepository,
@@ -22,21 +20,11 @@ from service.db.repositories import (
     TenantRepository,
 )
 from service.training.jobs import Transaction, run_sequence_job
-from tests.conftest import FreshDatabase
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import S3TEngine, TrainedLayer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def factory(fresh_db: FreshDatabase) -> Iterator[sessionmaker[Session]]:
-    url = fresh_db.url()
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _transaction(factory: sessionmaker[Session]) -> Transaction:
