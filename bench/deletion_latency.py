@@ -326,6 +326,10 @@ def run(
         stale += generation < floor
     latencies = [done - sent for sent, done, code, _ in predictor.records if code == 200]
     failed = sum(1 for _, _, code, _ in predictor.records if code != 200)
+    failed_by_status: dict[str, int] = {}
+    for _, _, code, _ in predictor.records:
+        if code != 200:
+            failed_by_status[str(code)] = failed_by_status.get(str(code), 0) + 1
     slow = sum(1 for sent, done, _, _ in predictor.records if done - sent > SLOW_S)
     answer = summary_ms(answers)
     clean_ms = summary_ms(to_clean)
@@ -348,6 +352,7 @@ def run(
         "predictions": {
             "count": len(predictor.records),
             "failed": failed,
+            "failed_by_status": failed_by_status,
             "slow_over_1s": slow,
             "stale_after_202": stale,
             **summary_ms(latencies),

@@ -105,7 +105,10 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
     migrate.upgrade(settings.database_url)
     if demo:
         _seed_demo()
-    worker_process = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"])
+    worker_process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker"],
+        preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
+    )
     try:
         _serve(host, port)
     finally:
@@ -114,6 +117,15 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
             worker_process.wait(30)
         except subprocess.TimeoutExpired:
             worker_process.kill()
+
+
+def _stop_with_parent() -> None:
+    """In the worker child (Linux): SIGTERM when `unlearn run` dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _seed_demo() -> None:

@@ -167,7 +167,7 @@ def predict(registry: ServingRegistry, model_id: uuid.UUID, texts: list[str]) ->
             PredictionOut(label=None, scores=None, value=float(v)) for v in outputs.tolist()
         ]
     return PredictResponse(
-        serving_generation=served.model.generation,
+        serving_generation=served.generation,
         shards=[
             ShardStatusBrief(shard=s.shard, sequence=s.sequence, stages=s.length)
             for s in served.model.shards

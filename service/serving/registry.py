@@ -2,10 +2,12 @@
 
 Every prediction reads the model's ``serving_generation`` (one indexed read) and, when it differs
 from the generation this process holds, rebuilds the model's layer map from the lineage before
-answering. After computing it reads the generation again; if a deletion committed meanwhile the
-answer is recomputed on the new map. So an answer given after a deletion's 202 never comes from
-a layer that deletion invalidated. Adapters load lazily (and stay in the engine's LRU cache); a
-pub/sub message only lets a process load new layers before the first request needs them.
+answering. After computing it reads the generation again; if it moved, the answer stands only if
+every layer it used is still valid (checked after that read), and is recomputed on the new map
+otherwise. So an answer given after a deletion's 202 never comes from a layer that deletion
+invalidated, and deletions elsewhere in the model cost no recomputation. Adapters load lazily
+(and stay in the engine's LRU cache); a pub/sub message only lets a process load new layers
+before the first request needs them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ServedShard:
     shard: int
     sequence: int
     length: int
+    layer_ids: tuple[int, ...]
     artifacts: tuple[str, ...]
 
 
@@ -55,6 +58,7 @@ class ServedModel:
 class Served:
     prediction: Prediction
     model: ServedModel
+    generation: int  # a generation at which every layer used was still valid
 
 
 def load_served_model(session: Session, model_id: uuid.UUID) -> ServedModel:
@@ -76,7 +80,11 @@ def load_served_model(session: Session, model_id: uuid.UUID) -> ServedModel:
         labels=tuple(model.labels) if model.task is Task.classification and model.labels else None,
         shards=tuple(
             ServedShard(
-                p.shard_index, p.sequence_index, p.length, tuple(refs[i] for i in p.layer_ids)
+                p.shard_index,
+                p.sequence_index,
+                p.length,
+                p.layer_ids,
+                tuple(refs[i] for i in p.layer_ids),
             )
             for p in chosen
         ),
@@ -125,6 +133,13 @@ class ServingRegistry:
                 with self._lock:
                     engine.load_stage(ref)
 
+    def _still_valid(self, served: ServedModel) -> bool:
+        """Whether every layer ``served`` used is still valid; read after the generation, so a
+        change committed in between can only make this stricter."""
+        layer_ids = [i for shard in served.shards for i in shard.layer_ids]
+        with unit_of_work(self._factory) as session:
+            return not LineageRepository.from_session(session).invalid_among(layer_ids)
+
     def predict(self, model_id: uuid.UUID, texts: Sequence[str]) -> Served:
         for _ in range(MAX_ATTEMPTS):
             served = self.current(model_id)
@@ -135,6 +150,7 @@ class ServingRegistry:
                 )
             with self._lock:
                 prediction = self._engine().predict(served.config, texts, served.prefixes)
-            if self.generation(model_id) == served.generation:
-                return Served(prediction, served)
+            generation = self.generation(model_id)
+            if generation == served.generation or self._still_valid(served):
+                return Served(prediction, served, generation)
         raise ServingUnavailableError("the model changed during every attempt to answer; retry")

@@ -19,7 +19,9 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.db import migrate
-from service.db.models import Layer, LayerState, Sample, SamplePayload
+from service.db.models import Layer, LayerState, Model, Sample, SamplePayload
+from service.deletions.schemas import DeletionCreate
+from service.deletions.service import request_deletion
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import (
@@ -384,3 +386,46 @@ def test_training_twice_at_once_is_a_conflict(api: Api, worker: InProcessWorker)
     problem(api.post(f"/models/{model_id}/train"), 409)
     worker.drain()
     assert api.ok(api.get(f"/models/{model_id}"))["status"] == "ready"
+
+
+def test_a_deletion_during_a_prediction_is_never_answered_around(
+    api: Api, worker: InProcessWorker, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first forward pass races a deletion that commits while it runs: the answer is
+    computed again without the invalidated layers, and says so with its generation."""
+    rows = samples(N_SAMPLES)
+    model_id = _trained_model(api, worker, rows)
+    api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["warm up"]}))
+    registry = client.app.state.serving  # type: ignore[attr-defined]
+    engine = registry._engine()
+    used: list[set[str]] = []
+    deleted: dict[str, Any] = {}
+    predict = engine.predict
+
+    def predict_while_deleting(config: Any, texts: Any, prefixes: Any, **kw: Any) -> Any:
+        used.append({ref for refs in prefixes.values() for ref in refs})
+        if not deleted:
+            with worker.factory() as session, session.begin():
+                request, _ = request_deletion(
+                    session,
+                    _tenant_of(session, model_id),
+                    DeletionCreate(model_id=uuid.UUID(model_id), sample_ids=["s005"]),
+                    actor="test",
+                )
+                deleted["generation"] = request.serving_generation
+        return predict(config, texts, prefixes, **kw)
+
+    monkeypatch.setattr(engine, "predict", predict_while_deleting)
+    answer = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good thing"]}))
+    assert len(used) == 2  # computed again after the deletion
+    assert answer["serving_generation"] >= deleted["generation"]
+    with worker.factory() as session:
+        invalid = session.scalars(
+            sa.select(Layer.artifact_ref).where(Layer.state == LayerState.invalidated)
+        ).all()
+    assert invalid and used[0] & set(invalid) and not used[1] & set(invalid)
+
+
+def _tenant_of(session: Any, model_id: str) -> uuid.UUID:
+    tenant_id: uuid.UUID = session.get_one(Model, uuid.UUID(model_id)).tenant_id
+    return tenant_id

@@ -132,6 +132,18 @@ class LineageRepository(Repository):
         )
         return {slice_id: version for slice_id, version in rows}
 
+    def invalid_among(self, layer_ids: Iterable[int]) -> set[int]:
+        """The layers among these that are not active, or whose slice versions moved."""
+        ids = set(layer_ids)
+        valid = self.session.scalars(
+            sa.select(Layer.id).where(
+                Layer.id.in_(list(ids)),
+                Layer.state == LayerState.active,
+                sa.not_(_stale_condition()),
+            )
+        )
+        return ids - set(valid)
+
     def stale_layer_ids(self, model_id: uuid.UUID, among: Iterable[int] | None = None) -> set[int]:
         """Layers of the model (or of ``among``) whose recorded slice versions are no longer
         all current."""
