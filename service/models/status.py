@@ -32,8 +32,10 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
     valid = {p.sequence_id: p.length for p in lineage.prefixes(model.id)}
     choice = lineage.serving_choice(model.id)
     by_shard = defaultdict(list)
-    for sequence in models.sequences(model.id):
+    all_sequences = models.sequences(model.id)
+    for sequence in all_sequences:
         by_shard[sequence.shard_id].append(sequence)
+    live = jobs.live_for_sequences([s.id for s in all_sequences], lock=False)
     out = []
     pending_total = 0
     for shard in shards:
@@ -43,7 +45,7 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
                 PendingJob(
                     job_id=j.id, kind=j.kind.value, status=j.status.value, from_stage=j.from_stage
                 )
-                for j in jobs.live_for_sequence(sequence.id, lock=False)
+                for j in live.get(sequence.id, [])
             ]
             pending_total += len(pending)
             sequences.append(
