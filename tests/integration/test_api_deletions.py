@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.db import migrate
 from service.db.models import Layer, LayerState, Model, Sample, SamplePayload
 from service.deletions.schemas import DeletionCreate
@@ -28,7 +27,6 @@ from tests.integration.api import (
     TINY_MODEL,
     InProcessWorker,
     auth,
-    issue_keys,
     problem,
     samples,
     save_tiny_backbone,
@@ -51,17 +49,6 @@ def settings(fresh_db: FreshDatabase, tmp_path: Path, tiny_dir: Path) -> Setting
     settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny_dir)
     migrate.upgrade(settings.database_url)
     return settings
-
-
-@pytest.fixture
-def keys(settings: Settings) -> dict[str, str]:
-    return issue_keys(settings)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 @pytest.fixture

@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.db import migrate
-from service.settings import Settings
-from tests.conftest import FreshDatabase
-from tests.integration.api import auth, issue_keys, problem
+from tests.integration.api import auth, problem
 
 pytestmark = pytest.mark.integration
 
 MODEL = {"name": "news", "labels": ["business", "sports"], "n_shards": 2, "n_slices": 3}
-
-
-@pytest.fixture
-def settings(fresh_db: FreshDatabase, tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path, database_url=fresh_db.url())
-    migrate.upgrade(settings.database_url)
-    return settings
-
-
-@pytest.fixture
-def keys(settings: Settings) -> dict[str, str]:
-    """An app key of tenant a, and an app key of tenant b."""
-    return issue_keys(settings)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer ul_nope_nope"])
