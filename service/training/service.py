@@ -2,12 +2,14 @@
 
 A job runs in three steps so that no transaction stays open while the engine trains:
 
-1. :func:`read_sequence_job` (one transaction): the shard's live samples and payloads, the
-   versions of its slices snapshotted together with them, and the saved valid prefix;
+1. :func:`read_sequence_job` (one transaction): the versions of the shard's slices, then its
+   live samples and payloads, and the saved valid prefix;
 2. ``S3TEngine.retrain`` (no database);
-3. :func:`record_sequence` (one transaction): the trained stages as layers carrying the snapshot,
-   then ``LineageRepository.activate``, which serves them only if those versions are still
-   current; a deletion that landed meanwhile gets them discarded, never served.
+3. :func:`record_layers`: the trained stages as ``training`` layers carrying the snapshot, then
+   ``LineageRepository.activate``, which serves them only if those versions are still current;
+   a deletion that landed meanwhile gets them discarded, never served. The job runner does these
+   in two transactions (only the second locks the model); :func:`record_sequence` does both in
+   one.
 
 Functions here flush and never commit: the job's boundary does.
 """

@@ -107,20 +107,6 @@ class JobRepository(Repository):
             self.session.scalars(sa.select(Job).where(Job.parent_id == parent_id).order_by(Job.id))
         )
 
-    def live_count(self, model_id: uuid.UUID) -> int:
-        return (
-            self.session.scalar(
-                sa.select(sa.func.count())
-                .select_from(Job)
-                .where(
-                    Job.model_id == model_id,
-                    Job.sequence_id.is_not(None),
-                    Job.status.in_(LIVE_STATUSES),
-                )
-            )
-            or 0
-        )
-
     def start(self, job: Job) -> None:
         if job.status not in LIVE_STATUSES:
             raise LineageError(f"job {job.id} is {job.status.value}; it cannot start")
