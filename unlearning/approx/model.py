@@ -1,0 +1,130 @@
+"""A served prefix as a trainable model: what every approximate method edits.
+
+The frozen backbone runs as is; the prefix's adapters are added as forward hooks on its target
+linear modules (as in serving), the adapters of the *editable* stages and the head are
+``nn.Parameter`` s, everything else is constant. :meth:`PrefixModel.export` returns the prefix's
+stages with the edited tensors, ready to be stored as artifacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearning.s3t.backbone import Backbone, Encoded, mean_pool
+from unlearning.s3t.weights import LoraPair, StageWeights
+
+
+class PrefixModel(nn.Module):
+    def __init__(
+        self,
+        backbone: Backbone,
+        stages: Sequence[StageWeights],
+        *,
+        editable: Collection[int],
+        target_modules: Sequence[str],
+    ) -> None:
+        """``stages``: the prefix, stage 1 first; ``editable``: 0-based indices of the stages
+        whose adapters may change (the head, the last stage's, always may)."""
+        super().__init__()
+        if not stages:
+            raise ValueError("a prefix needs at least one stage")
+        if not set(editable) <= set(range(len(stages))):
+            raise ValueError(f"`editable` must index the {len(stages)} stages")
+        self.backbone = backbone
+        self.stages = list(stages)
+        self.editable = sorted(set(editable))
+        self.lora = nn.ParameterDict()
+        # The effective adapter per (layer, module): the latest stage's (as in serving).
+        self._source: dict[tuple[int, str], int] = {}
+        for index, stage in enumerate(stages):
+            for key in stage.adapters:
+                self._source[key] = index
+        for key, index in self._source.items():
+            if index in self.editable:
+                pair = stages[index].adapters[key]
+                self.lora[_name(index, key, "a")] = nn.Parameter(pair.a.detach().clone())
+                self.lora[_name(index, key, "b")] = nn.Parameter(pair.b.detach().clone())
+        last = stages[-1]
+        self.head = nn.Linear(last.head_weight.shape[1], last.head_weight.shape[0])
+        with torch.no_grad():
+            self.head.weight.copy_(last.head_weight)
+            self.head.bias.copy_(last.head_bias)
+        self._targets: dict[tuple[int, str], nn.Module] = {}
+        for layer_index, layer in enumerate(backbone.layers):
+            for path, module in layer.named_modules():
+                name = path.rsplit(".", 1)[-1]
+                if name in target_modules and isinstance(module, nn.Linear):
+                    self._targets[(layer_index, name)] = module
+        missing = set(self._source) - set(self._targets)
+        if missing:
+            raise ValueError(f"the backbone has no target module for {sorted(missing)}")
+        self.depth = min((layer for layer, _ in self._source), default=backbone.n_layers)
+
+    def _pair(self, key: tuple[int, str]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        index = self._source[key]
+        stage = self.stages[index]
+        if index in self.editable:
+            return (
+                self.lora[_name(index, key, "a")],
+                self.lora[_name(index, key, "b")],
+                stage.scaling,
+            )
+        pair = stage.adapters[key]
+        return pair.a, pair.b, stage.scaling
+
+    def forward(self, encoded: Encoded) -> torch.Tensor:
+        with torch.no_grad():
+            hidden = self.backbone.hidden_at(encoded, self.depth)
+        handles = [
+            self._targets[key].register_forward_hook(_Delta(*self._pair(key)))
+            for key in sorted(self._source)
+        ]
+        try:
+            hidden = self.backbone.run(
+                hidden, encoded.attention_mask, self.depth, self.backbone.n_layers
+            )
+        finally:
+            for handle in handles:
+                handle.remove()
+        out: torch.Tensor = self.head(mean_pool(hidden, encoded.attention_mask))
+        return out
+
+    def export(self) -> list[StageWeights]:
+        """The prefix's stages with the edited adapters, the last one with the edited head."""
+        stages = []
+        for index, stage in enumerate(self.stages):
+            adapters = dict(stage.adapters)
+            for key in stage.adapters:
+                if index in self.editable and self._source[key] == index:
+                    adapters[key] = LoraPair(
+                        self.lora[_name(index, key, "a")].detach().clone(),
+                        self.lora[_name(index, key, "b")].detach().clone(),
+                    )
+            last = index == len(self.stages) - 1
+            stages.append(
+                StageWeights(
+                    adapters=adapters,
+                    head_weight=self.head.weight.detach().clone() if last else stage.head_weight,
+                    head_bias=self.head.bias.detach().clone() if last else stage.head_bias,
+                    scaling=stage.scaling,
+                )
+            )
+        return stages
+
+
+def _name(index: int, key: tuple[int, str], which: str) -> str:
+    layer, module = key
+    return f"s{index}_l{layer}_{module}_{which}"
+
+
+class _Delta:
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, scaling: float) -> None:
+        self.a, self.b, self.scaling = a, b, scaling
+
+    def __call__(self, _module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        delta: torch.Tensor = (inputs[0] @ self.a.T) @ self.b.T * self.scaling
+        return output + delta

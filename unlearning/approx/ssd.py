@@ -1,0 +1,83 @@
+"""SSD, Selective Synaptic Dampening (Foster, Schoepf, Brintrup; AAAI 2024).
+
+As in the official ``ParameterPerturber``: the importance of each parameter on a set is the mean
+over batches of the squared gradient of the batch-mean loss (a diagonal Fisher estimate).
+Parameters whose forget-set importance exceeds ``alpha`` times their importance on the full
+training data are multiplied by ``min(lambda * I_D / I_f, 1)``; nothing else changes and no
+optimiser step is taken. Here the parameters are the editable LoRA matrices and the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unlearning.approx.data import Examples, task_loss
+from unlearning.approx.model import PrefixModel
+
+
+@dataclass(frozen=True)
+class SSDConfig:
+    alpha: float = 10.0  # selection: I_forget > alpha * I_data
+    dampening: float = 1.0  # lambda
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.alpha <= 0:
+            raise ValueError("`alpha` must be positive")
+        if self.dampening <= 0:
+            raise ValueError("`dampening` must be positive")
+        if self.batch_size < 1:
+            raise ValueError("`batch_size` must be at least 1")
+
+
+@dataclass(frozen=True)
+class SSDResult:
+    selected: int  # parameters dampened
+    total: int  # parameters considered
+
+
+def importance(
+    model: PrefixModel, examples: Examples, batch_size: int, *, name: str = "importance"
+) -> dict[str, torch.Tensor]:
+    """Mean over batches of the squared gradient of the batch loss, per trainable parameter."""
+    examples.labelled(name)
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    sums = {name: torch.zeros_like(p) for name, p in params.items()}
+    batches = 0
+    model.eval()
+    for batch in examples.batches(batch_size):
+        model.zero_grad(set_to_none=True)
+        assert batch.targets is not None
+        task_loss(model(batch.encoded), batch.targets).backward()  # type: ignore[no-untyped-call]
+        for name, p in params.items():
+            if p.grad is not None:
+                sums[name] += p.grad.detach() ** 2
+        batches += 1
+    model.zero_grad(set_to_none=True)
+    return {name: total / batches for name, total in sums.items()}
+
+
+def ssd(
+    model: PrefixModel, forget: Examples, data: Examples, config: SSDConfig | None = None
+) -> SSDResult:
+    """Dampen, in place, the parameters the forget set matters to far more than the data does.
+
+    ``data`` is the full training data the prefix saw (retain and forget); its importance can be
+    computed once per prefix and reused."""
+    config = config or SSDConfig()
+    forget_importance = importance(model, forget, config.batch_size, name="forget")
+    data_importance = importance(model, data, config.batch_size, name="training data")
+    selected = total = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in forget_importance:
+                continue
+            i_f, i_d = forget_importance[name], data_importance[name]
+            mask = i_f > config.alpha * i_d
+            factor = torch.clamp(config.dampening * i_d / i_f.clamp_min(1e-30), max=1.0)
+            p[mask] = p[mask] * factor[mask]
+            selected += int(mask.sum())
+            total += p.numel()
+    return SSDResult(selected, total)
