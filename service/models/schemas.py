@@ -35,6 +35,12 @@ class ModelCreate(BaseModel):
     batch_size: int = Field(32, ge=2, le=4096)
     max_length: int = Field(64, ge=2, le=4096)
     seed: int = Field(0, ge=0, lt=2**63)
+    gradient_penalty: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="IAU's gradient-norm penalty during training (0 = off; 0.005 in IAU's code).",
+    )
 
 
 class ModelPublic(BaseModel):

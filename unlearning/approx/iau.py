@@ -3,7 +3,7 @@
 As in the official ``IAU_unlearn.py``: one optimiser step (Adam, lr 1e-3) along the accumulated
 gradient of the mean retain loss minus the mean forget loss. Its accuracy relies on the original
 model having been trained with a gradient-norm penalty (:func:`gradient_norm_penalty`), which the
-S3T trainer offers as a training option.
+S3T trainer applies when ``S3TConfig.gradient_penalty`` is set.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import torch
 
 from unlearning.approx.data import Examples, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.gradient_penalty import gradient_norm_penalty
+
+__all__ = ["IAUConfig", "gradient_norm_penalty", "iau"]
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,3 @@ def iau(
     _accumulate(model, forget, -1.0, config.batch_size)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def gradient_norm_penalty(
-    loss: torch.Tensor, params: list[torch.Tensor], alpha: float
-) -> torch.Tensor:
-    """IAU's training-time gradient restriction: ``loss + alpha * sum of per-tensor L2 norms of
-    its gradient`` (double backpropagation; the official default ``alpha`` is 0.005)."""
-    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-    norm = sum((g.norm() for g in grads if g is not None), torch.zeros((), dtype=loss.dtype))
-    return loss + alpha * norm

@@ -10,6 +10,7 @@ the whole sequence from scratch on the same data.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import warnings
@@ -22,7 +23,9 @@ from peft import LoraConfig
 from peft.functional import inject_adapter_in_model, set_adapter
 from peft.tuners.lora import LoraLayer
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from unlearning.gradient_penalty import gradient_norm_penalty
 from unlearning.s3t.backbone import Backbone, mean_pool
 from unlearning.s3t.blocks import stage_layers
 from unlearning.s3t.config import S3TConfig, Schedule, Task
@@ -188,20 +191,31 @@ class SequenceTrainer:
         for module in stack.modules():
             if isinstance(module, LoraLayer):
                 module.lora_dropout.train()
+        # Double backprop (the gradient penalty) needs attention made of differentiable ops.
+        attention = (
+            sdpa_kernel(SDPBackend.MATH) if cfg.gradient_penalty else contextlib.nullcontext()
+        )
         try:
-            for _ in range(cfg.epochs_per_stage):
-                shuffled = rows[torch.randperm(len(rows), generator=order_rng)]
-                for first in range(0, len(shuffled), cfg.batch_size):
-                    batch = shuffled[first : first + cfg.batch_size]
-                    mask = data.encoded.attention_mask[batch]
-                    states = self.backbone.run(
-                        hidden.at(depth, batch), mask, depth, self.backbone.n_layers, stack.layers
-                    )
-                    outputs = head(mean_pool(states, mask))
-                    loss = _loss(cfg.task, outputs, data.targets[batch])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()  # type: ignore[no-untyped-call]
-                    optimizer.step()
+            with attention:
+                for _ in range(cfg.epochs_per_stage):
+                    shuffled = rows[torch.randperm(len(rows), generator=order_rng)]
+                    for first in range(0, len(shuffled), cfg.batch_size):
+                        batch = shuffled[first : first + cfg.batch_size]
+                        mask = data.encoded.attention_mask[batch]
+                        states = self.backbone.run(
+                            hidden.at(depth, batch),
+                            mask,
+                            depth,
+                            self.backbone.n_layers,
+                            stack.layers,
+                        )
+                        outputs = head(mean_pool(states, mask))
+                        loss = _loss(cfg.task, outputs, data.targets[batch])
+                        if cfg.gradient_penalty:
+                            loss = gradient_norm_penalty(loss, params, cfg.gradient_penalty)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()  # type: ignore[no-untyped-call]
+                        optimizer.step()
         finally:
             stack.eval()
             for param in params:
