@@ -56,9 +56,8 @@ def run_sequence_job(
 
         def progress(stage: int) -> None:
             with transaction() as session:
-                JobRepository.from_session(session).progress(
-                    JobRepository.from_session(session).get(job_id), stage - work.from_stage + 1
-                )
+                jobs = JobRepository.from_session(session)
+                jobs.progress(jobs.get(job_id), stage - work.from_stage + 1)
 
         trained = engine.retrain(
             work.spec, work.key, work.from_stage, work.samples, work.prefix, on_stage=progress
@@ -100,11 +99,7 @@ def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
         raise LineageError(f"job {job.id} names no sequence to train")
     jobs.start(job)
     _start_parent(jobs, job)
-    valid = next(
-        p.length
-        for p in LineageRepository.from_session(session).prefixes(job.model_id)
-        if p.sequence_id == job.sequence_id
-    )
+    valid = LineageRepository.from_session(session).valid_length(job.model_id, job.sequence_id)
     job.from_stage = min(job.from_stage, valid + 1)
     work = read_sequence_job(session, job.sequence_id, job.from_stage)
     job.stages_total = work.spec.config.n_slices - job.from_stage + 1

@@ -197,13 +197,9 @@ def settle(session: Session, job: Job, activation: Activation | None) -> None:
             },
         )
         if activation.discarded_layer_ids and job.sequence_id is not None:
-            prefix = next(
-                p
-                for p in LineageRepository.from_session(session).prefixes(model.id)
-                if p.sequence_id == job.sequence_id
-            )
+            valid = LineageRepository.from_session(session).valid_length(model.id, job.sequence_id)
             sequence = session.get_one(SliceSequence, job.sequence_id)
-            follow_up = ensure_retrain(session, model, sequence, prefix.length)
+            follow_up = ensure_retrain(session, model, sequence, valid)
             for request in waiting:
                 deletions.link_job(request, follow_up.id)
     _settle_deletions(session, waiting)

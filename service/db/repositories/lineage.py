@@ -168,19 +168,27 @@ class LineageRepository(Repository):
         query = _layers_of_model(model_id).where(Layer.state == LayerState.active, saw_slice)
         return list(self.session.scalars(query.order_by(Layer.sequence_id, Layer.position)))
 
-    def prefixes(self, model_id: uuid.UUID) -> list[Prefix]:
-        """Each sequence's longest valid prefix (possibly empty), ordered by shard, sequence."""
-        rows = self.session.execute(
+    def prefixes(
+        self, model_id: uuid.UUID, *, sequence_id: uuid.UUID | None = None
+    ) -> list[Prefix]:
+        """Each sequence's longest valid prefix (possibly empty), ordered by shard, sequence;
+        only one sequence's when ``sequence_id`` is given."""
+        sequences = (
             sa.select(Shard.index, SliceSequence.id, SliceSequence.index)
             .join(SliceSequence, SliceSequence.shard_id == Shard.id)
             .where(Shard.model_id == model_id)
             .order_by(Shard.index, SliceSequence.index)
         )
-        live = self.session.execute(
+        valid_layers = (
             _layers_of_model(model_id)
             .where(Layer.state == LayerState.active, sa.not_(_stale_condition()))
             .with_only_columns(Layer.sequence_id, Layer.position, Layer.id, Layer.parent_layer_id)
         )
+        if sequence_id is not None:
+            sequences = sequences.where(SliceSequence.id == sequence_id)
+            valid_layers = valid_layers.where(Layer.sequence_id == sequence_id)
+        rows = self.session.execute(sequences)
+        live = self.session.execute(valid_layers)
         by_sequence: dict[uuid.UUID, dict[int, tuple[int, int | None]]] = defaultdict(dict)
         for sequence_id, position, layer_id, parent_id in live:
             by_sequence[sequence_id][position] = (layer_id, parent_id)
@@ -196,6 +204,13 @@ class LineageRepository(Repository):
                 chain.append(layer_id)
             prefixes.append(Prefix(shard_index, sequence_id, sequence_index, tuple(chain)))
         return prefixes
+
+    def valid_length(self, model_id: uuid.UUID, sequence_id: uuid.UUID) -> int:
+        """How many stages of one sequence are valid and servable (its prefix's length)."""
+        prefixes = self.prefixes(model_id, sequence_id=sequence_id)
+        if not prefixes:
+            raise LineageError(f"no sequence {sequence_id} in model {model_id}")
+        return prefixes[0].length
 
     def serving_choice(self, model_id: uuid.UUID) -> dict[int, Prefix | None]:
         """Per shard index: the sequence with the longest valid prefix, or None (shard drops out).
