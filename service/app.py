@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from service.api import health
 from service.api.problems import install_problem_handlers
+from service.approximation.service import purge_overdue_payloads
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import router as deletions_router
 from service.jobs.endpoints import router as jobs_router
@@ -46,7 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         factory = make_session_factory(engine)
         celery = create_celery(settings)
-        relay = OutboxRelay(factory, celery_publisher(celery), interval_s=settings.relay_interval_s)
+        relay = OutboxRelay(
+            factory,
+            celery_publisher(celery),
+            interval_s=settings.relay_interval_s,
+            housekeeping=lambda: purge_overdue_payloads(factory),
+        )
         serving = ServingRegistry(factory, cache(lambda: build_engine(settings)))
         listener = (
             ChangeListener(settings.pubsub_url, serving.preload) if settings.pubsub_url else None

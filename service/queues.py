@@ -19,3 +19,4 @@ class Priority(IntEnum):
 class TaskName(StrEnum):
     ping = "workers.ping"
     train_sequence = "workers.train_sequence"
+    approximate_deletion = "workers.approximate_deletion"

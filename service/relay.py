@@ -10,7 +10,9 @@ writers), so several relays (the API's, each worker's) never send one twice.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -69,14 +71,24 @@ def relay_once(factory: sessionmaker[Session], publish: Publisher, *, limit: int
 
 
 class OutboxRelay:
-    """A daemon thread that relays every ``interval_s``, or at once when woken."""
+    """A daemon thread that relays every ``interval_s``, or at once when woken; it also runs
+    ``housekeeping`` (e.g. overdue payload purges) every ``housekeeping_s``."""
 
     def __init__(
-        self, factory: sessionmaker[Session], publish: Publisher, *, interval_s: float = 1.0
+        self,
+        factory: sessionmaker[Session],
+        publish: Publisher,
+        *,
+        interval_s: float = 1.0,
+        housekeeping: Callable[[], object] | None = None,
+        housekeeping_s: float = 30.0,
     ) -> None:
         self._factory = factory
         self._publish = publish
         self._interval_s = interval_s
+        self._housekeeping = housekeeping
+        self._housekeeping_s = housekeeping_s
+        self._housekept_at = -math.inf
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
@@ -100,6 +112,10 @@ class OutboxRelay:
             try:
                 while relay_once(self._factory, self._publish) and not self._stopped.is_set():
                     pass
+                now = time.monotonic()
+                if self._housekeeping and now - self._housekept_at >= self._housekeeping_s:
+                    self._housekept_at = now
+                    self._housekeeping()
             except Exception:  # the database may be restarting; try again next round
                 log.exception("outbox relay round failed")
             self._wake.wait(self._interval_s)

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
         description="Torch threads of an API process for predictions; few keep the deletion "
         "path responsive while it predicts.",
     )
+    approximate_purge_deadline_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Under an approximate policy, the longest a deleted sample's payload waits "
+        "for the approximate pass to read it; then it is purged and the deletion is exact only.",
+    )
+    auto_approximate_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="Policy `auto`: run an approximate pass when the training queue's expected "
+        "wait exceeds this many seconds.",
+    )
     host: str = Field("127.0.0.1", description="Address `unlearn serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `unlearn serve` binds.")
     log_level: str = Field("info", description="Python logging level name.")

@@ -22,8 +22,11 @@ class SimTrainer:
         self.samples = SampleRepository.from_session(session)
         self.trained_on: dict[int, frozenset[int]] = {}
 
-    def train(self, sequence: SliceSequence, from_position: int = 1) -> list[int]:
-        """Record stages from_position..L of ``sequence`` (state ``training``)."""
+    def train(
+        self, sequence: SliceSequence, from_position: int = 1, *, approximate: bool = False
+    ) -> list[int]:
+        """Record stages from_position..L of ``sequence`` (state ``training``); ``approximate``
+        records them as an approximate pass's output."""
         parent = None
         if from_position > 1:
             parent = self.session.scalar(
@@ -45,6 +48,7 @@ class SimTrainer:
                 slice_versions=versions,
                 parent_layer_id=parent,
                 trained_sample_count=len(data),
+                approximate=approximate,
             )
             self.trained_on[layer.id] = frozenset(sample.id for sample, _ in data)
             parent = layer.id

@@ -35,5 +35,5 @@ def create_celery(settings: Settings) -> Celery:
             "visibility_timeout": LONGEST_TASK_S + 3600,
             "queue_order_strategy": "priority",
         }
-    app.conf.imports = ["workers.tasks.health", "workers.tasks.training"]
+    app.conf.imports = ["workers.tasks.health", "workers.tasks.training", "workers.tasks.deletions"]
     return app

@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.s3t import build_engine
+from service.serving.notify import publish_change
 from service.settings import get_settings
+from service.training.jobs import JobOutcome
 from unlearning.s3t import S3TEngine
 
 
@@ -35,3 +37,10 @@ def transaction() -> AbstractContextManager[Session]:
 @cache
 def s3t_engine() -> S3TEngine:
     return build_engine(get_settings())
+
+
+def announce(outcome: JobOutcome | None) -> None:
+    """Tell the API processes (Redis pub/sub, when configured) that a job served new layers."""
+    settings = get_settings()
+    if outcome is not None and outcome.activation.activated_layer_ids and settings.pubsub_url:
+        publish_change(settings.pubsub_url, outcome.model_id, outcome.serving_generation)

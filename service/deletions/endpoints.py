@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from service.api.auth import CurrentKey
-from service.api.deps import SessionDep
+from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import problem_responses
+from service.approximation.service import ApproximationSettings
 from service.db.models import DeletionStatus
 from service.deletions import service
 from service.deletions.schemas import (
@@ -39,6 +40,7 @@ def create_deletion(
     session: SessionDep,
     request: Request,
     response: Response,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> DeletionPublic:
     """Delete samples (by external id) or a data subject's samples from one model.
@@ -53,6 +55,10 @@ def create_deletion(
         body,
         actor=f"key:{key.prefix}",
         idempotency_key=idempotency_key,
+        approximation=ApproximationSettings(
+            purge_deadline_s=settings.approximate_purge_deadline_s,
+            auto_wait_s=settings.auto_approximate_wait_s,
+        ),
     )
     public = service.deletion_public(session, deletion)
     session.commit()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +77,11 @@ class CertifiedLayer(BaseModel):
     artifact: str | None
 
 
+class ApproximateLayer(CertifiedLayer):
+    method: str | None
+    served: bool = Field(description="Still served (not yet replaced by the exact retrain).")
+
+
 class AuditLink(BaseModel):
     seq: int
     action: str
@@ -94,12 +99,24 @@ class DeletionCertificate(BaseModel):
     issued_at: datetime
     received_at: datetime
     deactivated_at: datetime | None
+    approximated_at: datetime | None
     completed_at: datetime | None
+    unlearning: Literal["pending", "approximate", "exact"] = Field(
+        description="`exact`: every layer that saw the samples was retrained without them. "
+        "`approximate`: some of the served layers are an approximate pass's output for this "
+        "deletion, waiting for their exact retrain. `pending`: neither yet (the affected "
+        "shards serve their shorter valid prefixes meanwhile)."
+    )
     counts: DeletionCounts
     sample_id_hashes: list[str] = Field(description="SHA-256 of each requested external id.")
     subject_hash: str | None
     payloads_deleted: bool = Field(description="No payload row of a deleted sample remains.")
+    payloads_purged_at: datetime | None = Field(
+        description="When payloads kept for an approximate pass were purged (None if none were "
+        "kept: they went with the deactivation)."
+    )
     layers_invalidated: list[CertifiedLayer]
+    layers_approximated: list[ApproximateLayer]
     layers_retrained: list[CertifiedLayer]
     jobs: list[uuid.UUID]
     audit_chain: str

@@ -17,7 +17,19 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from service.db.models import DeletionRequest, DeletionStatus, ItemOutcome, Sample
+from service.approximation.service import (
+    ApproximationSettings,
+    keep_payloads,
+    plan_pass,
+    wants_approximation,
+)
+from service.db.models import (
+    DeletionRequest,
+    DeletionStatus,
+    ItemOutcome,
+    LayerState,
+    Sample,
+)
 from service.db.models.base import utcnow
 from service.db.repositories import (
     AuditRepository,
@@ -28,6 +40,7 @@ from service.db.repositories import (
 )
 from service.db.repositories.base import sha256_hex
 from service.deletions.schemas import (
+    ApproximateLayer,
     AuditLink,
     CertifiedLayer,
     DeletionCertificate,
@@ -47,8 +60,13 @@ def request_deletion(
     *,
     actor: str,
     idempotency_key: str | None = None,
+    approximation: ApproximationSettings | None = None,
 ) -> tuple[DeletionRequest, bool]:
-    """Record and carry out a deletion; (the earlier request, False) for a repeated key."""
+    """Record and carry out a deletion; (the earlier request, False) for a repeated key.
+
+    Under an approximate policy (the model's ``unlearning_policy``) the payloads are kept for
+    the approximate pass, queued here too, until it reads them or the deadline passes."""
+    approximation = approximation or ApproximationSettings()
     model = ModelRepository.from_session(session).get(body.model_id, tenant_id=tenant_id)
     canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
     deletions = DeletionRepository.from_session(session)
@@ -84,17 +102,23 @@ def request_deletion(
 
     live = [sample_id for _, sample_id, o in items if o is ItemOutcome.deleted and sample_id]
     lineage = LineageRepository.from_session(session)
-    invalidated: list[int] = []
-    if live:
-        deactivation = lineage.deactivate_samples(model.id, live)
-        invalidated = deactivation.invalidated_layer_ids
-        affected = set(deactivation.first_invalid_position)
-    else:
-        affected = set()
+    approximate = bool(live) and wants_approximation(session, model, approximation)
+    deactivation = (
+        lineage.deactivate_samples(model.id, live, purge_payloads=not approximate) if live else None
+    )
+    invalidated = deactivation.invalidated_layer_ids if deactivation else []
+    affected = set(deactivation.first_invalid_position) if deactivation else set()
     deletions.advance(request, DeletionStatus.deactivated)
     request.serving_generation = model.serving_generation
     shards = {found[e].shard_id for e, _, o in items if o is ItemOutcome.deleted}
     jobs = scheduling.retrain_after_deletion(session, model, request, shards, affected)
+    if approximate and deactivation is not None:
+        keep_payloads(request, approximation)
+        approximate_job = plan_pass(session, model, request, deactivation)
+        if approximate_job is None:
+            scheduling.purge_payloads(session, request, reason="no layer to approximate")
+        else:
+            jobs.append(approximate_job)
     refs = lineage.artifact_refs(invalidated)
     AuditRepository.from_session(session).append(
         scheduling.audit_chain(model.id),
@@ -206,6 +230,27 @@ def certificate(
         if e.action == "layers.activated"
         for layer in e.payload.get("activated", [])
     ]
+    methods = {
+        layer["layer_id"]: e.payload.get("method")
+        for e in entries
+        if e.action == "layers.approximated"
+        for layer in e.payload.get("activated", [])
+    }
+    approximated = [
+        ApproximateLayer(
+            layer_id=layer.id,
+            artifact=layer.artifact_ref,
+            method=methods.get(layer.id),
+            served=layer.state is LayerState.active,
+        )
+        for layer in LineageRepository.from_session(session).approximated_for(request.id)
+    ]
+    if request.status is DeletionStatus.completed:
+        unlearning = "exact"
+    elif any(layer.served for layer in approximated):
+        unlearning = "approximate"
+    else:
+        unlearning = "pending"
     sample_ids = [i.sample_id for i in items if i.sample_id is not None]
     return DeletionCertificate(
         deletion_id=request.id,
@@ -214,12 +259,16 @@ def certificate(
         issued_at=utcnow(),
         received_at=request.received_at,
         deactivated_at=request.deactivated_at,
+        approximated_at=request.approximated_at,
         completed_at=request.completed_at,
+        unlearning=unlearning,
         counts=_counts(request),
         sample_id_hashes=sorted(item.external_id_hash for item in items),
         subject_hash=request.subject_hash,
         payloads_deleted=not SampleRepository.from_session(session).payloads_exist(sample_ids),
+        payloads_purged_at=request.payloads_purged_at,
         layers_invalidated=invalidated,
+        layers_approximated=approximated,
         layers_retrained=retrained,
         jobs=[job.id for job in jobs],
         audit_chain=chain,

@@ -41,6 +41,16 @@ class ModelCreate(BaseModel):
         le=1,
         description="IAU's gradient-norm penalty during training (0 = off; 0.005 in IAU's code).",
     )
+    unlearning_policy: Literal["exact", "approximate_then_exact", "auto"] = Field(
+        "exact",
+        description="`exact`: deactivate, then retrain exactly. `approximate_then_exact`: also "
+        "run an approximate pass on the invalidated layers and serve its result (marked "
+        "approximate) until the exact retrain replaces it. `auto`: approximate only when the "
+        "training queue's expected wait exceeds UNLEARN_AUTO_APPROXIMATE_WAIT_S.",
+    )
+    approximate_method: Literal["ssd", "iau", "finetune", "gradient_ascent", "random_labels"] = (
+        Field("ssd", description="The approximate pass (`random_labels`: classification only).")
+    )
 
 
 class ModelPublic(BaseModel):
@@ -55,6 +65,8 @@ class ModelPublic(BaseModel):
     config: dict[str, Any]
     status: str
     serving_generation: int
+    unlearning_policy: str
+    approximate_method: str
     created_at: datetime
 
 
@@ -104,12 +116,17 @@ class SequenceStatus(BaseModel):
     index: int
     order: list[int]
     valid_prefix: int = Field(description="Stages 1..valid_prefix are valid and servable.")
+    exact_prefix: int = Field(
+        description="Stages 1..exact_prefix are exact; the valid stages above them are the "
+        "output of an approximate pass, until the exact retrain replaces them."
+    )
     pending: list[PendingJob]
 
 
 class ServingChoice(BaseModel):
     sequence: int
     stages: int
+    approximate_stages: int = Field(description="How many of the served stages are approximate.")
 
 
 class ShardStatus(BaseModel):
@@ -124,6 +141,9 @@ class EstimatedQuality(BaseModel):
 
     live_shards: float = Field(description="Share of shards in the ensemble.")
     served_depth: float = Field(description="Mean served stages / L over all shards.")
+    approximate_depth: float = Field(
+        description="Mean served approximate stages / L over all shards (0: all exact)."
+    )
 
 
 class ModelStatusPublic(BaseModel):
@@ -132,6 +152,7 @@ class ModelStatusPublic(BaseModel):
     model_id: uuid.UUID
     status: str
     serving_generation: int
+    unlearning_policy: str
     pending_retrains: int
     shards: list[ShardStatus]
     estimated_quality: EstimatedQuality
@@ -155,6 +176,7 @@ class ShardStatusBrief(BaseModel):
     shard: int
     sequence: int
     stages: int
+    approximate_stages: int = Field(description="Served stages from an approximate pass.")
 
 
 class PredictResponse(BaseModel):

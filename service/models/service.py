@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, Model, Task
+from service.db.models import ApproximateMethod, Job, Model, Task, UnlearningPolicy
 from service.db.repositories import AuditRepository, ModelRepository, NewSample, SampleRepository
 from service.db.repositories.samples import BulkResult
 from service.errors import InvalidModelConfigError
@@ -41,7 +41,11 @@ def create_model(
         raise InvalidModelConfigError(
             f"`n_slices` ({data.n_slices}) exceeds the backbone's {backbone_layers} layers"
         )
-    settings = data.model_dump(exclude={"name", "labels"})
+    if data.approximate_method == "random_labels" and data.task != "classification":
+        raise InvalidModelConfigError("`random_labels` needs a classification model")
+    settings = data.model_dump(
+        exclude={"name", "labels", "unlearning_policy", "approximate_method"}
+    )
     settings["n_labels"] = len(data.labels or []) if data.task == "classification" else 1
     if settings["deletion_prior"] is not None:
         settings["deletion_prior"] = tuple(settings["deletion_prior"])
@@ -63,6 +67,8 @@ def create_model(
         sequence_orders=plan_sequences(config),
         labels=data.labels,
         config=stored,
+        unlearning_policy=UnlearningPolicy(data.unlearning_policy),
+        approximate_method=ApproximateMethod(data.approximate_method),
     )
 
 
@@ -105,6 +111,8 @@ def model_public(session: Session, model: Model) -> ModelPublic:
         config=model.config,
         status=model.status.value,
         serving_generation=model.serving_generation,
+        unlearning_policy=model.unlearning_policy.value,
+        approximate_method=model.approximate_method.value,
         created_at=model.created_at,
     )
 
@@ -169,7 +177,12 @@ def predict(registry: ServingRegistry, model_id: uuid.UUID, texts: list[str]) ->
     return PredictResponse(
         serving_generation=served.generation,
         shards=[
-            ShardStatusBrief(shard=s.shard, sequence=s.sequence, stages=s.length)
+            ShardStatusBrief(
+                shard=s.shard,
+                sequence=s.sequence,
+                stages=s.length,
+                approximate_stages=s.approximate_stages,
+            )
             for s in served.model.shards
         ],
         predictions=predictions,

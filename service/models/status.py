@@ -29,7 +29,7 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
     jobs = JobRepository.from_session(session)
     shards = models.shards(model.id)
     deleted = SampleRepository.from_session(session).deleted_count(model.id)
-    valid = {p.sequence_id: p.length for p in lineage.prefixes(model.id)}
+    prefixes = {p.sequence_id: p for p in lineage.prefixes(model.id)}
     choice = lineage.serving_choice(model.id)
     by_shard = defaultdict(list)
     all_sequences = models.sequences(model.id)
@@ -52,7 +52,8 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
                 SequenceStatus(
                     index=sequence.index,
                     order=list(sequence.slice_order),
-                    valid_prefix=valid.get(sequence.id, 0),
+                    valid_prefix=prefixes[sequence.id].length,
+                    exact_prefix=prefixes[sequence.id].exact,
                     pending=pending,
                 )
             )
@@ -60,7 +61,11 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
         out.append(
             ShardStatus(
                 index=shard.index,
-                serving=ServingChoice(sequence=served.sequence_index, stages=served.length)
+                serving=ServingChoice(
+                    sequence=served.sequence_index,
+                    stages=served.length,
+                    approximate_stages=served.length - served.exact,
+                )
                 if served is not None
                 else None,
                 deleted_samples=deleted.get(shard.id, 0),
@@ -68,14 +73,18 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
             )
         )
     served_lengths = [p.length if p is not None else 0 for p in choice.values()]
+    approximate = sum(p.length - p.exact for p in choice.values() if p is not None)
+    depth = model.n_shards * model.n_slices
     return ModelStatusPublic(
         model_id=model.id,
         status=model.status.value,
         serving_generation=model.serving_generation,
+        unlearning_policy=model.unlearning_policy.value,
         pending_retrains=pending_total,
         shards=out,
         estimated_quality=EstimatedQuality(
             live_shards=sum(1 for n in served_lengths if n) / model.n_shards,
-            served_depth=sum(served_lengths) / (model.n_shards * model.n_slices),
+            served_depth=sum(served_lengths) / depth,
+            approximate_depth=approximate / depth,
         ),
     )

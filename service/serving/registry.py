@@ -37,6 +37,7 @@ class ServedShard:
     length: int
     layer_ids: tuple[int, ...]
     artifacts: tuple[str, ...]
+    approximate_stages: int = 0  # the top stages that an approximate pass produced
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def load_served_model(session: Session, model_id: uuid.UUID) -> ServedModel:
                 p.length,
                 p.layer_ids,
                 tuple(refs[i] for i in p.layer_ids),
+                p.length - p.exact,
             )
             for p in chosen
         ),

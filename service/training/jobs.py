@@ -66,7 +66,7 @@ def run_sequence_job(
             layer_ids = record_layers(session, work, trained, job_id)
         with transaction() as session:
             jobs = JobRepository.from_session(session)
-            job = _lock(session, job_id)
+            job = lock_job(session, job_id)
             activation = LineageRepository.from_session(session).activate(work.model_id, layer_ids)
             jobs.progress(job, len(trained))
             note = None
@@ -82,7 +82,7 @@ def run_sequence_job(
     except Exception as error:
         with transaction() as session:
             jobs = JobRepository.from_session(session)
-            job = _lock(session, job_id)
+            job = lock_job(session, job_id)
             if job.status in LIVE_STATUSES:
                 jobs.finish(job, JobStatus.failed, f"{type(error).__name__}: {error}")
                 scheduling.settle(session, job, None)
@@ -99,7 +99,7 @@ def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
         raise LineageError(f"job {job.id} names no sequence to train")
     jobs.start(job)
     _start_parent(jobs, job)
-    valid = LineageRepository.from_session(session).valid_length(job.model_id, job.sequence_id)
+    valid = LineageRepository.from_session(session).exact_length(job.model_id, job.sequence_id)
     job.from_stage = min(job.from_stage, valid + 1)
     work = read_sequence_job(session, job.sequence_id, job.from_stage)
     job.stages_total = work.spec.config.n_slices - job.from_stage + 1
@@ -108,7 +108,7 @@ def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
     return work
 
 
-def _lock(session: Session, job_id: uuid.UUID) -> Job:
+def lock_job(session: Session, job_id: uuid.UUID) -> Job:
     """Lock the job's model, then the job: the order deletions lock them in (no deadlock)."""
     jobs = JobRepository.from_session(session)
     ModelRepository.from_session(session).get_for_update(jobs.get(job_id).model_id)

@@ -31,6 +31,7 @@ from service.db.models import (
     ModelStatus,
     SliceSequence,
 )
+from service.db.models.base import utcnow
 from service.db.repositories import (
     AuditRepository,
     DeletionRepository,
@@ -38,6 +39,7 @@ from service.db.repositories import (
     LineageRepository,
     ModelRepository,
     OutboxRepository,
+    SampleRepository,
 )
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
@@ -53,10 +55,14 @@ def audit_chain(model_id: uuid.UUID) -> str:
 
 
 def enqueue(session: Session, job: Job) -> None:
-    """Write the job's message to the outbox (ids only); the relay sends it after commit."""
-    OutboxRepository.from_session(session).add(
-        TaskName.train_sequence.value, Queue.training.value, {"job_id": str(job.id)}
+    """Write the job's message to the outbox (ids only); the relay sends it after commit.
+    Approximate passes go to the short `deletions` queue, (re)training to `training`."""
+    task, queue = (
+        (TaskName.approximate_deletion, Queue.deletions)
+        if job.kind is JobKind.approximate
+        else (TaskName.train_sequence, Queue.training)
     )
+    OutboxRepository.from_session(session).add(task.value, queue.value, {"job_id": str(job.id)})
 
 
 def start_training(session: Session, model: Model, *, actor: str) -> Job:
@@ -149,7 +155,7 @@ def retrain_after_deletion(
     jobs = JobRepository.from_session(session)
     deletions = DeletionRepository.from_session(session)
     lengths = {
-        p.sequence_id: p.length for p in LineageRepository.from_session(session).prefixes(model.id)
+        p.sequence_id: p.exact for p in LineageRepository.from_session(session).prefixes(model.id)
     }
     digests = {shard_id: _versions_digest(session, shard_id) for shard_id in shards}
     sequences = ModelRepository.from_session(session).shard_sequences(shards)
@@ -197,7 +203,7 @@ def settle(session: Session, job: Job, activation: Activation | None) -> None:
             },
         )
         if activation.discarded_layer_ids and job.sequence_id is not None:
-            valid = LineageRepository.from_session(session).valid_length(model.id, job.sequence_id)
+            valid = LineageRepository.from_session(session).exact_length(model.id, job.sequence_id)
             sequence = session.get_one(SliceSequence, job.sequence_id)
             follow_up = ensure_retrain(session, model, sequence, valid)
             for request in waiting:
@@ -215,7 +221,8 @@ def _settle_deletions(session: Session, requests: list[DeletionRequest]) -> None
     jobs_of = deletions.jobs_of_many([r.id for r in open_requests])
     done = []
     for request in open_requests:
-        jobs = jobs_of.get(request.id, [])
+        # An approximate pass is a stopgap: the exact retrains alone decide completion.
+        jobs = [j for j in jobs_of.get(request.id, []) if j.kind is not JobKind.approximate]
         if any(j.status in LIVE_STATUSES for j in jobs):
             continue
         failed = [j for j in jobs if j.status is JobStatus.failed]
@@ -231,20 +238,41 @@ def complete_deletions(
     session: Session, requests: list[DeletionRequest], *, retrained: bool
 ) -> None:
     """Mark requests completed (through `retraining` when they waited for retrains), with one
-    audit entry for the batch."""
+    audit entry for the batch; payloads an approximate pass did not read yet go now."""
     if not requests:
         return
     deletions = DeletionRepository.from_session(session)
     for request in requests:
-        if retrained and request.status is DeletionStatus.deactivated:
+        if retrained and request.status in (
+            DeletionStatus.deactivated,
+            DeletionStatus.approximated,
+        ):
             deletions.advance(request, DeletionStatus.retraining)
         deletions.advance(request, DeletionStatus.completed)
+        purge_payloads(session, request, reason="completed")
     AuditRepository.from_session(session).append(
         audit_chain(requests[0].model_id),
         actor=SYSTEM_ACTOR,
         action="deletions.completed",
         payload={"deletion_ids": [str(r.id) for r in requests]},
     )
+
+
+def purge_payloads(session: Session, request: DeletionRequest, *, reason: str) -> int:
+    """Hard-delete the payloads a deletion kept for its approximate pass (once, audited);
+    returns how many went. Requests that kept none are left as they are."""
+    if request.payloads_purge_by is None or request.payloads_purged_at is not None:
+        return 0
+    sample_ids = DeletionRepository.from_session(session).deleted_sample_ids(request.id)
+    gone = SampleRepository.from_session(session).delete_payloads(sample_ids)
+    request.payloads_purged_at = utcnow()
+    AuditRepository.from_session(session).append(
+        audit_chain(request.model_id),
+        actor=SYSTEM_ACTOR,
+        action="payloads.purged",
+        payload={"deletion_id": str(request.id), "reason": reason, "payloads": gone},
+    )
+    return gone
 
 
 def _settle_parent(session: Session, model: Model, parent_id: uuid.UUID) -> None:

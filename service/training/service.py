@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from service.db.models import Model, Shard, SliceSequence, Task
+from service.db.models import Model, Sample, SamplePayload, Shard, SliceSequence, Task
 from service.db.repositories import LineageRepository, ModelRepository, SampleRepository
 from service.db.repositories.lineage import Activation
 from service.errors import LineageError
@@ -58,6 +58,26 @@ class SequenceJob:
     parent_layer_id: int | None
 
 
+def training_sample(
+    model: Model, sample: Sample, payload: SamplePayload, shard: int, slice_: int
+) -> TrainingSample:
+    """The engine's view of a stored sample: its text and its class index or value."""
+    if payload.text is None:
+        raise LineageError(f"sample {sample.id} has no text; the S3T engine trains on text")
+    target = payload.label_index if model.task is Task.classification else payload.target
+    if target is None:
+        raise LineageError(f"sample {sample.id} has no label")
+    return TrainingSample(sample.external_id, shard, slice_, payload.text, target)
+
+
+def slice_indices(session: Session, sequence: SliceSequence) -> dict[uuid.UUID, int]:
+    """Slice id -> slice index, for the slices of a sequence's shard."""
+    slice_ids = LineageRepository.from_session(session).prefix_slice_ids(
+        sequence, len(sequence.slice_order)
+    )
+    return dict(zip(slice_ids, sequence.slice_order, strict=True))
+
+
 def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int) -> SequenceJob:
     """Everything needed to (re)train stages ``from_stage..L`` of one sequence."""
     sequence = session.get(SliceSequence, sequence_id)
@@ -75,18 +95,10 @@ def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int)
     slice_ids = lineage.prefix_slice_ids(sequence, model.n_slices)
     versions = lineage.snapshot(slice_ids)  # before the data: see service.training.jobs
     index_of = dict(zip(slice_ids, sequence.slice_order, strict=True))
-    samples = []
-    for sample, payload in SampleRepository.from_session(session).training_set(slice_ids):
-        if payload.text is None:
-            raise LineageError(f"sample {sample.id} has no text; the S3T engine trains on text")
-        target = payload.label_index if model.task is Task.classification else payload.target
-        if target is None:
-            raise LineageError(f"sample {sample.id} has no label")
-        samples.append(
-            TrainingSample(
-                sample.external_id, shard.index, index_of[sample.slice_id], payload.text, target
-            )
-        )
+    samples = [
+        training_sample(model, sample, payload, shard.index, index_of[sample.slice_id])
+        for sample, payload in SampleRepository.from_session(session).training_set(slice_ids)
+    ]
     prefix_layers = lineage.active_stages(sequence.id, from_stage - 1)
     return SequenceJob(
         model_id=model.id,

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
+from service.approximation.jobs import run_approximate_job
 from service.db.engine import make_engine, make_session_factory, unit_of_work
-from service.db.models import Job, JobStatus, Role
+from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.settings import Settings
 from service.training.jobs import run_sequence_job
@@ -93,6 +95,20 @@ class InProcessWorker:
     def run(self, job_id: uuid.UUID) -> None:
         run_sequence_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
 
+    def approximate(self) -> int:
+        """Run the queued approximate passes (the `deletions` queue); returns how many ran."""
+        with self.factory() as session:
+            queued = list(
+                session.scalars(
+                    sa.select(Job.id)
+                    .where(Job.status == JobStatus.queued, Job.kind == JobKind.approximate)
+                    .order_by(Job.created_at, Job.id)
+                )
+            )
+        for job_id in queued:
+            run_approximate_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
+        return len(queued)
+
     def drain(self) -> int:
         ran = 0
         while jobs := self.queued():
@@ -103,6 +119,54 @@ class InProcessWorker:
 
     def close(self) -> None:
         self._db.dispose()
+
+
+class Api:
+    """The calls of one tenant's key."""
+
+    def __init__(self, client: TestClient, token: str) -> None:
+        self.client = client
+        self.headers = auth(token)
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self.client.get(url, headers=self.headers, **kwargs)
+
+    def post(self, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        return self.client.post(url, json=body, headers={**self.headers, **(headers or {})})
+
+    def ok(self, response: Any, status: int = 200) -> Any:
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def delete(self, model_id: str, key: str | None = None, **target: Any) -> Any:
+        headers = {"Idempotency-Key": key} if key else None
+        return self.post("/deletions", {"model_id": model_id, **target}, headers)
+
+
+def trained_model(
+    api: Api,
+    worker: InProcessWorker,
+    rows: list[dict[str, Any]],
+    settings: dict[str, Any] | None = None,
+) -> str:
+    """Create a model (``TINY_MODEL`` with ``settings`` over it), register ``rows``, train."""
+    model = api.ok(api.post("/models", {**TINY_MODEL, **(settings or {})}), 201)
+    stored = api.ok(api.post(f"/models/{model['id']}/samples", {"samples": rows}))
+    assert stored["stored"] == len(rows)
+    accepted = api.ok(api.post(f"/models/{model['id']}/train"), 202)
+    assert api.ok(api.get(accepted["job_url"]))["status"] == "queued"
+    assert worker.drain() == 4  # shards x budget
+    job = api.ok(api.get(accepted["job_url"]))
+    assert (job["status"], job["progress"], job["children"]) == ("succeeded", 1.0, 4)
+    model_id: str = model["id"]
+    return model_id
+
+
+def active_digests(worker: InProcessWorker, model_id: str) -> set[str]:
+    """The artifacts of the layers served now."""
+    with worker.factory() as session:
+        layers = session.scalars(sa.select(Layer).where(Layer.state == LayerState.active)).all()
+        return {layer.artifact_ref or "" for layer in layers}
 
 
 def save_tiny_backbone(path: Path) -> Path:

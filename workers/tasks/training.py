@@ -8,8 +8,6 @@ from celery import current_app, shared_task
 
 from service.queues import TaskName
 from service.relay import celery_publisher, relay_once
-from service.serving.notify import publish_change
-from service.settings import get_settings
 from service.training.jobs import run_sequence_job
 from workers import runtime
 
@@ -20,6 +18,4 @@ def train_sequence(job_id: str) -> None:
     the follow-ups it queued and announce the model's new layers."""
     outcome = run_sequence_job(runtime.transaction, runtime.s3t_engine(), uuid.UUID(job_id))
     relay_once(runtime.session_factory(), celery_publisher(current_app))
-    settings = get_settings()
-    if outcome is not None and outcome.activation.activated_layer_ids and settings.pubsub_url:
-        publish_change(settings.pubsub_url, outcome.model_id, outcome.serving_generation)
+    runtime.announce(outcome)

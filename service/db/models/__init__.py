@@ -11,7 +11,9 @@ from service.db.models.deletions import (
 )
 from service.db.models.jobs import Job, JobKind, JobStatus
 from service.db.models.lineage import (
+    ApproximateMethod,
     Layer,
+    LayerDeletion,
     LayerSliceVersion,
     LayerState,
     Model,
@@ -20,6 +22,7 @@ from service.db.models.lineage import (
     Slice,
     SliceSequence,
     Task,
+    UnlearningPolicy,
 )
 from service.db.models.outbox import OutboxMessage
 from service.db.models.samples import Sample, SamplePayload
@@ -27,6 +30,7 @@ from service.db.models.tenancy import ApiKey, Role, Tenant
 
 __all__ = [
     "ApiKey",
+    "ApproximateMethod",
     "AuditEntry",
     "Base",
     "DeletionItem",
@@ -38,6 +42,7 @@ __all__ = [
     "JobKind",
     "JobStatus",
     "Layer",
+    "LayerDeletion",
     "LayerSliceVersion",
     "LayerState",
     "Model",
@@ -51,4 +56,5 @@ __all__ = [
     "SliceSequence",
     "Task",
     "Tenant",
+    "UnlearningPolicy",
 ]

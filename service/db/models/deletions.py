@@ -52,6 +52,9 @@ class DeletionRequest(UuidPk, Base):
     retraining_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     failed_at: Mapped[datetime | None]
+    # Under an approximate policy the payloads wait for the pass, at most until this deadline.
+    payloads_purge_by: Mapped[datetime | None]
+    payloads_purged_at: Mapped[datetime | None]
 
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "idempotency_key"),

@@ -33,6 +33,20 @@ class Task(StrEnum):
     regression = "regression"
 
 
+class UnlearningPolicy(StrEnum):
+    exact = "exact"  # deactivate, retrain exactly
+    approximate_then_exact = "approximate_then_exact"  # and serve an approximate pass meanwhile
+    auto = "auto"  # approximate only when the retrain queue's expected wait is long
+
+
+class ApproximateMethod(StrEnum):
+    ssd = "ssd"
+    iau = "iau"
+    finetune = "finetune"
+    gradient_ascent = "gradient_ascent"
+    random_labels = "random_labels"
+
+
 class ModelStatus(StrEnum):
     created = "created"
     training = "training"
@@ -61,6 +75,12 @@ class Model(UuidPk, CreatedAt, Base):
     config: Mapped[dict[str, Any]] = mapped_column(Json)
     status: Mapped[ModelStatus] = mapped_column(str_enum(ModelStatus), default=ModelStatus.created)
     serving_generation: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    unlearning_policy: Mapped[UnlearningPolicy] = mapped_column(
+        str_enum(UnlearningPolicy), default=UnlearningPolicy.exact
+    )
+    approximate_method: Mapped[ApproximateMethod] = mapped_column(
+        str_enum(ApproximateMethod), default=ApproximateMethod.ssd
+    )
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
@@ -116,6 +136,9 @@ class Layer(CreatedAt, Base):
     artifact_ref: Mapped[str | None] = mapped_column(sa.String(500))
     artifact_digest: Mapped[str | None] = mapped_column(Sha256Hex)
     trained_sample_count: Mapped[int] = mapped_column(default=0)
+    # An approximate pass's output: the layer it edited saw deleted samples (`layer_deletions`
+    # names the requests); an exact retrain supersedes it.
+    approximate: Mapped[bool] = mapped_column(default=False)
     job_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
     activated_at: Mapped[datetime | None]
     invalidated_at: Mapped[datetime | None]
@@ -147,3 +170,16 @@ class LayerSliceVersion(Base):
         sa.ForeignKey("slices.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     version: Mapped[int]
+
+
+class LayerDeletion(Base):
+    """An approximate layer and a deletion request its pass unlearned."""
+
+    __tablename__ = "layer_deletions"
+
+    layer_id: Mapped[int] = mapped_column(
+        BigIntId, sa.ForeignKey("layers.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

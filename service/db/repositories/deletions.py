@@ -97,6 +97,34 @@ class DeletionRepository(Repository):
             raise DeletionNotFoundError(f"no deletion request {request_id}")
         return request
 
+    def deleted_sample_ids(self, request_id: uuid.UUID) -> list[int]:
+        """The samples this request deleted (not those deleted before it), by id."""
+        return list(
+            self.session.scalars(
+                sa.select(DeletionItem.sample_id)
+                .where(
+                    DeletionItem.request_id == request_id,
+                    DeletionItem.outcome == ItemOutcome.deleted,
+                    DeletionItem.sample_id.is_not(None),
+                )
+                .order_by(DeletionItem.sample_id)
+            )
+        )
+
+    def overdue_purges(self, now: datetime, *, limit: int = 100) -> list[DeletionRequest]:
+        """Requests whose payloads waited for an approximate pass past their deadline."""
+        return list(
+            self.session.scalars(
+                sa.select(DeletionRequest)
+                .where(
+                    DeletionRequest.payloads_purge_by <= now,
+                    DeletionRequest.payloads_purged_at.is_(None),
+                )
+                .order_by(DeletionRequest.payloads_purge_by)
+                .limit(limit)
+            )
+        )
+
     def add_items(
         self,
         request: DeletionRequest,

@@ -102,6 +102,23 @@ class JobRepository(Repository):
             live.setdefault(job.sequence_id, []).append(job)
         return live
 
+    def expected_training_wait(self, *, default_job_s: float = 30.0, history: int = 20) -> float:
+        """Seconds a new training job would wait: the live sequence jobs times the mean
+        duration of the last ``history`` finished ones (``default_job_s`` with none)."""
+        sequence_jobs = (Job.sequence_id.is_not(None), Job.kind != JobKind.approximate)
+        live = self.session.scalar(
+            sa.select(sa.func.count()).where(*sequence_jobs, Job.status.in_(LIVE_STATUSES))
+        )
+        finished = self.session.execute(
+            sa.select(Job.started_at, Job.finished_at)
+            .where(*sequence_jobs, Job.status == JobStatus.succeeded, Job.started_at.is_not(None))
+            .order_by(Job.finished_at.desc())
+            .limit(history)
+        ).all()
+        durations = [(end - start).total_seconds() for start, end in finished if start and end]
+        per_job = sum(durations) / len(durations) if durations else default_job_s
+        return float(live or 0) * per_job
+
     def children(self, parent_id: uuid.UUID) -> list[Job]:
         return list(
             self.session.scalars(sa.select(Job).where(Job.parent_id == parent_id).order_by(Job.id))

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 
 from service.db.models import (
     Layer,
+    LayerDeletion,
     LayerSliceVersion,
     LayerState,
     Sample,
-    SamplePayload,
     Shard,
     Slice,
     SliceSequence,
@@ -60,10 +60,16 @@ class Prefix:
     sequence_id: uuid.UUID
     sequence_index: int
     layer_ids: tuple[int, ...]
+    exact_length: int = -1  # leading layers that are exact (not approximate); -1: all
 
     @property
     def length(self) -> int:
         return len(self.layer_ids)
+
+    @property
+    def exact(self) -> int:
+        """How many leading stages are exact: where an exact retrain starts from."""
+        return self.length if self.exact_length < 0 else self.exact_length
 
 
 def _stale_condition() -> sa.ColumnElement[bool]:
@@ -182,35 +188,45 @@ class LineageRepository(Repository):
         valid_layers = (
             _layers_of_model(model_id)
             .where(Layer.state == LayerState.active, sa.not_(_stale_condition()))
-            .with_only_columns(Layer.sequence_id, Layer.position, Layer.id, Layer.parent_layer_id)
+            .with_only_columns(
+                Layer.sequence_id,
+                Layer.position,
+                Layer.id,
+                Layer.parent_layer_id,
+                Layer.approximate,
+            )
         )
         if sequence_id is not None:
             sequences = sequences.where(SliceSequence.id == sequence_id)
             valid_layers = valid_layers.where(Layer.sequence_id == sequence_id)
         rows = self.session.execute(sequences)
         live = self.session.execute(valid_layers)
-        by_sequence: dict[uuid.UUID, dict[int, tuple[int, int | None]]] = defaultdict(dict)
-        for sequence_id, position, layer_id, parent_id in live:
-            by_sequence[sequence_id][position] = (layer_id, parent_id)
+        by_sequence: dict[uuid.UUID, dict[int, tuple[int, int | None, bool]]] = defaultdict(dict)
+        for sequence_id, position, layer_id, parent_id, approximate in live:
+            by_sequence[sequence_id][position] = (layer_id, parent_id, approximate)
 
         prefixes = []
         for shard_index, sequence_id, sequence_index in rows:
             chain: list[int] = []
+            exact = -1
             layers = by_sequence.get(sequence_id, {})
             while (entry := layers.get(len(chain) + 1)) is not None:
-                layer_id, parent_id = entry
+                layer_id, parent_id, approximate = entry
                 if parent_id != (chain[-1] if chain else None):
                     break
+                if approximate and exact < 0:
+                    exact = len(chain)
                 chain.append(layer_id)
-            prefixes.append(Prefix(shard_index, sequence_id, sequence_index, tuple(chain)))
+            prefixes.append(Prefix(shard_index, sequence_id, sequence_index, tuple(chain), exact))
         return prefixes
 
-    def valid_length(self, model_id: uuid.UUID, sequence_id: uuid.UUID) -> int:
-        """How many stages of one sequence are valid and servable (its prefix's length)."""
+    def exact_length(self, model_id: uuid.UUID, sequence_id: uuid.UUID) -> int:
+        """How many stages of one sequence are valid and exact: where its retrain starts from
+        (approximate layers above them are served, and replaced by the retrain)."""
         prefixes = self.prefixes(model_id, sequence_id=sequence_id)
         if not prefixes:
             raise LineageError(f"no sequence {sequence_id} in model {model_id}")
-        return prefixes[0].length
+        return prefixes[0].exact
 
     def serving_choice(self, model_id: uuid.UUID) -> dict[int, Prefix | None]:
         """Per shard index: the sequence with the longest valid prefix, or None (shard drops out).
@@ -243,6 +259,7 @@ class LineageRepository(Repository):
         artifact_digest: str | None = None,
         trained_sample_count: int = 0,
         job_id: uuid.UUID | None = None,
+        approximate: bool = False,
     ) -> Layer:
         """Write a trained stage (state ``training``) with the slice versions it was trained on.
 
@@ -273,6 +290,7 @@ class LineageRepository(Repository):
             artifact_digest=artifact_digest,
             trained_sample_count=trained_sample_count,
             job_id=job_id,
+            approximate=approximate,
         )
         self.session.add(layer)
         self.session.flush()
@@ -289,7 +307,9 @@ class LineageRepository(Repository):
         For each sequence the layers must form a contiguous run of stages k..j whose first
         stage descends from the active stage k-1. They are activated in order until the first
         stale one (or a broken chain); that one and the rest are ``discarded``. Active layers at
-        stages >= k of the sequence are ``superseded`` when at least one layer activates.
+        stages >= k of the sequence are ``superseded`` when at least one layer activates;
+        approximate layers are discarded instead when a valid layer is active at a stage >= k
+        (an exact retrain landed first).
         """
         model = ModelRepository.from_session(self.session).get_for_update(model_id)
         layers = list(
@@ -323,15 +343,17 @@ class LineageRepository(Repository):
                         break
                     previous = layer.id
                     good += 1
+            old = self.session.scalars(
+                sa.select(Layer).where(
+                    Layer.sequence_id == sequence_id,
+                    Layer.position >= first,
+                    Layer.state == LayerState.active,
+                )
+            ).all()
+            if old and run[0].approximate:
+                good = 0  # an approximate pass never replaces what is valid (an exact retrain)
             discarded.extend(run[good:])
             if good:
-                old = self.session.scalars(
-                    sa.select(Layer).where(
-                        Layer.sequence_id == sequence_id,
-                        Layer.position >= first,
-                        Layer.state == LayerState.active,
-                    )
-                ).all()
                 for layer in old:
                     layer.state = LayerState.superseded
                 superseded.extend(old)
@@ -366,9 +388,41 @@ class LineageRepository(Repository):
 
     def purge(self, samples: Sequence[Sample]) -> None:
         """Hard-delete the payloads of deleted samples and scrub their identifiers."""
-        ids = [s.id for s in samples]
-        self.session.execute(sa.delete(SamplePayload).where(SamplePayload.sample_id.in_(ids)))
-        SampleRepository.from_session(self.session).scrub(samples)
+        repository = SampleRepository.from_session(self.session)
+        repository.delete_payloads([s.id for s in samples])
+        repository.scrub(samples)
+
+    def recorded_versions(self, layer_ids: Iterable[int]) -> dict[int, dict[uuid.UUID, int]]:
+        """Per layer, the slice versions it was trained on."""
+        rows = self.session.execute(
+            sa.select(
+                LayerSliceVersion.layer_id, LayerSliceVersion.slice_id, LayerSliceVersion.version
+            ).where(LayerSliceVersion.layer_id.in_(list(layer_ids)))
+        )
+        versions: dict[int, dict[uuid.UUID, int]] = defaultdict(dict)
+        for layer_id, slice_id, version in rows:
+            versions[layer_id][slice_id] = version
+        return dict(versions)
+
+    def by_ids(self, layer_ids: Iterable[int]) -> dict[int, Layer]:
+        layers = self.session.scalars(sa.select(Layer).where(Layer.id.in_(list(layer_ids))))
+        return {layer.id: layer for layer in layers}
+
+    def link_deletion(self, layer_ids: Iterable[int], request_id: uuid.UUID) -> None:
+        """Record that these approximate layers unlearned this deletion request."""
+        self.session.add_all(LayerDeletion(layer_id=i, request_id=request_id) for i in layer_ids)
+        self.session.flush()
+
+    def approximated_for(self, request_id: uuid.UUID) -> list[Layer]:
+        """The approximate layers made for a deletion request, oldest first."""
+        return list(
+            self.session.scalars(
+                sa.select(Layer)
+                .join(LayerDeletion, LayerDeletion.layer_id == Layer.id)
+                .where(LayerDeletion.request_id == request_id)
+                .order_by(Layer.id)
+            )
+        )
 
     def artifact_refs(self, layer_ids: Iterable[int]) -> dict[int, str]:
         rows = self.session.execute(
@@ -406,6 +460,8 @@ class LineageRepository(Repository):
             sample.deleted_at = now
         if purge_payloads:
             self.purge(live)
+        else:  # an approximate pass reads the payloads first; identifiers go at once
+            SampleRepository.from_session(self.session).scrub(live)
         touched = {s.slice_id for s in live}
         slices = self.session.scalars(sa.select(Slice).where(Slice.id.in_(touched))).all()
         for slice_ in slices:

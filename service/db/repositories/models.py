@@ -8,7 +8,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.db.models import Model, Sample, Shard, Slice, SliceSequence, Task
+from service.db.models import (
+    ApproximateMethod,
+    Model,
+    Sample,
+    Shard,
+    Slice,
+    SliceSequence,
+    Task,
+    UnlearningPolicy,
+)
 from service.db.repositories.base import Repository
 from service.errors import InvalidModelConfigError, ModelNotFoundError
 
@@ -43,6 +52,8 @@ class ModelRepository(Repository):
         sequence_orders: Sequence[Sequence[int]],
         labels: Sequence[str] | None = None,
         config: dict[str, Any] | None = None,
+        unlearning_policy: UnlearningPolicy = UnlearningPolicy.exact,
+        approximate_method: ApproximateMethod = ApproximateMethod.ssd,
     ) -> Model:
         """A model with its shards, slices (version 0) and, in every shard, the given orders."""
         for field, value in (("n_shards", n_shards), ("n_slices", n_slices), ("budget", budget)):
@@ -60,6 +71,8 @@ class ModelRepository(Repository):
             name=name,
             task=task,
             labels=list(labels) if labels else None,
+            unlearning_policy=unlearning_policy,
+            approximate_method=approximate_method,
             n_shards=n_shards,
             n_slices=n_slices,
             budget=budget,

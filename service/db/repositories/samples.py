@@ -210,6 +210,30 @@ class SampleRepository(Repository):
                 return True
         return False
 
+    def payloads_of(self, sample_ids: Sequence[int]) -> list[tuple[Sample, SamplePayload]]:
+        """These samples with the payloads they still have, ordered by id."""
+        rows: list[tuple[Sample, SamplePayload]] = []
+        for chunk in _chunks(sample_ids):
+            rows.extend(
+                self.session.execute(
+                    sa.select(Sample, SamplePayload)
+                    .join(SamplePayload, SamplePayload.sample_id == Sample.id)
+                    .where(Sample.id.in_(chunk))
+                )
+            )
+        rows.sort(key=lambda pair: pair[0].id)
+        return rows
+
+    def delete_payloads(self, sample_ids: Sequence[int]) -> int:
+        """Hard-delete these samples' payloads; returns how many rows went."""
+        gone = 0
+        for chunk in _chunks(sample_ids):
+            result = self.session.execute(
+                sa.delete(SamplePayload).where(SamplePayload.sample_id.in_(chunk))
+            )
+            gone += result.rowcount  # type: ignore[attr-defined]
+        return gone
+
     def scrub(self, samples: Iterable[Sample]) -> None:
         """Keep no identifier of deleted samples: the external id becomes its hash, the subject
         goes. Their payload rows are deleted separately."""

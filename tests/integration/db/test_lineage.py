@@ -188,6 +188,36 @@ class TestActivation:
         prefix = next(p for p in lineage.prefixes(model.id) if p.sequence_id == sequence.id)
         assert prefix.length == 2
 
+    def test_approximate_layers_serve_until_the_exact_retrain_and_never_replace_it(
+        self, session: Session, trained: tuple[Model, list[Sample], SimTrainer]
+    ) -> None:
+        model, samples, trainer = trained
+        lineage = LineageRepository.from_session(session)
+        sequence = ModelRepository.from_session(session).sequences(model.id)[0]
+        victim = _sample_in(session, samples, shard=0, slice_index=1)
+        result = lineage.deactivate_samples(model.id, [victim.id], purge_payloads=False)
+        assert session.get(SamplePayload, victim.id) is not None  # kept for the pass
+        assert victim.external_id.startswith("deleted:")  # the identifier went at once
+        k = result.first_invalid_position[sequence.id]
+        retrain = trainer.train(sequence, k)  # the exact retrain, in flight
+        approximate = trainer.train(sequence, k, approximate=True)
+
+        served = lineage.activate(model.id, approximate)
+        assert served.activated_layer_ids == approximate
+        prefix = lineage.prefixes(model.id, sequence_id=sequence.id)[0]
+        assert (prefix.length, prefix.exact) == (3, k - 1)
+        assert lineage.exact_length(model.id, sequence.id) == k - 1
+
+        exact = lineage.activate(model.id, retrain)
+        assert exact.activated_layer_ids == retrain
+        assert set(exact.superseded_layer_ids) == set(approximate)
+        assert lineage.exact_length(model.id, sequence.id) == 3
+        late = trainer.train(sequence, k, approximate=True)  # a pass after the retrain
+        assert lineage.activate(model.id, late).discarded_layer_ids == late
+        assert lineage.prefixes(model.id, sequence_id=sequence.id)[0].layer_ids[k - 1 :] == tuple(
+            retrain
+        )
+
     def test_only_training_layers_of_this_model_can_be_activated(
         self, session: Session, trained: tuple[Model, list[Sample], SimTrainer], tenant: Tenant
     ) -> None:

@@ -9,27 +9,23 @@ the same suffix, subjects across shards, tenants, the certificate, the audit cha
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service.db import migrate
 from service.db.models import Layer, LayerState, Model, Sample, SamplePayload
 from service.deletions.schemas import DeletionCreate
 from service.deletions.service import request_deletion
-from service.settings import Settings
-from tests.conftest import FreshDatabase
 from tests.integration.api import (
     TINY_MODEL,
+    Api,
     InProcessWorker,
-    auth,
+    active_digests,
     problem,
     samples,
-    save_tiny_backbone,
+    trained_model,
     trained_without,
 )
 from unlearning.s3t import TrainedLayer
@@ -39,76 +35,11 @@ pytestmark = pytest.mark.integration
 N_SAMPLES = 24
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_backbone(tmp_path_factory.mktemp("tiny-backbone"))
-
-
-@pytest.fixture
-def settings(fresh_db: FreshDatabase, tmp_path: Path, tiny_dir: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny_dir)
-    migrate.upgrade(settings.database_url)
-    return settings
-
-
-@pytest.fixture
-def worker(settings: Settings) -> Iterator[InProcessWorker]:
-    worker = InProcessWorker(settings)
-    yield worker
-    worker.close()
-
-
-class Api:
-    """The calls of one tenant's key."""
-
-    def __init__(self, client: TestClient, token: str) -> None:
-        self.client = client
-        self.headers = auth(token)
-
-    def get(self, url: str, **kwargs: Any) -> Any:
-        return self.client.get(url, headers=self.headers, **kwargs)
-
-    def post(self, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-        return self.client.post(url, json=body, headers={**self.headers, **(headers or {})})
-
-    def ok(self, response: Any, status: int = 200) -> Any:
-        assert response.status_code == status, response.text
-        return response.json()
-
-    def delete(self, model_id: str, key: str | None = None, **target: Any) -> Any:
-        headers = {"Idempotency-Key": key} if key else None
-        return self.post("/deletions", {"model_id": model_id, **target}, headers)
-
-
-@pytest.fixture
-def api(client: TestClient, keys: dict[str, str]) -> Api:
-    return Api(client, keys["a"])
-
-
-def _trained_model(api: Api, worker: InProcessWorker, rows: list[dict[str, Any]]) -> str:
-    model = api.ok(api.post("/models", TINY_MODEL), 201)
-    stored = api.ok(api.post(f"/models/{model['id']}/samples", {"samples": rows}))
-    assert stored["stored"] == len(rows)
-    accepted = api.ok(api.post(f"/models/{model['id']}/train"), 202)
-    assert api.ok(api.get(accepted["job_url"]))["status"] == "queued"
-    assert worker.drain() == 4  # shards x budget
-    job = api.ok(api.get(accepted["job_url"]))
-    assert (job["status"], job["progress"], job["children"]) == ("succeeded", 1.0, 4)
-    model_id: str = model["id"]
-    return model_id
-
-
-def _active_digests(worker: InProcessWorker, model_id: str) -> set[str]:
-    with worker.factory() as session:
-        layers = session.scalars(sa.select(Layer).where(Layer.state == LayerState.active)).all()
-        return {layer.artifact_ref or "" for layer in layers}
-
-
 def test_delete_deactivates_at_once_and_the_retrain_is_exact(
     api: Api, worker: InProcessWorker
 ) -> None:
     rows = samples(N_SAMPLES)
-    model_id = _trained_model(api, worker, rows)
+    model_id = trained_model(api, worker, rows)
     model = api.ok(api.get(f"/models/{model_id}"))
     before = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good thing", "bad"]}))
     assert len(before["predictions"]) == 2 and len(before["shards"]) == 2
@@ -142,7 +73,7 @@ def test_delete_deactivates_at_once_and_the_retrain_is_exact(
     assert all(q["valid_prefix"] == 2 for s in status["shards"] for q in s["sequences"])
 
     reference = trained_without(worker.engine, model, rows, {"s003", "s010"})
-    assert _active_digests(worker, model_id) == reference
+    assert active_digests(worker, model_id) == reference
 
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
     assert certificate["payloads_deleted"] and certificate["audit_chain_verified"]
@@ -189,7 +120,7 @@ def test_idempotency_keys(api: Api, worker: InProcessWorker) -> None:
 
 def test_deletions_coalesce_into_the_queued_retrain(api: Api, worker: InProcessWorker) -> None:
     rows = samples(N_SAMPLES)
-    model_id = _trained_model(api, worker, rows)
+    model_id = trained_model(api, worker, rows)
     shard_of = {r["external_id"]: assign(model_id, r["external_id"], 2, 2)[0] for r in rows}
     same_shard = [i for i, s in shard_of.items() if s == 0][:2]
     first = api.ok(api.delete(model_id, sample_ids=same_shard[:1]), 202)
@@ -200,14 +131,14 @@ def test_deletions_coalesce_into_the_queued_retrain(api: Api, worker: InProcessW
         assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
     model = api.ok(api.get(f"/models/{model_id}"))
     reference = trained_without(worker.engine, model, rows, set(same_shard))
-    assert _active_digests(worker, model_id) == reference
+    assert active_digests(worker, model_id) == reference
 
 
 def test_a_deletion_during_a_retrain_discards_it_and_retrains_again(
     api: Api, worker: InProcessWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = samples(N_SAMPLES)
-    model_id = _trained_model(api, worker, rows)
+    model_id = trained_model(api, worker, rows)
     shard_of = {r["external_id"]: assign(model_id, r["external_id"], 2, 2)[0] for r in rows}
     victims = [i for i, s in shard_of.items() if s == 1][:2]
     first = api.ok(api.delete(model_id, sample_ids=victims[:1]), 202)
@@ -235,7 +166,7 @@ def test_a_deletion_during_a_retrain_discards_it_and_retrains_again(
         assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
     model = api.ok(api.get(f"/models/{model_id}"))
     reference = trained_without(worker.engine, model, rows, set(victims))
-    assert _active_digests(worker, model_id) == reference
+    assert active_digests(worker, model_id) == reference
 
 
 def test_a_subject_is_deleted_across_shards(api: Api, worker: InProcessWorker) -> None:
@@ -381,7 +312,7 @@ def test_a_deletion_during_a_prediction_is_never_answered_around(
     """The first forward pass races a deletion that commits while it runs: the answer is
     computed again without the invalidated layers, and says so with its generation."""
     rows = samples(N_SAMPLES)
-    model_id = _trained_model(api, worker, rows)
+    model_id = trained_model(api, worker, rows)
     api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["warm up"]}))
     registry = client.app.state.serving  # type: ignore[attr-defined]
     engine = registry._engine()

@@ -1,0 +1,86 @@
+"""Running one approximate job: the body of the `deletions` queue's task.
+
+1. Start (one transaction, job locked): a finished job is a redelivered message and changes
+   nothing; otherwise the passes' data is read and the request's payloads are purged.
+2. Per sequence: edit the invalidated stages outside any transaction, then record and serve them
+   in a short transaction with the model locked (a chain that moved meanwhile is discarded).
+3. Finish the job. A failure is recorded on the job only: the deletion's exact retrain goes on.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from service.approximation.service import (
+    PassWork,
+    SequencePass,
+    mark_approximated,
+    read_pass,
+    record_pass,
+)
+from service.db.models import JobStatus
+from service.db.repositories import JobRepository, ModelRepository
+from service.db.repositories.jobs import LIVE_STATUSES
+from service.db.repositories.lineage import Activation
+from service.training.jobs import JobOutcome, Transaction, lock_job
+from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
+from unlearning.s3t import S3TEngine
+
+
+def run_approximate_job(
+    transaction: Transaction, engine: S3TEngine, job_id: uuid.UUID
+) -> JobOutcome | None:
+    """Run the job's passes and serve their layers; None for a job that had finished."""
+    try:
+        with transaction() as session:
+            jobs = JobRepository.from_session(session)
+            job = jobs.get_for_update(job_id)
+            if job.status not in LIVE_STATUSES:
+                return None
+            jobs.start(job)
+            work = read_pass(session, job)
+        activated: list[int] = []
+        discarded: list[int] = []
+        for done, sequence in enumerate(work.sequences, start=1):
+            artifacts = edit(engine, work, sequence)
+            with transaction() as session:
+                job = lock_job(session, job_id)
+                activation = record_pass(session, work, sequence, artifacts)
+                JobRepository.from_session(session).progress(job, done)
+                if activation.activated_layer_ids:
+                    mark_approximated(session, work.request_id)
+            activated += activation.activated_layer_ids
+            discarded += activation.discarded_layer_ids
+        with transaction() as session:
+            job = lock_job(session, job_id)
+            notes = list(work.skipped)
+            if discarded:
+                notes.append(f"{len(discarded)} stage(s) discarded: their chain moved meanwhile")
+            status = JobStatus.succeeded if activated else JobStatus.cancelled
+            JobRepository.from_session(session).finish(job, status, "; ".join(notes) or None)
+            generation = ModelRepository.from_session(session).get(job.model_id).serving_generation
+    except Exception as error:
+        with transaction() as session:
+            job = lock_job(session, job_id)
+            if job.status in LIVE_STATUSES:
+                JobRepository.from_session(session).finish(
+                    job, JobStatus.failed, f"{type(error).__name__}: {error}"
+                )
+        raise
+    return JobOutcome(work.model_id, Activation(activated, discarded), generation)
+
+
+def edit(engine: S3TEngine, work: PassWork, sequence: SequencePass) -> list[str]:
+    """Run the method on one sequence's chain; the artifacts of the edited stages."""
+    assert work.spec is not None
+    config = work.spec.config
+    edited = approximate_stages(
+        engine.backbone,
+        config,
+        [engine.load_stage(ref) for ref in sequence.artifacts],
+        sequence.from_stage - 1,
+        examples_of(engine.backbone, config, sequence.forget),
+        examples_of(engine.backbone, config, sequence.retain),
+        Method(work.method),
+    )
+    return [engine.store.put(weights.to_bytes()) for weights in edited]

@@ -1,0 +1,289 @@
+"""Approximate passes: whether a deletion gets one, planning it, reading what it needs (then
+purging the payloads) and recording its layers.
+
+A deletion under an approximate policy keeps its samples' payloads (identifiers are scrubbed at
+once) and queues one approximate job next to the exact retrains. The job edits, for every
+sequence whose layers the deletion invalidated, the invalidated stages (the rest of the chain is
+the still-valid prefix) and records the results as ``approximate`` layers carrying the current
+slice versions, linked to the request in ``layer_deletions``. They are served until the exact
+retrain supersedes them; an approximate layer never replaces a valid one.
+
+A sequence is passed over (left to the exact retrain) when its chain changed since the
+deletion: a prefix layer was invalidated, a retrain or another pass already serves there, or
+another deletion also touched the edited layers' slices (a pass removes only its own request's
+samples, so it may only edit layers that saw no other deleted sample).
+
+Functions here flush and never commit: the job's boundary does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.engine import unit_of_work
+from service.db.models import (
+    DeletionRequest,
+    DeletionStatus,
+    Job,
+    JobKind,
+    Layer,
+    LayerState,
+    Model,
+    Sample,
+    SamplePayload,
+    SliceSequence,
+    UnlearningPolicy,
+)
+from service.db.models.base import utcnow
+from service.db.repositories import (
+    AuditRepository,
+    DeletionRepository,
+    JobRepository,
+    LineageRepository,
+    ModelRepository,
+    SampleRepository,
+)
+from service.db.repositories.lineage import Activation, Deactivation
+from service.training import scheduling
+from service.training.service import read_sequence_job, slice_indices, training_sample
+from unlearning.s3t import ModelSpec, SequenceKey, TrainingSample
+
+
+@dataclass(frozen=True)
+class ApproximationSettings:
+    purge_deadline_s: float = 3600.0  # payloads wait at most this long for the pass
+    auto_wait_s: float = 60.0  # policy `auto`: approximate when retrains wait longer
+
+
+def wants_approximation(session: Session, model: Model, settings: ApproximationSettings) -> bool:
+    """Whether a deletion on this model gets an approximate pass before its exact retrain."""
+    if model.unlearning_policy is UnlearningPolicy.exact:
+        return False
+    if model.unlearning_policy is UnlearningPolicy.approximate_then_exact:
+        return True
+    wait = JobRepository.from_session(session).expected_training_wait()
+    return wait > settings.auto_wait_s
+
+
+def keep_payloads(request: DeletionRequest, settings: ApproximationSettings) -> None:
+    """The request's payloads wait for its pass, until the deadline at the latest."""
+    request.payloads_purge_by = utcnow() + timedelta(seconds=settings.purge_deadline_s)
+
+
+def plan_pass(
+    session: Session, model: Model, request: DeletionRequest, deactivation: Deactivation
+) -> Job | None:
+    """Queue the request's approximate job over every sequence whose chain it cut: the valid
+    prefix 1..k-1 followed by the layers it invalidated at k..L. None when there is none."""
+    lineage = LineageRepository.from_session(session)
+    prefixes = {p.sequence_id: p for p in lineage.prefixes(model.id)}
+    invalidated: dict[uuid.UUID, list[Layer]] = defaultdict(list)
+    for layer in lineage.by_ids(deactivation.invalidated_layer_ids).values():
+        invalidated[layer.sequence_id].append(layer)
+    passes = []
+    for sequence_id, first in sorted(deactivation.first_invalid_position.items()):
+        prefix = prefixes[sequence_id].layer_ids
+        run = sorted(invalidated[sequence_id], key=lambda layer: layer.position)
+        parents = [prefix[-1] if prefix else None, *(layer.id for layer in run[:-1])]
+        if (
+            len(prefix) == first - 1
+            and [layer.position for layer in run] == list(range(first, model.n_slices + 1))
+            and [layer.parent_layer_id for layer in run] == parents
+        ):
+            chain = [*prefix, *(layer.id for layer in run)]
+            passes.append({"sequence_id": str(sequence_id), "from_stage": first, "chain": chain})
+    if not passes:
+        return None
+    job, _ = JobRepository.from_session(session).create(
+        model_id=model.id,
+        kind=JobKind.approximate,
+        stages_total=len(passes),
+        params={
+            "deletion_id": str(request.id),
+            "method": model.approximate_method.value,
+            "sequences": passes,
+        },
+    )
+    scheduling.enqueue(session, job)
+    DeletionRepository.from_session(session).link_job(request, job.id)
+    return job
+
+
+@dataclass(frozen=True)
+class SequencePass:
+    """One sequence's pass: its chain's artifacts, the stage it edits from, and its data."""
+
+    sequence_id: uuid.UUID
+    key: SequenceKey
+    from_stage: int
+    artifacts: list[str]  # stages 1..L
+    parent_layer_id: int | None  # the chain's stage from_stage-1
+    stage_versions: dict[int, dict[uuid.UUID, int]]  # current versions, for the new layers
+    forget: list[TrainingSample]
+    retain: list[TrainingSample]
+
+
+@dataclass(frozen=True)
+class PassWork:
+    job_id: uuid.UUID
+    model_id: uuid.UUID
+    request_id: uuid.UUID
+    spec: ModelSpec | None  # None when every sequence was passed over
+    method: str
+    sequences: list[SequencePass]
+    skipped: list[str] = field(default_factory=list)  # why a sequence was passed over
+
+
+def read_pass(session: Session, job: Job) -> PassWork:
+    """Everything the job's passes need; the request's payloads are purged once read."""
+    deletions = DeletionRepository.from_session(session)
+    request = deletions.get(uuid.UUID(job.params["deletion_id"]))
+    model = ModelRepository.from_session(session).get(job.model_id)
+    sample_ids = deletions.deleted_sample_ids(request.id)
+    rows = SampleRepository.from_session(session).payloads_of(sample_ids)
+    sequences: list[SequencePass] = []
+    skipped: list[str] = []
+    spec: ModelSpec | None = None
+    if not rows:
+        skipped.append("the payloads were purged before the pass could read them")
+    for planned in job.params["sequences"] if rows else []:
+        sequence = session.get_one(SliceSequence, uuid.UUID(planned["sequence_id"]))
+        from_stage, chain = int(planned["from_stage"]), [int(i) for i in planned["chain"]]
+        # The versions first, as a retrain reads them: a deletion after this read makes the
+        # pass's layers stale (discarded), never current with a sample it did not unlearn.
+        versions = LineageRepository.from_session(session).shard_versions(sequence.shard_id)
+        reason = _chain_changed(session, job.model_id, sequence, from_stage, chain, versions, rows)
+        if reason:
+            skipped.append(f"sequence {sequence.index} of its shard: {reason}")
+            continue
+        work = read_sequence_job(session, sequence.id, from_stage)
+        spec = work.spec
+        order = slice_indices(session, sequence)
+        refs = LineageRepository.from_session(session).artifact_refs(chain)
+        sequences.append(
+            SequencePass(
+                sequence_id=sequence.id,
+                key=work.key,
+                from_stage=from_stage,
+                artifacts=[refs[i] for i in chain],
+                parent_layer_id=work.parent_layer_id,
+                stage_versions={
+                    stage: {slice_id: versions[slice_id] for slice_id in recorded}
+                    for stage, recorded in work.stage_versions.items()
+                },
+                forget=[
+                    training_sample(model, sample, payload, work.key.shard, order[sample.slice_id])
+                    for sample, payload in rows
+                    if sample.slice_id in order
+                ],
+                retain=work.samples,
+            )
+        )
+    scheduling.purge_payloads(session, request, reason="read by the approximate pass")
+    return PassWork(
+        job_id=job.id,
+        model_id=job.model_id,
+        request_id=request.id,
+        spec=spec,
+        method=str(job.params["method"]),
+        sequences=sequences,
+        skipped=skipped,
+    )
+
+
+def record_pass(
+    session: Session, work: PassWork, sequence: SequencePass, artifacts: list[str]
+) -> Activation:
+    """Record one sequence's edited stages as approximate layers and serve them if their chain
+    is still current; call with the model row locked."""
+    lineage = LineageRepository.from_session(session)
+    row = session.get_one(SliceSequence, sequence.sequence_id)
+    parent = sequence.parent_layer_id
+    layer_ids = []
+    for stage, artifact in enumerate(artifacts, start=sequence.from_stage):
+        layer = lineage.record_layer(
+            sequence=row,
+            position=stage,
+            slice_versions=sequence.stage_versions[stage],
+            parent_layer_id=parent,
+            artifact_ref=artifact,
+            artifact_digest=artifact.removeprefix("sha256:"),
+            trained_sample_count=len(sequence.retain),
+            job_id=work.job_id,
+            approximate=True,
+        )
+        parent = layer.id
+        layer_ids.append(layer.id)
+    activation = lineage.activate(work.model_id, layer_ids)
+    lineage.link_deletion(activation.activated_layer_ids, work.request_id)
+    refs = lineage.artifact_refs(activation.activated_layer_ids)
+    AuditRepository.from_session(session).append(
+        scheduling.audit_chain(work.model_id),
+        actor=scheduling.SYSTEM_ACTOR,
+        action="layers.approximated",
+        payload={
+            "deletion_id": str(work.request_id),
+            "job_id": str(work.job_id),
+            "method": work.method,
+            "activated": [{"layer_id": i, "artifact": refs[i]} for i in refs],
+            "discarded": activation.discarded_layer_ids,
+        },
+    )
+    return activation
+
+
+def mark_approximated(session: Session, request_id: uuid.UUID) -> None:
+    """The request's layers are served again, approximately (its exact retrain may already be
+    running: the status then stays `retraining` and only the timestamp is set)."""
+    deletions = DeletionRepository.from_session(session)
+    request = deletions.get(request_id)
+    if request.status is DeletionStatus.deactivated:
+        deletions.advance(request, DeletionStatus.approximated)
+    elif request.approximated_at is None:
+        request.approximated_at = utcnow()
+
+
+def purge_overdue(session: Session, *, limit: int = 100) -> int:
+    """Purge the payloads whose approximate pass did not read them by the deadline; their
+    deletions become exact-only. Returns how many requests were purged."""
+    overdue = DeletionRepository.from_session(session).overdue_purges(utcnow(), limit=limit)
+    for request in overdue:
+        scheduling.purge_payloads(session, request, reason="deadline")
+    return len(overdue)
+
+
+def purge_overdue_payloads(factory: sessionmaker[Session]) -> int:
+    """:func:`purge_overdue` in its own transaction (the API's relay thread runs it)."""
+    with unit_of_work(factory) as session:
+        return purge_overdue(session)
+
+
+def _chain_changed(
+    session: Session,
+    model_id: uuid.UUID,
+    sequence: SliceSequence,
+    from_stage: int,
+    chain: list[int],
+    versions: dict[uuid.UUID, int],
+    rows: list[tuple[Sample, SamplePayload]],
+) -> str | None:
+    """Why the planned chain can no longer be edited, or None."""
+    lineage = LineageRepository.from_session(session)
+    prefix = lineage.prefixes(model_id, sequence_id=sequence.id)[0]
+    if prefix.layer_ids != tuple(chain[: from_stage - 1]):
+        return "its valid prefix changed (a retrain, another pass or another deletion)"
+    edited = chain[from_stage - 1 :]
+    layers = lineage.by_ids(edited)
+    if any(layers[i].state is not LayerState.invalidated for i in edited):
+        return "its invalidated layers were replaced"
+    touched = {sample.slice_id for sample, _ in rows}
+    for recorded in lineage.recorded_versions(edited).values():
+        moved = sum(versions[slice_id] - version for slice_id, version in recorded.items())
+        if moved != len(touched & recorded.keys()):
+            return "another deletion also touched its slices; the exact retrain covers both"
+    return None

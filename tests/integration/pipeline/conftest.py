@@ -1,0 +1,38 @@
+"""The deletion pipeline's fixtures: the app on the tiny backbone, jobs run in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.db import migrate
+from service.settings import Settings
+from tests.conftest import FreshDatabase
+from tests.integration.api import Api, InProcessWorker, save_tiny_backbone
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_backbone(tmp_path_factory.mktemp("tiny-backbone"))
+
+
+@pytest.fixture
+def settings(fresh_db: FreshDatabase, tmp_path: Path, tiny_dir: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny_dir)
+    migrate.upgrade(settings.database_url)
+    return settings
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[InProcessWorker]:
+    worker = InProcessWorker(settings)
+    yield worker
+    worker.close()
+
+
+@pytest.fixture
+def api(client: TestClient, keys: dict[str, str]) -> Api:
+    return Api(client, keys["a"])

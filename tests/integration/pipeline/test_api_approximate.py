@@ -1,0 +1,218 @@
+"""The approximate policies over HTTP on SQLite and PostgreSQL, jobs run in this process.
+
+Under `approximate_then_exact` a deletion deactivates at once as always, keeps the payloads for
+the approximate pass (identifiers go at once), the pass serves the invalidated stages again as
+`approximate` layers and purges the payloads, the status and certificate say so, and the exact
+retrain replaces them bitwise with training without the data. A pass never replaces an exact
+layer, the deadline purges unread payloads (the deletion is then exact only), and `auto`
+approximates only when the training queue is backlogged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from service.approximation.service import purge_overdue
+from service.db.models import Layer, LayerState, Sample, SamplePayload
+from service.settings import Settings
+from tests.integration.api import (
+    TINY_MODEL,
+    Api,
+    InProcessWorker,
+    active_digests,
+    samples,
+    trained_model,
+    trained_without,
+)
+from unlearning.sharding import assign
+
+pytestmark = pytest.mark.integration
+N_SAMPLES = 24
+APPROXIMATE = {"unlearning_policy": "approximate_then_exact"}
+GONE = ["s003", "s010"]
+
+
+def _payloads(worker: InProcessWorker) -> int:
+    with worker.factory() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(SamplePayload)) or 0
+
+
+def _actions(api: Api, model_id: str) -> list[dict[str, Any]]:
+    audit = api.ok(api.get(f"/models/{model_id}/audit"))
+    assert audit["verification"]["ok"]
+    entries: list[dict[str, Any]] = audit["entries"]
+    return entries
+
+
+def _approximate_job(api: Api, deletion: dict[str, Any]) -> dict[str, Any]:
+    jobs = [api.ok(api.get(f"/jobs/{job_id}")) for job_id in deletion["jobs"]]
+    (job,) = [j for j in jobs if j["kind"] == "approximate"]
+    found: dict[str, Any] = job
+    return found
+
+
+def test_approximated_then_replaced_by_the_exact_retrain(api: Api, worker: InProcessWorker) -> None:
+    rows = samples(N_SAMPLES)
+    model_id = trained_model(api, worker, rows, APPROXIMATE)
+    model = api.ok(api.get(f"/models/{model_id}"))
+    assert (model["unlearning_policy"], model["approximate_method"]) == (
+        "approximate_then_exact",
+        "ssd",
+    )
+
+    deletion = api.ok(api.delete(model_id, sample_ids=GONE), 202)
+    assert deletion["status"] == "deactivated"
+    assert _approximate_job(api, deletion)["status"] == "queued"
+    assert _payloads(worker) == N_SAMPLES  # kept for the pass ...
+    with worker.factory() as session:  # ... but the identifiers went at once
+        deleted = session.scalars(sa.select(Sample).where(Sample.deleted.is_(True))).all()
+        assert len(deleted) == 2 and all(s.external_id.startswith("deleted:") for s in deleted)
+    cut = api.ok(api.get(f"/models/{model_id}/status"))
+    assert any(q["valid_prefix"] < 2 for s in cut["shards"] for q in s["sequences"])
+    assert cut["estimated_quality"]["approximate_depth"] == 0
+
+    assert worker.approximate() == 1
+    approximated = api.ok(api.get(f"/deletions/{deletion['id']}"))
+    assert approximated["status"] == "approximated" and approximated["approximated_at"]
+    assert _approximate_job(api, deletion)["status"] == "succeeded"
+    assert _payloads(worker) == N_SAMPLES - 2  # purged as soon as the pass read them
+    status = api.ok(api.get(f"/models/{model_id}/status"))
+    sequences = [q for s in status["shards"] for q in s["sequences"]]
+    assert all(q["valid_prefix"] == 2 for q in sequences)  # full depth again
+    assert any(q["exact_prefix"] < 2 for q in sequences)
+    assert status["estimated_quality"]["approximate_depth"] > 0
+    assert any(s["serving"]["approximate_stages"] for s in status["shards"])
+    served = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good thing"]}))
+    assert any(s["approximate_stages"] for s in served["shards"])
+    certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    assert certificate["unlearning"] == "approximate" and certificate["payloads_deleted"]
+    assert certificate["payloads_purged_at"] and certificate["approximated_at"]
+    approximate_layers = certificate["layers_approximated"]
+    assert approximate_layers and all(
+        layer["served"] and layer["method"] == "ssd" for layer in approximate_layers
+    )
+    actions = [e["action"] for e in _actions(api, model_id)]
+    assert actions.index("payloads.purged") < actions.index("layers.approximated")
+
+    worker.drain()  # the exact retrains
+    done = api.ok(api.get(f"/deletions/{deletion['id']}"))
+    assert done["status"] == "completed"
+    assert done["approximated_at"] < done["retraining_at"] < done["completed_at"]
+    status = api.ok(api.get(f"/models/{model_id}/status"))
+    assert all(
+        q["valid_prefix"] == q["exact_prefix"] == 2
+        for s in status["shards"]
+        for q in s["sequences"]
+    )
+    assert status["estimated_quality"]["approximate_depth"] == 0
+    reference = trained_without(worker.engine, model, rows, set(GONE))
+    assert active_digests(worker, model_id) == reference
+    with worker.factory() as session:
+        states = session.scalars(sa.select(Layer.state).where(Layer.approximate.is_(True))).all()
+        assert states and set(states) == {LayerState.superseded}
+    certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    assert certificate["unlearning"] == "exact"
+    assert not any(layer["served"] for layer in certificate["layers_approximated"])
+    assert {layer["artifact"] for layer in certificate["layers_retrained"]} <= reference
+
+
+def test_a_pass_never_replaces_the_exact_retrain(api: Api, worker: InProcessWorker) -> None:
+    rows = samples(N_SAMPLES)
+    model_id = trained_model(api, worker, rows, APPROXIMATE)
+    deletion = api.ok(api.delete(model_id, sample_ids=GONE), 202)
+    worker.drain()  # the exact retrain lands first
+    assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+    assert _payloads(worker) == N_SAMPLES - 2  # completion purged what the pass did not read
+
+    assert worker.approximate() == 1
+    job = _approximate_job(api, deletion)
+    assert job["status"] == "cancelled" and "purged" in job["error"]
+    model = api.ok(api.get(f"/models/{model_id}"))
+    assert active_digests(worker, model_id) == trained_without(
+        worker.engine, model, rows, set(GONE)
+    )
+
+
+def test_a_pass_only_edits_layers_no_other_deletion_touched(
+    api: Api, worker: InProcessWorker
+) -> None:
+    rows = samples(N_SAMPLES)
+    model_id = trained_model(api, worker, rows, APPROXIMATE)
+    shard_of = {r["external_id"]: assign(model_id, r["external_id"], 2, 2)[0] for r in rows}
+    first, second = [i for i, s in shard_of.items() if s == 0][:2]
+    one = api.ok(api.delete(model_id, sample_ids=[first]), 202)
+    two = api.ok(api.delete(model_id, sample_ids=[second]), 202)
+    assert worker.approximate() <= 2
+    job = _approximate_job(api, one)  # its layers saw the second sample too: left to the retrain
+    assert job["status"] == "cancelled" and "sequence" in job["error"]
+    with worker.factory() as session:
+        assert not session.scalar(
+            sa.select(sa.func.count()).select_from(Layer).where(Layer.approximate.is_(True))
+        )
+    worker.drain()
+    for deletion in (one, two):
+        assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+
+
+class TestDeadline:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"approximate_purge_deadline_s": 1e-6})
+
+    def test_unread_payloads_are_purged_and_the_deletion_is_exact(
+        self, api: Api, worker: InProcessWorker
+    ) -> None:
+        rows = samples(N_SAMPLES)
+        model_id = trained_model(api, worker, rows, APPROXIMATE)
+        deletion = api.ok(api.delete(model_id, sample_ids=GONE), 202)
+        with worker.factory() as session:
+            assert purge_overdue(session) == 1
+            session.commit()
+        assert _payloads(worker) == N_SAMPLES - 2
+        purged = [e for e in _actions(api, model_id) if e["action"] == "payloads.purged"]
+        assert [e["payload"]["reason"] for e in purged] == ["deadline"]
+        assert worker.approximate() == 1
+        assert _approximate_job(api, deletion)["status"] == "cancelled"
+        assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "deactivated"
+        worker.drain()
+        assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+        certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+        assert certificate["unlearning"] == "exact" and not certificate["layers_approximated"]
+
+
+class TestAuto:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"auto_approximate_wait_s": 0.0})  # any backlog
+
+    def test_approximates_only_behind_a_backlog(self, api: Api, worker: InProcessWorker) -> None:
+        rows = samples(N_SAMPLES)
+        model_id = trained_model(api, worker, rows, {"unlearning_policy": "auto"})
+        quiet = api.ok(api.delete(model_id, sample_ids=GONE[:1]), 202)
+        assert not [
+            j for j in quiet["jobs"] if api.ok(api.get(f"/jobs/{j}"))["kind"] == "approximate"
+        ]
+        assert _payloads(worker) == N_SAMPLES - 1  # exact only: purged with the deactivation
+        worker.drain()
+
+        other = api.ok(api.post("/models", TINY_MODEL), 201)["id"]  # 4 queued training jobs
+        api.ok(api.post(f"/models/{other}/samples", {"samples": samples(8)}))
+        api.ok(api.post(f"/models/{other}/train"), 202)
+        busy = api.ok(api.delete(model_id, sample_ids=GONE[1:]), 202)
+        assert _approximate_job(api, busy)["status"] == "queued"
+
+
+def test_a_method_that_does_not_fit_the_model_is_a_422(api: Api) -> None:
+    body = {
+        **TINY_MODEL,
+        "labels": None,
+        "task": "regression",
+        "approximate_method": "random_labels",
+    }
+    response = api.post("/models", body)
+    assert response.status_code == 422 and "random_labels" in response.json()["detail"]
+    response = api.post("/models", {**TINY_MODEL, "unlearning_policy": "sometimes"})
+    assert response.status_code == 422

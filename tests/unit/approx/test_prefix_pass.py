@@ -1,0 +1,71 @@
+"""The service's entry point to the approximate methods: one pass over a served prefix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from service.db.models import ApproximateMethod
+from tests.tiny_models import TINY_SETTINGS, tiny_backbone
+from unlearning.approx import UnlearningInputError
+from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
+from unlearning.artifacts import LocalArtifactStore
+from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.s3t.weights import StageWeights
+
+CONFIG = S3TConfig(n_shards=1, n_slices=2, budget=1, n_labels=2, **TINY_SETTINGS)  # type: ignore[arg-type]
+SAMPLES = [
+    TrainingSample(f"s{i:03d}", 0, i % 2, f"{('good', 'bad')[i % 2]} thing {i}", i % 2)
+    for i in range(24)
+]
+FORGET, RETAIN = SAMPLES[:4], SAMPLES[4:]
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory: pytest.TempPathFactory) -> list[StageWeights]:
+    engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(tmp_path_factory.mktemp("pass")))
+    layers = sorted(engine.train(ModelSpec(CONFIG, ((0, 1),)), SAMPLES), key=lambda x: x.stage)
+    return [engine.load_stage(layer.artifact) for layer in layers]
+
+
+def _tensors(stage: StageWeights) -> list[torch.Tensor]:
+    pairs = [stage.adapters[key] for key in sorted(stage.adapters)]
+    return [t for pair in pairs for t in (pair.a, pair.b)] + [stage.head_weight, stage.head_bias]
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_a_pass_returns_the_edited_stages_only(prefix: list[StageWeights], method: Method) -> None:
+    backbone = tiny_backbone(4)
+    edited = approximate_stages(
+        backbone,
+        CONFIG,
+        prefix,
+        1,
+        examples_of(backbone, CONFIG, FORGET),
+        examples_of(backbone, CONFIG, RETAIN),
+        method,
+    )
+    assert len(edited) == 1 and edited[0].adapters.keys() == prefix[1].adapters.keys()
+    before, after = _tensors(prefix[1]), _tensors(edited[0])
+    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_a_pass_refuses_what_it_cannot_use(prefix: list[StageWeights]) -> None:
+    backbone = tiny_backbone(4)
+    forget = examples_of(backbone, CONFIG, FORGET)
+    retain = examples_of(backbone, CONFIG, RETAIN)
+    with pytest.raises(UnlearningInputError, match="empty"):
+        approximate_stages(
+            backbone, CONFIG, prefix, 0, examples_of(backbone, CONFIG, []), retain, Method.ssd
+        )
+    with pytest.raises(UnlearningInputError, match="no stage 2"):
+        approximate_stages(backbone, CONFIG, prefix, 2, forget, retain, Method.ssd)
+    regression = S3TConfig(
+        n_shards=1, n_slices=2, budget=1, task="regression", n_labels=1, **TINY_SETTINGS
+    )  # type: ignore[arg-type]
+    with pytest.raises(UnlearningInputError, match="classification"):
+        approximate_stages(backbone, regression, prefix, 1, forget, retain, Method.random_labels)
+
+
+def test_the_service_offers_exactly_the_library_methods() -> None:
+    assert [m.value for m in ApproximateMethod] == [m.value for m in Method]
