@@ -80,7 +80,8 @@ def _ok(response: Any, status: int = 200) -> Any:
 def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
     client, settings = stack
     headers = auth(issue_keys(settings)["a"])
-    model = _ok(client.post("/models", json=TINY_MODEL, headers=headers), 201)
+    policy = {"unlearning_policy": "approximate_then_exact"}  # both queues of the worker
+    model = _ok(client.post("/models", json={**TINY_MODEL, **policy}, headers=headers), 201)
     model_id = model["id"]
     ids = [f"s{i:03d}" for i in range(24)]
     shards = {i: assign(model_id, ext, 2, 2)[0] for i, ext in enumerate(ids)}
@@ -122,6 +123,23 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
     for d in (deletion, subject):
         done = wait_for(functools.partial(finished, d["id"]), TIMEOUT_S, "the retrain")
         assert done["status"] == "completed", done
+
+    # The approximate passes ran on the `deletions` queue (served, or overtaken by the retrain)
+    # and no payload of a deleted sample is left.
+    def passes_done() -> Any:
+        jobs = [
+            _ok(client.get(f"/jobs/{j}", headers=headers))
+            for d in (deletion, subject)
+            for j in d["jobs"]
+        ]
+        passes = [j for j in jobs if j["kind"] == "approximate"]
+        return passes if all(j["status"] not in ("queued", "running") for j in passes) else None
+
+    passes = wait_for(passes_done, TIMEOUT_S, "the approximate passes")
+    assert passes and all(j["status"] in ("succeeded", "cancelled") for j in passes), passes
+    for d in (deletion, subject):
+        certificate = _ok(client.get(f"/deletions/{d['id']}/certificate", headers=headers))
+        assert certificate["payloads_deleted"] and certificate["unlearning"] == "exact"
 
     # The retrained model is bitwise the model trained without the deleted samples.
     gone = set(victims) | {ids[i] for i in bob}
