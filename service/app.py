@@ -7,6 +7,7 @@ with Redis, the listener that preloads retrained layers.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,9 +16,9 @@ from functools import cache
 import torch
 from fastapi import FastAPI
 
+from service import housekeeping
 from service.api import health
 from service.api.problems import install_problem_handlers
-from service.approximation.service import purge_overdue_payloads
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import router as deletions_router
 from service.jobs.endpoints import router as jobs_router
@@ -51,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             factory,
             celery_publisher(celery),
             interval_s=settings.relay_interval_s,
-            housekeeping=lambda: purge_overdue_payloads(factory),
+            housekeeping=functools.partial(housekeeping.housekeep, factory, settings),
+            housekeeping_s=housekeeping.interval_s(settings),
         )
         serving = ServingRegistry(factory, cache(lambda: build_engine(settings)))
         listener = (

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         description="Torch threads of an API process for predictions; few keep the deletion "
         "path responsive while it predicts.",
     )
+    job_lease_s: float = Field(
+        900.0,
+        gt=0,
+        description="A queued or running job with no sign of life (sent, started, a stage "
+        "done) for this long is sent to the workers again; keep it above the longest stage.",
+    )
     approximate_purge_deadline_s: float = Field(
         3600.0,
         gt=0,

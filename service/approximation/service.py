@@ -23,9 +23,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from service.db.engine import unit_of_work
 from service.db.models import (
     DeletionRequest,
     DeletionStatus,
@@ -255,12 +254,6 @@ def purge_overdue(session: Session, *, limit: int = 100) -> int:
     for request in overdue:
         scheduling.purge_payloads(session, request, reason="deadline")
     return len(overdue)
-
-
-def purge_overdue_payloads(factory: sessionmaker[Session]) -> int:
-    """:func:`purge_overdue` in its own transaction (the API's relay thread runs it)."""
-    with unit_of_work(factory) as session:
-        return purge_overdue(session)
 
 
 def _chain_changed(

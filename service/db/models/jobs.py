@@ -52,5 +52,8 @@ class Job(UuidPk, CreatedAt, Base):
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(sa.Text)
     started_at: Mapped[datetime | None]
+    # Last sign of life: queued (sent), started, a stage done. A live job silent for longer than
+    # the lease (UNLEARN_JOB_LEASE_S) lost its message or its worker and is sent again.
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

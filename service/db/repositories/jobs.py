@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -130,9 +131,28 @@ class JobRepository(Repository):
         job.status = JobStatus.running
         job.attempts += 1
         job.started_at = job.started_at or utcnow()
+        job.heartbeat_at = utcnow()
 
     def progress(self, job: Job, stages_done: int) -> None:
         job.stages_done = min(stages_done, job.stages_total)
+        job.heartbeat_at = utcnow()
+
+    def stalled(self, silent_since: datetime, *, limit: int = 100) -> list[Job]:
+        """Live per-sequence and approximate jobs with no heartbeat since ``silent_since``,
+        locked (others skipped on PostgreSQL, so two relays never resend one twice)."""
+        return list(
+            self.session.scalars(
+                sa.select(Job)
+                .where(
+                    Job.status.in_(LIVE_STATUSES),
+                    Job.heartbeat_at < silent_since,
+                    sa.or_(Job.sequence_id.is_not(None), Job.kind == JobKind.approximate),
+                )
+                .order_by(Job.heartbeat_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
 
     def finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
         if status in LIVE_STATUSES:

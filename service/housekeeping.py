@@ -1,0 +1,22 @@
+"""Periodic upkeep run by every API process's relay thread: payloads past their deadline are
+purged, and live jobs silent past their lease are sent again."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.approximation.service import purge_overdue
+from service.db.engine import unit_of_work
+from service.settings import Settings
+from service.training.recovery import resend_stalled
+
+
+def housekeep(factory: sessionmaker[Session], settings: Settings) -> None:
+    with unit_of_work(factory) as session:
+        purge_overdue(session)
+        resend_stalled(session, settings.job_lease_s)
+
+
+def interval_s(settings: Settings) -> float:
+    """How often to housekeep: often enough that a stalled job waits little past its lease."""
+    return min(30.0, settings.job_lease_s / 4)
