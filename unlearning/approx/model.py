@@ -76,9 +76,15 @@ class PrefixModel(nn.Module):
         pair = stage.adapters[key]
         return pair.a, pair.b, stage.scaling
 
-    def forward(self, encoded: Encoded) -> torch.Tensor:
-        with torch.no_grad():
-            hidden = self.backbone.hidden_at(encoded, self.depth)
+    def forward(self, encoded: Encoded, bottom: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs for ``encoded``. ``bottom``: the plain backbone's hidden states entering layer
+        :attr:`depth` for these inputs (``backbone.hidden_at(encoded, depth)``), when the caller
+        has them cached; they depend on no adapter, so one copy serves every edit."""
+        if bottom is None:
+            with torch.no_grad():
+                hidden = self.backbone.hidden_at(encoded, self.depth)
+        else:
+            hidden = bottom
         handles = [
             self._targets[key].register_forward_hook(_Delta(*self._pair(key)))
             for key in sorted(self._source)

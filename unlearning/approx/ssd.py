@@ -5,10 +5,17 @@ over batches of the squared gradient of the batch-mean loss (a diagonal Fisher e
 Parameters whose forget-set importance exceeds ``alpha`` times their importance on the full
 training data are multiplied by ``min(lambda * I_D / I_f, 1)``; nothing else changes and no
 optimiser step is taken. Here the parameters are the editable LoRA matrices and the head.
+
+The importance on the full training data depends only on the trained prefix, not on what is
+deleted, so it can be computed once per prefix (:func:`importance`, e.g. right after training)
+and passed to every later deletion as ``data_importance``; a pass then costs one gradient pass
+over the forget set only. The cache is stale once the prefix's weights change (an approximate
+edit, a retrain).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -60,15 +67,29 @@ def importance(
 
 
 def ssd(
-    model: PrefixModel, forget: Examples, data: Examples, config: SSDConfig | None = None
+    model: PrefixModel,
+    forget: Examples,
+    data: Examples | None = None,
+    config: SSDConfig | None = None,
+    *,
+    data_importance: Mapping[str, torch.Tensor] | None = None,
 ) -> SSDResult:
     """Dampen, in place, the parameters the forget set matters to far more than the data does.
 
-    ``data`` is the full training data the prefix saw (retain and forget); its importance can be
-    computed once per prefix and reused."""
+    ``data`` is the full training data the prefix saw (retain and forget). Instead of it, give
+    ``data_importance``: ``importance(m, data, config.batch_size)`` computed beforehand on a model
+    ``m`` of the same prefix with the same weights (its editable stages may be more than
+    ``model``'s: an entry depends only on its own parameter), and the result is the same."""
     config = config or SSDConfig()
+    if (data is None) == (data_importance is None):
+        raise ValueError("give either `data` or its precomputed `data_importance`")
     forget_importance = importance(model, forget, config.batch_size, name="forget")
-    data_importance = importance(model, data, config.batch_size, name="training data")
+    if data_importance is None:
+        assert data is not None
+        data_importance = importance(model, data, config.batch_size, name="training data")
+    missing = sorted(set(forget_importance) - set(data_importance))
+    if missing:
+        raise ValueError(f"`data_importance` has no entry for {', '.join(missing)}")
     selected = total = 0
     with torch.no_grad():
         for name, p in model.named_parameters():

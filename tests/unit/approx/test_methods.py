@@ -11,8 +11,8 @@ from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.approx import Examples, PrefixModel, UnlearningInputError
 from unlearning.approx.baselines import TrainConfig, finetune, gradient_ascent, random_labels
 from unlearning.approx.data import task_loss
-from unlearning.approx.iau import IAUConfig, gradient_norm_penalty, iau
-from unlearning.approx.ssd import SSDConfig, ssd
+from unlearning.approx.iau import IAUConfig, full_data_gradient, gradient_norm_penalty, iau
+from unlearning.approx.ssd import SSDConfig, importance, ssd
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.s3t.backbone import Encoded
@@ -100,6 +100,71 @@ def test_iau_raises_the_forget_loss_more_than_the_retain_loss(trained: list[Stag
     iau(model, forget, retain, IAUConfig(lr=5e-3))
     f1, r1 = _loss(model, forget), _loss(model, retain)
     assert f1 > f0 and (r1 - r0) < (f1 - f0)
+
+
+def _same_parameters(first: PrefixModel, second: PrefixModel) -> None:
+    theirs = dict(second.named_parameters())
+    assert theirs.keys() == dict(first.named_parameters()).keys()
+    for name, p in first.named_parameters():
+        assert torch.allclose(p, theirs[name], atol=1e-6, rtol=1e-5), name
+
+
+def _moved(model: PrefixModel, trained: list[StageWeights]) -> bool:
+    """Whether an edit changed any of ``model``'s parameters."""
+    before = dict(_model(trained, editable=tuple(model.editable)).named_parameters())
+    return any(not torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+def test_ssd_with_the_cached_data_importance_makes_the_same_edit(
+    trained: list[StageWeights],
+) -> None:
+    forget, data = _examples(FORGET), _examples(_rows(40))
+    config = SSDConfig(alpha=2.0)
+    # Cached once on the whole prefix (every stage editable), reused by a pass that edits the
+    # last stage only: the entries it needs are the same.
+    cache = importance(_model(trained), data, config.batch_size)
+    uncached, cached = _model(trained, editable=(1,)), _model(trained, editable=(1,))
+    expected = ssd(uncached, forget, data, config)
+    result = ssd(cached, forget, config=config, data_importance=cache)
+    assert result == expected and result.selected > 0
+    _same_parameters(cached, uncached)
+    assert _moved(cached, trained)
+    with pytest.raises(ValueError, match="either"):
+        ssd(_model(trained), forget, data, config, data_importance=cache)
+    with pytest.raises(ValueError, match="no entry"):
+        ssd(
+            _model(trained),
+            forget,
+            config=config,
+            data_importance={"head.weight": cache["head.weight"]},
+        )
+
+
+def test_iau_with_the_cached_data_gradient_makes_the_same_step(
+    trained: list[StageWeights],
+) -> None:
+    forget, retain = _examples(FORGET), _examples(RETAIN)
+    config = IAUConfig(lr=5e-3)
+    cache = full_data_gradient(_model(trained), Examples.join(retain, forget), config.batch_size)
+    assert cache.count == len(FORGET) + len(RETAIN)
+    uncached, cached = _model(trained, editable=(1,)), _model(trained, editable=(1,))
+    iau(uncached, forget, retain, config)
+    iau(cached, forget, None, config, data_gradient=cache)
+    _same_parameters(cached, uncached)
+    assert _moved(cached, trained)
+    # The retain set, when given, must be the rest of the cached data.
+    with pytest.raises(UnlearningInputError, match="make up the cached data"):
+        iau(_model(trained), forget, _examples(RETAIN[:-1]), config, data_gradient=cache)
+    with pytest.raises(UnlearningInputError, match="retain set"):
+        iau(_model(trained), forget, None, config)
+
+
+def test_cached_bottom_states_give_the_same_outputs(trained: list[StageWeights]) -> None:
+    model = _model(trained)
+    encoded = _examples(FORGET).encoded
+    with torch.no_grad():
+        bottom = model.backbone.hidden_at(encoded, model.depth)
+        assert torch.equal(model(encoded, bottom), model(encoded))
 
 
 def test_the_baselines_move_the_losses_their_way(trained: list[StageWeights]) -> None:

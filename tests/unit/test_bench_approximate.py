@@ -1,0 +1,139 @@
+"""A smoke run of bench/approximate.py on a tiny random-weight backbone and synthetic texts."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.tiny_models import tiny_backbone
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "approximate.py"
+CLASSES = {
+    "Business": ("stocks", "market", "shares", "profit"),
+    "Sports": ("match", "goal", "league", "coach"),
+    "Sci/Tech": ("chip", "software", "cloud", "robot"),
+}
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_approximate", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(n: int, offset: int) -> list[tuple[str, str]]:
+    names = sorted(CLASSES)
+    rows = []
+    for i in range(offset, offset + n):
+        name = names[i % len(names)]
+        words = CLASSES[name]
+        rows.append((f"{words[i % 4]} {words[(i * 3) % 4]} news {i % 7}", name))
+    return rows
+
+
+def _numbers(report: Any) -> list[float]:
+    if isinstance(report, dict):
+        return [x for value in report.values() for x in _numbers(value)]
+    if isinstance(report, list):
+        return [x for value in report for x in _numbers(value)]
+    if isinstance(report, int | float) and not isinstance(report, bool):
+        return [float(report)]
+    return []
+
+
+def _metrics(report: dict[str, Any]) -> dict[str, float]:
+    """Every accuracy-like number of every row (no timings)."""
+    return {
+        f"{scenario}/{method}/{key}": value
+        for scenario, summary in report["scenarios"].items()
+        for method, row in summary["methods"].items()
+        for key, value in row.items()
+        if key in {"UA", "RA", "TA", "TA_all", "MIA", "avg_gap"}
+    }
+
+
+TINY = [
+    "--shard=120",
+    "--test=30",
+    "--slices=2",
+    "--epochs=2",
+    "--batch-size=8",
+    "--max-length=16",
+    "--lr=5e-3",
+    "--eval-batch=16",
+    "--forget-class=Sports",
+    "--output=",
+]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _bench()
+
+
+def _run(bench: ModuleType, *extra: str) -> dict[str, Any]:
+    args = bench.parse_args([*TINY, *extra])
+    report: dict[str, Any] = bench.run(args, tiny_backbone(4), _rows(120, 0), _rows(30, 1000))
+    return report
+
+
+@pytest.fixture(scope="module")
+def report(bench: ModuleType) -> dict[str, Any]:
+    return _run(bench)
+
+
+def _check(report: dict[str, Any], methods: set[str]) -> None:
+    assert set(report["scenarios"]) == {"random_1pct", "random_10pct", "whole_class"}
+    for name, summary in report["scenarios"].items():
+        assert set(summary["methods"]) == {"original", "retrain", *methods}, name
+        assert summary["retrain_seconds"] > 0
+        for method, row in summary["methods"].items():
+            for key in ("UA", "RA", "TA", "MIA"):
+                assert 0 <= row[key] <= 100, (name, method, key)
+            assert row["avg_gap"] >= 0 and row["time_ratio"] >= 0
+        assert summary["methods"]["retrain"]["avg_gap"] == 0
+        assert summary["methods"]["retrain"]["time_ratio"] == 1
+        for method in methods & {"ssd", "iau"}:
+            row = summary["methods"][method]
+            assert row["cache_seconds"] > 0
+            assert row["time_ratio_with_cache"] > row["time_ratio"]
+    forget = {name: summary["forget"] for name, summary in report["scenarios"].items()}
+    assert forget == {"random_1pct": 1, "random_10pct": 12, "whole_class": 40}
+    whole = report["scenarios"]["whole_class"]
+    assert whole["forgotten_class"] == "Sports"
+    assert all("TA_all" in row for row in whole["methods"].values())
+    numbers = _numbers(report)
+    assert numbers and all(math.isfinite(x) for x in numbers)
+    assert set(report["targets"]) == {
+        f"{scenario}/{method}" for scenario in forget for method in methods & {"ssd", "iau"}
+    }
+
+
+def test_every_scenario_has_every_method_with_finite_numbers(
+    bench: ModuleType, report: dict[str, Any]
+) -> None:
+    _check(report, set(bench.APPROXIMATE))
+    assert report["setup"]["config"]["gradient_penalty"] == 0
+
+
+def test_the_penalised_model_runs_the_chosen_methods(bench: ModuleType) -> None:
+    report = _run(bench, "--gradient-penalty=0.005", "--methods=ssd,iau")
+    _check(report, {"ssd", "iau"})
+    assert report["setup"]["config"]["gradient_penalty"] == 0.005
+    assert bench.parse_args(["--gradient-penalty=0.005"]).output.endswith("-penalty.json")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--methods=ssd,nope"])
+
+
+def test_a_second_run_gives_the_same_metrics(bench: ModuleType, report: dict[str, Any]) -> None:
+    first = _metrics(report)
+    assert first and _metrics(_run(bench)) == first
