@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from unlearning.approx import UnlearningInputError
 from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.s3t.config import Task
 from unlearning.s3t.weights import StageWeights
 
 CONFIG = S3TConfig(n_shards=1, n_slices=2, budget=1, n_labels=2, **TINY_SETTINGS)  # type: ignore[arg-type]
@@ -60,9 +63,7 @@ def test_a_pass_refuses_what_it_cannot_use(prefix: list[StageWeights]) -> None:
         )
     with pytest.raises(UnlearningInputError, match="no stage 2"):
         approximate_stages(backbone, CONFIG, prefix, 2, forget, retain, Method.ssd)
-    regression = S3TConfig(
-        n_shards=1, n_slices=2, budget=1, task="regression", n_labels=1, **TINY_SETTINGS
-    )  # type: ignore[arg-type]
+    regression = dataclasses.replace(CONFIG, task=Task.REGRESSION, n_labels=1)
     with pytest.raises(UnlearningInputError, match="classification"):
         approximate_stages(backbone, regression, prefix, 1, forget, retain, Method.random_labels)
 
