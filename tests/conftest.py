@@ -45,7 +45,9 @@ def pg_server_url() -> str:
 
 
 def pg_connect_or_fail() -> sa.Engine:
-    engine = sa.create_engine(pg_server_url(), connect_args={"connect_timeout": 3})
+    engine = sa.create_engine(
+        pg_server_url(), connect_args={"connect_timeout": 3}, pool_pre_ping=True
+    )
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

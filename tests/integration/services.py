@@ -85,3 +85,43 @@ def stop(process: subprocess.Popen[str]) -> str:
     out = log.read()
     log.close()
     return out
+
+
+# The machine's own start commands (see the env notes); a test that stops a service starts it.
+REDIS_START = (
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+POSTGRES_RESTART = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart"
+
+
+def restart_redis() -> None:
+    """Restart the machine's Redis: everything it held is gone (it keeps nothing on disk)."""
+    import redis
+
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], check=False)
+    wait_for(lambda: not _redis_up(), 30, "Redis to stop")
+    subprocess.run(REDIS_START, shell=True, check=True)
+    wait_for(_redis_up, 30, "Redis to start")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def _redis_up() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def restart_postgres() -> None:
+    """Restart the machine's PostgreSQL cluster and wait until it accepts connections."""
+    subprocess.run(POSTGRES_RESTART, shell=True, check=True, timeout=120)
+    wait_for(
+        lambda: (
+            subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode == 0
+        ),
+        60,
+        "PostgreSQL to accept connections",
+    )

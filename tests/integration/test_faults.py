@@ -1,0 +1,229 @@
+"""No deletion is lost once it answered 202: faults injected into the real pipeline.
+
+A real ``unlearn worker`` process on PostgreSQL and Redis, the API in this process with a short
+job lease (``UNLEARN_JOB_LEASE_S``) so that its housekeeping re-sends lost work quickly. Each
+test breaks one thing between the 202 and the retrain: the worker is SIGKILLed mid-retrain,
+Redis restarts (losing the queued message: it keeps nothing on disk), PostgreSQL restarts, or
+the API process stops before its relay sent the job. Every deletion still completes, and the
+served layers are bitwise those of training without the deleted samples. The services are
+running again when each test ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.db import migrate
+from service.db.engine import make_engine
+from service.db.models import Job, Layer, LayerState, OutboxMessage
+from service.settings import Settings
+from tests.conftest import FreshDatabase
+from tests.integration.api import (
+    TINY_MODEL,
+    auth,
+    issue_keys,
+    samples,
+    save_tiny_backbone,
+    trained_without,
+)
+from tests.integration.services import (
+    require_redis,
+    restart_postgres,
+    restart_redis,
+    stop,
+    unlearn,
+    wait_for,
+)
+from tests.tiny_models import tiny_backbone
+from unlearning.artifacts import LocalArtifactStore
+from unlearning.s3t import S3TEngine
+
+pytestmark = pytest.mark.integration
+TIMEOUT_S = 180
+ROWS = samples(24)
+GONE = {"s003", "s010"}
+FINAL = ("succeeded", "failed", "cancelled", "completed")
+SLOW = {**TINY_MODEL, "epochs_per_stage": 60}  # a retrain long enough to be killed mid-way
+
+
+class Stack:
+    """The API in this process, workers as child processes, one database and broker."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.broker = require_redis()
+        redis.Redis.from_url(self.broker).flushdb()
+        self.database = FreshDatabase("postgresql", tmp_path)
+        self.settings = Settings(
+            data_dir=tmp_path,
+            database_url=self.database.url(),
+            broker_url=self.broker,
+            backbone_path=save_tiny_backbone(tmp_path / "tiny"),
+            relay_interval_s=0.2,
+            job_lease_s=4.0,
+        )
+        migrate.upgrade(self.settings.database_url)
+        self.env = {
+            "UNLEARN_DATA_DIR": str(tmp_path),
+            "UNLEARN_DATABASE_URL": self.settings.database_url,
+            "UNLEARN_BROKER_URL": self.broker,
+            "UNLEARN_BACKBONE_PATH": str(self.settings.backbone_path),
+        }
+        self.headers = auth(issue_keys(self.settings)["a"])
+        self.workers: list[subprocess.Popen[str]] = []
+        self.db = make_engine(self.settings.database_url)
+
+    def worker(self) -> subprocess.Popen[str]:
+        process = unlearn(["worker"], self.env)
+        self.workers.append(process)
+        return process
+
+    def stop(self, worker: subprocess.Popen[str]) -> None:
+        self.workers.remove(worker)
+        assert "Traceback" not in stop(worker)
+
+    def close(self) -> str:
+        output = "".join(stop(w) for w in self.workers)
+        self.db.dispose()
+        self.database.close()
+        return output
+
+    def ok(self, response: Any, status: int = 200) -> Any:
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def trained(self, client: TestClient, model: dict[str, Any]) -> dict[str, Any]:
+        body = self.ok(client.post("/models", json=model, headers=self.headers), 201)
+        url = f"/models/{body['id']}"
+        self.ok(client.post(f"{url}/samples", json={"samples": ROWS}, headers=self.headers))
+        job = self.ok(client.post(f"{url}/train", headers=self.headers), 202)
+        done = wait_for(functools.partial(self.final, client, job["job_url"]), TIMEOUT_S, "train")
+        assert done["status"] == "succeeded", done
+        trained: dict[str, Any] = self.ok(client.get(url, headers=self.headers))
+        return trained
+
+    def delete(self, client: TestClient, model: dict[str, Any]) -> dict[str, Any]:
+        body = {"model_id": model["id"], "sample_ids": sorted(GONE)}
+        deletion: dict[str, Any] = self.ok(
+            client.post("/deletions", json=body, headers=self.headers), 202
+        )
+        assert deletion["status"] == "deactivated"
+        return deletion
+
+    def final(self, client: TestClient, url: str) -> Any:
+        """The job's or deletion's body once it reached a final status, else None."""
+        body = self.ok(client.get(url, headers=self.headers))
+        return body if body["status"] in FINAL else None
+
+    def completed(
+        self, client: TestClient, deletion: dict[str, Any], model: dict[str, Any]
+    ) -> None:
+        """The deletion completes, and what is served is training without the samples."""
+        url = f"/deletions/{deletion['id']}"
+        done = wait_for(functools.partial(self.final, client, url), TIMEOUT_S, "the deletion")
+        assert done["status"] == "completed", done
+        reference = S3TEngine(tiny_backbone(4), LocalArtifactStore(self.settings.data_dir / "r"))
+        with self.db.connect() as conn:
+            active = set(
+                conn.scalars(sa.select(Layer.artifact_ref).where(Layer.state == LayerState.active))
+            )
+        assert active == trained_without(reference, model, ROWS, GONE)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path)
+    try:
+        yield stack
+    finally:
+        output = stack.close()
+        assert "Traceback" not in output, output[-4000:]
+
+
+def _app(stack: Stack, **changes: Any) -> TestClient:
+    settings = stack.settings.model_copy(update=changes)
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+def test_a_worker_killed_mid_retrain(stack: Stack) -> None:
+    first = stack.worker()
+    with _app(stack) as client:
+        model = stack.trained(client, SLOW)
+        deletion = stack.delete(client, model)
+
+        def retraining() -> Any:
+            with stack.db.connect() as conn:
+                return conn.scalar(
+                    sa.select(Job.id).where(Job.kind == "retrain", Job.status == "running")
+                )
+
+        job_id = wait_for(retraining, TIMEOUT_S, "a retrain to start")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        with stack.db.connect() as conn:
+            assert conn.scalar(sa.select(Job.status).where(Job.id == job_id)) == "running"
+        stack.worker()  # the lease expires, the API re-sends the job, this worker runs it
+        stack.completed(client, deletion, model)
+        with stack.db.connect() as conn:
+            assert (conn.scalar(sa.select(Job.attempts).where(Job.id == job_id)) or 0) >= 2
+
+
+def test_redis_restarts_with_the_job_queued(stack: Stack) -> None:
+    worker = stack.worker()
+    with _app(stack) as client:
+        model = stack.trained(client, TINY_MODEL)
+        stack.stop(worker)
+        deletion = stack.delete(client, model)
+
+        def sent() -> Any:
+            with stack.db.connect() as conn:
+                return not conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(OutboxMessage)
+                    .where(OutboxMessage.sent_at.is_(None))
+                )
+
+        wait_for(sent, 30, "the relay to send the jobs")
+        restart_redis()  # the queued messages are gone with it
+        assert not redis.Redis.from_url(stack.broker).llen("training")
+        stack.worker()
+        stack.completed(client, deletion, model)
+
+
+def test_postgres_restarts_between_the_request_and_the_job(stack: Stack) -> None:
+    worker = stack.worker()
+    with _app(stack) as client:
+        model = stack.trained(client, TINY_MODEL)
+        stack.stop(worker)
+        deletion = stack.delete(client, model)
+        restart_postgres()
+        stack.worker()
+        stack.completed(client, deletion, model)
+
+
+def test_the_api_stops_before_its_relay_sent_the_job(stack: Stack) -> None:
+    stack.worker()
+    with _app(stack) as client:
+        model = stack.trained(client, TINY_MODEL)
+    with _app(stack, relay_interval_s=3600.0) as client:  # it relays once, at start
+        client.app.state.relay.wake = lambda: None  # type: ignore[attr-defined]
+        deletion = stack.delete(client, model)
+    with stack.db.connect() as conn:  # committed, never sent
+        assert conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.sent_at.is_(None))
+        )
+    with _app(stack) as client:  # the next API process sends it
+        stack.completed(client, deletion, model)
