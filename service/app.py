@@ -15,10 +15,12 @@ from functools import cache
 
 import torch
 from fastapi import FastAPI
+from sqlalchemy.exc import DataError
 
 from service import housekeeping
 from service.api import health
-from service.api.problems import install_problem_handlers
+from service.api.limits import BodySizeLimit
+from service.api.problems import install_problem_handlers, unstorable_value
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import router as deletions_router
 from service.jobs.endpoints import router as jobs_router
@@ -83,6 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # The database refused a value the schema let through (NUL in text, a number out of range).
+    app.add_exception_handler(DataError, unstorable_value)
     for router in (health.router, models_router, deletions_router, jobs_router):
         app.include_router(router)
     return app

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         description="Torch threads of an API process for predictions; few keep the deletion "
         "path responsive while it predicts.",
     )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted; a larger one is a 413 problem.",
+    )
     job_lease_s: float = Field(
         900.0,
         gt=0,

@@ -97,6 +97,17 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def unstorable_value(_request: Request, _exc: Exception) -> JSONResponse:
+    # The database refused a value the schema let through: a NUL character in a text field, a
+    # number out of its column's range. The input's fault, never the server's.
+    return problem_response(
+        422,
+        "Unprocessable value",
+        "a value cannot be stored (NUL characters or a number out of range)",
+        slug="unstorable-value",
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "Internal server error", "the error was logged", slug="internal")

@@ -112,7 +112,7 @@ def read_audit(
     model_id: uuid.UUID,
     key: CurrentKey,
     session: SessionDep,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     """The model's hash-chained audit log, a page at a time, with the chain's verification."""

@@ -16,8 +16,10 @@ class ModelCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     task: Literal["classification", "regression"] = "classification"
-    labels: list[str] | None = Field(
-        None, description="Class names of a classification model (at least two, distinct)."
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        max_length=1000,
+        description="Class names of a classification model (at least two, distinct).",
     )
     n_shards: int = Field(4, ge=1, le=256)
     n_slices: int = Field(4, ge=1, le=64)
@@ -29,7 +31,9 @@ class ModelCreate(BaseModel):
     lora_rank: int = Field(8, ge=1, le=256)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=lambda: ["query", "value"], min_length=1, max_length=16
+    )
     epochs_per_stage: int = Field(2, ge=1, le=100)
     learning_rate: float = Field(1e-3, gt=0, le=1)
     batch_size: int = Field(32, ge=2, le=4096)
@@ -70,13 +74,18 @@ class ModelPublic(BaseModel):
     created_at: datetime
 
 
+MAX_TEXT = 100_000
+
+
 class SampleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     external_id: str = Field(min_length=1, max_length=255)
-    label: str | float = Field(description="A class name, or the target of a regression model.")
-    text: str | None = None
-    features: list[float] | None = None
+    label: Annotated[str, Field(max_length=200)] | float = Field(
+        description="A class name, or the target of a regression model."
+    )
+    text: str | None = Field(None, max_length=MAX_TEXT, description="At most 100,000 characters.")
+    features: list[float] | None = Field(None, max_length=10_000)
     subject_id: str | None = Field(None, max_length=255, description="The data subject.")
 
 

@@ -54,6 +54,7 @@ def create_model(
         raise InvalidModelConfigError("`labels` must list at least two distinct labels")
     try:
         config = S3TConfig(**settings)
+        orders = plan_sequences(config)
     except ValueError as error:
         raise InvalidModelConfigError(str(error)) from error
     stored = {k: v for k, v in config.to_dict().items() if k not in _COLUMNS}
@@ -64,7 +65,7 @@ def create_model(
         n_shards=config.n_shards,
         n_slices=config.n_slices,
         budget=config.budget,
-        sequence_orders=plan_sequences(config),
+        sequence_orders=orders,
         labels=data.labels,
         config=stored,
         unlearning_policy=UnlearningPolicy(data.unlearning_policy),
