@@ -15,15 +15,18 @@ from functools import cache
 
 import torch
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import DataError
 
 from service import housekeeping
 from service.api import health
 from service.api.limits import BodySizeLimit
 from service.api.problems import install_problem_handlers, unstorable_value
+from service.api.ratelimit import RateLimiter
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import router as deletions_router
 from service.jobs.endpoints import router as jobs_router
+from service.keys.endpoints import router as keys_router
 from service.models.endpoints import router as models_router
 from service.relay import OutboxRelay, celery_publisher
 from service.s3t import build_engine
@@ -84,10 +87,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.rate_limiter = RateLimiter(settings.write_rate_per_minute)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # off by default: no browser origin may call the API
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
     # The database refused a value the schema let through (NUL in text, a number out of range).
     app.add_exception_handler(DataError, unstorable_value)
-    for router in (health.router, models_router, deletions_router, jobs_router):
+    for router in (health.router, models_router, deletions_router, jobs_router, keys_router):
         app.include_router(router)
     return app

@@ -51,6 +51,10 @@ class DeletionNotFoundError(NotFoundError):
     slug = "deletion-not-found"
 
 
+class KeyNotFoundError(NotFoundError):
+    pass
+
+
 class JobNotFoundError(NotFoundError):
     title = "Job not found"
     slug = "job-not-found"
@@ -98,6 +102,16 @@ class ForbiddenError(DomainError):
     status_code = 403
     title = "Forbidden"
     slug = "forbidden"
+
+
+class RateLimitedError(DomainError):
+    status_code = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class ServingUnavailableError(DomainError):

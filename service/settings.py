@@ -60,6 +60,17 @@ class Settings(BaseSettings):
         description="Torch threads of an API process for predictions; few keep the deletion "
         "path responsive while it predicts.",
     )
+    write_rate_per_minute: int = Field(
+        600,
+        ge=0,
+        description="Write calls (create, register, train, delete, key changes) each API key "
+        "may make per minute in each API process; more are a 429 problem. 0 turns it off.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS); none by default. A JSON "
+        'list, e.g. ["https://admin.example.com"].',
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,

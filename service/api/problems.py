@@ -38,7 +38,9 @@ _DESCRIPTIONS = {
     403: "The key's role may not do this",
     404: "Not found for this key's tenant",
     409: "Conflicts with the current state",
+    413: "The request body is too large",
     422: "Invalid input",
+    429: "Too many write calls for this key; see Retry-After",
     503: "Temporarily unable to answer; retry",
 }
 
@@ -72,7 +74,10 @@ def problem_response(
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug, **exc.extra)
+    headers = getattr(exc, "headers", None)
+    return problem_response(
+        exc.status_code, exc.title, exc.detail, slug=exc.slug, headers=headers, **exc.extra
+    )
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

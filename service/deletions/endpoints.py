@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from service.api.auth import CurrentKey
 from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import problem_responses
+from service.api.ratelimit import WriterKey
 from service.approximation.service import ApproximationSettings
 from service.db.models import DeletionStatus
 from service.deletions import service
@@ -21,7 +22,7 @@ from service.deletions.schemas import (
 )
 
 router = APIRouter(prefix="/deletions", tags=["deletions"])
-PROBLEMS = problem_responses(401, 404, 409, 422)
+PROBLEMS = problem_responses(401, 404, 409, 413, 422, 429)
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -36,7 +37,7 @@ IdempotencyKey = Annotated[
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
 def create_deletion(
     body: DeletionCreate,
-    key: CurrentKey,
+    key: WriterKey,
     session: SessionDep,
     request: Request,
     response: Response,

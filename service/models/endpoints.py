@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from service.api.auth import CurrentKey
 from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import PROBLEM_TYPE_BASE, problem_responses
+from service.api.ratelimit import WriterKey
 from service.models import service
 from service.models.schemas import (
     AuditPage,
@@ -28,7 +29,7 @@ from service.serving.registry import ServingRegistry
 from unlearning.s3t.backbone import backbone_layer_count
 
 router = APIRouter(prefix="/models", tags=["models"])
-PROBLEMS = problem_responses(401, 404, 409, 422)
+PROBLEMS = problem_responses(401, 404, 409, 413, 422, 429)
 
 
 def get_registry(request: Request) -> ServingRegistry:
@@ -41,7 +42,7 @@ RegistryDep = Annotated[ServingRegistry, Depends(get_registry)]
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=PROBLEMS)
 def create_model(
-    body: ModelCreate, key: CurrentKey, session: SessionDep, settings: SettingsDep
+    body: ModelCreate, key: WriterKey, session: SessionDep, settings: SettingsDep
 ) -> ModelPublic:
     """Create a model from its S3T settings; its slice orders are planned here."""
     layers = backbone_layer_count(settings.backbone_path)
@@ -57,7 +58,7 @@ def read_model(model_id: uuid.UUID, key: CurrentKey, session: SessionDep) -> Mod
 
 @router.post("/{model_id}/samples", responses=PROBLEMS)
 def register_samples(
-    model_id: uuid.UUID, body: SamplesCreate, key: CurrentKey, session: SessionDep
+    model_id: uuid.UUID, body: SamplesCreate, key: WriterKey, session: SessionDep
 ) -> SamplesResult:
     """Register samples in bulk: valid rows are stored, each bad or duplicate row is reported."""
     result = service.register_samples(session, key.tenant_id, model_id, body.samples)
@@ -78,7 +79,7 @@ def register_samples(
 
 @router.post("/{model_id}/train", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
 def train_model(
-    model_id: uuid.UUID, key: CurrentKey, session: SessionDep, request: Request
+    model_id: uuid.UUID, key: WriterKey, session: SessionDep, request: Request
 ) -> TrainAccepted:
     """Train every shard, sequence and stage on the workers; poll the job for progress."""
     job = service.train_model(session, key.tenant_id, model_id, actor=f"key:{key.prefix}")

@@ -15,6 +15,7 @@ from service.approximation.jobs import run_approximate_job
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
+from service.errors import TenantNotFoundError
 from service.settings import Settings
 from service.training.jobs import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
@@ -34,12 +35,16 @@ TINY_MODEL = {
 
 
 def issue_keys(settings: Settings, role: Role = Role.app) -> dict[str, str]:
-    """A key of tenant a and a key of tenant b."""
+    """A key of tenant a and a key of tenant b (the tenants are created on first use)."""
     engine = make_engine(settings.database_url)
     tokens = {}
     with unit_of_work(make_session_factory(engine)) as session:
+        tenants = TenantRepository.from_session(session)
         for name in ("a", "b"):
-            tenant = TenantRepository.from_session(session).create(name)
+            try:
+                tenant = tenants.by_name(name)
+            except TenantNotFoundError:
+                tenant = tenants.create(name)
             issued = ApiKeyRepository.from_session(session).issue(tenant.id, "k", role)
             tokens[name] = issued.token
     engine.dispose()

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from service.db.models import ApiKey, Role, Tenant
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
-from service.errors import DuplicateTenantError, TenantNotFoundError
+from service.errors import DuplicateTenantError, KeyNotFoundError, TenantNotFoundError
 
 KEY_PREFIX_BYTES = 6
 
@@ -80,6 +80,20 @@ class ApiKeyRepository(Repository):
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             key.last_used_at = now  # a write per minute, not per request
         return key
+
+    def get(self, key_id: uuid.UUID, *, tenant_id: uuid.UUID) -> ApiKey:
+        """The tenant's key, or KeyNotFoundError (another tenant's key is not found either)."""
+        key = self.session.get(ApiKey, key_id)
+        if key is None or key.tenant_id != tenant_id:
+            raise KeyNotFoundError(f"no API key {key_id}")
+        return key
+
+    def of_tenant(self, tenant_id: uuid.UUID) -> list[ApiKey]:
+        return list(
+            self.session.scalars(
+                sa.select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
+            )
+        )
 
     def revoke(self, key_id: uuid.UUID) -> None:
         key = self.session.get(ApiKey, key_id)

@@ -18,6 +18,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from schemathesis.core.result import Ok
 
 from tests.integration.api import Api, InProcessWorker, auth, samples, trained_model
 
@@ -40,6 +41,7 @@ def test_no_server_error_anywhere(
     headers = auth(keys["a"])
     checked = 0
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
 
         @given(case=operation.as_strategy())
