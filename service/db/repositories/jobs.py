@@ -75,7 +75,7 @@ class JobRepository(Repository):
         job = self.session.scalar(
             sa.select(Job)
             .where(Job.id == job_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
         if job is None:
@@ -96,7 +96,7 @@ class JobRepository(Repository):
             .order_by(Job.created_at, Job.id)
         )
         if lock:
-            query = query.with_for_update().execution_options(populate_existing=True)
+            query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
         live: dict[uuid.UUID, list[Job]] = {}
         for job in self.session.scalars(query):
             assert job.sequence_id is not None

@@ -100,11 +100,15 @@ class ModelRepository(Repository):
         return model
 
     def get_for_update(self, model_id: uuid.UUID) -> Model:
-        """The model row, locked until the transaction ends: serialises validity changes."""
+        """The model row, locked until the transaction ends: serialises validity changes.
+
+        ``FOR NO KEY UPDATE``: it excludes other lockers but not the key-share locks that
+        inserting rows referencing the model takes (a deletion request, a job), so a request
+        that inserted such a row first cannot deadlock with another waiting here."""
         model = self.session.scalar(
             sa.select(Model)
             .where(Model.id == model_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
         if model is None:
