@@ -68,6 +68,20 @@ def create_deletion(
     return public
 
 
+@router.post("/{deletion_id}/retry", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
+def retry_deletion(
+    deletion_id: uuid.UUID, key: WriterKey, session: SessionDep, request: Request
+) -> DeletionPublic:
+    """Retry a `failed` deletion: its shards are retrained again (409 unless it failed)."""
+    deletion = service.retry_deletion(
+        session, key.tenant_id, deletion_id, actor=f"key:{key.prefix}"
+    )
+    public = service.deletion_public(session, deletion)
+    session.commit()
+    request.app.state.relay.wake()
+    return public
+
+
 @router.get("", responses=PROBLEMS)
 def list_deletions(
     key: CurrentKey,

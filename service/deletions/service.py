@@ -140,6 +140,14 @@ def request_deletion(
     return request, True
 
 
+def retry_deletion(
+    session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID, *, actor: str
+) -> DeletionRequest:
+    request = DeletionRepository.from_session(session).get(deletion_id, tenant_id=tenant_id)
+    scheduling.retry_deletion(session, request, actor=actor)
+    return request
+
+
 def get_deletion(session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID) -> DeletionPublic:
     request = DeletionRepository.from_session(session).get(deletion_id, tenant_id=tenant_id)
     return deletion_public(session, request)

@@ -176,6 +176,39 @@ def retrain_after_deletion(
     return list(linked.values())
 
 
+def retry_deletion(session: Session, request: DeletionRequest, *, actor: str) -> list[Job]:
+    """Bring a failed deletion back: every sequence of its shards that is not exact to the top
+    is retrained again (joining a queued job where there is one); with none left, it completes.
+    """
+    if request.status is not DeletionStatus.failed:
+        raise ConflictError(f"only a failed deletion can be retried; this one is {request.status}")
+    model = ModelRepository.from_session(session).get_for_update(request.model_id)
+    deletions = DeletionRepository.from_session(session)
+    samples = SampleRepository.from_session(session)
+    shards = samples.shards_of(deletions.deleted_sample_ids(request.id))
+    prefixes = {
+        p.sequence_id: p for p in LineageRepository.from_session(session).prefixes(model.id)
+    }
+    jobs = [
+        ensure_retrain(session, model, sequence, prefixes[sequence.id].exact)
+        for sequence in ModelRepository.from_session(session).shard_sequences(shards)
+        if prefixes[sequence.id].exact < model.n_slices
+    ]
+    deletions.unlink_failed_jobs(request)
+    for job in jobs:
+        deletions.link_job(request, job.id)
+    deletions.advance(request, DeletionStatus.retraining)
+    AuditRepository.from_session(session).append(
+        audit_chain(model.id),
+        actor=actor,
+        action="deletion.retried",
+        payload={"deletion_id": str(request.id), "jobs": [str(job.id) for job in jobs]},
+    )
+    if not jobs:
+        complete_deletions(session, [request], retrained=True)
+    return jobs
+
+
 def on_job_started(session: Session, job: Job) -> None:
     """Deletions waiting on a job that starts are now `retraining`."""
     for request in DeletionRepository.from_session(session).waiting_on(job.id):

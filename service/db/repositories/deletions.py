@@ -16,6 +16,7 @@ from service.db.models import (
     DeletionStatus,
     ItemOutcome,
     Job,
+    JobStatus,
 )
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository, sha256_hex
@@ -194,6 +195,15 @@ class DeletionRepository(Repository):
         if self.session.get(DeletionJob, (request.id, job_id)) is None:
             self.session.add(DeletionJob(request_id=request.id, job_id=job_id))
             self.session.flush()
+
+    def unlink_failed_jobs(self, request: DeletionRequest) -> None:
+        """Forget the failed jobs a request waited for (a retry replaces them)."""
+        failed = sa.select(Job.id).where(Job.status == JobStatus.failed)
+        self.session.execute(
+            sa.delete(DeletionJob).where(
+                DeletionJob.request_id == request.id, DeletionJob.job_id.in_(failed)
+            )
+        )
 
     def link_new_jobs(self, request: DeletionRequest, job_ids: set[uuid.UUID]) -> None:
         """Links of a request that has none yet (one insert each, no look-up)."""

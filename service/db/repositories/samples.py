@@ -210,6 +210,15 @@ class SampleRepository(Repository):
                 return True
         return False
 
+    def shards_of(self, sample_ids: Sequence[int]) -> set[uuid.UUID]:
+        """The shards these samples were placed in."""
+        shards: set[uuid.UUID] = set()
+        for chunk in _chunks(sample_ids):
+            shards.update(
+                self.session.scalars(sa.select(Sample.shard_id).where(Sample.id.in_(chunk)))
+            )
+        return shards
+
     def payloads_of(self, sample_ids: Sequence[int]) -> list[tuple[Sample, SamplePayload]]:
         """These samples with the payloads they still have, ordered by id."""
         rows: list[tuple[Sample, SamplePayload]] = []

@@ -347,3 +347,33 @@ def test_a_deletion_during_a_prediction_is_never_answered_around(
 def _tenant_of(session: Any, model_id: str) -> uuid.UUID:
     tenant_id: uuid.UUID = session.get_one(Model, uuid.UUID(model_id)).tenant_id
     return tenant_id
+
+
+def test_a_failed_deletion_can_be_retried(
+    api: Api, worker: InProcessWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = samples(N_SAMPLES)
+    model_id = trained_model(api, worker, rows)
+    deletion = api.ok(api.delete(model_id, sample_ids=["s003"]), 202)
+    problem(api.post(f"/deletions/{deletion['id']}/retry"), 409)  # it has not failed
+    retrain = worker.engine.retrain
+
+    def broken(*args: Any, **kwargs: Any) -> list[TrainedLayer]:
+        raise RuntimeError("the GPU fell off")
+
+    monkeypatch.setattr(worker.engine, "retrain", broken)
+    for job_id in worker.queued():  # every retrain of the deletion fails
+        with pytest.raises(RuntimeError):
+            worker.run(job_id)
+    failed = api.ok(api.get(f"/deletions/{deletion['id']}"))
+    assert failed["status"] == "failed" and "GPU fell off" in failed["failure_reason"]
+
+    monkeypatch.setattr(worker.engine, "retrain", retrain)
+    retried = api.ok(api.post(f"/deletions/{deletion['id']}/retry"), 202)
+    assert retried["status"] == "retraining" and retried["jobs"] != deletion["jobs"]
+    worker.drain()
+    assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+    model = api.ok(api.get(f"/models/{model_id}"))
+    assert active_digests(worker, model_id) == trained_without(worker.engine, model, rows, {"s003"})
+    audit = [e["action"] for e in api.ok(api.get(f"/models/{model_id}/audit"))["entries"]]
+    assert "deletion.retried" in audit
