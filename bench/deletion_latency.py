@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,16 @@ def main() -> None:
         "batch_size": 16,
         "max_length": 32,
     }
+    print(json.dumps(on_a_stack(run, rows, model_body, args), indent=2))
+
+
+Run = Callable[[Stack, list[dict[str, Any]], dict[str, Any], argparse.Namespace], dict[str, Any]]
+
+
+def on_a_stack(
+    run: Run, rows: list[dict[str, Any]], body: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """``run`` against a fresh stack (``args.backbone``: `tiny` or a folder; ``args.port``)."""
     with tempfile.TemporaryDirectory() as tmp:
         backbone = (
             str(save_tiny_backbone(Path(tmp) / "tiny"))
@@ -247,10 +258,9 @@ def main() -> None:
         )
         stack = Stack(Path(tmp), args.port, backbone)
         try:
-            result = run(stack, rows, model_body, args)
+            return run(stack, rows, body, args)
         finally:
             stack.close()
-    print(json.dumps(result, indent=2))
 
 
 def run(

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from deletion_latency import (
     Predictor,
     Stack,
     load_rows,
-    save_tiny_backbone,
+    on_a_stack,
     summary_ms,
     wait,
 )
@@ -120,18 +119,7 @@ def main() -> None:
         "batch_size": 16,
         "max_length": 32,
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        backbone = (
-            str(save_tiny_backbone(Path(tmp) / "tiny"))
-            if args.backbone == "tiny"
-            else args.backbone
-        )
-        stack = Stack(Path(tmp), args.port, backbone)
-        try:
-            result = run(stack, rows, body, args)
-        finally:
-            stack.close()
-    print(json.dumps(result, indent=2))
+    print(json.dumps(on_a_stack(run, rows, body, args), indent=2))
 
 
 def run(
