@@ -64,7 +64,7 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
                 serving=ServingChoice(
                     sequence=served.sequence_index,
                     stages=served.length,
-                    approximate_stages=served.length - served.exact,
+                    approximate_stages=served.approximate_stages,
                 )
                 if served is not None
                 else None,
@@ -73,7 +73,7 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
             )
         )
     served_lengths = [p.length if p is not None else 0 for p in choice.values()]
-    approximate = sum(p.length - p.exact for p in choice.values() if p is not None)
+    approximate = sum(p.approximate_stages for p in choice.values() if p is not None)
     depth = model.n_shards * model.n_slices
     return ModelStatusPublic(
         model_id=model.id,

@@ -86,7 +86,7 @@ def load_served_model(session: Session, model_id: uuid.UUID) -> ServedModel:
                 p.length,
                 p.layer_ids,
                 tuple(refs[i] for i in p.layer_ids),
-                p.length - p.exact,
+                p.approximate_stages,
             )
             for p in chosen
         ),

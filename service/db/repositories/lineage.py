@@ -60,16 +60,16 @@ class Prefix:
     sequence_id: uuid.UUID
     sequence_index: int
     layer_ids: tuple[int, ...]
-    exact_length: int = -1  # leading layers that are exact (not approximate); -1: all
+    exact: int  # leading stages that are exact (not approximate): where a retrain starts from
 
     @property
     def length(self) -> int:
         return len(self.layer_ids)
 
     @property
-    def exact(self) -> int:
-        """How many leading stages are exact: where an exact retrain starts from."""
-        return self.length if self.exact_length < 0 else self.exact_length
+    def approximate_stages(self) -> int:
+        """The stages above the exact ones: an approximate pass's output, served meanwhile."""
+        return self.length - self.exact
 
 
 def _stale_condition() -> sa.ColumnElement[bool]:
@@ -208,14 +208,14 @@ class LineageRepository(Repository):
         prefixes = []
         for shard_index, sequence_id, sequence_index in rows:
             chain: list[int] = []
-            exact = -1
+            exact = 0
             layers = by_sequence.get(sequence_id, {})
             while (entry := layers.get(len(chain) + 1)) is not None:
                 layer_id, parent_id, approximate = entry
                 if parent_id != (chain[-1] if chain else None):
                     break
-                if approximate and exact < 0:
-                    exact = len(chain)
+                if not approximate and exact == len(chain):
+                    exact += 1
                 chain.append(layer_id)
             prefixes.append(Prefix(shard_index, sequence_id, sequence_index, tuple(chain), exact))
         return prefixes

@@ -6,10 +6,11 @@ import math
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute
 
 from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
 from service.db.repositories.base import Repository, sha256_hex
@@ -219,19 +220,27 @@ class SampleRepository(Repository):
             )
         return shards
 
-    def payloads_of(self, sample_ids: Sequence[int]) -> list[tuple[Sample, SamplePayload]]:
-        """These samples with the payloads they still have, ordered by id."""
+    def _with_payloads(
+        self,
+        column: InstrumentedAttribute[Any],
+        values: Sequence[object],
+        *conditions: sa.ColumnElement[bool],
+    ) -> list[tuple[Sample, SamplePayload]]:
+        """The samples whose ``column`` is among ``values`` (in chunks), with their payloads."""
         rows: list[tuple[Sample, SamplePayload]] = []
-        for chunk in _chunks(sample_ids):
+        for chunk in _chunks(values):
             rows.extend(
                 self.session.execute(
                     sa.select(Sample, SamplePayload)
                     .join(SamplePayload, SamplePayload.sample_id == Sample.id)
-                    .where(Sample.id.in_(chunk))
+                    .where(column.in_(chunk), *conditions)
                 )
             )
-        rows.sort(key=lambda pair: pair[0].id)
         return rows
+
+    def payloads_of(self, sample_ids: Sequence[int]) -> list[tuple[Sample, SamplePayload]]:
+        """These samples with the payloads they still have, ordered by id."""
+        return sorted(self._with_payloads(Sample.id, sample_ids), key=lambda pair: pair[0].id)
 
     def delete_payloads(self, sample_ids: Sequence[int]) -> int:
         """Hard-delete these samples' payloads; returns how many rows went."""
@@ -272,15 +281,5 @@ class SampleRepository(Repository):
 
     def training_set(self, slice_ids: Iterable[uuid.UUID]) -> list[tuple[Sample, SamplePayload]]:
         """The live samples of these slices with their payloads, ordered by external id."""
-        ids = list(set(slice_ids))
-        rows: list[tuple[Sample, SamplePayload]] = []
-        for chunk in _chunks(ids):
-            rows.extend(
-                self.session.execute(
-                    sa.select(Sample, SamplePayload)
-                    .join(SamplePayload, SamplePayload.sample_id == Sample.id)
-                    .where(Sample.slice_id.in_(chunk), Sample.deleted.is_(False))
-                )
-            )
-        rows.sort(key=lambda pair: pair[0].external_id)
-        return rows
+        rows = self._with_payloads(Sample.slice_id, list(set(slice_ids)), Sample.deleted.is_(False))
+        return sorted(rows, key=lambda pair: pair[0].external_id)
