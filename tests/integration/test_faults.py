@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,27 +24,20 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.db import migrate
-from service.db.engine import make_engine
 from service.db.models import Job, Layer, LayerState, OutboxMessage
-from service.settings import Settings
-from tests.conftest import FreshDatabase
 from tests.integration.api import (
     TINY_MODEL,
     auth,
     issue_keys,
     samples,
-    save_tiny_backbone,
     trained_without,
 )
 from tests.integration.services import (
-    require_redis,
     restart_postgres,
     restart_redis,
-    stop,
-    unlearn,
     wait_for,
 )
+from tests.integration.stack import WorkerStack
 from tests.tiny_models import tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import S3TEngine
@@ -58,46 +50,12 @@ FINAL = ("succeeded", "failed", "cancelled", "completed")
 SLOW = {**TINY_MODEL, "epochs_per_stage": 60}  # a retrain long enough to be killed mid-way
 
 
-class Stack:
-    """The API in this process, workers as child processes, one database and broker."""
+class Stack(WorkerStack):
+    """The API in this process (a 4 s lease), workers as child processes, and the calls."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.broker = require_redis()
-        redis.Redis.from_url(self.broker).flushdb()
-        self.database = FreshDatabase("postgresql", tmp_path)
-        self.settings = Settings(
-            data_dir=tmp_path,
-            database_url=self.database.url(),
-            broker_url=self.broker,
-            backbone_path=save_tiny_backbone(tmp_path / "tiny"),
-            relay_interval_s=0.2,
-            job_lease_s=4.0,
-        )
-        migrate.upgrade(self.settings.database_url)
-        self.env = {
-            "UNLEARN_DATA_DIR": str(tmp_path),
-            "UNLEARN_DATABASE_URL": self.settings.database_url,
-            "UNLEARN_BROKER_URL": self.broker,
-            "UNLEARN_BACKBONE_PATH": str(self.settings.backbone_path),
-        }
+        super().__init__(tmp_path, job_lease_s=4.0)
         self.headers = auth(issue_keys(self.settings)["a"])
-        self.workers: list[subprocess.Popen[str]] = []
-        self.db = make_engine(self.settings.database_url)
-
-    def worker(self) -> subprocess.Popen[str]:
-        process = unlearn(["worker"], self.env)
-        self.workers.append(process)
-        return process
-
-    def stop(self, worker: subprocess.Popen[str]) -> None:
-        self.workers.remove(worker)
-        assert "Traceback" not in stop(worker)
-
-    def close(self) -> str:
-        output = "".join(stop(w) for w in self.workers)
-        self.db.dispose()
-        self.database.close()
-        return output
 
     def ok(self, response: Any, status: int = 200) -> Any:
         assert response.status_code == status, response.text

@@ -15,25 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.db import migrate
 from service.db.engine import make_engine
 from service.db.models import Layer, LayerState
 from service.settings import Settings
-from tests.conftest import FreshDatabase
 from tests.integration.api import (
     TINY_MODEL,
     auth,
     issue_keys,
     samples,
-    save_tiny_backbone,
     trained_without,
 )
-from tests.integration.services import require_redis, stop, unlearn, wait_for
+from tests.integration.services import wait_for
+from tests.integration.stack import WorkerStack
 from tests.tiny_models import tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import S3TEngine
@@ -45,30 +42,13 @@ TIMEOUT_S = 180
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
-    broker = require_redis()
-    redis.Redis.from_url(broker).flushdb()
-    database = FreshDatabase("postgresql", tmp_path)
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=database.url(),
-        broker_url=broker,
-        backbone_path=save_tiny_backbone(tmp_path / "tiny"),
-        relay_interval_s=0.2,
-    )
-    migrate.upgrade(settings.database_url)
-    env = {
-        "UNLEARN_DATA_DIR": str(tmp_path),
-        "UNLEARN_DATABASE_URL": settings.database_url,
-        "UNLEARN_BROKER_URL": broker,
-        "UNLEARN_BACKBONE_PATH": str(settings.backbone_path),
-    }
-    worker = unlearn(["worker"], env)
+    stack = WorkerStack(tmp_path)
+    stack.worker()
     try:
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            yield client, settings
+        with TestClient(create_app(stack.settings), raise_server_exceptions=False) as client:
+            yield client, stack.settings
     finally:
-        output = stop(worker)
-        database.close()
+        output = stack.close()
         assert "Traceback" not in output, output[-4000:]
 
 

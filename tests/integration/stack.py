@@ -1,0 +1,56 @@
+"""A real stack for process tests: a fresh PostgreSQL schema, the machine's Redis as broker, the
+tiny backbone as a model folder, and ``unlearn worker`` child processes started on demand."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import redis
+
+from service.db import migrate
+from service.db.engine import make_engine
+from service.settings import Settings
+from tests.conftest import FreshDatabase
+from tests.integration.api import save_tiny_backbone
+from tests.integration.services import require_redis, stop, unlearn
+
+
+class WorkerStack:
+    def __init__(self, tmp_path: Path, *, job_lease_s: float = 900.0) -> None:
+        self.broker = require_redis()
+        redis.Redis.from_url(self.broker).flushdb()
+        self.database = FreshDatabase("postgresql", tmp_path)
+        self.settings = Settings(
+            data_dir=tmp_path,
+            database_url=self.database.url(),
+            broker_url=self.broker,
+            backbone_path=save_tiny_backbone(tmp_path / "tiny"),
+            relay_interval_s=0.2,
+            job_lease_s=job_lease_s,
+        )
+        migrate.upgrade(self.settings.database_url)
+        self.env = {
+            "UNLEARN_DATA_DIR": str(tmp_path),
+            "UNLEARN_DATABASE_URL": self.settings.database_url,
+            "UNLEARN_BROKER_URL": self.broker,
+            "UNLEARN_BACKBONE_PATH": str(self.settings.backbone_path),
+        }
+        self.workers: list[subprocess.Popen[str]] = []
+        self.db = make_engine(self.settings.database_url)
+
+    def worker(self) -> subprocess.Popen[str]:
+        process = unlearn(["worker"], self.env)
+        self.workers.append(process)
+        return process
+
+    def stop(self, worker: subprocess.Popen[str]) -> None:
+        self.workers.remove(worker)
+        assert "Traceback" not in stop(worker)
+
+    def close(self) -> str:
+        """Stop every worker and drop the schema; the workers' output."""
+        output = "".join(stop(w) for w in self.workers)
+        self.db.dispose()
+        self.database.close()
+        return output
