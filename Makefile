@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch lies on this machine's disk; GPU images install their own first.
 PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints/cpu.txt
 
-.PHONY: run serve worker test lint alembic-check bench clean
+.PHONY: run serve worker test system-deps lint alembic-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,22 @@ serve: $(VENV)/.installed-run
 worker: $(VENV)/.installed-run
 	$(BIN)/unlearn worker
 
-## test: install with the dev extra, lint, type-check, check migrations, run the tests
-test: $(VENV)/.installed-dev
+## system-deps: the Debian packages the tests drive: Chromium (the dashboard's browser test,
+## through Playwright; no browser download) and docker-compose 1.29 (checks docker-compose.yml
+## offline). Installed with apt-get when missing (root, or sudo).
+SYSTEM_PACKAGES := chromium docker-compose
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+		$$sudo apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+## test: install with the dev extra and the system packages, lint, type-check, check
+## migrations, run the tests (the browser test included)
+test: $(VENV)/.installed-dev system-deps
 	$(MAKE) --no-print-directory lint alembic-check
 	$(BIN)/pytest
 
