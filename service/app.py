@@ -23,11 +23,15 @@ from service.api import health
 from service.api.limits import BodySizeLimit
 from service.api.problems import install_problem_handlers, unstorable_value
 from service.api.ratelimit import RateLimiter
+from service.dashboard import endpoints as dashboard
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import router as deletions_router
 from service.jobs.endpoints import router as jobs_router
 from service.keys.endpoints import router as keys_router
 from service.models.endpoints import router as models_router
+from service.observability.endpoints import router as metrics_router
+from service.observability.metrics import app_registry
+from service.observability.requests import RequestContext
 from service.relay import OutboxRelay, celery_publisher
 from service.s3t import build_engine
 from service.serving.notify import ChangeListener
@@ -68,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = factory
         app.state.relay = relay
         app.state.serving = serving
+        app.state.metrics = app_registry(factory)
         relay.start()
         if listener is not None:
             listener.start()
@@ -90,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.write_rate_per_minute)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)  # outside the body limit: a 413 has its request id too
     if settings.cors_origins:  # off by default: no browser origin may call the API
         app.add_middleware(
             CORSMiddleware,
@@ -99,6 +105,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     # The database refused a value the schema let through (NUL in text, a number out of range).
     app.add_exception_handler(DataError, unstorable_value)
-    for router in (health.router, models_router, deletions_router, jobs_router, keys_router):
+    for router in (
+        health.router,
+        metrics_router,
+        models_router,
+        deletions_router,
+        jobs_router,
+        keys_router,
+    ):
         app.include_router(router)
+    dashboard.install(app)
     return app

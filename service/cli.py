@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,9 +40,10 @@ def main() -> None:
         settings = get_settings()
     except ValidationError as exc:
         raise click.ClickException(f"invalid configuration (UNLEARN_* variables):\n{exc}") from exc
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    from service.observability import logs
+
+    assert settings.log_format is not None
+    logs.configure(settings.log_level, settings.log_format.value)
 
 
 @main.group()
@@ -88,6 +88,8 @@ def _serve(host: str | None, port: int | None) -> None:
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # keep the service's handlers (logs.configure)
+        access_log=False,  # service.access writes one record per request, with its id
     )
 
 

@@ -8,17 +8,23 @@ to real servers.
 
 from __future__ import annotations
 
+import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Environment(StrEnum):
     development = "development"
     production = "production"
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    text = "text"
 
 
 class Settings(BaseSettings):
@@ -97,6 +103,26 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `unlearn serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `unlearn serve` binds.")
     log_level: str = Field("info", description="Python logging level name.")
+    log_format: LogFormat | None = Field(
+        None,
+        description="`json` (one object per line, with request and job ids) or `text`; "
+        "default json in production, text otherwise.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="When set, `/metrics` wants `Authorization: Bearer <token>`; open otherwise.",
+    )
+    dashboard_session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs dashboard login cookies; set the same value on every API "
+        "replica. Default: a random key per process (logins end when it restarts).",
+    )
+    dashboard_session_ttl_s: int = Field(
+        8 * 3600, ge=60, description="How long a dashboard login lasts."
+    )
+    dashboard_refresh_s: float = Field(
+        2.0, gt=0, le=3600, description="How often dashboard pages refresh their live parts."
+    )
     sqlite_busy_timeout_s: float = Field(
         30.0, gt=0, description="How long a SQLite writer waits for the file lock."
     )
@@ -113,6 +139,11 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}"
         if not self.pubsub_url and self.broker_url.startswith(("redis://", "rediss://")):
             self.pubsub_url = self.broker_url
+        if self.log_format is None:
+            production = self.environment is Environment.production
+            self.log_format = LogFormat.json if production else LogFormat.text
+        if self.dashboard_session_secret is None:
+            self.dashboard_session_secret = SecretStr(secrets.token_urlsafe(32))
         if self.artifacts_dir is None:
             self.artifacts_dir = data_dir / "artifacts"
         if self.environment is Environment.production and self.database_url.startswith("sqlite"):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from contextvars import Token
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
+from service.observability import logs
 from service.queues import Queue
 from service.settings import Settings
 
@@ -35,5 +39,28 @@ def create_celery(settings: Settings) -> Celery:
             "visibility_timeout": LONGEST_TASK_S + 3600,
             "queue_order_strategy": "priority",
         }
+    signals.setup_logging.connect(_keep_service_logging, weak=False)
+    signals.task_prerun.connect(_enter_job, weak=False)
+    signals.task_postrun.connect(_leave_job, weak=False)
     app.conf.imports = ["workers.tasks.health", "workers.tasks.training", "workers.tasks.deletions"]
     return app
+
+
+def _keep_service_logging(**_: Any) -> None:
+    """A receiver here stops Celery from replacing the handlers `unlearn` configured."""
+
+
+_job_tokens: dict[str, Token[str | None]] = {}
+
+
+def _enter_job(task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], **_: Any) -> None:
+    """Every record a job's task writes carries its ``job_id`` (the tasks' one argument)."""
+    job = kwargs.get("job_id", args[0] if args else None)
+    if isinstance(job, str):
+        _job_tokens[task_id] = logs.job_id.set(job)
+
+
+def _leave_job(task_id: str, **_: Any) -> None:
+    token = _job_tokens.pop(task_id, None)
+    if token is not None:
+        logs.job_id.reset(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from service.models.schemas import (
     SampleIn,
     ShardStatusBrief,
 )
+from service.observability.metrics import observe_prediction
 from service.serving.registry import ServingRegistry
 from service.training import scheduling
 from unlearning.s3t import S3TConfig
@@ -163,7 +165,9 @@ def predict(registry: ServingRegistry, model_id: uuid.UUID, texts: list[str]) ->
     """Predictions of the model's current valid ensemble, with the generation that answered.
 
     Runs outside the request's transaction: the registry reads the generation itself."""
+    started = time.perf_counter()
     served = registry.predict(model_id, texts)
+    observe_prediction(len(texts), time.perf_counter() - started)
     outputs = served.prediction.outputs
     labels = served.model.labels
     if labels is not None:

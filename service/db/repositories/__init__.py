@@ -4,6 +4,7 @@ from service.db.repositories.audit import AuditRepository
 from service.db.repositories.deletions import DeletionRepository
 from service.db.repositories.jobs import JobRepository
 from service.db.repositories.lineage import LineageRepository
+from service.db.repositories.metrics import MetricsRepository
 from service.db.repositories.models import ModelRepository
 from service.db.repositories.outbox import OutboxRepository
 from service.db.repositories.samples import NewSample, SampleRepository
@@ -15,6 +16,7 @@ __all__ = [
     "DeletionRepository",
     "JobRepository",
     "LineageRepository",
+    "MetricsRepository",
     "ModelRepository",
     "NewSample",
     "OutboxRepository",

@@ -86,6 +86,11 @@ class AuditRepository(Repository):
             query = query.limit(limit)
         return list(self.session.scalars(query))
 
+    def latest(self, chain: str, *, limit: int) -> list[AuditEntry]:
+        """The chain's last ``limit`` entries, newest first."""
+        query = sa.select(AuditEntry).where(AuditEntry.chain == chain)
+        return list(self.session.scalars(query.order_by(AuditEntry.seq.desc()).limit(limit)))
+
     def verify(self, chain: str) -> ChainVerification:
         """Recompute every link of ``chain`` from the stored rows."""
         prev_hash = GENESIS_HASH

@@ -16,6 +16,9 @@ from service.db.repositories.base import Repository
 from service.errors import JobNotFoundError, LineageError
 
 LIVE_STATUSES = (JobStatus.queued, JobStatus.running)
+#: Jobs that occupy a worker: per-sequence (re)trains and approximate passes, not the
+#: model-wide parent of a training, whose children do its work.
+IS_WORK = sa.or_(Job.sequence_id.is_not(None), Job.kind == JobKind.approximate)
 
 
 class JobRepository(Repository):
@@ -69,6 +72,22 @@ class JobRepository(Repository):
         if job is None:
             raise JobNotFoundError(f"no job {job_id}")
         return job
+
+    def recent(
+        self, tenant_id: uuid.UUID, *, model_id: uuid.UUID | None = None, limit: int = 20
+    ) -> list[Job]:
+        """A tenant's live jobs, then the latest finished ones, up to ``limit`` (per-sequence
+        and approximate jobs: the work itself, not the model-wide parent of a training)."""
+        query = (
+            sa.select(Job)
+            .join(Model, Model.id == Job.model_id)
+            .where(Model.tenant_id == tenant_id, IS_WORK)
+        )
+        if model_id is not None:
+            query = query.where(Job.model_id == model_id)
+        live_first = sa.case((Job.status.in_(LIVE_STATUSES), 0), else_=1)
+        order = (live_first, Job.created_at.desc(), Job.id)
+        return list(self.session.scalars(query.order_by(*order).limit(limit)))
 
     def get_for_update(self, job_id: uuid.UUID) -> Job:
         """The job, its row locked until the transaction ends (start and coalescing race)."""

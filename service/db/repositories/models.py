@@ -99,6 +99,11 @@ class ModelRepository(Repository):
             raise ModelNotFoundError(f"no model {model_id}")
         return model
 
+    def of_tenant(self, tenant_id: uuid.UUID, *, limit: int = 100) -> list[Model]:
+        """A tenant's models, newest first."""
+        query = sa.select(Model).where(Model.tenant_id == tenant_id)
+        return list(self.session.scalars(query.order_by(Model.created_at.desc()).limit(limit)))
+
     def get_for_update(self, model_id: uuid.UUID) -> Model:
         """The model row, locked until the transaction ends: serialises validity changes.
 

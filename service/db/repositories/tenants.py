@@ -88,6 +88,11 @@ class ApiKeyRepository(Repository):
             raise KeyNotFoundError(f"no API key {key_id}")
         return key
 
+    def live(self, key_id: uuid.UUID) -> ApiKey | None:
+        """The key with this id unless it was revoked (a dashboard login names its key)."""
+        key = self.session.get(ApiKey, key_id)
+        return key if key is not None and key.revoked_at is None else None
+
     def of_tenant(self, tenant_id: uuid.UUID) -> list[ApiKey]:
         return list(
             self.session.scalars(

@@ -1,0 +1,1 @@
+"""The admin dashboard: server-rendered pages whose live parts refresh in place."""

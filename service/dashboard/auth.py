@@ -1,0 +1,42 @@
+"""Who may see the dashboard: an admin key, sent as a Bearer header or held by a login cookie."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.api.auth import admin_key, current_key
+from service.api.deps import SessionDep, SettingsDep
+from service.dashboard import session as cookies
+from service.db.models import ApiKey, Role
+from service.db.repositories import ApiKeyRepository
+
+
+class LoginRequired(Exception):  # noqa: N818 (a signal to redirect, not an error report)
+    """No admin login: pages redirect to the login form, live parts answer 401."""
+
+
+def dashboard_admin(request: Request, session: SessionDep, settings: SettingsDep) -> ApiKey:
+    if "authorization" in request.headers:
+        return admin_key(current_key(request, session))
+    cookie = request.cookies.get(cookies.COOKIE)
+    assert settings.dashboard_session_secret is not None
+    key_id = (
+        cookies.verify(cookie, settings.dashboard_session_secret.get_secret_value())
+        if cookie
+        else None
+    )
+    key = ApiKeyRepository.from_session(session).live(key_id) if key_id else None
+    if key is None or key.role is not Role.admin:
+        raise LoginRequired
+    return key
+
+
+def login(session: SessionDep, token: str) -> ApiKey | None:
+    """The admin key behind a pasted token, or None."""
+    key = ApiKeyRepository.from_session(session).authenticate(token.strip())
+    return key if key is not None and key.role is Role.admin else None
+
+
+DashboardAdmin = Annotated[ApiKey, Depends(dashboard_admin)]

@@ -1,0 +1,247 @@
+"""What each dashboard page shows, read through the services and repositories (no HTML here)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from service.dashboard import charts
+from service.db.models import DeletionStatus, Model
+from service.db.models.base import utcnow
+from service.db.repositories import (
+    AuditRepository,
+    DeletionRepository,
+    JobRepository,
+    MetricsRepository,
+    ModelRepository,
+)
+from service.deletions import service as deletions
+from service.deletions.schemas import DeletionCertificate, DeletionPublic
+from service.jobs.schemas import JobPublic
+from service.jobs.service import job_public
+from service.models.schemas import ModelStatusPublic, SequenceStatus, ShardStatus
+from service.models.service import get_model
+from service.models.status import model_status
+from service.observability.metrics import RECENT_PREDICTIONS
+from service.training.scheduling import audit_chain
+
+#: Cell states, in the legend's order.
+STATES = ("valid", "approximate", "retraining", "training", "invalid")
+LIST_LIMIT = 20
+AUDIT_LIMIT = 15
+
+
+@dataclass(frozen=True)
+class Cell:
+    position: int
+    state: str
+    served: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class SequenceRow:
+    index: int
+    order: list[int]
+    cells: list[Cell]
+    valid_prefix: int
+    exact_prefix: int
+
+
+@dataclass(frozen=True)
+class ShardGrid:
+    index: int
+    serving: str
+    deleted_samples: int
+    sequences: list[SequenceRow]
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    model: Model
+    status: ModelStatusPublic
+
+
+@dataclass(frozen=True)
+class AuditView:
+    chain: str
+    ok: bool
+    entries: int
+    reason: str | None
+    latest: list[tuple[int, datetime, str, str]]
+
+
+@dataclass(frozen=True)
+class Overview:
+    models: list[ModelSummary]
+    counts: dict[str, int]
+    deletions: list[DeletionPublic]
+    jobs: list[JobPublic]
+    charts: list[charts.Chart]
+    now: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class ModelPage:
+    model: Model
+    status: ModelStatusPublic
+    grid: list[ShardGrid]
+    deletions: list[DeletionPublic]
+    jobs: list[JobPublic]
+    audit: AuditView
+    now: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class DeletionPage:
+    deletion: DeletionPublic
+    certificate: DeletionCertificate
+    now: datetime = field(default_factory=utcnow)
+
+
+def overview(session: Session, tenant_id: uuid.UUID) -> Overview:
+    models = ModelRepository.from_session(session).of_tenant(tenant_id)
+    by_status = MetricsRepository.from_session(session).deletions_by_status(tenant_id)
+    return Overview(
+        models=[ModelSummary(m, model_status(session, m)) for m in models],
+        counts={s.value: by_status.get(s, 0) for s in DeletionStatus},
+        deletions=_deletions(session, tenant_id),
+        jobs=_jobs(session, tenant_id),
+        charts=_charts(session, tenant_id),
+    )
+
+
+def model_page(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID) -> ModelPage:
+    model = get_model(session, tenant_id, model_id)
+    status = model_status(session, model)
+    return ModelPage(
+        model=model,
+        status=status,
+        grid=[_shard_grid(shard, model.n_slices) for shard in status.shards],
+        deletions=_deletions(session, tenant_id, model_id),
+        jobs=_jobs(session, tenant_id, model_id),
+        audit=_audit(session, model.id),
+    )
+
+
+def deletion_page(session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID) -> DeletionPage:
+    return DeletionPage(
+        deletion=deletions.get_deletion(session, tenant_id, deletion_id),
+        certificate=deletions.certificate(session, tenant_id, deletion_id),
+    )
+
+
+def job_page(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> JobPublic:
+    return job_public(session, tenant_id, job_id)
+
+
+def _shard_grid(shard: ShardStatus, n_slices: int) -> ShardGrid:
+    served = shard.serving
+    return ShardGrid(
+        index=shard.index,
+        serving=(
+            f"sequence {served.sequence}, {served.stages} of {n_slices} stages"
+            + (f" ({served.approximate_stages} approximate)" if served.approximate_stages else "")
+            if served is not None
+            else "nothing valid: shard left out"
+        ),
+        deleted_samples=shard.deleted_samples,
+        sequences=[
+            _sequence_row(
+                sequence,
+                n_slices,
+                served_stages=served.stages
+                if served is not None and served.sequence == sequence.index
+                else 0,
+            )
+            for sequence in shard.sequences
+        ],
+    )
+
+
+def _sequence_row(sequence: SequenceStatus, n_slices: int, *, served_stages: int) -> SequenceRow:
+    cells = []
+    for position in range(1, n_slices + 1):
+        state, detail = cell_state(sequence, position)
+        cells.append(Cell(position, state, position <= served_stages, detail))
+    return SequenceRow(
+        index=sequence.index,
+        order=sequence.order,
+        cells=cells,
+        valid_prefix=sequence.valid_prefix,
+        exact_prefix=sequence.exact_prefix,
+    )
+
+
+def cell_state(sequence: SequenceStatus, position: int) -> tuple[str, str]:
+    """The state of stage ``position`` of a sequence, and a line of detail for its tooltip."""
+    if position <= sequence.exact_prefix:
+        return "valid", "trained exactly on valid data"
+    if position <= sequence.valid_prefix:
+        return "approximate", "edited by an approximate pass; the exact retrain follows"
+    for job in sequence.pending:
+        if job.from_stage is None or job.from_stage <= position:
+            state = "training" if job.kind == "train" else "retraining"
+            return state, f"{job.kind} job {job.status}"
+    return "invalid", "off: saw a deleted sample, no retrain pending"
+
+
+def _deletions(
+    session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID | None = None
+) -> list[DeletionPublic]:
+    requests = DeletionRepository.from_session(session).list(
+        tenant_id, limit=LIST_LIMIT, model_id=model_id
+    )
+    return deletions.deletions_public(session, requests)
+
+
+def _jobs(
+    session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID | None = None
+) -> list[JobPublic]:
+    jobs = JobRepository.from_session(session).recent(
+        tenant_id, model_id=model_id, limit=LIST_LIMIT
+    )
+    return [job_public(session, tenant_id, job.id) for job in jobs]
+
+
+def _audit(session: Session, model_id: uuid.UUID) -> AuditView:
+    chain = audit_chain(model_id)
+    audit = AuditRepository.from_session(session)
+    check = audit.verify(chain)
+    return AuditView(
+        chain=chain,
+        ok=check.ok,
+        entries=check.entries,
+        reason=check.reason,
+        latest=[(e.seq, e.at, e.actor, e.action) for e in audit.latest(chain, limit=AUDIT_LIMIT)],
+    )
+
+
+def _charts(session: Session, tenant_id: uuid.UUID) -> list[charts.Chart]:
+    window = charts.Window(end=utcnow())
+    times = MetricsRepository.from_session(session).deletions_since(tenant_id, window.start)
+    received = [(t.received_at, 1.0) for t in times]
+    completed = [
+        (t.completed_at, (t.completed_at - t.received_at).total_seconds())
+        for t in times
+        if t.completed_at is not None
+    ]
+    deactivated = [
+        (t.received_at, (t.deactivated_at - t.received_at).total_seconds() * 1000)
+        for t in times
+        if t.deactivated_at is not None
+    ]
+    minutes = RECENT_PREDICTIONS.snapshot()
+    predictions = [(datetime.fromtimestamp(b.minute * 60, UTC), float(b.count)) for b in minutes]
+    worst = [(datetime.fromtimestamp(b.minute * 60, UTC), b.worst * 1000) for b in minutes]
+    return [
+        charts.bar_chart("Deletions received", "requests", window, received, charts.count),
+        charts.bar_chart("Deletions completed", "requests", window, completed, charts.count),
+        charts.bar_chart("Time to deactivate (median)", "ms", window, deactivated, charts.median),
+        charts.bar_chart("Time to complete (median)", "s", window, completed, charts.median),
+        charts.bar_chart("Predictions (this process)", "calls", window, predictions, sum),
+        charts.bar_chart("Slowest prediction (this process)", "ms", window, worst, max),
+    ]

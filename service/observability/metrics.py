@@ -1,0 +1,214 @@
+"""Prometheus metrics.
+
+Two kinds. What only this process sees (HTTP requests, predictions and their latency) is kept
+in process-wide counters. What the workers do (deletion phases, retrains, queues, layers) is
+read from the lineage database at scrape time, so every API replica reports the same figures
+and nothing is lost when a worker restarts: scrape one replica, or take ``max`` across them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from threading import Lock
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.engine import unit_of_work
+from service.db.models import DeletionStatus, JobKind
+from service.db.repositories import MetricsRepository
+from service.db.repositories.metrics import Histogram as DbHistogram
+from service.queues import Queue
+
+log = logging.getLogger(__name__)
+
+#: Upper bounds, in seconds: deactivation is sub-second, completion and retrains take minutes.
+DEACTIVATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LONG_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+PROCESS_REGISTRY = CollectorRegistry(auto_describe=True)
+HTTP_REQUESTS = Counter(
+    "unlearn_http_requests",
+    "HTTP requests answered by this process, by route template and status.",
+    ["method", "route", "status"],
+    registry=PROCESS_REGISTRY,
+)
+HTTP_SECONDS = Histogram(
+    "unlearn_http_request_seconds",
+    "Time to answer an HTTP request, by route template.",
+    ["method", "route"],
+    buckets=REQUEST_BUCKETS,
+    registry=PROCESS_REGISTRY,
+)
+PREDICTIONS = Counter(
+    "unlearn_predictions",
+    "Texts predicted by this process.",
+    registry=PROCESS_REGISTRY,
+)
+PREDICTION_SECONDS = Histogram(
+    "unlearn_prediction_seconds",
+    "Time of one predict call (all its texts), in this process.",
+    buckets=REQUEST_BUCKETS,
+    registry=PROCESS_REGISTRY,
+)
+
+#: Which queue carries which job kind (service/training and service/approximation send them).
+QUEUE_OF_KIND = {
+    JobKind.train: Queue.training,
+    JobKind.retrain: Queue.training,
+    JobKind.approximate: Queue.deletions,
+}
+
+
+@dataclass
+class MinuteBucket:
+    minute: int  # unix time // 60
+    count: int = 0
+    seconds: float = 0.0
+    worst: float = 0.0
+
+
+class RecentCalls:
+    """Calls per minute over the last hour in this process, for the dashboard's charts."""
+
+    def __init__(self, minutes: int = 60) -> None:
+        self._buckets: deque[MinuteBucket] = deque(maxlen=minutes)
+        self._lock = Lock()
+
+    def observe(self, seconds: float, *, now: float | None = None) -> None:
+        minute = int((time.time() if now is None else now) // 60)
+        with self._lock:
+            if not self._buckets or self._buckets[-1].minute != minute:
+                self._buckets.append(MinuteBucket(minute))
+            bucket = self._buckets[-1]
+            bucket.count += 1
+            bucket.seconds += seconds
+            bucket.worst = max(bucket.worst, seconds)
+
+    def snapshot(self) -> list[MinuteBucket]:
+        with self._lock:
+            return [MinuteBucket(b.minute, b.count, b.seconds, b.worst) for b in self._buckets]
+
+
+RECENT_PREDICTIONS = RecentCalls()
+
+
+def observe_prediction(texts: int, seconds: float) -> None:
+    PREDICTIONS.inc(texts)
+    PREDICTION_SECONDS.observe(seconds)
+    RECENT_PREDICTIONS.observe(seconds)
+
+
+class LineageCollector(Collector):
+    """Reads the deletion, job and layer figures from the lineage database at each scrape."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "unlearn_lineage_up", "1 when the lineage database answered this scrape."
+        )
+        try:
+            with unit_of_work(self.factory) as session:
+                metrics = list(self._read(MetricsRepository.from_session(session)))
+        except SQLAlchemyError:
+            log.warning("metrics: the lineage database did not answer", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from metrics
+
+    def _read(self, repo: MetricsRepository) -> Iterator[Metric]:
+        by_status = repo.deletions_by_status()
+        received = CounterMetricFamily(
+            "unlearn_deletion_requests", "Deletion requests received (all tenants)."
+        )
+        received.add_metric([], sum(by_status.values()))
+        yield received
+        current = GaugeMetricFamily(
+            "unlearn_deletions",
+            "Deletion requests by their current status.",
+            labels=["status"],
+        )
+        for status in DeletionStatus:
+            current.add_metric([status.value], by_status.get(status, 0))
+        yield current
+        yield _histogram(
+            "unlearn_deletion_deactivation_seconds",
+            "From a deletion's receipt to its layers being off.",
+            repo.deletion_phase("deactivated_at", DEACTIVATION_BUCKETS),
+        )
+        yield _histogram(
+            "unlearn_deletion_completion_seconds",
+            "From a deletion's receipt to its exact retrain being served.",
+            repo.deletion_phase("completed_at", LONG_BUCKETS),
+        )
+        yield _histogram(
+            "unlearn_retrain_seconds",
+            "Run time of succeeded exact retrain jobs (one slice sequence each).",
+            repo.job_seconds(JobKind.retrain, LONG_BUCKETS),
+        )
+        depth = GaugeMetricFamily(
+            "unlearn_queue_depth",
+            "Live jobs per queue: `queued` wait for a worker, `running` hold one.",
+            labels=["queue", "state"],
+        )
+        live = repo.live_jobs()
+        for queue in Queue:
+            for state in ("queued", "running"):
+                n = sum(
+                    count
+                    for (kind, status), count in live.items()
+                    if QUEUE_OF_KIND[kind] is queue and status.value == state
+                )
+                depth.add_metric([queue.value, state], n)
+        yield depth
+        layers = GaugeMetricFamily(
+            "unlearn_layers",
+            "Layers per model and state (active = valid and servable, invalidated = off).",
+            labels=["model_id", "state"],
+        )
+        for (model_id, state), n in sorted(repo.layers_by_model().items(), key=str):
+            layers.add_metric([str(model_id), state], n)
+        yield layers
+
+
+def _histogram(name: str, documentation: str, histogram: DbHistogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    buckets = [(_le(bound), float(n)) for bound, n in histogram.buckets]
+    buckets.append(("+Inf", float(histogram.count)))
+    family.add_metric([], buckets, sum_value=histogram.total)
+    return family
+
+
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+class _ProcessMetrics(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield from PROCESS_REGISTRY.collect()
+
+
+def app_registry(factory: sessionmaker[Session]) -> CollectorRegistry:
+    """What one app's ``/metrics`` exposes: this process's counters and the lineage's."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ProcessMetrics())
+    registry.register(LineageCollector(factory))
+    return registry
