@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextvars import Token
 from typing import Any
 
@@ -13,6 +14,7 @@ from service.observability import logs
 from service.queues import Queue
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
 # A retrain of the longest suffix must finish before the broker re-delivers its message.
 LONGEST_TASK_S = 6 * 3600
 
@@ -58,9 +60,11 @@ def _enter_job(task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], **_:
     job = kwargs.get("job_id", args[0] if args else None)
     if isinstance(job, str):
         _job_tokens[task_id] = logs.job_id.set(job)
+        log.info("job task started", extra={"task_id": task_id})
 
 
-def _leave_job(task_id: str, **_: Any) -> None:
+def _leave_job(task_id: str, state: str | None = None, **_: Any) -> None:
     token = _job_tokens.pop(task_id, None)
     if token is not None:
+        log.info("job task ended", extra={"task_id": task_id, "state": state})
         logs.job_id.reset(token)

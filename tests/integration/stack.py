@@ -35,6 +35,7 @@ class WorkerStack:
             "UNLEARN_DATABASE_URL": self.settings.database_url,
             "UNLEARN_BROKER_URL": self.broker,
             "UNLEARN_BACKBONE_PATH": str(self.settings.backbone_path),
+            "UNLEARN_LOG_FORMAT": "json",
         }
         self.workers: list[subprocess.Popen[str]] = []
         self.db = make_engine(self.settings.database_url)

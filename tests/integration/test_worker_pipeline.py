@@ -9,6 +9,7 @@ worker's retrain, the retrained layers bitwise equal to training without the dat
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,9 @@ def stack(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
     finally:
         output = stack.close()
         assert "Traceback" not in output, output[-4000:]
+        # The worker logs JSON records, those of a job's task with its job id.
+        records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        assert any(r.get("job_id") and r["level"] == "info" for r in records), output[-4000:]
 
 
 def _ok(response: Any, status: int = 200) -> Any:

@@ -95,7 +95,8 @@ def test_the_grid_follows_a_deletion_until_it_completes(
     page = client.get(f"/dashboard/models/{model_id}")
     assert page.status_code == 200 and 'data-live="grid"' in page.text
     before = cells(client.get(f"/dashboard/models/{model_id}?part=grid").text)
-    shards, slices, budget = TINY_MODEL["n_shards"], TINY_MODEL["n_slices"], TINY_MODEL["budget"]
+    shards, slices, budget = (TINY_MODEL[k] for k in ("n_shards", "n_slices", "budget"))
+    assert isinstance(shards, int) and isinstance(slices, int) and isinstance(budget, int)
     assert len(before) == shards * budget * slices
     assert set(before.values()) == {"valid"}
 
@@ -110,7 +111,7 @@ def test_the_grid_follows_a_deletion_until_it_completes(
                 assert during[(shard["index"], sequence["index"], position)] == expected
     assert Counter(during.values())["retraining"] >= 1
     served = status["shards"][0]["serving"]
-    assert grid.count(" served\"") == sum(
+    assert grid.count(' served"') == sum(
         s["serving"]["stages"] for s in status["shards"] if s["serving"]
     ), "the served prefix of each shard is outlined"
     assert served is None or f"sequence {served['sequence']}" in grid
