@@ -34,8 +34,8 @@ worker: $(VENV)/.installed-run
 
 ## system-deps: the Debian packages the tests drive: Chromium (the dashboard's browser test,
 ## through Playwright; no browser download) and docker-compose 1.29 (checks docker-compose.yml
-## offline). Installed with apt-get when missing (root, or sudo).
-SYSTEM_PACKAGES := chromium docker-compose
+## offline), shellcheck (docker/entrypoint.sh). Installed with apt-get when missing (root, or sudo).
+SYSTEM_PACKAGES := chromium docker-compose shellcheck
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

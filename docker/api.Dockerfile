@@ -1,27 +1,46 @@
-# The API image: CPU torch only, no CUDA. Build from the repository root:
+# The API image: the CPU build of torch, no CUDA. It also runs `migrate` and the CPU worker
+# (`worker --queues deletions`). Build from the repository root:
 #   docker build -f docker/api.Dockerfile -t unlearn-api .
-FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-# Where the CPU build of torch comes from: a package index that serves CPU wheels.
-ARG TORCH_INDEX_URL=""
-WORKDIR /app
+# --- build: a virtual environment in /opt/venv, copied alone into the runtime stage ---------
+FROM python:3.11-slim-bookworm AS build
 
-COPY pyproject.toml README.md alembic.ini ./
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+# PyPI's Linux x86_64 torch wheel is the CUDA build; this index serves the CPU build.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN python -m venv /opt/venv
+WORKDIR /src
+
+# torch first, in its own layer: the pin lives in constraints/cpu.txt only.
 COPY constraints ./constraints
+RUN pip install --index-url "$TORCH_INDEX_URL" --constraint constraints/cpu.txt torch
+COPY pyproject.toml README.md ./
 COPY unlearning ./unlearning
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
-RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0; fi \
-    && pip install -c constraints/cpu.txt . \
-    && useradd --create-home --uid 1000 unlearn
-COPY docker/entrypoint.sh /entrypoint.sh
+RUN pip install --constraint constraints/cpu.txt .
 
-USER unlearn
-ENV UNLEARN_HOST=0.0.0.0 UNLEARN_DATA_DIR=/home/unlearn/var
+# --- runtime ---------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
+    UNLEARN_DATA_DIR=/var/lib/unlearn UNLEARN_ARTIFACTS_DIR=/var/lib/unlearn/artifacts \
+    UNLEARN_HOST=0.0.0.0 UNLEARN_PORT=8000
+# One UID in every image: the shared artifacts volume takes this directory's owner.
+RUN groupadd --system --gid 10001 unlearn \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --create-home unlearn \
+    && mkdir -p /var/lib/unlearn/artifacts \
+    && chown -R 10001:10001 /var/lib/unlearn
+COPY --from=build /opt/venv /opt/venv
+# Mode 0755 comes from git (no --chmod: the classic builder of docker-compose 1.29 lacks it).
+COPY docker/entrypoint.sh /usr/local/bin/entrypoint.sh
+
+USER 10001:10001
+WORKDIR /var/lib/unlearn
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
-    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
-ENTRYPOINT ["/entrypoint.sh"]
+# Role-aware: /healthz for `serve`, a Celery ping of this node for `worker`.
+HEALTHCHECK --interval=15s --timeout=20s --start-period=60s --retries=4 \
+    CMD ["/usr/local/bin/entrypoint.sh", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
 CMD ["serve"]

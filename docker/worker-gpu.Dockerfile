@@ -1,25 +1,59 @@
-# The GPU worker image: a CUDA base; torch is the CUDA build pip chooses (no CPU pin).
+# The GPU worker image: a CUDA runtime base and the CUDA build of torch for the same CUDA
+# (never constraints/cpu.txt). Build from the repository root:
 #   docker build -f docker/worker-gpu.Dockerfile -t unlearn-worker-gpu .
-FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+# CUDA 13 needs an NVIDIA driver >= 580 and a Turing or newer GPU. For older ones:
+#   --build-arg CUDA_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04 \
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
+ARG CUDA_IMAGE=nvidia/cuda:13.0.2-runtime-ubuntu24.04
 
-ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    PIP_BREAK_SYSTEM_PACKAGES=1
+# --- build: a virtual environment in /opt/venv, copied alone into the runtime stage ---------
+FROM ${CUDA_IMAGE} AS build
+
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+# Ubuntu's archive moves package versions within a release: the release is the pin (DL3008).
+# hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-pip python3-venv \
-    && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv
+WORKDIR /src
 
-COPY pyproject.toml README.md alembic.ini ./
+# The torch build for the base image's CUDA; keep TORCH_VERSION equal to constraints/cpu.txt.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
+ARG TORCH_VERSION=2.13.0
+RUN pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"
+COPY pyproject.toml README.md ./
 COPY unlearning ./unlearning
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install . \
-    && useradd --create-home --uid 1001 unlearn
-COPY docker/entrypoint.sh /entrypoint.sh
-ENV PATH=/opt/venv/bin:$PATH UNLEARN_DATA_DIR=/home/unlearn/var
+# The torch installed above satisfies the dependency: pip keeps it.
+RUN pip install .
 
-USER unlearn
-ENTRYPOINT ["/entrypoint.sh"]
-# One process per GPU: the solo pool creates CUDA state in the worker process only.
-CMD ["worker", "--queues", "deletions,training", "--pool", "solo"]
+# --- runtime ---------------------------------------------------------------------------
+FROM ${CUDA_IMAGE}
+
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    UNLEARN_DATA_DIR=/var/lib/unlearn UNLEARN_ARTIFACTS_DIR=/var/lib/unlearn/artifacts
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 unlearn \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --create-home unlearn \
+    && mkdir -p /var/lib/unlearn/artifacts \
+    && chown -R 10001:10001 /var/lib/unlearn
+COPY --from=build /opt/venv /opt/venv
+# Mode 0755 comes from git (no --chmod: the classic builder of docker-compose 1.29 lacks it).
+COPY docker/entrypoint.sh /usr/local/bin/entrypoint.sh
+
+USER 10001:10001
+WORKDIR /var/lib/unlearn
+# A Celery ping of this worker's node. A solo-pool worker answers it only between tasks.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=120s --retries=4 \
+    CMD ["/usr/local/bin/entrypoint.sh", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
+# One process per GPU: the solo pool keeps the CUDA state in the worker process itself.
+CMD ["worker", "--queues", "training", "--pool", "solo"]
