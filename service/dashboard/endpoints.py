@@ -71,7 +71,7 @@ def overview(
     settings: SettingsDep,
     part: OverviewPart | None = None,
 ) -> HTMLResponse:
-    page = views.overview(session, admin.tenant_id)
+    page = views.Overview(session, admin.tenant_id)
     return _render(request, "overview", part, settings, admin=admin, page=page)
 
 
@@ -84,7 +84,7 @@ def model(
     settings: SettingsDep,
     part: ModelPart | None = None,
 ) -> HTMLResponse:
-    page = views.model_page(session, admin.tenant_id, model_id)
+    page = views.ModelPage(session, admin.tenant_id, model_id)
     return _render(request, "model", part, settings, admin=admin, page=page)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 from sqlalchemy.orm import Session
 
@@ -74,25 +75,66 @@ class AuditView:
     latest: list[tuple[int, datetime, str, str]]
 
 
-@dataclass(frozen=True)
 class Overview:
-    models: list[ModelSummary]
-    counts: dict[str, int]
-    deletions: list[DeletionPublic]
-    jobs: list[JobPublic]
-    charts: list[charts.Chart]
-    now: datetime = field(default_factory=utcnow)
+    """The overview's parts, each read when a template first uses it: a live part's refresh
+    reads only what that part shows."""
+
+    def __init__(self, session: Session, tenant_id: uuid.UUID) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+        self.now = utcnow()
+
+    @cached_property
+    def models(self) -> list[ModelSummary]:
+        models = ModelRepository.from_session(self.session).of_tenant(self.tenant_id)
+        return [ModelSummary(m, model_status(self.session, m)) for m in models]
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
+        by_status = MetricsRepository.from_session(self.session).deletions_by_status(self.tenant_id)
+        return {s.value: by_status.get(s, 0) for s in DeletionStatus}
+
+    @cached_property
+    def deletions(self) -> list[DeletionPublic]:
+        return _deletions(self.session, self.tenant_id)
+
+    @cached_property
+    def jobs(self) -> list[JobPublic]:
+        return _jobs(self.session, self.tenant_id)
+
+    @cached_property
+    def charts(self) -> list[charts.Chart]:
+        return _charts(self.session, self.tenant_id)
 
 
-@dataclass(frozen=True)
 class ModelPage:
-    model: Model
-    status: ModelStatusPublic
-    grid: list[ShardGrid]
-    deletions: list[DeletionPublic]
-    jobs: list[JobPublic]
-    audit: AuditView
-    now: datetime = field(default_factory=utcnow)
+    """One model's parts, each read when a template first uses it."""
+
+    def __init__(self, session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+        self.model = get_model(session, tenant_id, model_id)
+        self.now = utcnow()
+
+    @cached_property
+    def status(self) -> ModelStatusPublic:
+        return model_status(self.session, self.model)
+
+    @cached_property
+    def grid(self) -> list[ShardGrid]:
+        return [_shard_grid(shard, self.model.n_slices) for shard in self.status.shards]
+
+    @cached_property
+    def deletions(self) -> list[DeletionPublic]:
+        return _deletions(self.session, self.tenant_id, self.model.id)
+
+    @cached_property
+    def jobs(self) -> list[JobPublic]:
+        return _jobs(self.session, self.tenant_id, self.model.id)
+
+    @cached_property
+    def audit(self) -> AuditView:
+        return _audit(self.session, self.model.id)
 
 
 @dataclass(frozen=True)
@@ -100,31 +142,6 @@ class DeletionPage:
     deletion: DeletionPublic
     certificate: DeletionCertificate
     now: datetime = field(default_factory=utcnow)
-
-
-def overview(session: Session, tenant_id: uuid.UUID) -> Overview:
-    models = ModelRepository.from_session(session).of_tenant(tenant_id)
-    by_status = MetricsRepository.from_session(session).deletions_by_status(tenant_id)
-    return Overview(
-        models=[ModelSummary(m, model_status(session, m)) for m in models],
-        counts={s.value: by_status.get(s, 0) for s in DeletionStatus},
-        deletions=_deletions(session, tenant_id),
-        jobs=_jobs(session, tenant_id),
-        charts=_charts(session, tenant_id),
-    )
-
-
-def model_page(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID) -> ModelPage:
-    model = get_model(session, tenant_id, model_id)
-    status = model_status(session, model)
-    return ModelPage(
-        model=model,
-        status=status,
-        grid=[_shard_grid(shard, model.n_slices) for shard in status.shards],
-        deletions=_deletions(session, tenant_id, model_id),
-        jobs=_jobs(session, tenant_id, model_id),
-        audit=_audit(session, model.id),
-    )
 
 
 def deletion_page(session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID) -> DeletionPage:

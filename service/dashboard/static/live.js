@@ -1,10 +1,13 @@
 // Live parts: every element with data-live="<name>" is fetched again from this page's address
-// with ?part=<name> every data-refresh-ms milliseconds and replaced in place (no page reload).
+// with ?part=<name> every data-refresh-ms milliseconds (times data-live-every, for parts that
+// cost more and change slowly) and replaced in place (no page reload).
 (() => {
   "use strict";
   const every = Number(document.body.dataset.refreshMs || 2000);
   const stamp = document.getElementById("live-stamp");
   const last = new Map();
+  let tick = 0;
+  let busy = false; // a slow answer never piles up requests behind it
 
   async function refreshPart(element) {
     const url = new URL(window.location.href);
@@ -29,8 +32,11 @@
   }
 
   async function refresh() {
-    if (document.hidden) return;
-    const parts = [...document.querySelectorAll("[data-live]")];
+    if (document.hidden || busy) return;
+    busy = true;
+    tick += 1;
+    const due = (element) => tick % Number(element.dataset.liveEvery || 1) === 0;
+    const parts = [...document.querySelectorAll("[data-live]")].filter(due);
     try {
       const results = await Promise.all(parts.map(refreshPart));
       if (stamp) {
@@ -43,6 +49,8 @@
         stamp.textContent = `offline · ${new Date().toLocaleTimeString()}`;
         stamp.classList.add("stale");
       }
+    } finally {
+      busy = false;
     }
   }
 
