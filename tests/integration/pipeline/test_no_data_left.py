@@ -1,6 +1,7 @@
 """No data left behind: after a deletion completes, the deleted sample's text, id and subject
 appear nowhere: not in any table (outbox, jobs and audit log included), not in the logs, not in
-artifact names or contents. Checked under the approximate policy, which keeps payloads longest.
+artifact names or contents, nor in the API's answers, the dashboard's pages or `/metrics`.
+Checked under the approximate policy, which keeps payloads longest.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.db.models import Base
+from service.db.models import Base, Role
 from service.settings import Settings
-from tests.integration.api import Api, InProcessWorker, samples, trained_model
+from tests.integration.api import Api, InProcessWorker, issue_keys, samples, trained_model
 
 pytestmark = pytest.mark.integration
 TEXT = "zq-marker-text-4f1c9e"
@@ -63,6 +64,17 @@ def test_a_completed_deletion_leaves_no_trace(
         f"/models/{model_id}/status",
     ):
         assert not any(marker in api.get(path).text for marker in MARKERS), path
+    admin = Api(api.client, issue_keys(settings, Role.admin)["a"])
+    for page in (
+        "/dashboard",
+        f"/dashboard/models/{model_id}",
+        f"/dashboard/deletions/{deletion['id']}",
+        *(f"/dashboard/jobs/{job}" for job in deletion["jobs"]),
+        "/metrics",
+    ):
+        shown = admin.get(page)
+        assert shown.status_code == 200, page
+        assert not any(marker in shown.text for marker in MARKERS), page
 
     tables, artifacts, logs = _tables(worker), _artifacts(settings), caplog.text
     for marker in MARKERS:
