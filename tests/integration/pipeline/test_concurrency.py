@@ -33,19 +33,25 @@ def test_no_prediction_after_a_202_uses_what_it_invalidated(
     deletions: list[tuple[float, str]] = []  # (202 received, deletion id)
     predictions: list[tuple[float, list[dict[str, Any]]]] = []  # (sent, shards that answered)
     attempts = [0]
+    answered: list[float] = []  # when each answered prediction (409s included) was sent
 
     def delete(first: int) -> None:
         for i in range(first, first + PER_DELETER):
             response = api.delete(model_id, sample_ids=[f"s{i * 5:03d}"])
             received = time.monotonic()
             deletions.append((received, api.ok(response, 202)["id"]))
-            time.sleep(0.2)  # let predictions interleave
+            # Let predictions interleave: go on once one sent after this 202 was answered (a
+            # fixed pause let slow predictions miss every deletion and check nothing).
+            deadline = received + 10
+            while not any(t > received for t in answered) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def predict() -> None:
         while not done.is_set():
             sent = time.monotonic()
             attempts[0] += 1
             response = api.post(f"/models/{model_id}/predict", {"texts": ["good item"]})
+            answered.append(sent)
             if response.status_code == 409:  # nothing servable any more
                 continue
             predictions.append((sent, api.ok(response)["shards"]))
