@@ -191,14 +191,10 @@ class LineageCollector(Collector):
 
 def _histogram(name: str, documentation: str, histogram: DbHistogram) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation)
-    buckets = [(_le(bound), float(n)) for bound, n in histogram.buckets]
+    buckets = [(str(float(bound)), float(n)) for bound, n in histogram.buckets]
     buckets.append(("+Inf", float(histogram.count)))
     family.add_metric([], buckets, sum_value=histogram.total)
     return family
-
-
-def _le(bound: float) -> str:
-    return str(float(bound))
 
 
 class _ProcessMetrics(Collector):

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.sql.expression import ColumnElement
@@ -51,7 +51,9 @@ class MetricsRepository(Repository):
         rows = self.session.execute(query.group_by(DeletionRequest.status)).all()
         return {status: n for status, n in rows}
 
-    def deletion_phase(self, end: str, bounds: Sequence[float]) -> Histogram:
+    def deletion_phase(
+        self, end: Literal["deactivated_at", "completed_at"], bounds: Sequence[float]
+    ) -> Histogram:
         """Seconds from receipt to ``end`` (``deactivated_at`` or ``completed_at``)."""
         column: ColumnElement[datetime] = getattr(DeletionRequest, end)
         return self._histogram(
