@@ -22,7 +22,7 @@ from service.db.repositories import (
 from service.deletions import service as deletions
 from service.deletions.schemas import DeletionCertificate, DeletionPublic
 from service.jobs.schemas import JobPublic
-from service.jobs.service import job_public
+from service.jobs.service import describe, job_public
 from service.models.schemas import ModelStatusPublic, SequenceStatus, ShardStatus
 from service.models.service import get_model
 from service.models.status import model_status
@@ -221,7 +221,7 @@ def _jobs(
     jobs = JobRepository.from_session(session).recent(
         tenant_id, model_id=model_id, limit=LIST_LIMIT
     )
-    return [job_public(session, tenant_id, job.id) for job in jobs]
+    return [describe(session, job) for job in jobs]
 
 
 def _audit(session: Session, model_id: uuid.UUID) -> AuditView:

@@ -6,16 +6,21 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from service.db.models import JobStatus
+from service.db.models import Job, JobStatus
 from service.db.models.base import utcnow
 from service.db.repositories import JobRepository
 from service.jobs.schemas import JobPublic
 
 
 def job_public(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> JobPublic:
-    jobs = JobRepository.from_session(session)
-    job = jobs.get(job_id, tenant_id=tenant_id)
-    children = jobs.children(job.id)
+    """The tenant's job (another tenant's is not found)."""
+    job = JobRepository.from_session(session).get(job_id, tenant_id=tenant_id)
+    return describe(session, job)
+
+
+def describe(session: Session, job: Job) -> JobPublic:
+    """A job already read, with the progress of its children (a model-wide training's)."""
+    children = JobRepository.from_session(session).children(job.id)
     done = sum(c.stages_done for c in children) if children else job.stages_done
     total = max(job.stages_total, 1)
     eta = None

@@ -87,7 +87,7 @@ def test_only_an_admin_sees_the_dashboard(
 
 
 def test_the_grid_follows_a_deletion_until_it_completes(
-    client: TestClient, worker: InProcessWorker, admin: str, keys: dict[str, str]
+    client: TestClient, worker: InProcessWorker, admin: str, settings: Settings
 ) -> None:
     api = Api(client, admin)
     model_id = trained_model(api, worker, samples(24))
@@ -144,6 +144,6 @@ def test_the_grid_follows_a_deletion_until_it_completes(
     assert "Deletions received" in overview and "<rect" in overview  # a bar for this deletion
     assert client.get("/dashboard?part=nope").status_code == 422
     assert client.get(f"/dashboard/models/{uuid.uuid4()}").status_code == 404
-    other_tenant = issue_keys(client.app.state.settings, Role.admin)["b"]  # type: ignore[attr-defined]
+    other_tenant = issue_keys(settings, Role.admin)["b"]
     problem(client.get(f"/dashboard/models/{model_id}", headers=auth(other_tenant)), 404)
     assert "s003" not in drill.text + overview, "no external id on the dashboard"
