@@ -1,9 +1,12 @@
 """Approximate unlearning passes on a served prefix's LoRA parameters and head.
 
-Each method is a module with a validated config: SSD (:mod:`ssd`), IAU (:mod:`iau`) and the
+Each method is a module with a validated config: SSD (:mod:`ssd`), IAU (:mod:`iau`), the
 baselines fine-tuning on the retain set, gradient ascent on the forget set and random labels on
-the forget set (:mod:`baselines`). They work on a :class:`PrefixModel`: the frozen backbone, the
-prefix's adapters (the editable stages' as parameters) and its head.
+the forget set (:mod:`baselines`), l1-sparse fine-tuning and prune-then-unlearn
+(:mod:`sparsity`), SalUn and RBM's saliency masks (:mod:`saliency`), Blindspot and Gaussian
+fine-tuning for regression (:mod:`regression`) and label-free LAF (:mod:`laf`). They work on a
+:class:`PrefixModel`: the frozen backbone, the prefix's adapters (the editable stages' as
+parameters) and its head; :mod:`prefix_pass` runs one by name.
 """
 
 from unlearning.approx.data import Examples, UnlearningInputError
