@@ -26,6 +26,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from service.db.models import (
+    ApproximateMethod,
     DeletionRequest,
     DeletionStatus,
     Job,
@@ -48,9 +49,12 @@ from service.db.repositories import (
     SampleRepository,
 )
 from service.db.repositories.lineage import Activation, Deactivation
+from service.errors import InvalidInputError
 from service.training import scheduling
 from service.training.service import read_sequence_job, slice_indices, training_sample
+from unlearning.approx.prefix_pass import Method, unfit
 from unlearning.s3t import ModelSpec, SequenceKey, TrainingSample
+from unlearning.s3t.config import Task as UnlearningTask
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,22 @@ def keep_payloads(request: DeletionRequest, settings: ApproximationSettings) -> 
     request.payloads_purge_by = utcnow() + timedelta(seconds=settings.purge_deadline_s)
 
 
+def pass_method(model: Model, requested: str | None) -> ApproximateMethod:
+    """The request's method, or the model's; InvalidInputError when it does not fit the task."""
+    if requested is None:
+        return model.approximate_method
+    reason = unfit(Method(requested), UnlearningTask(model.task.value))
+    if reason is not None:
+        raise InvalidInputError(reason)
+    return ApproximateMethod(requested)
+
+
 def plan_pass(
-    session: Session, model: Model, request: DeletionRequest, deactivation: Deactivation
+    session: Session,
+    model: Model,
+    request: DeletionRequest,
+    deactivation: Deactivation,
+    method: ApproximateMethod,
 ) -> Job | None:
     """Queue the request's approximate job over every sequence whose chain it cut: the valid
     prefix 1..k-1 followed by the layers it invalidated at k..L. None when there is none."""
@@ -104,7 +122,7 @@ def plan_pass(
         stages_total=len(passes),
         params={
             "deletion_id": str(request.id),
-            "method": model.approximate_method.value,
+            "method": method.value,
             "sequences": passes,
         },
     )

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.models.schemas import MethodName
+
 MAX_IDS = 10_000
 ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
 
@@ -24,6 +26,12 @@ class DeletionCreate(BaseModel):
     subject_id: str | None = Field(
         None, min_length=1, max_length=255, description="Every sample of this data subject."
     )
+    method: MethodName | None = Field(
+        None,
+        description="An approximate pass for this request with this method, before its exact "
+        "retrain: overrides the model's `approximate_method`, and asks for a pass even when the "
+        "model's policy is `exact` (422 when the method does not fit the model's task).",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> DeletionCreate:
@@ -34,7 +42,12 @@ class DeletionCreate(BaseModel):
     def canonical(self) -> dict[str, Any]:
         """What the Idempotency-Key is bound to: the same ids in any order are the same body."""
         ids = sorted(set(self.sample_ids)) if self.sample_ids is not None else None
-        return {"model_id": str(self.model_id), "sample_ids": ids, "subject_id": self.subject_id}
+        return {
+            "model_id": str(self.model_id),
+            "sample_ids": ids,
+            "subject_id": self.subject_id,
+            "method": self.method,
+        }
 
 
 class DeletionCounts(BaseModel):

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service.approximation.service import (
     ApproximationSettings,
     keep_payloads,
+    pass_method,
     plan_pass,
     wants_approximation,
 )
@@ -68,6 +69,7 @@ def request_deletion(
     the approximate pass, queued here too, until it reads them or the deadline passes."""
     approximation = approximation or ApproximationSettings()
     model = ModelRepository.from_session(session).get(body.model_id, tenant_id=tenant_id)
+    method = pass_method(model, body.method)
     canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
     deletions = DeletionRepository.from_session(session)
     request, created = deletions.create(
@@ -102,7 +104,9 @@ def request_deletion(
 
     live = [sample_id for _, sample_id, o in items if o is ItemOutcome.deleted and sample_id]
     lineage = LineageRepository.from_session(session)
-    approximate = bool(live) and wants_approximation(session, model, approximation)
+    approximate = bool(live) and (
+        body.method is not None or wants_approximation(session, model, approximation)
+    )
     deactivation = (
         lineage.deactivate_samples(model.id, live, purge_payloads=not approximate) if live else None
     )
@@ -114,7 +118,7 @@ def request_deletion(
     jobs = scheduling.retrain_after_deletion(session, model, request, shards, affected)
     if approximate and deactivation is not None:
         keep_payloads(request, approximation)
-        approximate_job = plan_pass(session, model, request, deactivation)
+        approximate_job = plan_pass(session, model, request, deactivation, method)
         if approximate_job is None:
             scheduling.purge_payloads(session, request, reason="no layer to approximate")
         else:

@@ -8,6 +8,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The approximate methods (unlearning.approx.prefix_pass.Method), for the OpenAPI document.
+MethodName = Literal[
+    "ssd",
+    "iau",
+    "finetune",
+    "gradient_ascent",
+    "random_labels",
+    "l1_sparse",
+    "prune_then_unlearn",
+    "salun",
+    "rbm",
+    "blindspot",
+    "gaussian_finetune",
+    "laf",
+]
+
 
 class ModelCreate(BaseModel):
     """A model and its S3T settings (see the README's S3T section for what each one does)."""
@@ -52,8 +68,10 @@ class ModelCreate(BaseModel):
         "approximate) until the exact retrain replaces it. `auto`: approximate only when the "
         "training queue's expected wait exceeds UNLEARN_AUTO_APPROXIMATE_WAIT_S.",
     )
-    approximate_method: Literal["ssd", "iau", "finetune", "gradient_ascent", "random_labels"] = (
-        Field("ssd", description="The approximate pass (`random_labels`: classification only).")
+    approximate_method: MethodName = Field(
+        "ssd",
+        description="The approximate pass. Classification only: `random_labels`, `salun`; "
+        "regression only: `blindspot`, `gaussian_finetune`; `laf` reads no label.",
     )
 
 

@@ -25,7 +25,9 @@ from service.models.schemas import (
 from service.observability.metrics import observe_prediction
 from service.serving.registry import ServingRegistry
 from service.training import scheduling
+from unlearning.approx.prefix_pass import Method, unfit
 from unlearning.s3t import S3TConfig
+from unlearning.s3t.config import Task as UnlearningTask
 from unlearning.s3t.sequences import plan_sequences
 
 #: Settings that live in the model's own columns rather than in its ``config``.
@@ -43,8 +45,9 @@ def create_model(
         raise InvalidModelConfigError(
             f"`n_slices` ({data.n_slices}) exceeds the backbone's {backbone_layers} layers"
         )
-    if data.approximate_method == "random_labels" and data.task != "classification":
-        raise InvalidModelConfigError("`random_labels` needs a classification model")
+    unfit_method = unfit(Method(data.approximate_method), UnlearningTask(data.task))
+    if unfit_method is not None:
+        raise InvalidModelConfigError(unfit_method)
     settings = data.model_dump(
         exclude={"name", "labels", "unlearning_policy", "approximate_method"}
     )

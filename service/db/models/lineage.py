@@ -45,6 +45,13 @@ class ApproximateMethod(StrEnum):
     finetune = "finetune"
     gradient_ascent = "gradient_ascent"
     random_labels = "random_labels"
+    l1_sparse = "l1_sparse"
+    prune_then_unlearn = "prune_then_unlearn"
+    salun = "salun"
+    rbm = "rbm"
+    blindspot = "blindspot"
+    gaussian_finetune = "gaussian_finetune"
+    laf = "laf"
 
 
 class ModelStatus(StrEnum):

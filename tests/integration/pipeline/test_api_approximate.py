@@ -27,6 +27,8 @@ from tests.integration.api import (
     trained_model,
     trained_without,
 )
+from unlearning.approx.prefix_pass import Method, unfit
+from unlearning.s3t.config import Task
 from unlearning.sharding import assign
 
 pytestmark = pytest.mark.integration
@@ -216,3 +218,30 @@ def test_a_method_that_does_not_fit_the_model_is_a_422(api: Api) -> None:
     assert response.status_code == 422 and "random_labels" in response.json()["detail"]
     response = api.post("/models", {**TINY_MODEL, "unlearning_policy": "sometimes"})
     assert response.status_code == 422
+
+
+CLASSIFICATION_METHODS = [m for m in Method if unfit(m, Task.CLASSIFICATION) is None]
+
+
+@pytest.mark.parametrize("method", CLASSIFICATION_METHODS, ids=str)
+def test_a_deletion_may_choose_its_method(
+    api: Api, worker: InProcessWorker, method: Method
+) -> None:
+    """On a model under the `exact` policy, a request's `method` asks for a pass with it."""
+    model_id = trained_model(api, worker, samples(N_SAMPLES))
+    deletion = api.ok(api.delete(model_id, sample_ids=GONE, method=method.value), 202)
+    assert worker.approximate() == 1
+    assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "approximated"
+    certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    methods = {layer["method"] for layer in certificate["layers_approximated"]}
+    assert methods == {method.value}
+    worker.drain()
+    assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+
+
+def test_a_method_that_does_not_fit_the_request_is_a_422(api: Api, worker: InProcessWorker) -> None:
+    model_id = trained_model(api, worker, samples(N_SAMPLES))
+    response = api.delete(model_id, sample_ids=GONE, method="blindspot")
+    assert response.status_code == 422 and "regression" in response.json()["detail"]
+    assert api.delete(model_id, sample_ids=GONE, method="nope").status_code == 422
+    assert api.ok(api.get("/deletions"))["items"] == [], "nothing was recorded"

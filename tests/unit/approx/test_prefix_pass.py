@@ -10,7 +10,7 @@ import torch
 from service.db.models import ApproximateMethod
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.approx import UnlearningInputError
-from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
+from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of, unfit
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.s3t.config import Task
@@ -22,6 +22,8 @@ SAMPLES = [
     for i in range(24)
 ]
 FORGET, RETAIN = SAMPLES[:4], SAMPLES[4:]
+REGRESSION = dataclasses.replace(CONFIG, task=Task.REGRESSION, n_labels=1)
+REGRESSION_SAMPLES = [dataclasses.replace(s, target=float(3 * s.target)) for s in SAMPLES]
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +38,30 @@ def _tensors(stage: StageWeights) -> list[torch.Tensor]:
     return [t for pair in pairs for t in (pair.a, pair.b)] + [stage.head_weight, stage.head_bias]
 
 
+@pytest.fixture(scope="module")
+def regression_prefix(tmp_path_factory: pytest.TempPathFactory) -> list[StageWeights]:
+    engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(tmp_path_factory.mktemp("reg")))
+    layers = engine.train(ModelSpec(REGRESSION, ((0, 1),)), REGRESSION_SAMPLES)
+    return [engine.load_stage(layer.artifact) for layer in sorted(layers, key=lambda x: x.stage)]
+
+
 @pytest.mark.parametrize("method", list(Method))
-def test_a_pass_returns_the_edited_stages_only(prefix: list[StageWeights], method: Method) -> None:
+def test_a_pass_returns_the_edited_stages_only(
+    prefix: list[StageWeights], regression_prefix: list[StageWeights], method: Method
+) -> None:
+    """Every method runs by name: on the classification prefix, or on the regression one
+    when it is made for regression."""
     backbone = tiny_backbone(4)
+    fits = unfit(method, Task.CLASSIFICATION) is None
+    config, samples = (CONFIG, SAMPLES) if fits else (REGRESSION, REGRESSION_SAMPLES)
+    prefix = prefix if fits else regression_prefix
     edited = approximate_stages(
         backbone,
-        CONFIG,
+        config,
         prefix,
         1,
-        examples_of(backbone, CONFIG, FORGET),
-        examples_of(backbone, CONFIG, RETAIN),
+        examples_of(backbone, config, samples[:4]),
+        examples_of(backbone, config, samples[4:]),
         method,
     )
     assert len(edited) == 1 and edited[0].adapters.keys() == prefix[1].adapters.keys()
@@ -63,9 +79,15 @@ def test_a_pass_refuses_what_it_cannot_use(prefix: list[StageWeights]) -> None:
         )
     with pytest.raises(UnlearningInputError, match="no stage 2"):
         approximate_stages(backbone, CONFIG, prefix, 2, forget, retain, Method.ssd)
-    regression = dataclasses.replace(CONFIG, task=Task.REGRESSION, n_labels=1)
     with pytest.raises(UnlearningInputError, match="classification"):
-        approximate_stages(backbone, regression, prefix, 1, forget, retain, Method.random_labels)
+        approximate_stages(backbone, REGRESSION, prefix, 1, forget, retain, Method.random_labels)
+    with pytest.raises(UnlearningInputError, match="regression"):
+        approximate_stages(backbone, CONFIG, prefix, 1, forget, retain, Method.blindspot)
+    unlabelled = examples_of(backbone, CONFIG, FORGET)
+    unlabelled = dataclasses.replace(unlabelled, targets=None)
+    with pytest.raises(UnlearningInputError, match="no labels"):
+        approximate_stages(backbone, CONFIG, prefix, 1, unlabelled, retain, Method.ssd)
+    assert approximate_stages(backbone, CONFIG, prefix, 1, unlabelled, retain, Method.laf)
 
 
 def test_the_service_offers_exactly_the_library_methods() -> None:
