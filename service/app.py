@@ -25,6 +25,7 @@ from service.api.problems import install_problem_handlers, unstorable_value
 from service.api.ratelimit import RateLimiter
 from service.dashboard import endpoints as dashboard
 from service.db.engine import make_engine, make_session_factory
+from service.deletions.endpoints import class_router as class_deletions_router
 from service.deletions.endpoints import router as deletions_router
 from service.jobs.endpoints import router as jobs_router
 from service.keys.endpoints import router as keys_router
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics_router,
         models_router,
         deletions_router,
+        class_deletions_router,
         jobs_router,
         keys_router,
     ):

@@ -1,5 +1,5 @@
 """More approximate methods: l1-sparse, prune-then-unlearn, SalUn, RBM, Blindspot, Gaussian
-fine-tuning and LAF join the values `models.approximate_method` may hold
+fine-tuning, LAF and concept poisoning join the values `models.approximate_method` may hold
 
 Revision ID: 7a1b2c3d4e5f
 Revises: 6f8a0b2c3d4e
@@ -8,6 +8,7 @@ Create Date: 2026-11-25 19:20:00.000000
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "7a1b2c3d4e5f"
@@ -25,6 +26,7 @@ AFTER = (
     "blindspot",
     "gaussian_finetune",
     "laf",
+    "concept_poisoning",
 )
 
 
@@ -40,8 +42,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(
-        "UPDATE models SET approximate_method = 'ssd' WHERE approximate_method NOT IN "
-        f"({', '.join(repr(m) for m in BEFORE)})"
-    )
+    models = sa.table("models", sa.column("approximate_method", sa.String))
+    column = models.c.approximate_method
+    op.execute(models.update().where(column.not_in(BEFORE)).values(approximate_method="ssd"))
     _allow(BEFORE)

@@ -12,16 +12,19 @@ from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import problem_responses
 from service.api.ratelimit import WriterKey
 from service.approximation.service import ApproximationSettings
-from service.db.models import DeletionStatus
+from service.db.models import DeletionRequest, DeletionStatus
 from service.deletions import service
 from service.deletions.schemas import (
+    ClassDeletionCreate,
     DeletionCertificate,
     DeletionCreate,
     DeletionPage,
     DeletionPublic,
 )
+from service.settings import Settings
 
 router = APIRouter(prefix="/deletions", tags=["deletions"])
+class_router = APIRouter(prefix="/models", tags=["deletions"])
 PROBLEMS = problem_responses(401, 404, 409, 413, 422, 429)
 IdempotencyKey = Annotated[
     str | None,
@@ -56,11 +59,49 @@ def create_deletion(
         body,
         actor=f"key:{key.prefix}",
         idempotency_key=idempotency_key,
-        approximation=ApproximationSettings(
-            purge_deadline_s=settings.approximate_purge_deadline_s,
-            auto_wait_s=settings.auto_approximate_wait_s,
-        ),
+        approximation=_approximation(settings),
     )
+    return _accepted(session, request, response, deletion)
+
+
+@class_router.post(
+    "/{model_id}/class-deletions", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS
+)
+def create_class_deletion(
+    model_id: uuid.UUID,
+    body: ClassDeletionCreate,
+    key: WriterKey,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> DeletionPublic:
+    """Every live sample of one class leaves the model: one deletion request (202, as for
+    `POST /deletions`); on the `approximate` path a class-unlearning pass runs first."""
+    deletion, _ = service.request_class_deletion(
+        session,
+        key.tenant_id,
+        model_id,
+        body,
+        actor=f"key:{key.prefix}",
+        idempotency_key=idempotency_key,
+        approximation=_approximation(settings),
+    )
+    return _accepted(session, request, response, deletion)
+
+
+def _approximation(settings: Settings) -> ApproximationSettings:
+    return ApproximationSettings(
+        purge_deadline_s=settings.approximate_purge_deadline_s,
+        auto_wait_s=settings.auto_approximate_wait_s,
+    )
+
+
+def _accepted(
+    session: SessionDep, request: Request, response: Response, deletion: DeletionRequest
+) -> DeletionPublic:
+    """Commit, wake the relay for the queued jobs, and point at the request."""
     public = service.deletion_public(session, deletion)
     session.commit()
     request.app.state.relay.wake()

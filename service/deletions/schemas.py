@@ -50,6 +50,23 @@ class DeletionCreate(BaseModel):
         }
 
 
+class ClassDeletionCreate(BaseModel):
+    """Every sample of one class leaves the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(min_length=1, max_length=200, description="The class, as a label.")
+    path: Literal["exact", "approximate"] = Field(
+        "exact",
+        description="`exact`: the class's samples are deleted through the normal pipeline "
+        "(deactivation, exact retrains; the model's policy applies). `approximate`: the same, "
+        "with an approximate pass first, by default the class method `concept_poisoning`.",
+    )
+    method: MethodName | None = Field(
+        None, description="The approximate pass's method (implies `path: approximate`)."
+    )
+
+
 class DeletionCounts(BaseModel):
     requested: int
     deleted: int

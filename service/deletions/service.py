@@ -44,13 +44,15 @@ from service.deletions.schemas import (
     ApproximateLayer,
     AuditLink,
     CertifiedLayer,
+    ClassDeletionCreate,
     DeletionCertificate,
     DeletionCounts,
     DeletionCreate,
     DeletionPage,
     DeletionPublic,
 )
-from service.errors import InvalidInputError
+from service.errors import ConflictError, InvalidInputError
+from service.models.schemas import MethodName
 from service.training import scheduling
 
 
@@ -142,6 +144,47 @@ def request_deletion(
     if not jobs:
         scheduling.complete_deletions(session, [request], retrained=False)
     return request, True
+
+
+#: The approximate path of a class deletion, unless the request names another method.
+CLASS_METHOD: MethodName = "concept_poisoning"
+
+
+def request_class_deletion(
+    session: Session,
+    tenant_id: uuid.UUID,
+    model_id: uuid.UUID,
+    body: ClassDeletionCreate,
+    *,
+    actor: str,
+    idempotency_key: str | None = None,
+    approximation: ApproximationSettings | None = None,
+) -> tuple[DeletionRequest, bool]:
+    """Delete every live sample of one class: one deletion request through the normal pipeline,
+    with an approximate pass first on the approximate path."""
+    model = ModelRepository.from_session(session).get(model_id, tenant_id=tenant_id)
+    if model.labels is None:
+        raise InvalidInputError("a class deletion needs a classification model")
+    if body.label not in model.labels:
+        raise InvalidInputError(f"the model has no label {body.label!r}")
+    ids = SampleRepository.from_session(session).live_external_ids_of_class(
+        model.id, model.labels.index(body.label)
+    )
+    if not ids:
+        raise ConflictError(f"no live sample is labelled {body.label!r}")
+    method = body.method or (CLASS_METHOD if body.path == "approximate" else None)
+    # Built without validation: a class may hold more samples than one request may name.
+    deletion = DeletionCreate.model_construct(
+        model_id=model.id, sample_ids=ids, subject_id=None, method=method
+    )
+    return request_deletion(
+        session,
+        tenant_id,
+        deletion,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        approximation=approximation,
+    )
 
 
 def retry_deletion(

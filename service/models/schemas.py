@@ -22,6 +22,7 @@ MethodName = Literal[
     "blindspot",
     "gaussian_finetune",
     "laf",
+    "concept_poisoning",
 ]
 
 
@@ -70,8 +71,9 @@ class ModelCreate(BaseModel):
     )
     approximate_method: MethodName = Field(
         "ssd",
-        description="The approximate pass. Classification only: `random_labels`, `salun`; "
-        "regression only: `blindspot`, `gaussian_finetune`; `laf` reads no label.",
+        description="The approximate pass. Classification only: `random_labels`, `salun`, "
+        "`concept_poisoning`; regression only: `blindspot`, `gaussian_finetune`; `laf` reads "
+        "no label.",
     )
 
 

@@ -4,7 +4,8 @@ Each method is a module with a validated config: SSD (:mod:`ssd`), IAU (:mod:`ia
 baselines fine-tuning on the retain set, gradient ascent on the forget set and random labels on
 the forget set (:mod:`baselines`), l1-sparse fine-tuning and prune-then-unlearn
 (:mod:`sparsity`), SalUn and RBM's saliency masks (:mod:`saliency`), Blindspot and Gaussian
-fine-tuning for regression (:mod:`regression`) and label-free LAF (:mod:`laf`). They work on a
+fine-tuning for regression (:mod:`regression`), label-free LAF (:mod:`laf`) and class
+unlearning by concept poisoning (:mod:`concepts`). They work on a
 :class:`PrefixModel`: the frozen backbone, the prefix's adapters (the editable stages' as
 parameters) and its head; :mod:`prefix_pass` runs one by name.
 """

@@ -13,6 +13,7 @@ from enum import StrEnum
 import torch
 
 from unlearning.approx.baselines import finetune, gradient_ascent, random_labels
+from unlearning.approx.concepts import concept_poisoning
 from unlearning.approx.data import Examples, UnlearningInputError
 from unlearning.approx.iau import iau
 from unlearning.approx.laf import laf
@@ -40,10 +41,11 @@ class Method(StrEnum):
     blindspot = "blindspot"
     gaussian_finetune = "gaussian_finetune"
     laf = "laf"
+    concept_poisoning = "concept_poisoning"
 
 
 #: Methods that need class labels, and those made for regression outputs.
-CLASSIFICATION_ONLY = frozenset({Method.random_labels, Method.salun})
+CLASSIFICATION_ONLY = frozenset({Method.random_labels, Method.salun, Method.concept_poisoning})
 REGRESSION_ONLY = frozenset({Method.blindspot, Method.gaussian_finetune})
 
 
@@ -128,3 +130,5 @@ def _run(
             gaussian_finetune(model, forget, retain)
         case Method.laf:
             laf(model, forget, retain)
+        case Method.concept_poisoning:
+            concept_poisoning(model, forget, retain, n_labels)

@@ -52,6 +52,7 @@ class ApproximateMethod(StrEnum):
     blindspot = "blindspot"
     gaussian_finetune = "gaussian_finetune"
     laf = "laf"
+    concept_poisoning = "concept_poisoning"
 
 
 class ModelStatus(StrEnum):

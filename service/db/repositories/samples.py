@@ -270,6 +270,21 @@ class SampleRepository(Repository):
         )
         return {shard_id: count for shard_id, count in rows}
 
+    def live_external_ids_of_class(self, model_id: uuid.UUID, label_index: int) -> list[str]:
+        """The external ids of the live samples labelled ``label_index``, in id order."""
+        return list(
+            self.session.scalars(
+                sa.select(Sample.external_id)
+                .join(SamplePayload, SamplePayload.sample_id == Sample.id)
+                .where(
+                    Sample.model_id == model_id,
+                    Sample.deleted.is_(False),
+                    SamplePayload.label_index == label_index,
+                )
+                .order_by(Sample.id)
+            )
+        )
+
     def by_subject(self, model_id: uuid.UUID, subject_id: str) -> list[Sample]:
         return list(
             self.session.scalars(
