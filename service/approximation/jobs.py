@@ -23,6 +23,7 @@ from service.db.repositories import JobRepository, ModelRepository
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
 from service.training.jobs import JobOutcome, Transaction, lock_job
+from unlearning.approx.data import UnlearningInputError
 from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
 from unlearning.s3t import S3TEngine
 
@@ -41,8 +42,15 @@ def run_approximate_job(
             work = read_pass(session, job)
         activated: list[int] = []
         discarded: list[int] = []
+        refused: list[str] = []
         for done, sequence in enumerate(work.sequences, start=1):
-            artifacts = edit(engine, work, sequence)
+            try:
+                artifacts = edit(engine, work, sequence)
+            except UnlearningInputError as error:  # this data does not suit the method
+                refused.append(
+                    f"sequence {sequence.sequence_id} left to the exact retrain: {error}"
+                )
+                continue
             with transaction() as session:
                 job = lock_job(session, job_id)
                 activation = record_pass(session, work, sequence, artifacts)
@@ -53,7 +61,7 @@ def run_approximate_job(
             discarded += activation.discarded_layer_ids
         with transaction() as session:
             job = lock_job(session, job_id)
-            notes = list(work.skipped)
+            notes = [*work.skipped, *refused]
             if discarded:
                 notes.append(f"{len(discarded)} stage(s) discarded: their chain moved meanwhile")
             status = JobStatus.succeeded if activated else JobStatus.cancelled

@@ -229,7 +229,8 @@ def test_a_deletion_may_choose_its_method(
 ) -> None:
     """On a model under the `exact` policy, a request's `method` asks for a pass with it."""
     model_id = trained_model(api, worker, samples(N_SAMPLES))
-    deletion = api.ok(api.delete(model_id, sample_ids=GONE, method=method.value), 202)
+    one_class = ["s003", "s011"]  # both `pos`: the class method needs another class to remain
+    deletion = api.ok(api.delete(model_id, sample_ids=one_class, method=method.value), 202)
     assert worker.approximate() == 1
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "approximated"
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
@@ -245,3 +246,24 @@ def test_a_method_that_does_not_fit_the_request_is_a_422(api: Api, worker: InPro
     assert response.status_code == 422 and "regression" in response.json()["detail"]
     assert api.delete(model_id, sample_ids=GONE, method="nope").status_code == 422
     assert api.ok(api.get("/deletions"))["items"] == [], "nothing was recorded"
+
+
+def test_a_pass_the_data_does_not_suit_is_left_to_the_exact_retrain(
+    api: Api, worker: InProcessWorker
+) -> None:
+    """Concept poisoning relabels the forgotten class with another: with both classes of a
+    two-class model in the forget set it cannot, and the exact retrain alone unlearns."""
+    rows = samples(N_SAMPLES)
+    model_id = trained_model(api, worker, rows)
+    shard = {r["external_id"]: assign(model_id, r["external_id"], 2, 2)[0] for r in rows}
+    both = [  # one `neg` and one `pos` sample of shard 0: its sequences forget both classes
+        next(r["external_id"] for r in rows if shard[r["external_id"]] == 0 and r["label"] == c)
+        for c in ("neg", "pos")
+    ]
+    deletion = api.ok(api.delete(model_id, sample_ids=both, method="concept_poisoning"), 202)
+    assert worker.approximate() == 1
+    job = _approximate_job(api, deletion)
+    assert job["status"] == "cancelled" and "left to the exact retrain" in job["error"]
+    assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "deactivated"
+    worker.drain()
+    assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
