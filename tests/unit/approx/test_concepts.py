@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +24,8 @@ from unlearning.approx.concepts import (
 from unlearning.s3t.backbone import Encoded
 from unlearning.s3t.weights import StageWeights
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 __all__ = ["trained"]  # the module-scoped fixture, shared with test_methods
 
 ROWS = _rows(48)  # what the fixture was trained on
@@ -32,15 +33,6 @@ CLASS = 0
 FORGET = [row for row in ROWS if row[1] == CLASS]
 RETAIN = [row for row in ROWS if row[1] != CLASS]
 FAST = ConceptPoisonConfig(epochs=4, lr=1e-2, batch_size=8, ig_steps=20, cbm_steps=200)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _accuracy(model: PrefixModel, examples: Examples) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,20 +15,13 @@ from unlearning.approx.laf import LAFConfig, alignment_loss, laf, nmse, represen
 from unlearning.s3t.backbone import Encoded
 from unlearning.s3t.weights import StageWeights
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 __all__ = ["trained"]  # the module-scoped fixture, shared with test_methods
 
 # Large enough steps for the tiny prefix to move in a few batch pairs (one per epoch).
 FAST = LAFConfig(epochs=20, lr_ue=2.5e-3, lr_ra=5e-3, batch_size=8, temperature=5.0)
 CHEAP = dataclasses.replace(FAST, epochs=3, vae_epochs=2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class _Guarded(Examples):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import get_args
 
 import pytest
 import torch
 
 from service.db.models import ApproximateMethod
+from service.models.schemas import MethodName
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.approx import UnlearningInputError
 from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of, unfit
@@ -96,3 +98,4 @@ def test_a_pass_refuses_what_it_cannot_use(prefix: list[StageWeights]) -> None:
 
 def test_the_service_offers_exactly_the_library_methods() -> None:
     assert [m.value for m in ApproximateMethod] == [m.value for m in Method]
+    assert list(get_args(MethodName)) == [m.value for m in Method]  # the OpenAPI enum

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +24,8 @@ from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.s3t.config import Task
 from unlearning.s3t.weights import StageWeights
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SETTINGS: dict[str, Any] = {**TINY_SETTINGS, "epochs_per_stage": 4, "learning_rate": 2e-2}
 CONFIG = S3TConfig(n_shards=1, n_slices=2, budget=1, task=Task.REGRESSION, n_labels=1, **SETTINGS)
@@ -47,15 +48,6 @@ RETAIN = _rows(36, (0, 1))
 
 FAST = BlindspotConfig(blindspot_epochs=3, blindspot_lr=1e-2, epochs=3, lr=5e-3, batch_size=8)
 GAUSS = GaussianConfig(epochs=3, lr=5e-3, batch_size=8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These models are tiny: extra threads only slow them down on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
