@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch lies on this machine's disk; GPU images install their own first.
 PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints/cpu.txt
 
-.PHONY: run serve worker test system-deps lint alembic-check bench clean
+.PHONY: run serve worker test test-gpu system-deps lint alembic-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ system-deps:
 test: $(VENV)/.installed-dev system-deps
 	$(MAKE) --no-print-directory lint alembic-check
 	$(BIN)/pytest
+
+## test-gpu: the CUDA tests (tests/gpu: exactness, reproducibility, passes and serving on a
+## GPU) with GPU_PYTHON, an interpreter whose torch is a CUDA build and that has the project
+## installed (a GPU image's; .venv holds the CPU build). Skipped with a reason without CUDA.
+GPU_PYTHON ?= python3
+test-gpu:
+	$(GPU_PYTHON) -m pytest -m gpu tests/gpu -p no:cacheprovider
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

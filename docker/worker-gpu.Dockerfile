@@ -55,5 +55,7 @@ WORKDIR /var/lib/unlearn
 HEALTHCHECK --interval=30s --timeout=20s --start-period=120s --retries=4 \
     CMD ["/usr/local/bin/entrypoint.sh", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
-# One process per GPU: the solo pool keeps the CUDA state in the worker process itself.
-CMD ["worker", "--queues", "training", "--pool", "solo"]
+# One process per GPU: the solo pool keeps the CUDA state in the worker process itself. It
+# consumes the queues of its CUDA compute profile (`unlearn profile`), training and passes.
+ENV UNLEARN_DEVICE=cuda
+CMD ["worker", "--queues", "deletions,training", "--pool", "solo"]

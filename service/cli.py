@@ -138,7 +138,9 @@ def _seed_demo() -> None:
     file = settings.data_dir / "demo.json"
     with _transaction() as session:
         created = demo.seed_demo(
-            session, backbone_layers=backbone_layer_count(settings.backbone_path)
+            session,
+            backbone_layers=backbone_layer_count(settings.backbone_path),
+            profile=settings.default_compute_profile,
         )
     if created is not None:
         demo.save(created, file)
@@ -148,20 +150,41 @@ def _seed_demo() -> None:
 
 @main.command()
 @click.option(
-    "--queues", default="deletions,training", show_default=True, help="Queues to consume."
+    "--queues",
+    default="deletions,training",
+    show_default=True,
+    help="Kinds of queue to consume; the worker takes those of its own compute profile.",
 )
-@click.option("--concurrency", type=int, default=1, show_default=True)
-@click.option("--pool", default="solo", show_default=True, help="solo for one process per GPU.")
+@click.option(
+    "--concurrency",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Jobs run at once (with --pool prefork: processes, each starting CUDA after the fork).",
+)
+@click.option("--pool", default="solo", show_default=True, help="solo, or prefork for several.")
 def worker(queues: str, concurrency: int, pool: str) -> None:
-    """Start a Celery worker process."""
+    """Start a Celery worker process for this machine's compute profile (UNLEARN_DEVICE)."""
+    from service.queues import Queue, queue_for
+    from unlearning.device import DeviceError, local_profile
     from workers.celery_app import create_celery
 
-    app = create_celery(get_settings())
+    settings = get_settings()
+    try:
+        kinds = [Queue(kind.strip()) for kind in queues.split(",") if kind.strip()]
+        profile = local_profile(settings.device)
+    except ValueError as exc:  # DeviceError too
+        choices = ", ".join(q.value for q in Queue)
+        detail = str(exc) if isinstance(exc, DeviceError) else f"queues are among {choices}"
+        raise click.ClickException(detail) from exc
+    consumed = ",".join(queue_for(kind, profile) for kind in kinds)
+    click.echo(f"worker: compute profile {profile}, queues {consumed}")
+    app = create_celery(settings)
     app.worker_main(
         [
             "worker",
             "-Q",
-            queues,
+            consumed,
             "--concurrency",
             str(concurrency),
             "--pool",
@@ -170,6 +193,17 @@ def worker(queues: str, concurrency: int, pool: str) -> None:
             get_settings().log_level.upper(),
         ]
     )
+
+
+@main.command()
+def profile() -> None:
+    """Print this machine's compute profile for UNLEARN_DEVICE (what its workers consume)."""
+    from unlearning.device import DeviceError, local_profile
+
+    try:
+        click.echo(local_profile(get_settings().device))
+    except DeviceError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.group()

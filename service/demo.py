@@ -57,7 +57,7 @@ def read_rows(path: Path = DEMO_DATA) -> list[SampleIn]:
         ]
 
 
-def seed_demo(session: Session, *, backbone_layers: int) -> Demo | None:
+def seed_demo(session: Session, *, backbone_layers: int, profile: str) -> Demo | None:
     """Create the demo and queue its training; None when it exists already."""
     tenants = TenantRepository.from_session(session)
     try:
@@ -67,7 +67,9 @@ def seed_demo(session: Session, *, backbone_layers: int) -> Demo | None:
         pass
     tenant = tenants.create(DEMO_TENANT)
     issued = ApiKeyRepository.from_session(session).issue(tenant.id, "demo", Role.admin)
-    model = create_model(session, tenant.id, DEMO_MODEL, backbone_layers=backbone_layers)
+    model = create_model(
+        session, tenant.id, DEMO_MODEL, backbone_layers=backbone_layers, default_profile=profile
+    )
     result = register_samples(session, tenant.id, model.id, read_rows())
     if result.errors:
         raise ValueError(f"demo data has bad rows: {result.errors[:3]}")

@@ -10,6 +10,17 @@ class Queue(StrEnum):
     training = "training"  # long: training and exact retraining
 
 
+def queue_for(kind: Queue, profile: str) -> str:
+    """The broker queue of ``kind`` jobs for workers of one compute profile, e.g.
+    ``training@cpu-torch2.13.0``: a model's jobs only ever reach workers of its profile."""
+    return f"{kind.value}@{profile}"
+
+
+def queue_kind(name: str) -> Queue:
+    """The kind of a broker queue (``training@cpu-torch2.13.0`` is a ``training`` queue)."""
+    return Queue(name.split("@", 1)[0])
+
+
 class Priority(IntEnum):
     low = 0
     normal = 5

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db.engine import unit_of_work
 from service.db.models import OutboxMessage
 from service.db.repositories import OutboxRepository
-from service.queues import Priority, Queue
+from service.queues import Priority, Queue, queue_kind
 
 log = logging.getLogger(__name__)
 Publisher = Callable[[OutboxMessage], None]
@@ -33,7 +33,8 @@ def celery_publisher(app: Any) -> Publisher:
     """Publish through a Celery app; the task id is the outbox row, so a re-send is visible."""
 
     def publish(message: OutboxMessage) -> None:
-        priority = Priority.high if message.queue == Queue.deletions.value else Priority.normal
+        deletions = queue_kind(message.queue) is Queue.deletions
+        priority = Priority.high if deletions else Priority.normal
         app.send_task(
             message.task,
             kwargs=message.payload,

@@ -1,14 +1,16 @@
-"""The S3T engine a process uses, built from the settings (backbone and artifact store)."""
+"""The S3T engine a process uses, built from the settings (device, backbone, artifact store)."""
 
 from __future__ import annotations
 
 from service.settings import Settings
 from unlearning.artifacts import LocalArtifactStore
+from unlearning.device import resolve_device
 from unlearning.s3t import S3TEngine, load_backbone
 
 
 def build_engine(settings: Settings) -> S3TEngine:
+    """Starts CUDA when ``UNLEARN_DEVICE`` picks a GPU: call it in the process that computes
+    (a pool child after its fork), never in one that forks later."""
     assert settings.artifacts_dir is not None  # filled by the settings validator
-    return S3TEngine(
-        load_backbone(settings.backbone_path), LocalArtifactStore(settings.artifacts_dir)
-    )
+    backbone = load_backbone(settings.backbone_path, resolve_device(settings.device))
+    return S3TEngine(backbone, LocalArtifactStore(settings.artifacts_dir))

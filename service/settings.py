@@ -13,7 +13,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -100,6 +100,25 @@ class Settings(BaseSettings):
         description="Policy `auto`: run an approximate pass when the training queue's expected "
         "wait exceeds this many seconds.",
     )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where this process computes (training, passes, serving): `auto` (a CUDA "
+        "GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`.",
+    )
+    compute_profile: str | None = Field(
+        None,
+        pattern=r"^(cpu|cuda-sm\d+)-torch\d+\.\d+(\.\d+)?$",
+        description="Compute profile given to new models that name none (`cpu-torch2.13.0`, "
+        "`cuda-sm90-torch2.11.0`; `unlearn profile` prints a machine's). Default: the "
+        "profile of this process's own `device`.",
+    )
+    worker_heartbeat_s: float = Field(
+        15.0,
+        gt=0,
+        description="How often a worker announces itself (its compute profile and queues); one "
+        "silent for three heartbeats counts as gone.",
+    )
     host: str = Field("127.0.0.1", description="Address `unlearn serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `unlearn serve` binds.")
     log_level: str = Field("info", description="Python logging level name.")
@@ -130,6 +149,11 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Time budget of each /readyz check (database, broker)."
     )
 
+    @field_validator("compute_profile", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         data_dir = self.data_dir.resolve()
@@ -151,6 +175,13 @@ class Settings(BaseSettings):
                 "UNLEARN_DATABASE_URL must name a server database (PostgreSQL) in production"
             )
         return self
+
+    @property
+    def default_compute_profile(self) -> str:
+        """The profile of models created without one: the setting, or this machine's own."""
+        from unlearning.device import local_profile
+
+        return self.compute_profile or local_profile(self.device)
 
     @property
     def uses_sqlite(self) -> bool:

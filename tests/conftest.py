@@ -21,6 +21,7 @@ from service.db import migrate
 from service.db.engine import make_engine, make_session_factory
 from service.db.models import Model, Task, Tenant
 from service.db.repositories import ModelRepository, TenantRepository
+from unlearning.device import local_profile
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
@@ -163,6 +164,7 @@ def make_model(
         n_slices=n_slices,
         budget=len(orders),
         sequence_orders=orders,
+        compute_profile=local_profile("cpu"),
         labels=["neg", "pos"] if task is Task.classification else None,
     )
 

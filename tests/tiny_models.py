@@ -11,7 +11,8 @@ from unlearning.s3t import Backbone, default_backbone_path
 
 
 @cache
-def tiny_backbone(n_layers: int = 4) -> Backbone:
+def tiny_backbone(n_layers: int = 4, device: str = "cpu") -> Backbone:
+    """The same random weights on every device (drawn on the CPU, then moved)."""
     tokenizer = AutoTokenizer.from_pretrained(default_backbone_path())
     torch.manual_seed(1234)
     config = BertConfig(
@@ -22,7 +23,7 @@ def tiny_backbone(n_layers: int = 4) -> Backbone:
         intermediate_size=64,
         max_position_embeddings=32,
     )
-    return Backbone(BertModel(config, add_pooling_layer=False), tokenizer)
+    return Backbone(BertModel(config, add_pooling_layer=False), tokenizer, device)
 
 
 #: Settings small enough to train in a second on CPU.

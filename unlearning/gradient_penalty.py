@@ -16,5 +16,8 @@ def gradient_norm_penalty(
 ) -> torch.Tensor:
     """``loss + alpha * sum of the per-tensor L2 norms of d loss / d params``."""
     grads = torch.autograd.grad(loss, list(params), create_graph=True, allow_unused=True)
-    norm = sum((g.norm() for g in grads if g is not None), torch.zeros((), dtype=loss.dtype))
+    norm = sum(
+        (g.norm() for g in grads if g is not None),
+        torch.zeros((), dtype=loss.dtype, device=loss.device),
+    )
     return loss + alpha * norm

@@ -12,7 +12,9 @@ from kombu import Queue as KombuQueue
 
 from service.observability import logs
 from service.queues import Queue
-from service.settings import Settings
+from service.settings import Settings, get_settings
+from unlearning.device import local_profile, make_deterministic
+from workers.presence import Presence
 
 log = logging.getLogger(__name__)
 # A retrain of the longest suffix must finish before the broker re-delivers its message.
@@ -41,11 +43,49 @@ def create_celery(settings: Settings) -> Celery:
             "visibility_timeout": LONGEST_TASK_S + 3600,
             "queue_order_strategy": "priority",
         }
+    signals.worker_init.connect(_deterministic, weak=False)
+    signals.worker_process_init.connect(_deterministic, weak=False)
+    signals.worker_ready.connect(_announce, weak=False)
+    signals.worker_shutdown.connect(_leave, weak=False)
     signals.setup_logging.connect(_keep_service_logging, weak=False)
     signals.task_prerun.connect(_enter_job, weak=False)
     signals.task_postrun.connect(_leave_job, weak=False)
     app.conf.imports = ["workers.tasks.health", "workers.tasks.training", "workers.tasks.deletions"]
     return app
+
+
+def _deterministic(**_: Any) -> None:
+    """Reproducible kernels, set in the worker (and each pool child) before CUDA starts."""
+    make_deterministic()
+
+
+_presence: list[Presence] = []
+
+
+def _announce(sender: Any, **_: Any) -> None:
+    """Once the worker consumes: write its presence row and keep it fresh."""
+    from workers import runtime
+
+    settings = get_settings()
+    queues = sorted(sender.app.amqp.queues.consume_from)
+    presence = Presence(
+        runtime.session_factory(),
+        sender.hostname,
+        local_profile(settings.device),
+        queues,
+        interval_s=settings.worker_heartbeat_s,
+    )
+    try:
+        presence.start()
+    except Exception:  # serving jobs matters more than being listed
+        log.exception("worker %s could not announce itself", sender.hostname)
+        return
+    _presence.append(presence)
+
+
+def _leave(**_: Any) -> None:
+    while _presence:
+        _presence.pop().stop()
 
 
 def _keep_service_logging(**_: Any) -> None:

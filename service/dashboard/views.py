@@ -18,6 +18,7 @@ from service.db.repositories import (
     JobRepository,
     MetricsRepository,
     ModelRepository,
+    WorkerRepository,
 )
 from service.deletions import service as deletions
 from service.deletions.schemas import DeletionCertificate, DeletionPublic
@@ -221,7 +222,8 @@ def _jobs(
     jobs = JobRepository.from_session(session).recent(
         tenant_id, model_id=model_id, limit=LIST_LIMIT
     )
-    return [describe(session, job) for job in jobs]
+    live = WorkerRepository.from_session(session).live_by_profile()
+    return [describe(session, job, live) for job in jobs]
 
 
 def _audit(session: Session, model_id: uuid.UUID) -> AuditView:

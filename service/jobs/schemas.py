@@ -24,6 +24,10 @@ class JobPublic(BaseModel):
     attempts: int
     error: str | None
     children: int = Field(description="Per-sequence jobs of a model-wide training job.")
+    compute_profile: str = Field(description="The model's: only its workers run the job.")
+    waiting_for_worker: str | None = Field(
+        description="Why a live job cannot start: no live worker of its compute profile."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

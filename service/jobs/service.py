@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, JobStatus
 from service.db.models.base import utcnow
-from service.db.repositories import JobRepository
+from service.db.repositories import JobRepository, ModelRepository, WorkerRepository
 from service.jobs.schemas import JobPublic
 
 
@@ -18,9 +19,26 @@ def job_public(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job
     return describe(session, job)
 
 
-def describe(session: Session, job: Job) -> JobPublic:
-    """A job already read, with the progress of its children (a model-wide training's)."""
+def no_worker_reason(profile: str, live_workers: int) -> str | None:
+    """What a queued job of ``profile`` waits for, when no live worker can take it."""
+    if live_workers:
+        return None
+    return (
+        f"no live worker of compute profile {profile}: start one on such a machine "
+        "(`unlearn worker`; `unlearn profile` prints a machine's profile)"
+    )
+
+
+def describe(session: Session, job: Job, live: Counter[str] | None = None) -> JobPublic:
+    """A job already read, with the progress of its children (a model-wide training's);
+    ``live``: live workers per compute profile, when the caller describes many jobs."""
     children = JobRepository.from_session(session).children(job.id)
+    profile = ModelRepository.from_session(session).get(job.model_id).compute_profile
+    waiting = None
+    if job.status in (JobStatus.queued, JobStatus.running):
+        if live is None:
+            live = WorkerRepository.from_session(session).live_by_profile()
+        waiting = no_worker_reason(profile, live[profile])
     done = sum(c.stages_done for c in children) if children else job.stages_done
     total = max(job.stages_total, 1)
     eta = None
@@ -41,6 +59,8 @@ def describe(session: Session, job: Job) -> JobPublic:
         attempts=job.attempts,
         error=job.error,
         children=len(children),
+        compute_profile=profile,
+        waiting_for_worker=waiting,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -46,7 +46,13 @@ def create_model(
 ) -> ModelPublic:
     """Create a model from its S3T settings; its slice orders are planned here."""
     layers = backbone_layer_count(settings.backbone_path)
-    model = service.create_model(session, key.tenant_id, body, backbone_layers=layers)
+    model = service.create_model(
+        session,
+        key.tenant_id,
+        body,
+        backbone_layers=layers,
+        default_profile=settings.default_compute_profile,
+    )
     return service.model_public(session, model)
 
 

@@ -75,6 +75,14 @@ class ModelCreate(BaseModel):
         "`concept_poisoning`; regression only: `blindspot`, `gaussian_finetune`; `laf` reads "
         "no label.",
     )
+    compute_profile: str | None = Field(
+        None,
+        pattern=r"^(cpu|cuda-sm\d+)-torch\d+\.\d+(\.\d+)?$",
+        max_length=64,
+        description="The kind of device and torch version that train it, e.g. `cpu-torch2.13.0` "
+        "or `cuda-sm90-torch2.11.0` (exactness is bitwise per profile; its jobs run only on "
+        "workers of this profile). Default: UNLEARN_COMPUTE_PROFILE, else the API's own.",
+    )
 
 
 class ModelPublic(BaseModel):
@@ -91,6 +99,7 @@ class ModelPublic(BaseModel):
     serving_generation: int
     unlearning_policy: str
     approximate_method: str
+    compute_profile: str
     created_at: datetime
 
 
@@ -175,6 +184,14 @@ class EstimatedQuality(BaseModel):
     )
 
 
+class ComputeStatus(BaseModel):
+    profile: str = Field(description="The compute profile that trains the model.")
+    live_workers: int = Field(description="Live workers consuming that profile's queues.")
+    waiting: str | None = Field(
+        description="Set while the model has live jobs that no live worker can take, and why."
+    )
+
+
 class ModelStatusPublic(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -182,6 +199,7 @@ class ModelStatusPublic(BaseModel):
     status: str
     serving_generation: int
     unlearning_policy: str
+    compute: ComputeStatus
     pending_retrains: int
     shards: list[ShardStatus]
     estimated_quality: EstimatedQuality

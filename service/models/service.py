@@ -35,11 +35,17 @@ _COLUMNS = ("n_shards", "n_slices", "budget", "task", "n_labels")
 
 
 def create_model(
-    session: Session, tenant_id: uuid.UUID, data: ModelCreate, *, backbone_layers: int
+    session: Session,
+    tenant_id: uuid.UUID,
+    data: ModelCreate,
+    *,
+    backbone_layers: int,
+    default_profile: str,
 ) -> Model:
     """Validate the S3T settings, plan the slice orders and create the model's lineage.
 
     ``backbone_layers``: the encoder's layer count; each of the ``n_slices`` blocks needs one.
+    ``default_profile``: the compute profile of a model that names none.
     """
     if data.n_slices > backbone_layers:
         raise InvalidModelConfigError(
@@ -49,7 +55,7 @@ def create_model(
     if unfit_method is not None:
         raise InvalidModelConfigError(unfit_method)
     settings = data.model_dump(
-        exclude={"name", "labels", "unlearning_policy", "approximate_method"}
+        exclude={"name", "labels", "unlearning_policy", "approximate_method", "compute_profile"}
     )
     settings["n_labels"] = len(data.labels or []) if data.task == "classification" else 1
     if settings["deletion_prior"] is not None:
@@ -75,6 +81,7 @@ def create_model(
         config=stored,
         unlearning_policy=UnlearningPolicy(data.unlearning_policy),
         approximate_method=ApproximateMethod(data.approximate_method),
+        compute_profile=data.compute_profile or default_profile,
     )
 
 
@@ -119,6 +126,7 @@ def model_public(session: Session, model: Model) -> ModelPublic:
         serving_generation=model.serving_generation,
         unlearning_policy=model.unlearning_policy.value,
         approximate_method=model.approximate_method.value,
+        compute_profile=model.compute_profile,
         created_at=model.created_at,
     )
 

@@ -6,14 +6,17 @@ from collections import defaultdict
 
 from sqlalchemy.orm import Session
 
-from service.db.models import Model
+from service.db.models import Model, ModelStatus
 from service.db.repositories import (
     JobRepository,
     LineageRepository,
     ModelRepository,
     SampleRepository,
+    WorkerRepository,
 )
+from service.jobs.service import no_worker_reason
 from service.models.schemas import (
+    ComputeStatus,
     EstimatedQuality,
     ModelStatusPublic,
     PendingJob,
@@ -72,6 +75,8 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
                 sequences=sequences,
             )
         )
+    live_workers = WorkerRepository.from_session(session).live_by_profile()[model.compute_profile]
+    has_live_jobs = pending_total > 0 or model.status is ModelStatus.training
     served_lengths = [p.length if p is not None else 0 for p in choice.values()]
     approximate = sum(p.approximate_stages for p in choice.values() if p is not None)
     depth = model.n_shards * model.n_slices
@@ -80,6 +85,13 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
         status=model.status.value,
         serving_generation=model.serving_generation,
         unlearning_policy=model.unlearning_policy.value,
+        compute=ComputeStatus(
+            profile=model.compute_profile,
+            live_workers=live_workers,
+            waiting=no_worker_reason(model.compute_profile, live_workers)
+            if has_live_jobs
+            else None,
+        ),
         pending_retrains=pending_total,
         shards=out,
         estimated_quality=EstimatedQuality(

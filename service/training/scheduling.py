@@ -44,7 +44,7 @@ from service.db.repositories import (
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
 from service.errors import ConflictError
-from service.queues import Queue, TaskName
+from service.queues import Queue, TaskName, queue_for
 
 SYSTEM_ACTOR = "system"
 
@@ -56,13 +56,17 @@ def audit_chain(model_id: uuid.UUID) -> str:
 
 def enqueue(session: Session, job: Job) -> None:
     """Write the job's message to the outbox (ids only); the relay sends it after commit.
-    Approximate passes go to the short `deletions` queue, (re)training to `training`."""
+    Approximate passes go to the short `deletions` queue, (re)training to `training`, each the
+    queue of the model's compute profile, so that only workers of that profile run them."""
     task, queue = (
         (TaskName.approximate_deletion, Queue.deletions)
         if job.kind is JobKind.approximate
         else (TaskName.train_sequence, Queue.training)
     )
-    OutboxRepository.from_session(session).add(task.value, queue.value, {"job_id": str(job.id)})
+    profile = ModelRepository.from_session(session).get(job.model_id).compute_profile
+    OutboxRepository.from_session(session).add(
+        task.value, queue_for(queue, profile), {"job_id": str(job.id)}
+    )
 
 
 def start_training(session: Session, model: Model, *, actor: str) -> Job:

@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
+import sqlalchemy as sa
+import torch
 
 from service.settings import Settings
 from tests.integration.api import save_tiny_backbone
 from tests.integration.services import free_port, require_redis, stop, unlearn, wait_for
+from unlearning.device import local_profile
 from workers.celery_app import create_celery
 
 
@@ -60,17 +64,45 @@ def test_serve_answers_health_on_embedded_defaults(tmp_path: Path) -> None:
         stop(server)
 
 
-def test_worker_consumes_from_redis(tmp_path: Path) -> None:
+def _presence(tmp_path: Path) -> list[tuple[str, str, list[str]]]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'lineage.sqlite3'}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT name, compute_profile, queues FROM workers"))
+            return [(name, profile, json.loads(queues)) for name, profile, queues in rows]
+    finally:
+        engine.dispose()
+
+
+def test_worker_consumes_its_profiles_queues_from_redis_and_announces_itself(
+    tmp_path: Path,
+) -> None:
     broker = require_redis()
     env = {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_BROKER_URL": broker}
+    assert _run(["db", "upgrade"], env).returncode == 0
+    profile = _run(["profile"], env)
+    assert profile.returncode == 0 and profile.stdout.strip() == local_profile("cpu")
     worker = unlearn(["worker"], env)
     app = create_celery(Settings(data_dir=tmp_path, broker_url=broker))
     try:
         wait_for(lambda: bool(app.control.ping(timeout=0.5)), 60, "the worker to answer a ping")
+        wait_for(lambda: bool(_presence(tmp_path)), 30, "the worker's presence row")
+        [(name, announced, queues)] = _presence(tmp_path)
+        assert name.startswith("celery@") and announced == local_profile("cpu")
+        assert queues == [f"deletions@{announced}", f"training@{announced}"]
     finally:
         output = stop(worker)
         app.close()
-    assert "deletions" in output and "training" in output  # it consumes both queues
+    assert f"deletions@{announced}" in output and f"training@{announced}" in output
+    assert _presence(tmp_path) == []  # a clean shutdown leaves at once
+
+
+def test_a_worker_asked_for_a_missing_gpu_says_so(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = _run(["worker"], {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_DEVICE": "cuda"})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "cannot use device 'cuda'" in result.stderr and "CUDA is not available" in result.stderr
 
 
 def test_bad_configuration_is_a_message_not_a_traceback(tmp_path: Path) -> None:

@@ -455,11 +455,14 @@ def queues_of(service: dict[str, Any]) -> set[str]:
     return set(command[command.index("--queues") + 1].split(","))
 
 
-def test_workers_consume_every_queue(compose: dict[str, Any]) -> None:
-    """The CPU-only stack trains too; the GPU worker takes training only."""
+def test_workers_consume_every_queue_of_their_profile(compose: dict[str, Any]) -> None:
+    """Each worker runs every kind of job of its own compute profile: the CPU worker the CPU
+    models', the GPU worker (on CUDA) the CUDA models', passes included."""
     svc = services(compose)
     assert queues_of(svc["worker-cpu"]) == {q.value for q in Queue}
-    assert queues_of(svc["worker-gpu"]) == {Queue.training.value}
+    assert queues_of(svc["worker-gpu"]) == {q.value for q in Queue}
+    assert svc["worker-gpu"]["environment"]["UNLEARN_DEVICE"] == "cuda"
+    assert "UNLEARN_DEVICE" not in svc["worker-cpu"]["environment"]
     assert "--pool" in svc["worker-gpu"]["command"]
     assert svc["worker-gpu"]["command"][svc["worker-gpu"]["command"].index("--pool") + 1] == "solo"
 

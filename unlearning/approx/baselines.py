@@ -70,6 +70,6 @@ def random_labels(
     if labels.is_floating_point() or n_labels < 2:
         raise UnlearningInputError("random labels need a classification model")
     generator = torch.Generator().manual_seed(config.seed)
-    shift = torch.randint(1, n_labels, labels.shape, generator=generator)
+    shift = torch.randint(1, n_labels, labels.shape, generator=generator).to(labels.device)
     relabelled = Examples(forget.encoded, (labels + shift) % n_labels)
     _train(model, Examples.join(relabelled, retain), config, 1.0)

@@ -214,8 +214,8 @@ def fit_cbm(
     l2: float = 1e-4,
 ) -> ConceptHead:
     """An elastic-net linear head from concept scores to classes (zero start, full-batch Adam)."""
-    weight = torch.zeros(n_labels, scores.shape[1], requires_grad=True)
-    bias = torch.zeros(n_labels, requires_grad=True)
+    weight = torch.zeros(n_labels, scores.shape[1], device=scores.device, requires_grad=True)
+    bias = torch.zeros(n_labels, device=scores.device, requires_grad=True)
     optimizer = torch.optim.Adam([weight, bias], lr=lr)
     scores = scores.detach()
     with torch.enable_grad():
@@ -318,10 +318,11 @@ def concept_poisoning(
     cbm_accuracy = float((head(scores).argmax(-1) == all_labels).float().mean())
 
     generator = torch.Generator().manual_seed(config.seed)
-    allowed_t = torch.tensor(allowed)
+    device = labels.device
+    allowed_t = torch.tensor(allowed, device=device)
     new_forget = labels.clone()
     new_retain = kept_labels.clone()
-    poisoned_retain = torch.zeros(len(kept_labels), dtype=torch.bool)
+    poisoned_retain = torch.zeros(len(kept_labels), dtype=torch.bool, device=device)
     retain_scores = scores[len(labels) :]
     results = []
     for c in forgotten:
@@ -341,11 +342,13 @@ def concept_poisoning(
             )
             new_forget[rows] = target
         else:
-            draw = torch.randint(len(allowed), (int(rows.sum()),), generator=generator)
+            draw = torch.randint(len(allowed), (int(rows.sum()),), generator=generator).to(device)
             new_forget[rows] = allowed_t[draw]
         if config.poison_share > 0:
             count = round(config.poison_share * len(kept_labels))
-            eligible = torch.tensor([int(v) not in forgotten for v in kept_labels.tolist()])
+            eligible = torch.tensor(
+                [int(v) not in forgotten for v in kept_labels.tolist()], device=device
+            )
             eligible &= ~poisoned_retain
             strength = retain_scores[:, chosen].mean(-1).masked_fill(~eligible, -math.inf)
             order = torch.sort(strength, descending=True, stable=True).indices

@@ -42,9 +42,10 @@ class Examples:
         return self.targets
 
     def batches(self, size: int, generator: torch.Generator | None = None) -> Iterator[Examples]:
+        # Shuffled on the CPU generator (the same order on every device), moved once.
         order = (
             torch.randperm(len(self), generator=generator) if generator else torch.arange(len(self))
-        )
+        ).to(self.encoded.input_ids.device)
         for start in range(0, len(self), size):
             index = order[start : start + size]
             targets = self.targets[index] if self.targets is not None else None

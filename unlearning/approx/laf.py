@@ -162,15 +162,18 @@ def representation(model: PrefixModel, encoded: Encoded) -> torch.Tensor:
     return captured[0]
 
 
-def _orders(n: int, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
+def _orders(
+    n: int, size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Shuffled batches of row indices, drawn on the CPU generator and moved to ``device`` once."""
+    order = torch.randperm(n, generator=generator).to(device)
     for start in range(0, n, size):
         yield order[start : start + size]
 
 
 def _represent_all(model: PrefixModel, encoded: Encoded, batch_size: int) -> torch.Tensor:
     """Representations of every row, in order, without gradients."""
-    index = torch.arange(len(encoded))
+    index = torch.arange(len(encoded), device=encoded.input_ids.device)
     with torch.no_grad():
         parts = [
             representation(model, encoded.rows(index[start : start + batch_size]))
@@ -192,7 +195,7 @@ def train_vae(data: torch.Tensor, config: LAFConfig, generator: torch.Generator)
     vae.to(data.device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.vae_lr)
     for _ in range(config.vae_epochs):
-        for index in _orders(len(data), config.vae_batch_size, generator):
+        for index in _orders(len(data), config.vae_batch_size, generator, data.device):
             optimizer.zero_grad(set_to_none=True)
             _vae_loss(vae, data[index], config.kl_weight).backward()  # type: ignore[no-untyped-call]
             optimizer.step()
@@ -256,7 +259,7 @@ def _repair(model: PrefixModel, retain: Encoded, labels: torch.Tensor, config: L
     optimizer = torch.optim.Adam(model.head.parameters(), lr=config.repair_lr)
     generator = torch.Generator().manual_seed(config.seed + 1)
     for _ in range(config.repair_epochs):
-        for index in _orders(len(retain), config.batch_size, generator):
+        for index in _orders(len(retain), config.batch_size, generator, reps.device):
             _descend(optimizer, task_loss(model.head(reps[index]), labels[index]))
     model.zero_grad(set_to_none=True)
 
@@ -300,8 +303,8 @@ def laf(
     steps, losses = 0, (0.0, 0.0)
     for _ in range(config.epochs):
         pairs = zip(
-            _orders(len(forget), config.batch_size, generator),
-            _orders(len(retain), config.batch_size, generator),
+            _orders(len(forget), config.batch_size, generator, teacher_f.device),
+            _orders(len(retain), config.batch_size, generator, teacher_r.device),
             strict=False,
         )
         epoch = [stage.step(f_index, r_index) for f_index, r_index in pairs]

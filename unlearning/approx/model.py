@@ -49,7 +49,9 @@ class PrefixModel(nn.Module):
                 self.lora[_name(index, key, "a")] = nn.Parameter(pair.a.detach().clone())
                 self.lora[_name(index, key, "b")] = nn.Parameter(pair.b.detach().clone())
         last = stages[-1]
-        self.head = nn.Linear(last.head_weight.shape[1], last.head_weight.shape[0])
+        self.head = nn.Linear(
+            last.head_weight.shape[1], last.head_weight.shape[0], device=last.head_weight.device
+        )
         with torch.no_grad():
             self.head.weight.copy_(last.head_weight)
             self.head.bias.copy_(last.head_bias)

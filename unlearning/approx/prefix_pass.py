@@ -61,16 +61,19 @@ def unfit(method: Method, task: Task) -> str | None:
 def examples_of(
     backbone: Backbone, config: S3TConfig, samples: Sequence[TrainingSample]
 ) -> Examples:
-    """Encode samples with their targets: class indices, or values for regression."""
+    """Encode samples with their targets (class indices, or values for regression) on the
+    backbone's device."""
+    device = backbone.device
     if samples:
         encoded = backbone.encode([s.text for s in samples], config.max_length)
     else:  # an empty set, which the methods refuse by name where they need it
-        empty = torch.zeros((0, config.max_length), dtype=torch.long)
+        empty = torch.zeros((0, config.max_length), dtype=torch.long, device=device)
         encoded = Encoded(empty, empty.clone())
     if config.task == Task.CLASSIFICATION:
-        targets = torch.tensor([int(s.target) for s in samples], dtype=torch.long)
+        targets = torch.tensor([int(s.target) for s in samples], dtype=torch.long, device=device)
     else:
-        targets = torch.tensor([float(s.target) for s in samples], dtype=torch.float32)
+        values = [float(s.target) for s in samples]
+        targets = torch.tensor(values, dtype=torch.float32, device=device)
     return Examples(encoded, targets)
 
 

@@ -205,7 +205,7 @@ def _relabelled(forget: Examples, retain: Examples, n_labels: int | None, seed: 
     if labels.is_floating_point() or not retain.classification or not n_labels or n_labels < 2:
         raise UnlearningInputError("random labels need a classification model")
     generator = torch.Generator().manual_seed(seed)
-    shift = torch.randint(1, n_labels, labels.shape, generator=generator)
+    shift = torch.randint(1, n_labels, labels.shape, generator=generator).to(labels.device)
     return Examples(forget.encoded, (labels + shift) % n_labels)
 
 

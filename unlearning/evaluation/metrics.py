@@ -9,19 +9,28 @@
 
 For regression the error (mean absolute error) takes the place of accuracy: UA is the error on
 the forget set, RA and TA the errors on the retain and test sets, and the MIA feature is the
-negative absolute error of each sample. All inputs are arrays of model outputs and targets, so
-the metrics apply to any model, the service's ensembles included.
+negative absolute error of each sample. All inputs are arrays (or tensors, on any device) of
+model outputs and targets, so the metrics apply to any model, the service's ensembles included.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.svm import SVC
+from torch import Tensor
 
 Floats = NDArray[np.float64]
+
+
+def _array(values: ArrayLike | Tensor, dtype: type | None = None) -> NDArray[Any]:
+    """A NumPy array of ``values``; tensors on any device (a GPU's too) are copied to the CPU."""
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -40,8 +49,8 @@ class UnlearningScores:
 def _logits_and_labels(
     logits: ArrayLike, labels: ArrayLike, name: str
 ) -> tuple[Floats, NDArray[np.int64]]:
-    scores = np.asarray(logits, dtype=np.float64)
-    targets = np.asarray(labels)
+    scores = _array(logits, dtype=np.float64)
+    targets = _array(labels)
     if scores.ndim != 2 or scores.shape[0] == 0:
         raise ValueError(f"`{name}` logits must be a non-empty [rows, classes] array")
     if targets.shape != (scores.shape[0],):
@@ -74,9 +83,9 @@ def mia_efficacy(retain: ArrayLike, test: ArrayLike, forget: ArrayLike) -> float
     The attack (an RBF SVC on a 1-D feature) trains on the first ``len(test)`` retain values
     (members) against the test values (non-members), as in SalUn's ``SVC_MIA``.
     """
-    members = np.asarray(retain, dtype=np.float64).reshape(-1)
-    outsiders = np.asarray(test, dtype=np.float64).reshape(-1)
-    target = np.asarray(forget, dtype=np.float64).reshape(-1)
+    members = _array(retain, dtype=np.float64).reshape(-1)
+    outsiders = _array(test, dtype=np.float64).reshape(-1)
+    target = _array(forget, dtype=np.float64).reshape(-1)
     for name, values in (("retain", members), ("test", outsiders), ("forget", target)):
         if values.size == 0:
             raise ValueError(f"the MIA needs a non-empty `{name}` set")
@@ -109,11 +118,12 @@ def evaluate_classifier(
 
 
 def _absolute_errors(outputs: ArrayLike, targets: ArrayLike, name: str) -> Floats:
-    predicted = np.asarray(outputs, dtype=np.float64).reshape(-1)
-    expected = np.asarray(targets, dtype=np.float64).reshape(-1)
+    predicted = _array(outputs, dtype=np.float64).reshape(-1)
+    expected = _array(targets, dtype=np.float64).reshape(-1)
     if predicted.size == 0 or predicted.shape != expected.shape:
         raise ValueError(f"`{name}` needs one target per output, and at least one")
-    return np.abs(predicted - expected)
+    errors: Floats = np.abs(predicted - expected)
+    return errors
 
 
 def evaluate_regressor(

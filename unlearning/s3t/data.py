@@ -26,7 +26,7 @@ class TrainingSample:
 
 @dataclass(frozen=True)
 class ShardData:
-    """A shard's samples, sorted by id, tokenised once."""
+    """A shard's samples, sorted by id, tokenised once, on the backbone's device."""
 
     ids: tuple[str, ...]
     slices: torch.Tensor  # [N] long
@@ -51,16 +51,17 @@ class ShardData:
             targets = torch.tensor([int(s.target) for s in ordered], dtype=torch.long)
         else:
             targets = torch.tensor([float(s.target) for s in ordered], dtype=torch.float32)
+        device = backbone.device
         return cls(
             ids=tuple(s.id for s in ordered),
-            slices=torch.tensor([s.slice for s in ordered], dtype=torch.long),
-            targets=targets,
+            slices=torch.tensor([s.slice for s in ordered], dtype=torch.long, device=device),
+            targets=targets.to(device),
             encoded=backbone.encode([s.text for s in ordered], config.max_length),
         )
 
     def rows_of(self, slices: Iterable[int]) -> torch.Tensor:
         """Row indices (ascending, so in id order) of the samples in ``slices``."""
-        wanted = torch.tensor(sorted(set(slices)), dtype=torch.long)
+        wanted = torch.tensor(sorted(set(slices)), dtype=torch.long, device=self.slices.device)
         return torch.nonzero(torch.isin(self.slices, wanted)).flatten()
 
 
@@ -113,7 +114,9 @@ class CachedHiddenStates:
         )
         parts: dict[int, list[torch.Tensor]] = {d: [] for d in keep}
         for first in range(0, len(self.encoded), self.CHUNK):
-            rows = torch.arange(first, min(first + self.CHUNK, len(self.encoded)))
+            rows = torch.arange(
+                first, min(first + self.CHUNK, len(self.encoded)), device=self.backbone.device
+            )
             chunk = self.encoded.rows(rows)
             hidden = (
                 self._states[start][rows] if start in self._states else self.backbone.embed(chunk)
@@ -127,5 +130,7 @@ class CachedHiddenStates:
         width = self.encoded.input_ids.shape[1]
         for d, chunks in parts.items():
             self._states[d] = (
-                torch.cat(chunks) if chunks else torch.empty(0, width, self.backbone.hidden_size)
+                torch.cat(chunks)
+                if chunks
+                else torch.empty(0, width, self.backbone.hidden_size, device=self.backbone.device)
             )

@@ -178,7 +178,7 @@ class S3TEngine:
     def load_stage(self, ref: str) -> StageWeights:
         weights = self._loaded.get(ref)
         if weights is None:
-            weights = StageWeights.from_bytes(self.store.get(ref))
+            weights = StageWeights.from_bytes(self.store.get(ref)).to(self.backbone.device)
             self._loaded[ref] = weights
             while len(self._loaded) > self._loaded_limit:
                 self._loaded.popitem(last=False)

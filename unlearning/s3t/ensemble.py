@@ -99,10 +99,11 @@ class _LoraHook:
         present = [i for i, shard in enumerate(shards) if key in shard.adapters]
         pairs = [shards[i].adapters[key] for i in present]
         self.n_shards = n_shards
-        self.index = torch.tensor(present, dtype=torch.long)
         self.a_t = torch.stack([pair.a for pair, _ in pairs]).transpose(1, 2)
         self.b_t = torch.stack([pair.b for pair, _ in pairs]).transpose(1, 2)
-        self.scaling = torch.tensor([scaling for _, scaling in pairs]).view(-1, 1, 1)
+        device = self.a_t.device
+        self.index = torch.tensor(present, dtype=torch.long, device=device)
+        self.scaling = torch.tensor([scaling for _, scaling in pairs], device=device).view(-1, 1, 1)
 
     def __call__(self, _module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         x = inputs[0].reshape(self.n_shards, -1, inputs[0].shape[-1])[self.index]

@@ -92,7 +92,7 @@ class SequenceTrainer:
         if not start_stage <= last <= cfg.n_slices:
             raise ValueError(f"`last_stage` must be in {start_stage}..{cfg.n_slices}")
         stack = _Stack(copy.deepcopy(self.backbone.layers))
-        head = nn.Linear(self.backbone.hidden_size, cfg.output_dim)
+        head = nn.Linear(self.backbone.hidden_size, cfg.output_dim, device=self.backbone.device)
         for stage, saved in enumerate(prefix, start=1):
             name = _adapter_name(stage)
             self._inject(stack, name, saved.layers)
@@ -184,6 +184,7 @@ class SequenceTrainer:
             p for p in itertools.chain(stack.parameters(), head.parameters()) if p.requires_grad
         ]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+        # The data order is drawn on the CPU on every device, so it is the same everywhere.
         order_rng = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # LoRA dropout
         # The frozen backbone keeps eval mode (its dropout would only add noise to fixed
@@ -198,7 +199,8 @@ class SequenceTrainer:
         try:
             with attention:
                 for _ in range(cfg.epochs_per_stage):
-                    shuffled = rows[torch.randperm(len(rows), generator=order_rng)]
+                    order = torch.randperm(len(rows), generator=order_rng).to(rows.device)
+                    shuffled = rows[order]
                     for first in range(0, len(shuffled), cfg.batch_size):
                         batch = shuffled[first : first + cfg.batch_size]
                         mask = data.encoded.attention_mask[batch]

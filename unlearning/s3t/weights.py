@@ -29,11 +29,26 @@ class StageWeights:
     head_bias: torch.Tensor  # [outputs]
     scaling: float
 
+    def to(self, device: torch.device) -> StageWeights:
+        """The same weights on ``device`` (itself when they are there already)."""
+        if self.head_weight.device == device:
+            return self
+        return StageWeights(
+            adapters={
+                key: LoraPair(pair.a.to(device), pair.b.to(device))
+                for key, pair in self.adapters.items()
+            },
+            head_weight=self.head_weight.to(device),
+            head_bias=self.head_bias.to(device),
+            scaling=self.scaling,
+        )
+
     @property
     def layers(self) -> tuple[int, ...]:
         return tuple(sorted({layer for layer, _ in self.adapters}))
 
     def to_bytes(self) -> bytes:
+        """Device-independent bytes: the same weights give the same bytes from any device."""
         tensors = {"head.weight": self.head_weight, "head.bias": self.head_bias}
         for (layer, module), pair in sorted(self.adapters.items()):
             tensors[f"layer.{layer}.{module}.lora_A"] = pair.a

@@ -27,6 +27,7 @@ from service.db.models.lineage import (
 from service.db.models.outbox import OutboxMessage
 from service.db.models.samples import Sample, SamplePayload
 from service.db.models.tenancy import ApiKey, Role, Tenant
+from service.db.models.workers import WorkerPresence
 
 __all__ = [
     "ApiKey",
@@ -57,4 +58,5 @@ __all__ = [
     "Task",
     "Tenant",
     "UnlearningPolicy",
+    "WorkerPresence",
 ]

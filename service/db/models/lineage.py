@@ -89,6 +89,10 @@ class Model(UuidPk, CreatedAt, Base):
     approximate_method: Mapped[ApproximateMethod] = mapped_column(
         str_enum(ApproximateMethod), default=ApproximateMethod.ssd
     )
+    # The kind of device and torch version that train it (``cpu-torch2.13.0``,
+    # ``cuda-sm90-torch2.11.0``): exactness is bitwise per profile, so its jobs go only to
+    # workers of this profile.
+    compute_profile: Mapped[str] = mapped_column(sa.String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (

@@ -9,6 +9,7 @@ from service.db.repositories.models import ModelRepository
 from service.db.repositories.outbox import OutboxRepository
 from service.db.repositories.samples import NewSample, SampleRepository
 from service.db.repositories.tenants import ApiKeyRepository, TenantRepository
+from service.db.repositories.workers import WorkerRepository
 
 __all__ = [
     "ApiKeyRepository",
@@ -22,4 +23,5 @@ __all__ = [
     "OutboxRepository",
     "SampleRepository",
     "TenantRepository",
+    "WorkerRepository",
 ]

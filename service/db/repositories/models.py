@@ -50,6 +50,7 @@ class ModelRepository(Repository):
         n_slices: int,
         budget: int,
         sequence_orders: Sequence[Sequence[int]],
+        compute_profile: str,
         labels: Sequence[str] | None = None,
         config: dict[str, Any] | None = None,
         unlearning_policy: UnlearningPolicy = UnlearningPolicy.exact,
@@ -77,6 +78,7 @@ class ModelRepository(Repository):
             n_slices=n_slices,
             budget=budget,
             config=dict(config or {}),
+            compute_profile=compute_profile,
         )
         self.session.add(model)
         self.session.flush()

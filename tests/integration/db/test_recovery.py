@@ -67,4 +67,5 @@ def test_an_approximate_job_is_sent_to_the_deletions_queue(session: Session, mod
     session.flush()
     assert resend_stalled(session, LEASE_S) == 1
     message = session.scalars(sa.select(OutboxMessage)).one()
-    assert (message.queue, message.task) == ("deletions", "workers.approximate_deletion")
+    deletions = f"deletions@{model.compute_profile}"  # the pass queue of the model's profile
+    assert (message.queue, message.task) == (deletions, "workers.approximate_deletion")

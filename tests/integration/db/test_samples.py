@@ -16,6 +16,7 @@ from service.errors import (
     ModelNotFoundError,
 )
 from tests.conftest import make_model
+from unlearning.device import local_profile
 from unlearning.sharding import assign
 
 
@@ -136,6 +137,7 @@ class TestModels:
                 n_slices=3,
                 budget=budget,
                 sequence_orders=orders,
+                compute_profile=local_profile("cpu"),
                 labels=["a", "b"],
             )
 

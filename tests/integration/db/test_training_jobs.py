@@ -22,6 +22,7 @@ from service.db.repositories import (
 from service.training.jobs import Transaction, run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
+from unlearning.device import local_profile
 from unlearning.s3t import S3TEngine, TrainedLayer
 
 pytestmark = pytest.mark.integration
@@ -42,6 +43,7 @@ def _model_with_jobs(factory: sessionmaker[Session], from_stage: int = 1) -> lis
             n_slices=2,
             budget=2,
             sequence_orders=[[0, 1], [1, 0]],
+            compute_profile=local_profile("cpu"),
             labels=["a", "b"],
             config=dict(TINY_SETTINGS),
         )

@@ -24,6 +24,7 @@ from service.errors import LineageError
 from service.training.service import read_sequence_job, record_sequence
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
+from unlearning.device import local_profile
 from unlearning.s3t import S3TEngine
 from unlearning.s3t.sequences import cyclic_sequences
 
@@ -47,6 +48,7 @@ def _model(session: Session, tenant: Tenant, name: str) -> Model:
         n_slices=3,
         budget=2,
         sequence_orders=cyclic_sequences(3, 2),
+        compute_profile=local_profile("cpu"),
         labels=LABELS,
         config=dict(TINY_SETTINGS),
     )
