@@ -98,7 +98,7 @@ from unlearning.s3t.weights import StageWeights
 from unlearning.sharding import assign
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "agnews"
+DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
 DEFAULT_OUTPUT = ROOT / "bench" / "results-approximate.json"
 PENALTY_OUTPUT = ROOT / "bench" / "results-approximate-penalty.json"
 REGRESSION_OUTPUT = ROOT / "bench" / "results-approximate-regression.json"

@@ -1,14 +1,20 @@
-"""Deletion latency against the running service on PostgreSQL and Redis; prints one JSON object.
+"""Deletion latency against the running service; prints one JSON object.
 
 Starts ``unlearn serve`` and ``unlearn worker`` (MiniLM backbone) on a fresh PostgreSQL schema
-and a Redis database, trains a model on AG News, then sends N single-sample deletions while a
-second client predicts without pause and the worker retrains behind them. It reports:
+and a Redis database (or, with ``--embedded``, on the embedded defaults: SQLite and the
+SQLAlchemy broker, no server), on ``--device`` (``cuda``: a GPU worker), trains a model on AG
+News, then sends N single-sample deletions while a second client predicts without pause and the
+worker retrains behind them, and waits (``--settle-s``) for every deletion to complete. It
+reports:
 
 - the ``POST /deletions`` answer (202) latency, p50/p99;
 - deletion-to-first-clean-prediction: from sending the deletion to the first prediction answered
   with a ``serving_generation`` at or after the deletion's (so without any layer it invalidated);
 - predictions: count, failed (non-200), slow (over 1 s), p50/p99, and stale ones: answered with
   a generation older than that of a deletion whose 202 had arrived before the prediction was sent;
+- completion: deletion to ``completed`` p50/p99, how long after the last deletion arrived the
+  last one completed, and the retrain work per deletion (sample-epochs of the retrain jobs'
+  layers, from the lineage database);
 - the baseline of the same run: training the model from scratch, i.e. how long a service that
   retrains fully would keep serving the deleted data; and the ratio of the two.
 
@@ -31,6 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +50,12 @@ sys.path.insert(0, str(ROOT))
 
 from service.db import migrate  # noqa: E402
 from service.db.engine import make_engine, make_session_factory, unit_of_work  # noqa: E402
-from service.db.models import Role  # noqa: E402
+from service.db.models import Job, JobKind, Layer, Model, Role  # noqa: E402
 from service.db.repositories import ApiKeyRepository, TenantRepository  # noqa: E402
 
-AG_NEWS = ROOT.parent / "shared" / "data" / "agnews" / "train.tsv"
+AG_NEWS = (
+    Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews" / "train.tsv"
+)
 PG_URL = os.environ.get(
     "UNLEARN_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -80,22 +89,31 @@ def load_rows(n: int) -> list[dict[str, Any]]:
 
 
 class Stack:
-    """A fresh schema, the API and a worker process, torn down on exit."""
+    """A fresh schema (or SQLite files, ``embedded``), the API and a worker process on
+    ``device``, torn down on exit."""
 
-    def __init__(self, tmp: Path, port: int, backbone: str) -> None:
-        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
-        self.admin = sa.create_engine(PG_URL)
-        with self.admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
-        url = sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={self.schema}"})
-        self.database_url = url.render_as_string(hide_password=False)
+    def __init__(
+        self, tmp: Path, port: int, backbone: str, *, embedded: bool = False, device: str = "cpu"
+    ) -> None:
+        self.embedded = embedded
+        servers: dict[str, str] = {}
+        if embedded:  # the defaults of `make run`: SQLite and the SQLAlchemy broker under tmp
+            self.database_url = f"sqlite:///{tmp / 'lineage.sqlite3'}"
+        else:
+            self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+            self.admin = sa.create_engine(PG_URL)
+            with self.admin.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
+            url = sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={self.schema}"})
+            self.database_url = url.render_as_string(hide_password=False)
+            redis.Redis.from_url(REDIS_URL).flushdb()
+            servers = {"UNLEARN_DATABASE_URL": self.database_url, "UNLEARN_BROKER_URL": REDIS_URL}
         migrate.upgrade(self.database_url)
-        redis.Redis.from_url(REDIS_URL).flushdb()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")},
+            **servers,
             "UNLEARN_DATA_DIR": str(tmp),
-            "UNLEARN_DATABASE_URL": self.database_url,
-            "UNLEARN_BROKER_URL": REDIS_URL,
+            "UNLEARN_DEVICE": device,
             "UNLEARN_LOG_LEVEL": "warning",
             "UNLEARN_RELAY_INTERVAL_S": "0.2",
             **({"UNLEARN_BACKBONE_PATH": backbone} if backbone else {}),
@@ -129,9 +147,26 @@ class Stack:
                 process.wait(60)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if self.embedded:
+            return
         with self.admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
         self.admin.dispose()
+
+    def retrain_sample_epochs(self) -> int:
+        """Samples x epochs of every layer the retrain jobs trained (activated or not)."""
+        engine = make_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(Layer.trained_sample_count, Model.config)
+                    .join(Job, Layer.job_id == Job.id)
+                    .join(Model, Job.model_id == Model.id)
+                    .where(Job.kind == JobKind.retrain)
+                )
+                return sum(count * config["epochs_per_stage"] for count, config in rows)
+        finally:
+            engine.dispose()
 
 
 def save_tiny_backbone(path: Path) -> Path:
@@ -194,6 +229,59 @@ class Predictor(threading.Thread):
             self.records.append((sent, time.monotonic(), status, generation))
 
 
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def worker_runtime(device: str) -> dict[str, Any]:
+    """The worker's device, profile and libraries, asked in a child process like it."""
+    probe = (
+        "import json, sys; from unlearning.device import resolve_device, runtime_info; "
+        "print(json.dumps(runtime_info(resolve_device(sys.argv[1]))))"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", probe, device],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+    info: dict[str, Any] = json.loads(result.stdout)
+    return info
+
+
+def settle(client: httpx.Client, deletion_ids: list[str], timeout_s: float) -> dict[str, Any]:
+    """Wait until every deletion is completed or failed (or ``timeout_s``); their timings."""
+    deadline = time.monotonic() + timeout_s
+    records: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        for deletion_id in deletion_ids:
+            if records.get(deletion_id, {}).get("status") not in ("completed", "failed"):
+                records[deletion_id] = client.get(f"/deletions/{deletion_id}").json()
+        if all(r["status"] in ("completed", "failed") for r in records.values()):
+            break
+        time.sleep(1.0)
+    at = datetime.fromisoformat
+    done = [r for r in records.values() if r["status"] == "completed"]
+    to_completed = [(at(r["completed_at"]) - at(r["received_at"])).total_seconds() for r in done]
+    last_arrival = max(at(r["received_at"]) for r in records.values())
+    last_completed = max((at(r["completed_at"]) for r in done), default=None)
+    return {
+        "completed": len(done),
+        "failed": sum(1 for r in records.values() if r["status"] == "failed"),
+        "not_done_after_settle": sum(
+            1 for r in records.values() if r["status"] not in ("completed", "failed")
+        ),
+        "received_to_completed": summary_ms(to_completed) if to_completed else None,
+        "last_completed_after_last_arrival_s": round(
+            (last_completed - last_arrival).total_seconds(), 1
+        )
+        if last_completed is not None
+        else None,
+    }
+
+
 def count_deletions(client: httpx.Client, status: str) -> int:
     count, cursor = 0, None
     while True:
@@ -224,6 +312,13 @@ def main() -> None:
     )
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--slices", type=int, default=4)
+    parser.add_argument(
+        "--embedded", action="store_true", help="SQLite and the SQLAlchemy broker (no servers)"
+    )
+    parser.add_argument("--device", default="cpu", help="UNLEARN_DEVICE of the API and worker")
+    parser.add_argument(
+        "--settle-s", type=float, default=600, help="How long to wait for every completion."
+    )
     args = parser.parse_args()
     if args.deletions > args.samples:
         parser.error("--deletions must not exceed --samples")
@@ -256,7 +351,13 @@ def on_a_stack(
             if args.backbone == "tiny"
             else args.backbone
         )
-        stack = Stack(Path(tmp), args.port, backbone)
+        stack = Stack(
+            Path(tmp),
+            args.port,
+            backbone,
+            embedded=getattr(args, "embedded", False),
+            device=getattr(args, "device", "cpu"),
+        )
         try:
             return run(stack, rows, body, args)
         finally:
@@ -295,6 +396,7 @@ def run(
     answers: list[float] = []
     to_clean: list[float] = []
     accepted: list[tuple[float, int]] = []  # (202 received, generation)
+    deletion_ids: list[str] = []
     failed_deletions = 0
     next_at = time.monotonic()
     for external_id in victims:
@@ -311,6 +413,7 @@ def run(
             failed_deletions += 1
             continue
         generation = response.json()["serving_generation"]
+        deletion_ids.append(response.json()["id"])
         answers.append(answered - sent)
         accepted.append((answered, generation))
         while True:  # the first prediction that cannot use the invalidated layers
@@ -319,12 +422,16 @@ def run(
                 to_clean.append(time.monotonic() - sent)
                 break
 
-    predictor.stopped.set()
-    predictor.join(60)
     retraining_at_end = count_deletions(client, "retraining") + count_deletions(
         client, "deactivated"
     )
     status = client.get(f"/models/{model['id']}/status").json()
+    # Predictions go on while the retrains catch up: serving while unlearning.
+    log(f"waiting up to {args.settle_s} s for {len(deletion_ids)} deletions to complete")
+    settled = settle(client, deletion_ids, args.settle_s)
+    predictor.stopped.set()
+    predictor.join(60)
+    retrain_sample_epochs = stack.retrain_sample_epochs()
 
     # A prediction sent after a 202 must carry that deletion's generation or a later one.
     accepted.sort()
@@ -346,13 +453,16 @@ def run(
     return {
         "benchmark": "deletion_latency",
         "setup": {
-            "database": "postgresql",
-            "broker": "redis",
+            "database": "sqlite" if args.embedded else "postgresql",
+            "broker": "sqlalchemy" if args.embedded else "redis",
             "backbone": args.backbone or "all-MiniLM-L6-v2",
             "samples": len(rows),
             "deletions": n,
             "model": {k: body[k] for k in ("n_shards", "n_slices", "budget", "epochs_per_stage")},
             "cpu_count": os.cpu_count(),
+            "device": args.device,
+            "compute_profile": model["compute_profile"],
+            "runtime": worker_runtime(args.device),
             "worker_threads": 1,
             "deletions_per_s": args.rate,
             "predictions_per_s": args.predict_rate,
@@ -368,8 +478,15 @@ def run(
             **summary_ms(latencies),
         },
         "while_retraining": {
-            "deletions_still_retraining_at_end": retraining_at_end,
-            "pending_retrain_jobs_at_end": status["pending_retrains"],
+            "deletions_still_retraining_at_last_arrival": retraining_at_end,
+            "pending_retrain_jobs_at_last_arrival": status["pending_retrains"],
+        },
+        "completion": {
+            **settled,
+            "retrain_sample_epochs": retrain_sample_epochs,
+            "retrain_sample_epochs_per_deletion": round(
+                retrain_sample_epochs / max(1, len(deletion_ids)), 1
+            ),
         },
         "baseline": {"full_training_s": round(full_training_s, 1)},
         "ratios": {
@@ -381,6 +498,9 @@ def run(
             "deletion_202_p99_under_50ms": answer["p99_ms"] < 50,
             "zero_failed_predictions": failed == 0,
             "no_stale_prediction_after_202": stale == 0,
+            "every_deletion_completed_within_60s_of_the_last_arrival": settled["completed"]
+            == len(deletion_ids)
+            and settled["last_completed_after_last_arrival_s"] <= 60,
         },
     }
 

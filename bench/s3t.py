@@ -13,6 +13,11 @@ same data, shards and hyper-parameters:
 - ensemble inference throughput: batched vs sequential per-shard passes, and a single full model;
 - simulated deletions until every shard is dead against m*L*H(m*min(B, L)).
 
+With ``--device cuda`` everything runs on the GPU, and ``--compare-cpu`` trains the S3T model
+once more on this machine's CPU cores in the same run: the ratio of the two is the GPU's
+training speed-up (``training.s3t.cpu_over_device``). ``BENCH_DATA_DIR`` (default
+``../shared/data``) is where ``agnews/`` lies.
+
 Usage: python bench/s3t.py [--train 1600 --test 800 ...]; see --help. Takes ~10 min on 2 cores.
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import statistics
 import sys
@@ -33,6 +39,7 @@ from typing import Any
 import torch
 
 from unlearning.artifacts import LocalArtifactStore
+from unlearning.device import make_deterministic, resolve_device, runtime_info
 from unlearning.s3t import (
     ModelSpec,
     S3TConfig,
@@ -50,7 +57,7 @@ from unlearning.s3t.training import SequenceTrainer
 from unlearning.sharding import assign
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "agnews"
+DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
 Stages = dict[tuple[int, int, int], str]  # (shard, sequence, stage) -> artifact
 
 
@@ -112,7 +119,7 @@ def prefix_outputs(
             result = predictor.shard_outputs(rows, [served[key] for key in group])
             for key, out in zip(group, result, strict=True):
                 outputs[key].append(out)
-    return {key: torch.cat(parts) for key, parts in outputs.items()}
+    return {key: torch.cat(parts).cpu() for key, parts in outputs.items()}
 
 
 def accuracy(outputs: torch.Tensor | None, labels: torch.Tensor) -> float:
@@ -231,7 +238,7 @@ def caching_speedup(
     # First stage: the cache (every depth the stages need) built ahead, as it is for every
     # sequence after a shard's first.
     cached = CachedHiddenStates(engine.backbone, data.encoded, depths)
-    _, build = timed(lambda: cached.at(max(depths), torch.arange(1)))
+    _, build = timed(lambda: cached.at(max(depths), torch.arange(1, device=engine.backbone.device)))
     first_with = run(cached, 1, spec.orders[:1])
     first_without = run(LiveHiddenStates(engine.backbone, data.encoded), 1, spec.orders[:1])
     shard_with = run(
@@ -288,10 +295,16 @@ def main() -> None:
     parser.add_argument("--deletions", default="1,5,10,20,40")
     parser.add_argument("--throughput-seconds", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N")
+    parser.add_argument(
+        "--compare-cpu", action="store_true", help="also train S3T on the CPU: the time ratio"
+    )
     args = parser.parse_args()
+    make_deterministic()
     torch.manual_seed(args.seed)
 
-    backbone = load_backbone()
+    device = resolve_device(args.device)
+    backbone = load_backbone(device=device)
     raw_train = load_split(args.data / "train.tsv", args.train, args.seed)
     raw_test = load_split(args.data / "test.tsv", args.test, args.seed + 1)
     names = sorted({label for _, label in raw_train})
@@ -328,6 +341,7 @@ def main() -> None:
                 "config": base.to_dict(),
                 "orders": [list(o) for o in specs["s3t"].orders],
                 "threads": torch.get_num_threads(),
+                "runtime": runtime_info(device),
             }
         }
         training: dict[str, Any] = {}
@@ -340,6 +354,12 @@ def main() -> None:
                 "sample_epochs": sum(x.sample_steps for x in layers),
                 "stages_trained": len(layers),
             }
+        if args.compare_cpu:
+            log("training s3t on the CPU, for the ratio")
+            on_cpu = S3TEngine(load_backbone(device="cpu"), LocalArtifactStore(f"{tmp}/cpu"))
+            _, cpu_seconds = timed(lambda: on_cpu.train(specs["s3t"], samples["s3t"]))
+            training["s3t"]["cpu_seconds"] = round(cpu_seconds, 1)
+            training["s3t"]["cpu_over_device"] = round(cpu_seconds / training["s3t"]["seconds"], 2)
         report["training"] = training
 
         log("test outputs of every prefix")

@@ -115,3 +115,22 @@ def make_deterministic() -> None:
     torch.backends.cudnn.deterministic = True
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+def runtime_info(device: torch.device) -> dict[str, str | int | None]:
+    """What a benchmark names next to its figures: the device, its profile, the libraries."""
+    import peft
+    import transformers
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {
+        "device": str(device),
+        "compute_profile": profile_of(device),
+        "gpu": gpu,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
