@@ -40,8 +40,8 @@ class WorkerStack:
         self.workers: list[subprocess.Popen[str]] = []
         self.db = make_engine(self.settings.database_url)
 
-    def worker(self) -> subprocess.Popen[str]:
-        process = unlearn(["worker"], self.env)
+    def worker(self, *options: str) -> subprocess.Popen[str]:
+        process = unlearn(["worker", *options], self.env)
         self.workers.append(process)
         return process
 

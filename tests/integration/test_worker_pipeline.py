@@ -41,10 +41,15 @@ pytestmark = pytest.mark.integration
 TIMEOUT_S = 180
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
+#: One process (solo), and two pool children that each build their engine after the fork
+#: (prefork: how one GPU runs several sequence jobs at once).
+POOLS = {"solo": (), "prefork": ("--pool", "prefork", "--concurrency", "2")}
+
+
+@pytest.fixture(params=list(POOLS))
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, Settings]]:
     stack = WorkerStack(tmp_path)
-    stack.worker()
+    stack.worker(*POOLS[request.param])
     try:
         with TestClient(create_app(stack.settings), raise_server_exceptions=False) as client:
             yield client, stack.settings

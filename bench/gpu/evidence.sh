@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU evidence of issue 16, on a CUDA machine without network, in one call of the device
+# tool: `bash bench/gpu/evidence.sh [STEP ...]` with `.gpu` carried (bench/gpu/bundle.py makes
+# it) and $OUT the folder whose files come back. Steps (default: all, in this order):
+#   tests       pytest -m gpu tests/gpu                            -> $OUT/pytest-gpu.txt
+#   throughput  bench/throughput.py --device cuda                  -> $OUT/results-throughput-cuda.json
+#   s3t         bench/s3t.py --device cuda --compare-cpu           -> $OUT/results-s3t-cuda.json
+#   latency     bench/deletion_latency.py --embedded --device cuda -> $OUT/results-deletion-latency-cuda.json
+# Each step has its own time limit and writes its log to $OUT/<step>.log; a failed step does not
+# stop the next one. Budget: about 1 + 2 + 3 + 4.5 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+OUT=${OUT:-var/gpu-evidence}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .gpu/wheels/*.whl || exit 1
+export PYTHONPATH="/tmp/site:$PWD/.gpu/site:$PWD" BENCH_DATA_DIR="$PWD/.gpu/data"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+
+step() {  # name, seconds, output file, command...
+    local name=$1 limit=$2 output=$3
+    shift 3
+    echo "== $name (at most ${limit} s)"
+    timeout "$limit" "$@" > "$OUT/$output" 2> "$OUT/$name.log"
+    echo "== $name: exit $?"
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(tests throughput s3t latency)
+for s in "${steps[@]}"; do
+    case $s in
+        tests) step tests 120 pytest-gpu.txt python3 -m pytest -m gpu tests/gpu -p no:cacheprovider -q -rs ;;
+        throughput) step throughput 150 results-throughput-cuda.json python3 bench/throughput.py \
+            --device cuda --samples 2000 --sequences 1 --batch-sizes 32,64,128,256 --concurrency 1,2,4 ;;
+        s3t) step s3t 200 results-s3t-cuda.json python3 bench/s3t.py --device cuda --compare-cpu \
+            --trials 50 --throughput-seconds 3 ;;
+        latency) step latency 280 results-deletion-latency-cuda.json python3 bench/deletion_latency.py \
+            --embedded --device cuda --samples 2000 --deletions 240 --rate 2 --shards 8 --slices 4 \
+            --settle-s 90 ;;
+        *) echo "unknown step $s" >&2; exit 2 ;;
+    esac
+done
+tail -n 3 "$OUT"/*.log "$OUT/pytest-gpu.txt"
