@@ -29,17 +29,35 @@ Publisher = Callable[[OutboxMessage], None]
 MAX_BACKOFF_S = 60.0
 
 
+#: Redis serves the *lowest* number first (kombu's priority steps 0, 3, 6, 9); AMQP the highest.
+REDIS_PRIORITY = {Priority.high: 0, Priority.normal: 3, Priority.low: 9}
+
+
+def broker_priority(priority: int, broker_url: str) -> int:
+    """A message's priority (``Priority``: the higher, the sooner) on the broker's own scale."""
+    level = Priority(priority)
+    if broker_url.startswith(("redis://", "rediss://")):
+        return REDIS_PRIORITY[level]
+    return int(level)
+
+
+def message_priority(message: OutboxMessage) -> Priority:
+    """Passes (the `deletions` queue) before everything; retrains as their job was queued."""
+    if queue_kind(message.queue) is Queue.deletions:
+        return Priority.high
+    return Priority(message.priority)
+
+
 def celery_publisher(app: Any) -> Publisher:
     """Publish through a Celery app; the task id is the outbox row, so a re-send is visible."""
+    broker_url = str(app.conf.broker_url or "")
 
     def publish(message: OutboxMessage) -> None:
-        deletions = queue_kind(message.queue) is Queue.deletions
-        priority = Priority.high if deletions else Priority.normal
         app.send_task(
             message.task,
             kwargs=message.payload,
             queue=message.queue,
-            priority=int(priority),
+            priority=broker_priority(message_priority(message), broker_url),
             task_id=f"outbox-{message.id}-{message.attempts}",
             retry=False,
         )

@@ -12,9 +12,13 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from service.training.scheduling import RetrainPolicy
 
 
 class Environment(StrEnum):
@@ -25,6 +29,11 @@ class Environment(StrEnum):
 class LogFormat(StrEnum):
     json = "json"
     text = "text"
+
+
+class RetrainScheduling(StrEnum):
+    served_first = "served_first"
+    all_orders = "all_orders"
 
 
 class Settings(BaseSettings):
@@ -119,6 +128,25 @@ class Settings(BaseSettings):
         description="How often a worker announces itself (its compute profile and queues); one "
         "silent for three heartbeats counts as gone.",
     )
+    retrain_window_s: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="A retrain after a deletion waits this long before it is sent, so that "
+        "deletions arriving meanwhile join it (one retrain per sequence).",
+    )
+    retrain_scheduling: RetrainScheduling = Field(
+        RetrainScheduling.served_first,
+        description="`served_first`: after a deletion retrain first the order each touched "
+        "shard now serves best, and park its other orders while the shard serves at full "
+        "depth; `all_orders`: retrain every invalidated order at once.",
+    )
+    retrain_restore_after_s: float = Field(
+        600.0,
+        ge=0,
+        description="A parked order is retrained (at low priority) after this long without a "
+        "deletion on its shard, or as soon as its shard needs it.",
+    )
     host: str = Field("127.0.0.1", description="Address `unlearn serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `unlearn serve` binds.")
     log_level: str = Field("info", description="Python logging level name.")
@@ -175,6 +203,16 @@ class Settings(BaseSettings):
                 "UNLEARN_DATABASE_URL must name a server database (PostgreSQL) in production"
             )
         return self
+
+    @property
+    def retrain_policy(self) -> RetrainPolicy:
+        from service.training.scheduling import RetrainPolicy
+
+        return RetrainPolicy(
+            window_s=self.retrain_window_s,
+            served_first=self.retrain_scheduling is RetrainScheduling.served_first,
+            restore_after_s=self.retrain_restore_after_s,
+        )
 
     @property
     def default_compute_profile(self) -> str:

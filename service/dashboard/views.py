@@ -31,7 +31,7 @@ from service.observability.metrics import RECENT_PREDICTIONS
 from service.training.scheduling import audit_chain
 
 #: Cell states, in the legend's order.
-STATES = ("valid", "approximate", "retraining", "training", "invalid")
+STATES = ("valid", "approximate", "retraining", "training", "parked", "invalid")
 LIST_LIMIT = 20
 AUDIT_LIMIT = 15
 
@@ -202,6 +202,8 @@ def cell_state(sequence: SequenceStatus, position: int) -> tuple[str, str]:
         return "approximate", "edited by an approximate pass; the exact retrain follows"
     for job in sequence.pending:
         if job.from_stage is None or job.from_stage <= position:
+            if job.waiting is not None:
+                return "parked", f"off: its retrain waits: {job.waiting}"
             state = "training" if job.kind == "train" else "retraining"
             return state, f"{job.kind} job {job.status}"
     return "invalid", "off: saw a deleted sample, no retrain pending"

@@ -60,6 +60,7 @@ def create_deletion(
         actor=f"key:{key.prefix}",
         idempotency_key=idempotency_key,
         approximation=_approximation(settings),
+        retrain=settings.retrain_policy,
     )
     return _accepted(session, request, response, deletion)
 
@@ -87,6 +88,7 @@ def create_class_deletion(
         actor=f"key:{key.prefix}",
         idempotency_key=idempotency_key,
         approximation=_approximation(settings),
+        retrain=settings.retrain_policy,
     )
     return _accepted(session, request, response, deletion)
 

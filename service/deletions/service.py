@@ -64,6 +64,7 @@ def request_deletion(
     actor: str,
     idempotency_key: str | None = None,
     approximation: ApproximationSettings | None = None,
+    retrain: scheduling.RetrainPolicy | None = None,
 ) -> tuple[DeletionRequest, bool]:
     """Record and carry out a deletion; (the earlier request, False) for a repeated key.
 
@@ -117,7 +118,7 @@ def request_deletion(
     deletions.advance(request, DeletionStatus.deactivated)
     request.serving_generation = model.serving_generation
     shards = {found[e].shard_id for e, _, o in items if o is ItemOutcome.deleted}
-    jobs = scheduling.retrain_after_deletion(session, model, request, shards, affected)
+    jobs = scheduling.retrain_after_deletion(session, model, request, shards, affected, retrain)
     if approximate and deactivation is not None:
         keep_payloads(request, approximation)
         approximate_job = plan_pass(session, model, request, deactivation, method)
@@ -159,6 +160,7 @@ def request_class_deletion(
     actor: str,
     idempotency_key: str | None = None,
     approximation: ApproximationSettings | None = None,
+    retrain: scheduling.RetrainPolicy | None = None,
 ) -> tuple[DeletionRequest, bool]:
     """Delete every live sample of one class: one deletion request through the normal pipeline,
     with an approximate pass first on the approximate path."""
@@ -184,6 +186,7 @@ def request_class_deletion(
         actor=actor,
         idempotency_key=idempotency_key,
         approximation=approximation,
+        retrain=retrain,
     )
 
 

@@ -25,6 +25,10 @@ class JobPublic(BaseModel):
     error: str | None
     children: int = Field(description="Per-sequence jobs of a model-wide training job.")
     compute_profile: str = Field(description="The model's: only its workers run the job.")
+    parked: str | None = Field(
+        description="A retrain that waits without being sent, and why (S3T-aware scheduling)."
+    )
+    parked_until: datetime | None
     waiting_for_worker: str | None = Field(
         description="Why a live job cannot start: no live worker of its compute profile."
     )

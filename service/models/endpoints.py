@@ -80,6 +80,7 @@ def register_samples(
             )
             for e in result.errors
         ],
+        balance=service.slice_balance(session, key.tenant_id, model_id),
     )
 
 

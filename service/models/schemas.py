@@ -75,6 +75,20 @@ class ModelCreate(BaseModel):
         "`concept_poisoning`; regression only: `blindspot`, `gaussian_finetune`; `laf` reads "
         "no label.",
     )
+    placement: Literal["subject", "sample"] = Field(
+        "subject",
+        description="How samples are placed on shards and slices. `subject`: all of a data "
+        "subject's samples in one shard and one slice (by a keyed hash of `subject_id`; samples "
+        "without one by their id), so a subject's deletion cuts one slice. `sample`: each "
+        "sample by its own id, spread over every shard and slice. Fixed once created.",
+    )
+    min_live_shards: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="The fewest live shards the model answers from: with fewer (retrains "
+        "catching up after deletions), predictions are a 409. At most `n_shards`.",
+    )
     compute_profile: str | None = Field(
         None,
         pattern=r"^(cpu|cuda-sm\d+)-torch\d+\.\d+(\.\d+)?$",
@@ -99,6 +113,8 @@ class ModelPublic(BaseModel):
     serving_generation: int
     unlearning_policy: str
     approximate_method: str
+    placement: str
+    min_live_shards: int
     compute_profile: str
     created_at: datetime
 
@@ -132,9 +148,18 @@ class SampleRowError(BaseModel):
     detail: str
 
 
+class SliceBalance(BaseModel):
+    sizes: list[list[int]] = Field(description="Live samples per slice: `sizes[shard][slice]`.")
+    mean: float
+    unbalanced: list[str] = Field(
+        description="Slices more than twice above or below the mean size (from a mean of 10)."
+    )
+
+
 class SamplesResult(BaseModel):
     stored: int
     errors: list[SampleRowError]
+    balance: SliceBalance = Field(description="How the model's live samples fill its slices.")
 
 
 class TrainAccepted(BaseModel):
@@ -148,6 +173,12 @@ class PendingJob(BaseModel):
     kind: str
     status: str
     from_stage: int | None
+    waiting: str | None = Field(
+        None,
+        description="A parked retrain: why it waits (another order serves the shard at full "
+        "depth) and when it follows at the latest.",
+    )
+    waits_until: datetime | None = None
 
 
 class SequenceStatus(BaseModel):
@@ -177,6 +208,10 @@ class ShardStatus(BaseModel):
 class EstimatedQuality(BaseModel):
     """A proxy, not a measurement: how much of the trained model is being served."""
 
+    answering: bool = Field(
+        description="Whether predictions are answered: at least `min_live_shards` shards live."
+    )
+    min_live_shards: int
     live_shards: float = Field(description="Share of shards in the ensemble.")
     served_depth: float = Field(description="Mean served stages / L over all shards.")
     approximate_depth: float = Field(
@@ -200,9 +235,14 @@ class ModelStatusPublic(BaseModel):
     serving_generation: int
     unlearning_policy: str
     compute: ComputeStatus
+    placement: str
     pending_retrains: int
     shards: list[ShardStatus]
     estimated_quality: EstimatedQuality
+    warnings: list[str] = Field(
+        description="What an operator should know: slices far from the mean size, jobs that no "
+        "live worker can take."
+    )
 
 
 class PredictRequest(BaseModel):

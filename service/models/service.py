@@ -21,7 +21,9 @@ from service.models.schemas import (
     PredictResponse,
     SampleIn,
     ShardStatusBrief,
+    SliceBalance,
 )
+from service.models.status import unbalanced_text
 from service.observability.metrics import observe_prediction
 from service.serving.registry import ServingRegistry
 from service.training import scheduling
@@ -29,6 +31,7 @@ from unlearning.approx.prefix_pass import Method, unfit
 from unlearning.s3t import S3TConfig
 from unlearning.s3t.config import Task as UnlearningTask
 from unlearning.s3t.sequences import plan_sequences
+from unlearning.sharding import PlacementPolicy, unbalanced_slices
 
 #: Settings that live in the model's own columns rather than in its ``config``.
 _COLUMNS = ("n_shards", "n_slices", "budget", "task", "n_labels")
@@ -55,12 +58,24 @@ def create_model(
     if unfit_method is not None:
         raise InvalidModelConfigError(unfit_method)
     settings = data.model_dump(
-        exclude={"name", "labels", "unlearning_policy", "approximate_method", "compute_profile"}
+        exclude={
+            "name",
+            "labels",
+            "unlearning_policy",
+            "approximate_method",
+            "compute_profile",
+            "placement",
+            "min_live_shards",
+        }
     )
     settings["n_labels"] = len(data.labels or []) if data.task == "classification" else 1
     if settings["deletion_prior"] is not None:
         settings["deletion_prior"] = tuple(settings["deletion_prior"])
     settings["target_modules"] = tuple(settings["target_modules"])
+    if data.min_live_shards > data.n_shards:
+        raise InvalidModelConfigError(
+            f"`min_live_shards` ({data.min_live_shards}) exceeds `n_shards` ({data.n_shards})"
+        )
     if data.task == "classification" and settings["n_labels"] < 2:
         raise InvalidModelConfigError("`labels` must list at least two distinct labels")
     try:
@@ -82,6 +97,8 @@ def create_model(
         unlearning_policy=UnlearningPolicy(data.unlearning_policy),
         approximate_method=ApproximateMethod(data.approximate_method),
         compute_profile=data.compute_profile or default_profile,
+        placement=PlacementPolicy(data.placement),
+        min_live_shards=data.min_live_shards,
     )
 
 
@@ -101,6 +118,18 @@ def register_samples(
             )
             for row in rows
         ],
+    )
+
+
+def slice_balance(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID) -> SliceBalance:
+    """How the model's live samples fill its slices, and which slices are far from the mean."""
+    model = get_model(session, tenant_id, model_id)
+    sizes = SampleRepository.from_session(session).slice_sizes(model)
+    cells = [size for row in sizes for size in row]
+    return SliceBalance(
+        sizes=sizes,
+        mean=round(sum(cells) / len(cells), 2),
+        unbalanced=[unbalanced_text(*cell) for cell in unbalanced_slices(sizes)],
     )
 
 
@@ -126,6 +155,8 @@ def model_public(session: Session, model: Model) -> ModelPublic:
         serving_generation=model.serving_generation,
         unlearning_policy=model.unlearning_policy.value,
         approximate_method=model.approximate_method.value,
+        placement=model.placement.value,
+        min_live_shards=model.min_live_shards,
         compute_profile=model.compute_profile,
         created_at=model.created_at,
     )

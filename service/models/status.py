@@ -24,6 +24,11 @@ from service.models.schemas import (
     ServingChoice,
     ShardStatus,
 )
+from unlearning.sharding import unbalanced_slices
+
+
+def unbalanced_text(shard: int, slice_: int, size: int, mean: float) -> str:
+    return f"shard {shard} slice {slice_} holds {size} samples against a mean of {mean:.1f}"
 
 
 def model_status(session: Session, model: Model) -> ModelStatusPublic:
@@ -46,7 +51,12 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
         for sequence in by_shard[shard.id]:
             pending = [
                 PendingJob(
-                    job_id=j.id, kind=j.kind.value, status=j.status.value, from_stage=j.from_stage
+                    job_id=j.id,
+                    kind=j.kind.value,
+                    status=j.status.value,
+                    from_stage=j.from_stage,
+                    waiting=j.deferred_reason,
+                    waits_until=j.deferred_until,
                 )
                 for j in live.get(sequence.id, [])
             ]
@@ -80,22 +90,30 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
     served_lengths = [p.length if p is not None else 0 for p in choice.values()]
     approximate = sum(p.approximate_stages for p in choice.values() if p is not None)
     depth = model.n_shards * model.n_slices
+    live_shards = sum(1 for n in served_lengths if n)
+    compute = ComputeStatus(
+        profile=model.compute_profile,
+        live_workers=live_workers,
+        waiting=no_worker_reason(model.compute_profile, live_workers) if has_live_jobs else None,
+    )
+    sizes = SampleRepository.from_session(session).slice_sizes(model)
+    warnings = [f"unbalanced slice: {unbalanced_text(*cell)}" for cell in unbalanced_slices(sizes)]
+    if compute.waiting:
+        warnings.append(compute.waiting)
     return ModelStatusPublic(
         model_id=model.id,
         status=model.status.value,
         serving_generation=model.serving_generation,
         unlearning_policy=model.unlearning_policy.value,
-        compute=ComputeStatus(
-            profile=model.compute_profile,
-            live_workers=live_workers,
-            waiting=no_worker_reason(model.compute_profile, live_workers)
-            if has_live_jobs
-            else None,
-        ),
+        compute=compute,
+        placement=model.placement.value,
         pending_retrains=pending_total,
         shards=out,
+        warnings=warnings,
         estimated_quality=EstimatedQuality(
-            live_shards=sum(1 for n in served_lengths if n) / model.n_shards,
+            answering=live_shards >= model.min_live_shards,
+            min_live_shards=model.min_live_shards,
+            live_shards=live_shards / model.n_shards,
             served_depth=sum(served_lengths) / depth,
             approximate_depth=approximate / depth,
         ),

@@ -187,6 +187,21 @@ class LineageCollector(Collector):
         for (model_id, state), n in sorted(repo.layers_by_model().items(), key=str):
             layers.add_metric([str(model_id), state], n)
         yield layers
+        live_shards = GaugeMetricFamily(
+            "unlearn_model_live_shards_ratio",
+            "Share of a model's shards that answer (have a valid layer to serve).",
+            labels=["model_id"],
+        )
+        served = GaugeMetricFamily(
+            "unlearn_model_served_depth_ratio",
+            "Mean served stages / L over a model's shards (1: every shard at full depth).",
+            labels=["model_id"],
+        )
+        for model_id, live_share, depth_share in repo.availability():
+            live_shards.add_metric([str(model_id)], live_share)
+            served.add_metric([str(model_id)], depth_share)
+        yield live_shards
+        yield served
 
 
 def _histogram(name: str, documentation: str, histogram: DbHistogram) -> HistogramMetricFamily:

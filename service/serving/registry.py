@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import unit_of_work
-from service.db.models import Task
+from service.db.models import ModelStatus, Task
 from service.db.repositories import LineageRepository, ModelRepository
 from service.errors import ConflictError, ServingUnavailableError
 from service.training.service import model_spec
@@ -49,10 +49,29 @@ class ServedModel:
     config: S3TConfig
     labels: tuple[str, ...] | None
     shards: tuple[ServedShard, ...]
+    n_shards: int = 1
+    min_live_shards: int = 1
+    trained: bool = True  # the model's training has finished once
 
     @property
     def prefixes(self) -> dict[int, list[str]]:
         return {s.shard: list(s.artifacts) for s in self.shards}
+
+    def refusal(self) -> str | None:
+        """Why this generation must not answer (too few live shards), or None."""
+        live = len(self.shards)
+        if live >= self.min_live_shards:
+            return None
+        if not self.trained and not live:
+            return (
+                f"model {self.model_id} is not trained yet: POST /models/{self.model_id}/train, "
+                "then predict once its status is `ready`"
+            )
+        return (
+            f"model {self.model_id} is retraining after deletions: {live} of {self.n_shards} "
+            f"shards can answer now, fewer than its min_live_shards ({self.min_live_shards}); "
+            f"retry shortly (GET /models/{self.model_id}/status shows the retrains)"
+        )
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,10 @@ def load_served_model(session: Session, model_id: uuid.UUID) -> ServedModel:
             )
             for p in chosen
         ),
+        n_shards=model.n_shards,
+        min_live_shards=model.min_live_shards,
+        trained=model.status is not ModelStatus.created
+        and not (model.status is ModelStatus.training and not chosen),
     )
 
 
@@ -145,11 +168,9 @@ class ServingRegistry:
     def predict(self, model_id: uuid.UUID, texts: Sequence[str]) -> Served:
         for _ in range(MAX_ATTEMPTS):
             served = self.current(model_id)
-            if not served.shards:
-                raise ConflictError(
-                    f"model {model_id} has no valid layer to serve yet: train it first, or wait "
-                    "for its retraining"
-                )
+            refusal = served.refusal()
+            if refusal is not None:
+                raise ConflictError(refusal)
             with self._lock:
                 prediction = self._engine().predict(served.config, texts, served.prefixes)
             generation = self.generation(model_id)

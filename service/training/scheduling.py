@@ -4,6 +4,12 @@
 - :func:`ensure_retrain` brings an invalidated sequence back: it coalesces into the sequence's
   queued job (lowering its first stage) or queues a new one, de-duplicated on (sequence, first
   stage, slice versions).
+- :func:`retrain_after_deletion` is S3T-aware: in each touched shard the order the shard now
+  serves best is retrained first (its retrain is what the deletion waits for); the shard's other
+  invalidated orders are parked while the shard serves at full depth, absorbing later deletions,
+  and follow at low priority once the shard has been quiet for a while (:func:`release_due`) or
+  as soon as the shard needs one of them. A retrain's message waits a short window, so that
+  deletions arriving meanwhile join it.
 - :func:`settle` runs in the transaction that records a job's outcome: a job whose layers were
   discarded (their slices lost a sample meanwhile) hands its waiting deletions to the sequence's
   follow-up job; deletions whose jobs are all done complete (or fail); a parent job and its
@@ -18,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -42,11 +50,26 @@ from service.db.repositories import (
     SampleRepository,
 )
 from service.db.repositories.jobs import LIVE_STATUSES
-from service.db.repositories.lineage import Activation
+from service.db.repositories.lineage import Activation, Prefix, choose_served
 from service.errors import ConflictError
-from service.queues import Queue, TaskName, queue_for
+from service.queues import Priority, Queue, TaskName, queue_for
 
 SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """How retrains follow deletions (UNLEARN_RETRAIN_WINDOW_S, _SCHEDULING, _RESTORE_AFTER_S).
+
+    ``window_s``: a retrain's message waits this long, so deletions arriving meanwhile join it.
+    ``served_first``: retrain first the order each touched shard now serves best and park its
+    other orders while it serves at full depth; False retrains every invalidated order at once.
+    ``restore_after_s``: a parked order is retrained after this long without a deletion on it.
+    """
+
+    window_s: float = 0.0
+    served_first: bool = True
+    restore_after_s: float = 600.0
 
 
 def audit_chain(model_id: uuid.UUID) -> str:
@@ -54,10 +77,13 @@ def audit_chain(model_id: uuid.UUID) -> str:
     return f"model:{model_id}"
 
 
-def enqueue(session: Session, job: Job) -> None:
+def enqueue(
+    session: Session, job: Job, *, priority: Priority = Priority.normal, delay_s: float = 0.0
+) -> None:
     """Write the job's message to the outbox (ids only); the relay sends it after commit.
     Approximate passes go to the short `deletions` queue, (re)training to `training`, each the
-    queue of the model's compute profile, so that only workers of that profile run them."""
+    queue of the model's compute profile, so that only workers of that profile run them.
+    ``delay_s`` holds the message back (deletions arriving meanwhile join the job)."""
     task, queue = (
         (TaskName.approximate_deletion, Queue.deletions)
         if job.kind is JobKind.approximate
@@ -65,8 +91,41 @@ def enqueue(session: Session, job: Job) -> None:
     )
     profile = ModelRepository.from_session(session).get(job.model_id).compute_profile
     OutboxRepository.from_session(session).add(
-        task.value, queue_for(queue, profile), {"job_id": str(job.id)}
+        task.value,
+        queue_for(queue, profile),
+        {"job_id": str(job.id)},
+        priority=int(priority),
+        delay=timedelta(seconds=delay_s) if delay_s > 0 else None,
     )
+
+
+@dataclass(frozen=True)
+class Parking:
+    """Why a retrain waits without a message, and until when at the latest."""
+
+    reason: str
+    until: datetime
+
+
+def park(job: Job, parking: Parking) -> None:
+    job.deferred_reason, job.deferred_until = parking.reason, parking.until
+
+
+def release(
+    session: Session, job: Job, *, priority: Priority = Priority.normal, delay_s: float = 0.0
+) -> None:
+    """Send a parked job to the workers."""
+    job.deferred_reason = job.deferred_until = None
+    job.heartbeat_at = utcnow()  # its lease starts now
+    enqueue(session, job, priority=priority, delay_s=delay_s)
+
+
+def release_due(session: Session, *, now: datetime | None = None) -> int:
+    """Send the parked retrains whose time has come, at low priority; returns how many."""
+    due = JobRepository.from_session(session).parked_until(now or utcnow())
+    for job in due:
+        release(session, job, priority=Priority.low)
+    return len(due)
 
 
 def start_training(session: Session, model: Model, *, actor: str) -> Job:
@@ -115,13 +174,19 @@ def ensure_retrain(
     valid: int,
     versions: str | None = None,
     live: list[Job] | None = None,
+    *,
+    priority: Priority = Priority.normal,
+    delay_s: float = 0.0,
+    parking: Parking | None = None,
 ) -> Job:
     """The job that will retrain the sequence from stage ``valid + 1`` on current data.
 
     A queued job of the sequence absorbs the request (it reads the data when it starts, so it
     sees this change too); otherwise a new job is queued, de-duplicated on (sequence, slice
     versions); ``versions`` (the shard's digest) and ``live`` (the sequence's live jobs, locked)
-    save queries when the caller has them. Call with the model row locked.
+    save queries when the caller has them. With ``parking`` the job waits without a message (a
+    parked job absorbing this request stays parked, until the later time); without, a parked
+    job is sent. Call with the model row locked.
     """
     from_stage = valid + 1
     key = f"retrain:{sequence.id}:{versions or _versions_digest(session, sequence.shard_id)}"
@@ -132,6 +197,11 @@ def ensure_retrain(
             job.stages_total = model.n_slices - job.from_stage + 1
             if job.dedup_key is not None:
                 job.dedup_key = key
+            if job.deferred_until is not None:
+                if parking is None:
+                    release(session, job, priority=priority, delay_s=delay_s)
+                else:
+                    park(job, parking)
             return job
     job, created = jobs.create(
         model_id=model.id,
@@ -142,7 +212,10 @@ def ensure_retrain(
         dedup_key=key,
     )
     if created:
-        enqueue(session, job)
+        if parking is None:
+            enqueue(session, job, priority=priority, delay_s=delay_s)
+        else:
+            park(job, parking)
     return job
 
 
@@ -152,32 +225,86 @@ def retrain_after_deletion(
     request: DeletionRequest,
     shards: set[uuid.UUID],
     invalidated: set[uuid.UUID],
+    policy: RetrainPolicy | None = None,
 ) -> list[Job]:
     """Queue (or join) the retrains of the sequences of the touched ``shards`` that the
     deletion changed: those whose active layers it invalidated, and those with a job in flight
-    (its result will be stale)."""
+    (its result will be stale). Returns the jobs the deletion waits for.
+
+    Under ``policy.served_first`` (the default) the deletion waits, in each touched shard, for
+    the retrain of the order the shard now serves best (none when it still serves at full
+    depth); the shard's other orders are parked (see the module's docstring)."""
+    policy = policy or RetrainPolicy()
     jobs = JobRepository.from_session(session)
-    deletions = DeletionRepository.from_session(session)
-    lengths = {
-        p.sequence_id: p.exact for p in LineageRepository.from_session(session).prefixes(model.id)
-    }
+    prefixes = LineageRepository.from_session(session).prefixes(model.id)
+    by_sequence = {p.sequence_id: p for p in prefixes}
+    served = choose_served(prefixes, model.n_shards)
     digests = {shard_id: _versions_digest(session, shard_id) for shard_id in shards}
     sequences = ModelRepository.from_session(session).shard_sequences(shards)
     live = jobs.live_for_sequences([s.id for s in sequences])
     linked: dict[uuid.UUID, Job] = {}
-    for sequence in sequences:
-        if sequence.id in invalidated or sequence.id in live:
+    for shard_id in sorted(shards):
+        mine = [s for s in sequences if s.shard_id == shard_id]
+        needed = [s for s in mine if s.id in invalidated or s.id in live]
+        if not needed:
+            continue
+        first = _first_to_retrain(mine, needed, by_sequence, served, model.n_slices)
+        parking = _parking(mine, served, model, policy) if policy.served_first else None
+        for sequence in [first] if first is not None and first not in needed else []:
+            needed.insert(0, sequence)  # the best order was cut earlier and has no job
+        for sequence in needed:
+            primary = parking is None or sequence is first
             job = ensure_retrain(
                 session,
                 model,
                 sequence,
-                lengths.get(sequence.id, 0),
-                digests[sequence.shard_id],
+                by_sequence[sequence.id].exact,
+                digests[shard_id],
                 live.get(sequence.id, []),
+                priority=Priority.normal if primary else Priority.low,
+                delay_s=policy.window_s,
+                parking=None if primary else parking,
             )
-            linked[job.id] = job
-    deletions.link_new_jobs(request, set(linked))
+            if primary:
+                linked[job.id] = job
+    DeletionRepository.from_session(session).link_new_jobs(request, set(linked))
     return list(linked.values())
+
+
+def _first_to_retrain(
+    mine: list[SliceSequence],
+    needed: list[SliceSequence],
+    prefixes: dict[uuid.UUID, Prefix],
+    served: dict[int, Prefix | None],
+    n_slices: int,
+) -> SliceSequence | None:
+    """The order a shard needs back first: the one it now serves (its longest valid prefix,
+    so the fewest stages to retrain), unless that one is whole; with no valid layer left in the
+    shard, the first order that needs a retrain."""
+    shard_index = prefixes[mine[0].id].shard_index
+    best = served.get(shard_index)
+    if best is None:
+        return needed[0]
+    if best.length == n_slices:
+        return None  # still served at full depth: nothing is urgent
+    return next(s for s in mine if s.id == best.sequence_id)
+
+
+def _parking(
+    mine: list[SliceSequence], served: dict[int, Prefix | None], model: Model, policy: RetrainPolicy
+) -> Parking:
+    """Why a shard's other orders wait, and until when at the latest."""
+    ids = {s.id for s in mine}
+    best = next((p for p in served.values() if p is not None and p.sequence_id in ids), None)
+    if best is not None and best.length == model.n_slices:
+        why = f"shard {best.shard_index} serves at full depth from sequence {best.sequence_index}"
+    else:
+        why = "its shard retrains the order it serves first"
+    return Parking(
+        reason=f"{why}; this order follows after {policy.restore_after_s:.0f} s without a "
+        "deletion on the shard, or as soon as the shard needs it",
+        until=utcnow() + timedelta(seconds=policy.restore_after_s),
+    )
 
 
 def retry_deletion(session: Session, request: DeletionRequest, *, actor: str) -> list[Job]:
@@ -242,7 +369,15 @@ def settle(session: Session, job: Job, activation: Activation | None) -> None:
         if activation.discarded_layer_ids and job.sequence_id is not None:
             valid = LineageRepository.from_session(session).exact_length(model.id, job.sequence_id)
             sequence = session.get_one(SliceSequence, job.sequence_id)
-            follow_up = ensure_retrain(session, model, sequence, valid)
+            # Deletions waiting on it wait on its follow-up, which must run (a parked one is
+            # sent); a parked order's discarded result follows at low priority.
+            follow_up = ensure_retrain(
+                session,
+                model,
+                sequence,
+                valid,
+                priority=Priority.normal if waiting else Priority.low,
+            )
             for request in waiting:
                 deletions.link_job(request, follow_up.id)
     _settle_deletions(session, waiting)

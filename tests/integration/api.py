@@ -21,7 +21,7 @@ from service.training.jobs import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
-from unlearning.sharding import assign
+from unlearning.sharding import place
 
 #: A model small enough to train on the tiny backbone in about a second.
 TINY_MODEL = {
@@ -201,7 +201,14 @@ def trained_without(
     remaining = [
         TrainingSample(
             r["external_id"],
-            *assign(model["id"], r["external_id"], config.n_shards, config.n_slices),
+            *place(
+                model["id"],
+                r["external_id"],
+                r.get("subject_id"),
+                config.n_shards,
+                config.n_slices,
+                model["placement"],
+            ),
             r["text"],
             model["labels"].index(r["label"]),
         )

@@ -54,6 +54,9 @@ class Backbone:
         return int(self.model.config.hidden_size)
 
     def encode(self, texts: list[str], max_length: int) -> Encoded:
+        if not texts:  # an empty shard or set: no row, the same width
+            empty = torch.zeros((0, max_length), dtype=torch.long, device=self.device)
+            return Encoded(empty, empty.clone())
         batch = self.tokenizer(
             texts,
             padding="max_length",

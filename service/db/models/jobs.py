@@ -56,4 +56,8 @@ class Job(UuidPk, CreatedAt, Base):
     # the lease (UNLEARN_JOB_LEASE_S) lost its message or its worker and is sent again.
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None]
+    # A parked retrain (no message sent): another order of its shard serves at full depth, so
+    # it waits until then (or until the shard needs it) and absorbs the deletions meanwhile.
+    deferred_until: Mapped[datetime | None] = mapped_column(index=True)
+    deferred_reason: Mapped[str | None] = mapped_column(sa.String(500))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

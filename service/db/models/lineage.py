@@ -26,6 +26,7 @@ from service.db.models.base import (
     str_enum,
     utcnow,
 )
+from unlearning.sharding import PlacementPolicy
 
 
 class Task(StrEnum):
@@ -93,12 +94,21 @@ class Model(UuidPk, CreatedAt, Base):
     # ``cuda-sm90-torch2.11.0``): exactness is bitwise per profile, so its jobs go only to
     # workers of this profile.
     compute_profile: Mapped[str] = mapped_column(sa.String(64))
+    # How samples are placed on shards and slices (unlearning.sharding); fixed at creation.
+    placement: Mapped[PlacementPolicy] = mapped_column(
+        str_enum(PlacementPolicy), default=PlacementPolicy.subject
+    )
+    # The fewest live shards the model answers from; fewer is a 409 while retrains catch up.
+    min_live_shards: Mapped[int] = mapped_column(default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
         sa.CheckConstraint("n_shards >= 1", name="n_shards_positive"),
         sa.CheckConstraint("n_slices >= 1", name="n_slices_positive"),
         sa.CheckConstraint("budget >= 1", name="budget_positive"),
+        sa.CheckConstraint(
+            "min_live_shards >= 1 AND min_live_shards <= n_shards", name="min_live_shards_range"
+        ),
     )
 
 

@@ -18,6 +18,8 @@ class OutboxMessage(CreatedAt, Base):
     task: Mapped[str] = mapped_column(sa.String(200))  # Celery task name
     queue: Mapped[str] = mapped_column(sa.String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(Json)  # ids only, never personal data
+    # service.queues.Priority (low 0, normal 5, high 9); the relay maps it to the broker's scale.
+    priority: Mapped[int] = mapped_column(default=5)
     available_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)

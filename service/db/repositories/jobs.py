@@ -148,6 +148,7 @@ class JobRepository(Repository):
         if job.status not in LIVE_STATUSES:
             raise LineageError(f"job {job.id} is {job.status.value}; it cannot start")
         job.status = JobStatus.running
+        job.deferred_reason = job.deferred_until = None  # a parked job that runs is no longer
         job.attempts += 1
         job.started_at = job.started_at or utcnow()
         job.heartbeat_at = utcnow()
@@ -156,14 +157,32 @@ class JobRepository(Repository):
         job.stages_done = min(stages_done, job.stages_total)
         job.heartbeat_at = utcnow()
 
+    def parked_until(self, now: datetime, *, limit: int = 100) -> list[Job]:
+        """Parked retrains whose time has come, locked (others skipped on PostgreSQL)."""
+        return list(
+            self.session.scalars(
+                sa.select(Job)
+                .where(
+                    Job.status == JobStatus.queued,
+                    Job.deferred_until.is_not(None),
+                    Job.deferred_until <= now,
+                )
+                .order_by(Job.deferred_until)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+
     def stalled(self, silent_since: datetime, *, limit: int = 100) -> list[Job]:
         """Live per-sequence and approximate jobs with no heartbeat since ``silent_since``,
-        locked (others skipped on PostgreSQL, so two relays never resend one twice)."""
+        locked (others skipped on PostgreSQL, so two relays never resend one twice). Parked
+        jobs have no message to lose and are not among them."""
         return list(
             self.session.scalars(
                 sa.select(Job)
                 .where(
                     Job.status.in_(LIVE_STATUSES),
+                    Job.deferred_until.is_(None),
                     Job.heartbeat_at < silent_since,
                     sa.or_(Job.sequence_id.is_not(None), Job.kind == JobKind.approximate),
                 )

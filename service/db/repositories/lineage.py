@@ -72,6 +72,22 @@ class Prefix:
         return self.length - self.exact
 
 
+def choose_served(prefixes: Iterable[Prefix], n_shards: int) -> dict[int, Prefix | None]:
+    """The serving rule: per shard index, the longest valid prefix (ties to the one trained
+    last, the highest layer id), or None when no sequence of the shard has a valid layer."""
+    choice: dict[int, Prefix | None] = dict.fromkeys(range(n_shards))
+    for prefix in prefixes:
+        if prefix.length == 0:
+            continue
+        best = choice[prefix.shard_index]
+        if best is None or (prefix.length, max(prefix.layer_ids)) > (
+            best.length,
+            max(best.layer_ids),
+        ):
+            choice[prefix.shard_index] = prefix
+    return choice
+
+
 def _stale_condition() -> sa.ColumnElement[bool]:
     """True for a layer whose recorded version of some slice is no longer current."""
     return sa.exists(
@@ -234,17 +250,7 @@ class LineageRepository(Repository):
         Ties go to the prefix trained last (the highest layer id, ids being monotonic).
         """
         model = ModelRepository.from_session(self.session).get(model_id)
-        choice: dict[int, Prefix | None] = dict.fromkeys(range(model.n_shards))
-        for prefix in self.prefixes(model_id):
-            if prefix.length == 0:
-                continue
-            best = choice[prefix.shard_index]
-            if best is None or (prefix.length, max(prefix.layer_ids)) > (
-                best.length,
-                max(best.layer_ids),
-            ):
-                choice[prefix.shard_index] = prefix
-        return choice
+        return choose_served(self.prefixes(model_id), model.n_shards)
 
     # -- changing the lineage ------------------------------------------------------------
 

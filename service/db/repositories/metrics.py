@@ -19,11 +19,13 @@ from service.db.models import (
     JobKind,
     JobStatus,
     Layer,
+    Model,
     Shard,
     SliceSequence,
 )
 from service.db.repositories.base import Repository
 from service.db.repositories.jobs import IS_WORK, LIVE_STATUSES
+from service.db.repositories.lineage import LineageRepository, choose_served
 from service.db.sql import seconds_between
 
 
@@ -102,6 +104,22 @@ class MetricsRepository(Repository):
             .group_by(Shard.model_id, Layer.state)
         ).all()
         return {(model_id, state.value): n for model_id, state, n in rows}
+
+    def availability(self) -> list[tuple[uuid.UUID, float, float]]:
+        """Per model: the share of its shards that answer, and the mean served depth / L."""
+        lineage = LineageRepository.from_session(self.session)
+        out = []
+        for model in self.session.scalars(sa.select(Model).order_by(Model.created_at)):
+            choice = choose_served(lineage.prefixes(model.id), model.n_shards)
+            lengths = [p.length if p is not None else 0 for p in choice.values()]
+            out.append(
+                (
+                    model.id,
+                    sum(1 for n in lengths if n) / model.n_shards,
+                    sum(lengths) / (model.n_shards * model.n_slices),
+                )
+            )
+        return out
 
     def deletions_since(self, tenant_id: uuid.UUID, since: datetime) -> list[DeletionTimes]:
         """A tenant's requests received or completed since ``since`` (for throughput charts)."""

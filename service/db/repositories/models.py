@@ -20,6 +20,7 @@ from service.db.models import (
 )
 from service.db.repositories.base import Repository
 from service.errors import InvalidModelConfigError, ModelNotFoundError
+from unlearning.sharding import PlacementPolicy
 
 
 def _validate_orders(orders: Sequence[Sequence[int]], n_slices: int, budget: int) -> None:
@@ -51,6 +52,8 @@ class ModelRepository(Repository):
         budget: int,
         sequence_orders: Sequence[Sequence[int]],
         compute_profile: str,
+        placement: PlacementPolicy = PlacementPolicy.sample,
+        min_live_shards: int = 1,
         labels: Sequence[str] | None = None,
         config: dict[str, Any] | None = None,
         unlearning_policy: UnlearningPolicy = UnlearningPolicy.exact,
@@ -79,6 +82,8 @@ class ModelRepository(Repository):
             budget=budget,
             config=dict(config or {}),
             compute_profile=compute_profile,
+            placement=placement,
+            min_live_shards=min_live_shards,
         )
         self.session.add(model)
         self.session.flush()

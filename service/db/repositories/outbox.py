@@ -14,8 +14,20 @@ from service.db.repositories.base import Repository
 
 
 class OutboxRepository(Repository):
-    def add(self, task: str, queue: str, payload: dict[str, Any]) -> OutboxMessage:
-        message = OutboxMessage(task=task, queue=queue, payload=payload)
+    def add(
+        self,
+        task: str,
+        queue: str,
+        payload: dict[str, Any],
+        *,
+        priority: int = 5,
+        delay: timedelta | None = None,
+    ) -> OutboxMessage:
+        """A message for the relay; ``delay`` holds it back (a retrain waits for more deletions
+        to join it)."""
+        message = OutboxMessage(task=task, queue=queue, payload=payload, priority=priority)
+        if delay is not None:
+            message.available_at = utcnow() + delay
         self.session.add(message)
         self.session.flush()
         return message

@@ -15,7 +15,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
 from service.db.repositories.base import Repository, sha256_hex
 from service.errors import DomainError, DuplicateSampleError, InvalidSampleError
-from unlearning.sharding import assign
+from unlearning.sharding import place
 
 MAX_EXTERNAL_ID_LENGTH = 255
 #: A deleted sample keeps only ``deleted:<sha256 of its external id>`` and no subject.
@@ -136,8 +136,15 @@ class SampleRepository(Repository):
 
         samples = []
         for row, _ in accepted:
-            place = assign(str(model.id), row.external_id, model.n_shards, model.n_slices)
-            shard_id, slice_id = placements[place]
+            where = place(
+                str(model.id),
+                row.external_id,
+                row.subject_id,
+                model.n_shards,
+                model.n_slices,
+                model.placement,
+            )
+            shard_id, slice_id = placements[where]
             samples.append(
                 Sample(
                     model_id=model.id,
@@ -269,6 +276,20 @@ class SampleRepository(Repository):
             .group_by(Sample.shard_id)
         )
         return {shard_id: count for shard_id, count in rows}
+
+    def slice_sizes(self, model: Model) -> list[list[int]]:
+        """Live samples per slice: ``sizes[shard][slice]``."""
+        rows = self.session.execute(
+            sa.select(Shard.index, Slice.index, sa.func.count(Sample.id))
+            .join(Slice, Slice.id == Sample.slice_id)
+            .join(Shard, Shard.id == Sample.shard_id)
+            .where(Sample.model_id == model.id, Sample.deleted.is_(False))
+            .group_by(Shard.index, Slice.index)
+        )
+        sizes = [[0] * model.n_slices for _ in range(model.n_shards)]
+        for shard, slice_, count in rows:
+            sizes[shard][slice_] = count
+        return sizes
 
     def live_external_ids_of_class(self, model_id: uuid.UUID, label_index: int) -> list[str]:
         """The external ids of the live samples labelled ``label_index``, in id order."""

@@ -46,11 +46,15 @@ def test_a_deletion_moves_the_metrics(
     assert value(before, "unlearn_layers", model_id=model_id, state="active") == 8
     assert value(before, "unlearn_layers", model_id=model_id, state="invalidated") == 0
     assert value(before, "unlearn_predictions_total") >= 2
+    assert value(before, "unlearn_model_live_shards_ratio", model_id=model_id) == 1.0
+    assert value(before, "unlearn_model_served_depth_ratio", model_id=model_id) == 1.0
 
     deletion = api.ok(api.delete(model_id, sample_ids=["s003"]), 202)
     api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good"]}))
     during = scrape(client)
-    n_jobs = len(deletion["jobs"])
+    status = api.ok(api.get(f"/models/{model_id}/status"))
+    n_jobs = status["pending_retrains"]  # the deletion's, and the parked orders'
+    assert n_jobs >= len(deletion["jobs"])
     assert (
         value(during, "unlearn_deletion_requests_total")
         == value(before, "unlearn_deletion_requests_total") + 1
@@ -61,6 +65,9 @@ def test_a_deletion_moves_the_metrics(
     assert value(during, "unlearn_deletion_deactivation_seconds_count") == 1
     assert 0 < value(during, "unlearn_deletion_deactivation_seconds_sum") < 30
     assert value(during, "unlearn_deletion_completion_seconds_count") == 0
+    live_shards = status["estimated_quality"]["live_shards"]
+    assert value(during, "unlearn_model_live_shards_ratio", model_id=model_id) == live_shards
+    assert value(during, "unlearn_model_served_depth_ratio", model_id=model_id) < 1.0
     assert (
         value(during, "unlearn_predictions_total") == value(before, "unlearn_predictions_total") + 1
     )
@@ -77,6 +84,7 @@ def test_a_deletion_moves_the_metrics(
     assert value(after, "unlearn_deletion_completion_seconds_bucket", le="+Inf") == 1
     assert value(after, "unlearn_retrain_seconds_count") == n_jobs
     assert value(after, "unlearn_layers", model_id=model_id, state="active") == 8
+    assert value(after, "unlearn_model_served_depth_ratio", model_id=model_id) == 1.0
 
 
 @pytest.fixture
