@@ -93,7 +93,14 @@ class Stack:
     ``device``, torn down on exit."""
 
     def __init__(
-        self, tmp: Path, port: int, backbone: str, *, embedded: bool = False, device: str = "cpu"
+        self,
+        tmp: Path,
+        port: int,
+        backbone: str,
+        *,
+        embedded: bool = False,
+        device: str = "cpu",
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.embedded = embedded
         servers: dict[str, str] = {}
@@ -117,6 +124,7 @@ class Stack:
             "UNLEARN_LOG_LEVEL": "warning",
             "UNLEARN_RELAY_INTERVAL_S": "0.2",
             **({"UNLEARN_BACKBONE_PATH": backbone} if backbone else {}),
+            **(settings or {}),
         }
         self.logs = tmp / "logs.txt"
         out = self.logs.open("w")
@@ -153,8 +161,8 @@ class Stack:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
         self.admin.dispose()
 
-    def retrain_sample_epochs(self) -> int:
-        """Samples x epochs of every layer the retrain jobs trained (activated or not)."""
+    def retrain_sample_epochs(self, kind: JobKind = JobKind.retrain) -> int:
+        """Samples x epochs of every layer the ``kind`` jobs trained (activated or not)."""
         engine = make_engine(self.database_url)
         try:
             with engine.connect() as conn:
@@ -162,7 +170,7 @@ class Stack:
                     sa.select(Layer.trained_sample_count, Model.config)
                     .join(Job, Layer.job_id == Job.id)
                     .join(Model, Job.model_id == Model.id)
-                    .where(Job.kind == JobKind.retrain)
+                    .where(Job.kind == kind)
                 )
                 return sum(count * config["epochs_per_stage"] for count, config in rows)
         finally:

@@ -120,9 +120,12 @@ def release(
     enqueue(session, job, priority=priority, delay_s=delay_s)
 
 
-def release_due(session: Session, *, now: datetime | None = None) -> int:
-    """Send the parked retrains whose time has come, at low priority; returns how many."""
-    due = JobRepository.from_session(session).parked_until(now or utcnow())
+def release_due(
+    session: Session, *, now: datetime | None = None, model_id: uuid.UUID | None = None
+) -> int:
+    """Send the parked retrains whose time has come (of one model, or all), at low priority;
+    returns how many. Housekeeping calls it, and every finished job for its model."""
+    due = JobRepository.from_session(session).parked_until(now or utcnow(), model_id=model_id)
     for job in due:
         release(session, job, priority=Priority.low)
     return len(due)
@@ -383,6 +386,7 @@ def settle(session: Session, job: Job, activation: Activation | None) -> None:
     _settle_deletions(session, waiting)
     if job.parent_id is not None:
         _settle_parent(session, model, job.parent_id)
+    release_due(session, model_id=model.id)
 
 
 def _settle_deletions(session: Session, requests: list[DeletionRequest]) -> None:

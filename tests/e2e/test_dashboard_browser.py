@@ -127,9 +127,15 @@ def test_the_dashboard_follows_a_deletion_live(service: tuple[WorkerStack, Servi
 
         worker = stack.worker()
         page.wait_for_selector(f'{row}[data-status="completed"]', timeout=TIMEOUT_S * 1000)
+        # The served orders are back; the shard's other order waits, parked (S3T-aware
+        # scheduling), and says why.
         page.wait_for_function(
-            f"document.querySelectorAll('.cell[data-state=\"valid\"]').length === {n_cells}"
+            "document.querySelectorAll('.cell[data-state=\"valid\"]').length"
+            " + document.querySelectorAll('.cell[data-state=\"parked\"]').length"
+            f" === {n_cells}"
         )
+        parked = page.locator('.cell[data-state="parked"]')
+        assert parked.count() > 0 and "waits" in (parked.first.get_attribute("title") or "")
         assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
         shots.append(_shot(page, "3-completed"))
 

@@ -28,6 +28,10 @@ class WorkerStack:
             backbone_path=save_tiny_backbone(tmp_path / "tiny"),
             relay_interval_s=0.2,
             job_lease_s=job_lease_s,
+            # Parked orders follow as soon as a retrain finishes, so that tests can compare the
+            # whole model with a fresh training (the API process of the e2e test keeps 600 s).
+            retrain_restore_after_s=0,
+            retrain_window_s=0,
         )
         migrate.upgrade(self.settings.database_url)
         self.env = {

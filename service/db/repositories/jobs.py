@@ -157,8 +157,12 @@ class JobRepository(Repository):
         job.stages_done = min(stages_done, job.stages_total)
         job.heartbeat_at = utcnow()
 
-    def parked_until(self, now: datetime, *, limit: int = 100) -> list[Job]:
-        """Parked retrains whose time has come, locked (others skipped on PostgreSQL)."""
+    def parked_until(
+        self, now: datetime, *, model_id: uuid.UUID | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Parked retrains whose time has come (of one model, or all), locked (others skipped
+        on PostgreSQL)."""
+        mine = (Job.model_id == model_id,) if model_id is not None else ()
         return list(
             self.session.scalars(
                 sa.select(Job)
@@ -166,6 +170,7 @@ class JobRepository(Repository):
                     Job.status == JobStatus.queued,
                     Job.deferred_until.is_not(None),
                     Job.deferred_until <= now,
+                    *mine,
                 )
                 .order_by(Job.deferred_until)
                 .limit(limit)

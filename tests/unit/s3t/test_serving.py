@@ -171,3 +171,18 @@ def test_cache_keeps_the_named_depths_it_passes(backbone: Backbone, config: S3TC
         alone = CachedHiddenStates(backbone, encoded).at(depth, rows)
         assert torch.equal(planned.at(depth, rows), alone)
     torch.testing.assert_close(top, backbone.hidden_at(encoded, 3), rtol=1e-5, atol=1e-5)
+
+
+def test_a_shard_without_samples_trains_and_serves(
+    engine: S3TEngine, config: S3TConfig
+) -> None:
+    """Subject-aware placement can leave a shard empty: it still trains (its stages keep their
+    initial weights) and serves, and the text encoder takes an empty batch."""
+    spec = ModelSpec.plan(dataclasses.replace(config, n_shards=3))
+    samples = [s for s in toy_samples(spec.config) if s.shard != 2]
+    layers = engine.train(spec, samples)
+    assert {layer.shard for layer in layers} == {0, 1, 2}
+    assert all(layer.sample_count == 0 for layer in layers if layer.shard == 2)
+    prefixes = {2: [x.artifact for x in layers if (x.shard, x.sequence) == (2, 0)]}
+    assert engine.predict(spec.config, TEXTS, prefixes).outputs.shape == (len(TEXTS), 3)
+    assert len(engine.backbone.encode([], spec.config.max_length)) == 0
