@@ -173,9 +173,7 @@ def test_cache_keeps_the_named_depths_it_passes(backbone: Backbone, config: S3TC
     torch.testing.assert_close(top, backbone.hidden_at(encoded, 3), rtol=1e-5, atol=1e-5)
 
 
-def test_a_shard_without_samples_trains_and_serves(
-    engine: S3TEngine, config: S3TConfig
-) -> None:
+def test_a_shard_without_samples_trains_and_serves(engine: S3TEngine, config: S3TConfig) -> None:
     """Subject-aware placement can leave a shard empty: it still trains (its stages keep their
     initial weights) and serves, and the text encoder takes an empty batch."""
     spec = ModelSpec.plan(dataclasses.replace(config, n_shards=3))
