@@ -91,6 +91,13 @@ class Stack(WorkerStack):
         url = f"/deletions/{deletion['id']}"
         done = wait_for(functools.partial(self.final, client, url), TIMEOUT_S, "the deletion")
         assert done["status"] == "completed", done
+        # The shards' other orders follow the served ones (restore delay 0 in the stack).
+        status_url = f"/models/{model['id']}/status"
+        wait_for(
+            lambda: self.ok(client.get(status_url, headers=self.headers))["pending_retrains"] == 0,
+            TIMEOUT_S,
+            "the parked orders",
+        )
         reference = S3TEngine(tiny_backbone(4), LocalArtifactStore(self.settings.data_dir / "r"))
         with self.db.connect() as conn:
             active = set(

@@ -130,7 +130,13 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
         certificate = _ok(client.get(f"/deletions/{d['id']}/certificate", headers=headers))
         assert certificate["payloads_deleted"] and certificate["unlearning"] == "exact"
 
-    # The retrained model is bitwise the model trained without the deleted samples.
+    # Once the parked orders followed (at once here: the stack's restore delay is 0), the
+    # retrained model is bitwise the model trained without the deleted samples.
+    def restored() -> bool:
+        status = _ok(client.get(f"/models/{model_id}/status", headers=headers))
+        return bool(status["pending_retrains"] == 0)
+
+    wait_for(restored, TIMEOUT_S, "the parked orders")
     gone = set(victims) | {ids[i] for i in bob}
     reference = S3TEngine(tiny_backbone(4), LocalArtifactStore(Path(settings.data_dir) / "ref"))
     expected = trained_without(reference, model, rows, gone)
