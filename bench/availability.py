@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deletion_latency import (
     AG_NEWS,
     Stack,
+    bench_model,
     log,
     save_tiny_backbone,
     settle,
@@ -170,18 +171,7 @@ def measure(
         base_url=stack.base, headers={"Authorization": f"Bearer {stack.key()}"}, timeout=60
     )
     wait(lambda: client.get("/healthz").status_code == 200, 120, "the API to start")
-    body = {
-        "name": f"availability-{name}",
-        "labels": sorted({r["label"] for r in rows}),
-        "n_shards": args.shards,
-        "n_slices": args.slices,
-        "budget": args.slices,
-        "epochs_per_stage": 1,
-        "learning_rate": 2e-3,
-        "batch_size": 16,
-        "max_length": 32,
-        "placement": placement,
-    }
+    body = bench_model(f"availability-{name}", rows, args.shards, args.slices, placement=placement)
     model = client.post("/models", json=body).json()
     model_id = model["id"]
     for start in range(0, len(rows), 1000):

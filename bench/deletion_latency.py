@@ -332,18 +332,26 @@ def main() -> None:
         parser.error("--deletions must not exceed --samples")
 
     rows = load_rows(args.samples)
-    model_body = {
-        "name": "bench",
+    model_body = bench_model("bench", rows, args.shards, args.slices)
+    print(json.dumps(on_a_stack(run, rows, model_body, args), indent=2))
+
+
+def bench_model(
+    name: str, rows: list[dict[str, Any]], shards: int, slices: int, **settings: Any
+) -> dict[str, Any]:
+    """The benchmarks' model: L orders of L slices per shard, one epoch per stage."""
+    return {
+        "name": name,
         "labels": sorted({r["label"] for r in rows}),
-        "n_shards": args.shards,
-        "n_slices": args.slices,
-        "budget": args.slices,
+        "n_shards": shards,
+        "n_slices": slices,
+        "budget": slices,
         "epochs_per_stage": 1,
         "learning_rate": 2e-3,
         "batch_size": 16,
         "max_length": 32,
+        **settings,
     }
-    print(json.dumps(on_a_stack(run, rows, model_body, args), indent=2))
 
 
 Run = Callable[[Stack, list[dict[str, Any]], dict[str, Any], argparse.Namespace], dict[str, Any]]
