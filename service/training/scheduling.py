@@ -253,8 +253,8 @@ def retrain_after_deletion(
             continue
         first = _first_to_retrain(mine, needed, by_sequence, served, model.n_slices)
         parking = _parking(mine, served, model, policy) if policy.served_first else None
-        for sequence in [first] if first is not None and first not in needed else []:
-            needed.insert(0, sequence)  # the best order was cut earlier and has no job
+        if first is not None and first not in needed:
+            needed.insert(0, first)  # the best order was cut earlier and has no job
         for sequence in needed:
             primary = parking is None or sequence is first
             job = ensure_retrain(
