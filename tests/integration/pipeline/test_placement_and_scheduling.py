@@ -181,7 +181,8 @@ def test_below_min_live_shards_the_model_refuses_and_says_why(
     api: Api, worker: InProcessWorker
 ) -> None:
     problem(api.post("/models", {**MODEL, "min_live_shards": 5}), 422)
-    model_id = _train(api, worker, {**MODEL, "min_live_shards": 4})
+    # Placed by sample: every slice of a shard holds samples (subjects may leave one empty).
+    model_id = _train(api, worker, {**MODEL, "min_live_shards": 4, "placement": "sample"})
     api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good"]}))
     # Both slices of one shard lose a sample: every order of that shard is cut at stage 1.
     with worker.factory() as session:
@@ -190,11 +191,10 @@ def test_below_min_live_shards_the_model_refuses_and_says_why(
                 Sample.model_id == uuid.UUID(model_id)
             )
         ).all()
-    shard = rows[0].shard_id
-    victims: dict[Any, str] = {}
+    by_shard: dict[Any, dict[Any, str]] = {}
     for external_id, shard_id, slice_id in rows:
-        if shard_id == shard:
-            victims.setdefault(slice_id, external_id)
+        by_shard.setdefault(shard_id, {}).setdefault(slice_id, external_id)
+    victims = next(v for v in by_shard.values() if len(v) == 2)  # one sample of each slice
     api.ok(api.delete(model_id, sample_ids=list(victims.values())), 202)
     status = api.ok(api.get(f"/models/{model_id}/status"))
     assert status["estimated_quality"]["answering"] is False
