@@ -14,6 +14,7 @@ from service.db.repositories import (
     SampleRepository,
     WorkerRepository,
 )
+from service.db.repositories.lineage import served_shares
 from service.jobs.service import no_worker_reason
 from service.models.schemas import (
     ComputeStatus,
@@ -87,10 +88,8 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
         )
     live_workers = WorkerRepository.from_session(session).live_by_profile()[model.compute_profile]
     has_live_jobs = pending_total > 0 or model.status is ModelStatus.training
-    served_lengths = [p.length if p is not None else 0 for p in choice.values()]
+    live_share, depth_share = served_shares(choice, model.n_slices)
     approximate = sum(p.approximate_stages for p in choice.values() if p is not None)
-    depth = model.n_shards * model.n_slices
-    live_shards = sum(1 for n in served_lengths if n)
     compute = ComputeStatus(
         profile=model.compute_profile,
         live_workers=live_workers,
@@ -111,10 +110,10 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
         shards=out,
         warnings=warnings,
         estimated_quality=EstimatedQuality(
-            answering=live_shards >= model.min_live_shards,
+            answering=round(live_share * model.n_shards) >= model.min_live_shards,
             min_live_shards=model.min_live_shards,
-            live_shards=live_shards / model.n_shards,
-            served_depth=sum(served_lengths) / depth,
-            approximate_depth=approximate / depth,
+            live_shards=live_share,
+            served_depth=depth_share,
+            approximate_depth=approximate / (model.n_shards * model.n_slices),
         ),
     )

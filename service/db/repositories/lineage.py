@@ -88,6 +88,12 @@ def choose_served(prefixes: Iterable[Prefix], n_shards: int) -> dict[int, Prefix
     return choice
 
 
+def served_shares(choice: Mapping[int, Prefix | None], n_slices: int) -> tuple[float, float]:
+    """Of a serving choice: the share of shards that answer, and the mean served depth / L."""
+    lengths = [p.length if p is not None else 0 for p in choice.values()]
+    return sum(1 for n in lengths if n) / len(lengths), sum(lengths) / (len(lengths) * n_slices)
+
+
 def _stale_condition() -> sa.ColumnElement[bool]:
     """True for a layer whose recorded version of some slice is no longer current."""
     return sa.exists(

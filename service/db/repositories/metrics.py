@@ -25,7 +25,7 @@ from service.db.models import (
 )
 from service.db.repositories.base import Repository
 from service.db.repositories.jobs import IS_WORK, LIVE_STATUSES
-from service.db.repositories.lineage import LineageRepository, choose_served
+from service.db.repositories.lineage import LineageRepository, choose_served, served_shares
 from service.db.sql import seconds_between
 
 
@@ -111,14 +111,7 @@ class MetricsRepository(Repository):
         out = []
         for model in self.session.scalars(sa.select(Model).order_by(Model.created_at)):
             choice = choose_served(lineage.prefixes(model.id), model.n_shards)
-            lengths = [p.length if p is not None else 0 for p in choice.values()]
-            out.append(
-                (
-                    model.id,
-                    sum(1 for n in lengths if n) / model.n_shards,
-                    sum(lengths) / (model.n_shards * model.n_slices),
-                )
-            )
+            out.append((model.id, *served_shares(choice, model.n_slices)))
         return out
 
     def deletions_since(self, tenant_id: uuid.UUID, since: datetime) -> list[DeletionTimes]:
