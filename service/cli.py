@@ -98,7 +98,8 @@ def _serve(host: str | None, port: int | None) -> None:
 @click.option("--port", type=int, default=None, help="Port (default: UNLEARN_PORT).")
 @click.option("--demo/--no-demo", default=True, show_default=True, help="Seed the demo model.")
 def run(host: str | None, port: int | None, demo: bool) -> None:
-    """Everything `make run` starts: migrate, seed the demo, a worker process and the API."""
+    """Everything `make run` starts: migrate, seed the demo, two worker processes (approximate
+    passes, training) and the API."""
     import subprocess
 
     from service.db import migrate
@@ -107,18 +108,24 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
     migrate.upgrade(settings.database_url)
     if demo:
         _seed_demo()
-    worker_process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker"],
-        preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
-    )
+    # Two workers: approximate passes never wait behind a retrain that is running.
+    workers = [
+        subprocess.Popen(  # noqa: S603 (our own command line)
+            [sys.executable, "-m", "service.cli", "worker", "--queues", queues, "--name", name],
+            preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
+        )
+        for queues, name in (("deletions", "passes@%h"), ("training", "training@%h"))
+    ]
     try:
         _serve(host, port)
     finally:
-        worker_process.terminate()
-        try:
-            worker_process.wait(30)
-        except subprocess.TimeoutExpired:
-            worker_process.kill()
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def _stop_with_parent() -> None:
@@ -163,7 +170,13 @@ def _seed_demo() -> None:
     help="Jobs run at once (with --pool prefork: processes, each starting CUDA after the fork).",
 )
 @click.option("--pool", default="solo", show_default=True, help="solo, or prefork for several.")
-def worker(queues: str, concurrency: int, pool: str) -> None:
+@click.option(
+    "--name",
+    default="celery@%h",
+    show_default=True,
+    help="The Celery node name; unique per worker (%h: the host name).",
+)
+def worker(queues: str, concurrency: int, pool: str, name: str) -> None:
     """Start a Celery worker process for this machine's compute profile (UNLEARN_DEVICE)."""
     from service.queues import Queue, queue_for
     from unlearning.device import DeviceError, local_profile
@@ -189,6 +202,8 @@ def worker(queues: str, concurrency: int, pool: str) -> None:
             str(concurrency),
             "--pool",
             pool,
+            "--hostname",
+            name,
             "--loglevel",
             get_settings().log_level.upper(),
         ]

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         description="Under an approximate policy, the longest a deleted sample's payload waits "
         "for the approximate pass to read it; then it is purged and the deletion is exact only.",
     )
+    approximate_head_start_s: float = Field(
+        120.0,
+        ge=0,
+        description="A deletion's exact retrains wait for its approximate pass to end, so the "
+        "pass serves first; at most this many seconds (0: they do not wait).",
+    )
     auto_approximate_wait_s: float = Field(
         60.0,
         ge=0,

@@ -50,6 +50,10 @@ class ArtifactStore(Protocol):
 
     def exists(self, ref: str) -> bool: ...
 
+    def delete(self, ref: str) -> None:
+        """Remove ``ref`` (a no-op when absent)."""
+        ...
+
 
 class LocalArtifactStore:
     """Artifacts as files ``<root>/<2 hex>/<64 hex>``, written atomically (temp file + rename).
@@ -94,3 +98,6 @@ class LocalArtifactStore:
 
     def exists(self, ref: str) -> bool:
         return self._path(ref).exists()
+
+    def delete(self, ref: str) -> None:
+        self._path(ref).unlink(missing_ok=True)

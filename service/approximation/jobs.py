@@ -22,9 +22,12 @@ from service.db.models import JobStatus
 from service.db.repositories import JobRepository, ModelRepository
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
+from service.training import scheduling
 from service.training.jobs import JobOutcome, Transaction, lock_job
 from unlearning.approx.data import UnlearningInputError
 from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
+from unlearning.approx.statistics import PassStatistics
+from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import S3TEngine
 
 
@@ -46,6 +49,9 @@ def run_approximate_job(
         for done, sequence in enumerate(work.sequences, start=1):
             try:
                 artifacts = edit(engine, work, sequence)
+            except ArtifactNotFoundError:  # collected: its layer was retrained meanwhile
+                refused.append(f"sequence {sequence.sequence_id}: its exact retrain came first")
+                continue
             except UnlearningInputError as error:  # this data does not suit the method
                 refused.append(
                     f"sequence {sequence.sequence_id} left to the exact retrain: {error}"
@@ -61,11 +67,12 @@ def run_approximate_job(
             discarded += activation.discarded_layer_ids
         with transaction() as session:
             job = lock_job(session, job_id)
-            notes = [*work.skipped, *refused]
+            notes = [f"method {work.method} ({work.method_reason})", *work.skipped, *refused]
             if discarded:
                 notes.append(f"{len(discarded)} stage(s) discarded: their chain moved meanwhile")
             status = JobStatus.succeeded if activated else JobStatus.cancelled
-            JobRepository.from_session(session).finish(job, status, "; ".join(notes) or None)
+            JobRepository.from_session(session).finish(job, status, "; ".join(notes))
+            scheduling.release_held(session, work.request_id)
             generation = ModelRepository.from_session(session).get(job.model_id).serving_generation
     except Exception as error:
         with transaction() as session:
@@ -74,21 +81,29 @@ def run_approximate_job(
                 JobRepository.from_session(session).finish(
                     job, JobStatus.failed, f"{type(error).__name__}: {error}"
                 )
+                scheduling.release_held(session, uuid.UUID(job.params["deletion_id"]))
         raise
     return JobOutcome(work.model_id, Activation(activated, discarded), generation)
 
 
 def edit(engine: S3TEngine, work: PassWork, sequence: SequencePass) -> list[str]:
-    """Run the method on one sequence's chain; the artifacts of the edited stages."""
+    """Run the method on one sequence's chain; the artifacts of the edited stages. With the
+    chain's statistics only the forget set is encoded."""
     assert work.spec is not None
     config = work.spec.config
+    statistics = (
+        PassStatistics.from_bytes(engine.store.get(sequence.statistics))
+        if sequence.statistics
+        else None
+    )
     edited = approximate_stages(
         engine.backbone,
         config,
         [engine.load_stage(ref) for ref in sequence.artifacts],
         sequence.from_stage - 1,
         examples_of(engine.backbone, config, sequence.forget),
-        examples_of(engine.backbone, config, sequence.retain),
+        None if statistics else examples_of(engine.backbone, config, sequence.retain),
         Method(work.method),
+        statistics=statistics,
     )
     return [engine.store.put(weights.to_bytes()) for weights in edited]

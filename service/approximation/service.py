@@ -47,12 +47,19 @@ from service.db.repositories import (
     LineageRepository,
     ModelRepository,
     SampleRepository,
+    StatisticsRepository,
 )
 from service.db.repositories.lineage import Activation, Deactivation
 from service.errors import InvalidInputError
 from service.training import scheduling
 from service.training.service import read_sequence_job, slice_indices, training_sample
-from unlearning.approx.prefix_pass import Method, unfit
+from unlearning.approx.prefix_pass import (
+    READS_STATISTICS,
+    Method,
+    RequestShape,
+    choose_method,
+    unfit,
+)
 from unlearning.s3t import ModelSpec, SequenceKey, TrainingSample
 from unlearning.s3t.config import Task as UnlearningTask
 
@@ -61,6 +68,7 @@ from unlearning.s3t.config import Task as UnlearningTask
 class ApproximationSettings:
     purge_deadline_s: float = 3600.0  # payloads wait at most this long for the pass
     auto_wait_s: float = 60.0  # policy `auto`: approximate when retrains wait longer
+    head_start_s: float = 120.0  # the exact retrains wait at most this long for the pass
 
 
 def wants_approximation(session: Session, model: Model, settings: ApproximationSettings) -> bool:
@@ -82,10 +90,21 @@ def pass_method(model: Model, requested: str | None) -> ApproximateMethod:
     """The request's method, or the model's; InvalidInputError when it does not fit the task."""
     if requested is None:
         return model.approximate_method
-    reason = unfit(Method(requested), UnlearningTask(model.task.value))
-    if reason is not None:
-        raise InvalidInputError(reason)
+    if requested != ApproximateMethod.auto:
+        reason = unfit(Method(requested), UnlearningTask(model.task.value))
+        if reason is not None:
+            raise InvalidInputError(reason)
     return ApproximateMethod(requested)
+
+
+def resolve_method(
+    model: Model, method: ApproximateMethod, shape: RequestShape
+) -> tuple[Method, str]:
+    """The method a pass runs, and why: ``auto`` chooses by the request's shape."""
+    if method is ApproximateMethod.auto:
+        chosen, why = choose_method(shape, UnlearningTask(model.task.value))
+        return chosen, f"auto: {why}"
+    return Method(method.value), f"`{method.value}`, named by the request or the model"
 
 
 def plan_pass(
@@ -94,6 +113,7 @@ def plan_pass(
     request: DeletionRequest,
     deactivation: Deactivation,
     method: ApproximateMethod,
+    shape: RequestShape,
 ) -> Job | None:
     """Queue the request's approximate job over every sequence whose chain it cut: the valid
     prefix 1..k-1 followed by the layers it invalidated at k..L. None when there is none."""
@@ -116,13 +136,15 @@ def plan_pass(
             passes.append({"sequence_id": str(sequence_id), "from_stage": first, "chain": chain})
     if not passes:
         return None
+    chosen, why = resolve_method(model, method, shape)
     job, _ = JobRepository.from_session(session).create(
         model_id=model.id,
         kind=JobKind.approximate,
         stages_total=len(passes),
         params={
             "deletion_id": str(request.id),
-            "method": method.value,
+            "method": chosen.value,
+            "method_reason": why,
             "sequences": passes,
         },
     )
@@ -142,7 +164,9 @@ class SequencePass:
     parent_layer_id: int | None  # the chain's stage from_stage-1
     stage_versions: dict[int, dict[uuid.UUID, int]]  # current versions, for the new layers
     forget: list[TrainingSample]
-    retain: list[TrainingSample]
+    retain: list[TrainingSample]  # empty when the statistics stand for it
+    retain_count: int
+    statistics: str | None  # the chain's pass statistics (artifact), valid for this deletion
 
 
 @dataclass(frozen=True)
@@ -152,6 +176,7 @@ class PassWork:
     request_id: uuid.UUID
     spec: ModelSpec | None  # None when every sequence was passed over
     method: str
+    method_reason: str
     sequences: list[SequencePass]
     skipped: list[str] = field(default_factory=list)  # why a sequence was passed over
 
@@ -178,10 +203,18 @@ def read_pass(session: Session, job: Job) -> PassWork:
         if reason:
             skipped.append(f"sequence {sequence.index} of its shard: {reason}")
             continue
-        work = read_sequence_job(session, sequence.id, from_stage)
+        lineage = LineageRepository.from_session(session)
+        cached = StatisticsRepository.from_session(session).of(chain[-1])
+        statistics = cached if cached and Method(job.params["method"]) in READS_STATISTICS else None
+        work = read_sequence_job(session, sequence.id, from_stage, with_samples=statistics is None)
         spec = work.spec
         order = slice_indices(session, sequence)
-        refs = LineageRepository.from_session(session).artifact_refs(chain)
+        refs = lineage.artifact_refs(chain)
+        forget = [
+            training_sample(model, sample, payload, work.key.shard, order[sample.slice_id])
+            for sample, payload in rows
+            if sample.slice_id in order
+        ]
         sequences.append(
             SequencePass(
                 sequence_id=sequence.id,
@@ -193,12 +226,12 @@ def read_pass(session: Session, job: Job) -> PassWork:
                     stage: {slice_id: versions[slice_id] for slice_id in recorded}
                     for stage, recorded in work.stage_versions.items()
                 },
-                forget=[
-                    training_sample(model, sample, payload, work.key.shard, order[sample.slice_id])
-                    for sample, payload in rows
-                    if sample.slice_id in order
-                ],
+                forget=forget,
                 retain=work.samples,
+                retain_count=(
+                    statistics.sample_count - len(forget) if statistics else len(work.samples)
+                ),
+                statistics=statistics.artifact_ref if statistics else None,
             )
         )
     scheduling.purge_payloads(session, request, reason="read by the approximate pass")
@@ -208,6 +241,7 @@ def read_pass(session: Session, job: Job) -> PassWork:
         request_id=request.id,
         spec=spec,
         method=str(job.params["method"]),
+        method_reason=str(job.params.get("method_reason", "")),
         sequences=sequences,
         skipped=skipped,
     )
@@ -230,7 +264,7 @@ def record_pass(
             parent_layer_id=parent,
             artifact_ref=artifact,
             artifact_digest=artifact.removeprefix("sha256:"),
-            trained_sample_count=len(sequence.retain),
+            trained_sample_count=sequence.retain_count,
             job_id=work.job_id,
             approximate=True,
         )
@@ -247,6 +281,8 @@ def record_pass(
             "deletion_id": str(work.request_id),
             "job_id": str(work.job_id),
             "method": work.method,
+            "method_reason": work.method_reason,
+            "statistics": sequence.statistics,
             "activated": [{"layer_id": i, "artifact": refs[i]} for i in refs],
             "discarded": activation.discarded_layer_ids,
         },

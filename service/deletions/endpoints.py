@@ -97,6 +97,7 @@ def _approximation(settings: Settings) -> ApproximationSettings:
     return ApproximationSettings(
         purge_deadline_s=settings.approximate_purge_deadline_s,
         auto_wait_s=settings.auto_approximate_wait_s,
+        head_start_s=settings.approximate_head_start_s,
     )
 
 

@@ -60,7 +60,7 @@ class ClassDeletionCreate(BaseModel):
         "exact",
         description="`exact`: the class's samples are deleted through the normal pipeline "
         "(deactivation, exact retrains; the model's policy applies). `approximate`: the same, "
-        "with an approximate pass first, by default the class method `concept_poisoning`.",
+        "with an approximate pass first, by default `auto` (for a whole class: `suppress_class`).",
     )
     method: MethodName | None = Field(
         None, description="The approximate pass's method (implies `path: approximate`)."
@@ -109,6 +109,10 @@ class CertifiedLayer(BaseModel):
 
 class ApproximateLayer(CertifiedLayer):
     method: str | None
+    method_reason: str | None = Field(
+        description="Why this method: named by the request or the model, or what `auto` chose "
+        "for the request's shape."
+    )
     served: bool = Field(description="Still served (not yet replaced by the exact retrain).")
 
 

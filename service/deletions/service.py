@@ -54,6 +54,7 @@ from service.deletions.schemas import (
 from service.errors import ConflictError, InvalidInputError
 from service.models.schemas import MethodName
 from service.training import scheduling
+from unlearning.approx.prefix_pass import RequestShape
 
 
 def request_deletion(
@@ -65,11 +66,14 @@ def request_deletion(
     idempotency_key: str | None = None,
     approximation: ApproximationSettings | None = None,
     retrain: scheduling.RetrainPolicy | None = None,
+    shape: RequestShape | None = None,
 ) -> tuple[DeletionRequest, bool]:
     """Record and carry out a deletion; (the earlier request, False) for a repeated key.
 
     Under an approximate policy (the model's ``unlearning_policy``) the payloads are kept for
-    the approximate pass, queued here too, until it reads them or the deadline passes."""
+    the approximate pass, queued here too, until it reads them or the deadline passes; the
+    deletion's retrains wait for the pass (at most ``approximation.head_start_s``). ``shape``
+    (what the request removes) picks the method of ``auto``; by default samples or a subject."""
     approximation = approximation or ApproximationSettings()
     model = ModelRepository.from_session(session).get(body.model_id, tenant_id=tenant_id)
     method = pass_method(model, body.method)
@@ -118,14 +122,23 @@ def request_deletion(
     deletions.advance(request, DeletionStatus.deactivated)
     request.serving_generation = model.serving_generation
     shards = {found[e].shard_id for e, _, o in items if o is ItemOutcome.deleted}
-    jobs = scheduling.retrain_after_deletion(session, model, request, shards, affected, retrain)
+    approximate_job = None
     if approximate and deactivation is not None:
         keep_payloads(request, approximation)
-        approximate_job = plan_pass(session, model, request, deactivation, method)
+        shape = shape or (RequestShape.subject if body.subject_id else RequestShape.samples)
+        approximate_job = plan_pass(session, model, request, deactivation, method, shape)
         if approximate_job is None:
             scheduling.purge_payloads(session, request, reason="no layer to approximate")
-        else:
-            jobs.append(approximate_job)
+    hold = (
+        scheduling.hold_for_pass(approximation.head_start_s)
+        if approximate_job is not None and approximation.head_start_s > 0
+        else None
+    )
+    jobs = scheduling.retrain_after_deletion(
+        session, model, request, shards, affected, retrain, hold=hold
+    )
+    if approximate_job is not None:
+        jobs.append(approximate_job)
     refs = lineage.artifact_refs(invalidated)
     AuditRepository.from_session(session).append(
         scheduling.audit_chain(model.id),
@@ -148,7 +161,7 @@ def request_deletion(
 
 
 #: The approximate path of a class deletion, unless the request names another method.
-CLASS_METHOD: MethodName = "concept_poisoning"
+CLASS_METHOD: MethodName = "auto"
 
 
 def request_class_deletion(
@@ -187,6 +200,7 @@ def request_class_deletion(
         idempotency_key=idempotency_key,
         approximation=approximation,
         retrain=retrain,
+        shape=RequestShape.whole_class,
     )
 
 
@@ -288,8 +302,8 @@ def certificate(
         if e.action == "layers.activated"
         for layer in e.payload.get("activated", [])
     ]
-    methods = {
-        layer["layer_id"]: e.payload.get("method")
+    passes = {
+        layer["layer_id"]: e.payload
         for e in entries
         if e.action == "layers.approximated"
         for layer in e.payload.get("activated", [])
@@ -298,7 +312,8 @@ def certificate(
         ApproximateLayer(
             layer_id=layer.id,
             artifact=layer.artifact_ref,
-            method=methods.get(layer.id),
+            method=passes.get(layer.id, {}).get("method"),
+            method_reason=passes.get(layer.id, {}).get("method_reason"),
             served=layer.state is LayerState.active,
         )
         for layer in LineageRepository.from_session(session).approximated_for(request.id)

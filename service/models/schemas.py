@@ -8,8 +8,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: The approximate methods (unlearning.approx.prefix_pass.Method), for the OpenAPI document.
+#: The approximate methods (unlearning.approx.prefix_pass.Method), for the OpenAPI document,
+#: and `auto`: chosen per request by its shape (prefix_pass.choose_method).
 MethodName = Literal[
+    "auto",
     "ssd",
     "iau",
     "finetune",
@@ -23,6 +25,7 @@ MethodName = Literal[
     "gaussian_finetune",
     "laf",
     "concept_poisoning",
+    "suppress_class",
 ]
 
 
@@ -70,10 +73,12 @@ class ModelCreate(BaseModel):
         "training queue's expected wait exceeds UNLEARN_AUTO_APPROXIMATE_WAIT_S.",
     )
     approximate_method: MethodName = Field(
-        "ssd",
-        description="The approximate pass. Classification only: `random_labels`, `salun`, "
-        "`concept_poisoning`; regression only: `blindspot`, `gaussian_finetune`; `laf` reads "
-        "no label.",
+        "auto",
+        description="The approximate pass. `auto`: chosen per request by its shape "
+        "(`suppress_class` for a whole class, `ssd` otherwise; the choice and why are in the "
+        "job note and the certificate). Classification only: `random_labels`, `salun`, "
+        "`concept_poisoning`, `suppress_class`; regression only: `blindspot`, "
+        "`gaussian_finetune`; `laf` reads no label.",
     )
     placement: Literal["subject", "sample"] = Field(
         "subject",

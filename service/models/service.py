@@ -54,7 +54,11 @@ def create_model(
         raise InvalidModelConfigError(
             f"`n_slices` ({data.n_slices}) exceeds the backbone's {backbone_layers} layers"
         )
-    unfit_method = unfit(Method(data.approximate_method), UnlearningTask(data.task))
+    unfit_method = (
+        unfit(Method(data.approximate_method), UnlearningTask(data.task))
+        if data.approximate_method != "auto"
+        else None
+    )
     if unfit_method is not None:
         raise InvalidModelConfigError(unfit_method)
     settings = data.model_dump(

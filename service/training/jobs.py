@@ -17,6 +17,7 @@ before it propagates, so Celery's retry policy still applies.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -25,13 +26,21 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, JobStatus
-from service.db.repositories import JobRepository, LineageRepository, ModelRepository
+from service.db.repositories import (
+    JobRepository,
+    LineageRepository,
+    ModelRepository,
+    StatisticsRepository,
+)
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
 from service.errors import LineageError
 from service.training import scheduling
 from service.training.service import SequenceJob, read_sequence_job, record_layers
-from unlearning.s3t import S3TEngine
+from unlearning.approx.prefix_pass import chain_statistics
+from unlearning.s3t import S3TEngine, TrainedLayer
+
+log = logging.getLogger(__name__)
 
 Transaction = Callable[[], AbstractContextManager[Session]]
 
@@ -87,7 +96,32 @@ def run_sequence_job(
                 jobs.finish(job, JobStatus.failed, f"{type(error).__name__}: {error}")
                 scheduling.settle(session, job, None)
         raise
+    top = layer_ids[-1]
+    if work.keep_statistics and top in activation.activated_layer_ids:
+        keep_statistics(transaction, engine, work, trained, top)
     return JobOutcome(work.model_id, activation, generation)
+
+
+def keep_statistics(
+    transaction: Transaction,
+    engine: S3TEngine,
+    work: SequenceJob,
+    trained: list[TrainedLayer],
+    top: int,
+) -> None:
+    """Store the pass statistics of the chain just served, over the data it was trained on
+    (after serving it: the layers do not wait for them). Without them a pass computes what it
+    needs from the data, so a failure here is logged, never the job's."""
+    try:
+        chain = [*work.prefix, *(t.artifact for t in sorted(trained, key=lambda t: t.stage))]
+        statistics = chain_statistics(
+            engine.backbone, work.spec.config, [engine.load_stage(r) for r in chain], work.samples
+        )
+        ref = engine.store.put(statistics.to_bytes())
+        with transaction() as session:
+            StatisticsRepository.from_session(session).record(top, ref, statistics.count)
+    except Exception:
+        log.exception("the pass statistics of layer %s were not stored", top)
 
 
 def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:

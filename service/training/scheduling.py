@@ -120,14 +120,44 @@ def release(
     enqueue(session, job, priority=priority, delay_s=delay_s)
 
 
+#: The reason of retrains held while their deletion's approximate pass runs first.
+AWAITING_APPROXIMATION = "waiting for the deletion's approximate pass, which runs first"
+
+
+def hold_for_pass(head_start_s: float) -> Parking:
+    """A deletion's retrains wait for its pass (released when the pass ends), at most this long
+    (a pass whose worker is gone must not hold the exact path)."""
+    return Parking(
+        reason=f"{AWAITING_APPROXIMATION} (at most {head_start_s:.0f} s)",
+        until=utcnow() + timedelta(seconds=head_start_s),
+    )
+
+
+def _held(job: Job) -> bool:
+    return (job.deferred_reason or "").startswith(AWAITING_APPROXIMATION)
+
+
+def release_held(session: Session, request_id: uuid.UUID) -> int:
+    """Send the retrains held for the request's pass (the pass ended); returns how many."""
+    held = [
+        job
+        for job in DeletionRepository.from_session(session).jobs_of(request_id)
+        if job.status is JobStatus.queued and _held(job)
+    ]
+    for job in held:
+        release(session, job)
+    return len(held)
+
+
 def release_due(
     session: Session, *, now: datetime | None = None, model_id: uuid.UUID | None = None
 ) -> int:
-    """Send the parked retrains whose time has come (of one model, or all), at low priority;
-    returns how many. Housekeeping calls it, and every finished job for its model."""
+    """Send the parked retrains whose time has come (of one model, or all): parked orders at
+    low priority, retrains held for a pass at normal; returns how many. Housekeeping calls it,
+    and every finished job for its model."""
     due = JobRepository.from_session(session).parked_until(now or utcnow(), model_id=model_id)
     for job in due:
-        release(session, job, priority=Priority.low)
+        release(session, job, priority=Priority.normal if _held(job) else Priority.low)
     return len(due)
 
 
@@ -229,10 +259,13 @@ def retrain_after_deletion(
     shards: set[uuid.UUID],
     invalidated: set[uuid.UUID],
     policy: RetrainPolicy | None = None,
+    *,
+    hold: Parking | None = None,
 ) -> list[Job]:
     """Queue (or join) the retrains of the sequences of the touched ``shards`` that the
     deletion changed: those whose active layers it invalidated, and those with a job in flight
-    (its result will be stale). Returns the jobs the deletion waits for.
+    (its result will be stale). Returns the jobs the deletion waits for. With ``hold`` (the
+    deletion has an approximate pass) its new retrains wait, parked, for the pass to end.
 
     Under ``policy.served_first`` (the default) the deletion waits, in each touched shard, for
     the retrain of the order the shard now serves best (none when it still serves at full
@@ -266,7 +299,7 @@ def retrain_after_deletion(
                 live.get(sequence.id, []),
                 priority=Priority.normal if primary else Priority.low,
                 delay_s=policy.window_s,
-                parking=None if primary else parking,
+                parking=hold if primary else parking,
             )
             if primary:
                 linked[job.id] = job

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from service.db.models import Model, Sample, SamplePayload, Shard, SliceSequence, Task
+from service.db.models import (
+    Model,
+    Sample,
+    SamplePayload,
+    Shard,
+    SliceSequence,
+    Task,
+    UnlearningPolicy,
+)
 from service.db.repositories import LineageRepository, ModelRepository, SampleRepository
 from service.db.repositories.lineage import Activation
 from service.errors import LineageError
@@ -56,6 +64,7 @@ class SequenceJob:
     stage_versions: dict[int, dict[uuid.UUID, int]]  # stage -> versions of π1..π_stage
     prefix: list[str]  # artifact references of the active stages 1..from_stage-1
     parent_layer_id: int | None
+    keep_statistics: bool = False  # the model may get approximate passes: store their statistics
 
 
 def training_sample(
@@ -78,8 +87,11 @@ def slice_indices(session: Session, sequence: SliceSequence) -> dict[uuid.UUID, 
     return dict(zip(slice_ids, sequence.slice_order, strict=True))
 
 
-def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int) -> SequenceJob:
-    """Everything needed to (re)train stages ``from_stage..L`` of one sequence."""
+def read_sequence_job(
+    session: Session, sequence_id: uuid.UUID, from_stage: int, *, with_samples: bool = True
+) -> SequenceJob:
+    """Everything needed to (re)train stages ``from_stage..L`` of one sequence (without its
+    samples when the caller needs none)."""
     sequence = session.get(SliceSequence, sequence_id)
     if sequence is None:
         raise LineageError(f"no sequence {sequence_id}")
@@ -95,10 +107,14 @@ def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int)
     slice_ids = lineage.prefix_slice_ids(sequence, model.n_slices)
     versions = lineage.snapshot(slice_ids)  # before the data: see service.training.jobs
     index_of = dict(zip(slice_ids, sequence.slice_order, strict=True))
-    samples = [
-        training_sample(model, sample, payload, shard.index, index_of[sample.slice_id])
-        for sample, payload in SampleRepository.from_session(session).training_set(slice_ids)
-    ]
+    samples = (
+        [
+            training_sample(model, sample, payload, shard.index, index_of[sample.slice_id])
+            for sample, payload in SampleRepository.from_session(session).training_set(slice_ids)
+        ]
+        if with_samples
+        else []
+    )
     prefix_layers = lineage.active_stages(sequence.id, from_stage - 1)
     return SequenceJob(
         model_id=model.id,
@@ -113,6 +129,7 @@ def read_sequence_job(session: Session, sequence_id: uuid.UUID, from_stage: int)
         },
         prefix=[layer.artifact_ref or "" for layer in prefix_layers],
         parent_layer_id=prefix_layers[-1].id if prefix_layers else None,
+        keep_statistics=model.unlearning_policy is not UnlearningPolicy.exact,
     )
 
 

@@ -36,8 +36,17 @@ HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CPU_CONSTRAINTS = ROOT / "constraints" / "cpu.txt"
 
-REQUIRED_SERVICES = {"postgres", "redis", "migrate", "api", "worker-cpu", "worker-gpu", "flower"}
-APP_SERVICES = ("api", "worker-cpu", "worker-gpu")
+REQUIRED_SERVICES = {
+    "postgres",
+    "redis",
+    "migrate",
+    "api",
+    "worker-cpu",
+    "worker-cpu-passes",
+    "worker-gpu",
+    "flower",
+}
+APP_SERVICES = ("api", "worker-cpu", "worker-cpu-passes", "worker-gpu")
 # Variables the compose file interpolates: unset, so the defaults are what is checked.
 COMPOSE_VARIABLES = (
     "POSTGRES_PASSWORD",
@@ -460,6 +469,7 @@ def test_workers_consume_every_queue_of_their_profile(compose: dict[str, Any]) -
     models', the GPU worker (on CUDA) the CUDA models', passes included."""
     svc = services(compose)
     assert queues_of(svc["worker-cpu"]) == {q.value for q in Queue}
+    assert queues_of(svc["worker-cpu-passes"]) == {Queue.deletions.value}  # passes never wait
     assert queues_of(svc["worker-gpu"]) == {q.value for q in Queue}
     assert svc["worker-gpu"]["environment"]["UNLEARN_DEVICE"] == "cuda"
     assert "UNLEARN_DEVICE" not in svc["worker-cpu"]["environment"]

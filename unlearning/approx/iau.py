@@ -24,6 +24,7 @@ import torch
 
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.statistics import DataGradient, data_statistics
 from unlearning.gradient_penalty import gradient_norm_penalty
 
 __all__ = ["DataGradient", "IAUConfig", "full_data_gradient", "gradient_norm_penalty", "iau"]
@@ -39,15 +40,6 @@ class IAUConfig:
             raise ValueError("`lr` must be positive")
         if self.batch_size < 1:
             raise ValueError("`batch_size` must be at least 1")
-
-
-@dataclass(frozen=True)
-class DataGradient:
-    """``g_D``: the gradient of the mean loss over a prefix's full training data, per trainable
-    parameter name, at the prefix's trained weights; ``count`` is ``n = |D|``."""
-
-    gradients: dict[str, torch.Tensor]
-    count: int
 
 
 def _trainable(model: PrefixModel) -> dict[str, torch.nn.Parameter]:
@@ -81,8 +73,7 @@ def full_data_gradient(model: PrefixModel, data: Examples, batch_size: int = 64)
 
     Compute it on a model of the prefix whose editable stages include every stage a later pass
     may edit: a parameter's gradient does not depend on which others are trainable."""
-    data.labelled("training data")
-    return DataGradient(_gradients(model, data, batch_size), len(data))
+    return data_statistics(model, data, batch_size).gradient
 
 
 def iau(

@@ -28,15 +28,18 @@ from unlearning.approx.model import PrefixModel
 class SSDConfig:
     alpha: float = 10.0  # selection: I_forget > alpha * I_data
     dampening: float = 1.0  # lambda
-    batch_size: int = 32
+    # The authors' scripts: the full-data loader (retain, then forget) in batches of 64, the
+    # forget loader in batches of 128 when forgetting at random.
+    batch_size: int = 64
+    forget_batch_size: int = 128
 
     def __post_init__(self) -> None:
         if self.alpha <= 0:
             raise ValueError("`alpha` must be positive")
         if self.dampening <= 0:
             raise ValueError("`dampening` must be positive")
-        if self.batch_size < 1:
-            raise ValueError("`batch_size` must be at least 1")
+        if self.batch_size < 1 or self.forget_batch_size < 1:
+            raise ValueError("the batch sizes must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,12 @@ def importance(
     return {name: total / batches for name, total in sums.items()}
 
 
+def authors_order(forget: Examples, retain: Examples) -> Examples:
+    """The full training data as the authors' scripts load it: the retain set, then the forget
+    set (with batches of 64 this decides which samples share a batch, and so the importance)."""
+    return Examples.join(retain, forget) if len(retain) else forget
+
+
 def ssd(
     model: PrefixModel,
     forget: Examples,
@@ -76,14 +85,15 @@ def ssd(
 ) -> SSDResult:
     """Dampen, in place, the parameters the forget set matters to far more than the data does.
 
-    ``data`` is the full training data the prefix saw (retain and forget). Instead of it, give
+    ``data`` is the full training data the prefix saw (the authors order it retain, then
+    forget: :func:`authors_order`). Instead of it, give
     ``data_importance``: ``importance(m, data, config.batch_size)`` computed beforehand on a model
     ``m`` of the same prefix with the same weights (its editable stages may be more than
     ``model``'s: an entry depends only on its own parameter), and the result is the same."""
     config = config or SSDConfig()
     if (data is None) == (data_importance is None):
         raise ValueError("give either `data` or its precomputed `data_importance`")
-    forget_importance = importance(model, forget, config.batch_size, name="forget")
+    forget_importance = importance(model, forget, config.forget_batch_size, name="forget")
     if data_importance is None:
         assert data is not None
         data_importance = importance(model, data, config.batch_size, name="training data")

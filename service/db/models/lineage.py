@@ -54,6 +54,8 @@ class ApproximateMethod(StrEnum):
     gaussian_finetune = "gaussian_finetune"
     laf = "laf"
     concept_poisoning = "concept_poisoning"
+    suppress_class = "suppress_class"
+    auto = "auto"  # chosen per request by its shape (unlearning.approx.prefix_pass)
 
 
 class ModelStatus(StrEnum):
@@ -88,7 +90,7 @@ class Model(UuidPk, CreatedAt, Base):
         str_enum(UnlearningPolicy), default=UnlearningPolicy.exact
     )
     approximate_method: Mapped[ApproximateMethod] = mapped_column(
-        str_enum(ApproximateMethod), default=ApproximateMethod.ssd
+        str_enum(ApproximateMethod), default=ApproximateMethod.auto
     )
     # The kind of device and torch version that train it (``cpu-torch2.13.0``,
     # ``cuda-sm90-torch2.11.0``): exactness is bitwise per profile, so its jobs go only to
@@ -192,6 +194,21 @@ class LayerSliceVersion(Base):
         sa.ForeignKey("slices.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     version: Mapped[int]
+
+
+class LayerStatistics(CreatedAt, Base):
+    """The pass statistics (SSD's importance, IAU's gradient, class counts) of the chain that ends
+    at a sequence's last-stage layer, over the data it was trained on: an artifact, computed after
+    training. Valid for a deletion while only that deletion's samples left the chain's slices
+    (checked by the pass); collected once the layer is superseded or discarded."""
+
+    __tablename__ = "layer_statistics"
+
+    layer_id: Mapped[int] = mapped_column(
+        BigIntId, sa.ForeignKey("layers.id", ondelete="CASCADE"), primary_key=True
+    )
+    artifact_ref: Mapped[str] = mapped_column(sa.String(500))
+    sample_count: Mapped[int]
 
 
 class LayerDeletion(Base):

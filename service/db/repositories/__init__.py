@@ -8,6 +8,7 @@ from service.db.repositories.metrics import MetricsRepository
 from service.db.repositories.models import ModelRepository
 from service.db.repositories.outbox import OutboxRepository
 from service.db.repositories.samples import NewSample, SampleRepository
+from service.db.repositories.statistics import StatisticsRepository
 from service.db.repositories.tenants import ApiKeyRepository, TenantRepository
 from service.db.repositories.workers import WorkerRepository
 
@@ -22,6 +23,7 @@ __all__ = [
     "NewSample",
     "OutboxRepository",
     "SampleRepository",
+    "StatisticsRepository",
     "TenantRepository",
     "WorkerRepository",
 ]

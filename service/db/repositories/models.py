@@ -57,7 +57,7 @@ class ModelRepository(Repository):
         labels: Sequence[str] | None = None,
         config: dict[str, Any] | None = None,
         unlearning_policy: UnlearningPolicy = UnlearningPolicy.exact,
-        approximate_method: ApproximateMethod = ApproximateMethod.ssd,
+        approximate_method: ApproximateMethod = ApproximateMethod.auto,
     ) -> Model:
         """A model with its shards, slices (version 0) and, in every shard, the given orders."""
         for field, value in (("n_shards", n_shards), ("n_slices", n_slices), ("budget", budget)):

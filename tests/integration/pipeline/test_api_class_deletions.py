@@ -42,17 +42,25 @@ def test_the_exact_path_deletes_every_sample_of_the_class(
     assert "no live sample" in problem(again, 409)["detail"]
 
 
+@pytest.mark.parametrize("method", [None, "concept_poisoning"])
 def test_the_approximate_path_runs_the_class_method_first(
-    api: Api, worker: InProcessWorker
+    api: Api, worker: InProcessWorker, method: str | None
 ) -> None:
+    """By default (`auto`) a whole class is suppressed: the model stops predicting it at once."""
     model_id = trained_model(api, worker, samples(N_SAMPLES))
-    deletion = _class_delete(api, model_id, label="neg", path="approximate")
+    body = {"label": "neg", "path": "approximate"} | ({"method": method} if method else {})
+    deletion = _class_delete(api, model_id, **body)
     assert worker.approximate() == 1
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "approximated"
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
-    assert {layer["method"] for layer in certificate["layers_approximated"]} == {
-        "concept_poisoning"
-    }
+    layers = certificate["layers_approximated"]
+    assert {layer["method"] for layer in layers} == {method or "suppress_class"}
+    if method is None:
+        assert all(layer["method_reason"].startswith("auto: a whole class") for layer in layers)
+        texts = [f"{word} thing {i}" for i in range(12) for word in ("good", "bad")]
+        served = api.ok(api.post(f"/models/{model_id}/predict", {"texts": texts}))
+        labels = {p["label"] for p in served["predictions"]}
+        assert labels == {"pos"}, "the suppressed class is never predicted"
     worker.drain()
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
     assert certificate["unlearning"] == "exact" and certificate["counts"]["deleted"] == POSITIVE

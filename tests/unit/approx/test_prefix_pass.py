@@ -60,6 +60,8 @@ def test_a_pass_returns_the_edited_stages_only(
     forget = samples[:4]
     if method is Method.concept_poisoning:  # class unlearning: the forget set is one class
         forget = [s for s in samples if s.target == 0][:4]
+    if method is Method.suppress_class:  # the whole class leaves
+        forget = [s for s in samples if s.target == 0]
     retain = [s for s in samples if s not in forget]
     edited = approximate_stages(
         backbone,
@@ -96,6 +98,6 @@ def test_a_pass_refuses_what_it_cannot_use(prefix: list[StageWeights]) -> None:
     assert approximate_stages(backbone, CONFIG, prefix, 1, unlabelled, retain, Method.laf)
 
 
-def test_the_service_offers_exactly_the_library_methods() -> None:
-    assert [m.value for m in ApproximateMethod] == [m.value for m in Method]
-    assert list(get_args(MethodName)) == [m.value for m in Method]  # the OpenAPI enum
+def test_the_service_offers_exactly_the_library_methods_and_auto() -> None:
+    assert [m.value for m in ApproximateMethod] == [*(m.value for m in Method), "auto"]
+    assert sorted(get_args(MethodName)) == sorted(m.value for m in ApproximateMethod)  # OpenAPI
