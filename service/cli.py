@@ -93,6 +93,11 @@ def _serve(host: str | None, port: int | None) -> None:
     )
 
 
+#: The workers `unlearn run` starts (queues, node name): approximate passes apart, so that a
+#: pass never waits behind a running retrain.
+RUN_WORKERS = (("deletions", "passes@%h"), ("training", "training@%h"))
+
+
 @main.command()
 @click.option("--host", default=None, help="Bind address (default: UNLEARN_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default: UNLEARN_PORT).")
@@ -108,13 +113,12 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
     migrate.upgrade(settings.database_url)
     if demo:
         _seed_demo()
-    # Two workers: approximate passes never wait behind a retrain that is running.
     workers = [
         subprocess.Popen(  # noqa: S603 (our own command line)
             [sys.executable, "-m", "service.cli", "worker", "--queues", queues, "--name", name],
             preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
         )
-        for queues, name in (("deletions", "passes@%h"), ("training", "training@%h"))
+        for queues, name in RUN_WORKERS
     ]
     try:
         _serve(host, port)

@@ -98,11 +98,12 @@ def pass_method(model: Model, requested: str | None) -> ApproximateMethod:
 
 
 def resolve_method(
-    model: Model, method: ApproximateMethod, shape: RequestShape
+    model: Model, method: ApproximateMethod, shape: RequestShape, share: float
 ) -> tuple[Method, str]:
-    """The method a pass runs, and why: ``auto`` chooses by the request's shape."""
+    """The method a pass runs, and why: ``auto`` chooses by the request's shape and the share
+    of the affected shards' samples it removes."""
     if method is ApproximateMethod.auto:
-        chosen, why = choose_method(shape, UnlearningTask(model.task.value))
+        chosen, why = choose_method(shape, UnlearningTask(model.task.value), share)
         return chosen, f"auto: {why}"
     return Method(method.value), f"`{method.value}`, named by the request or the model"
 
@@ -123,6 +124,7 @@ def plan_pass(
     for layer in lineage.by_ids(deactivation.invalidated_layer_ids).values():
         invalidated[layer.sequence_id].append(layer)
     passes = []
+    sizes: dict[int, int] = {}  # per shard with a pass: the samples its chain trained on
     for sequence_id, first in sorted(deactivation.first_invalid_position.items()):
         prefix = prefixes[sequence_id].layer_ids
         run = sorted(invalidated[sequence_id], key=lambda layer: layer.position)
@@ -134,9 +136,11 @@ def plan_pass(
         ):
             chain = [*prefix, *(layer.id for layer in run)]
             passes.append({"sequence_id": str(sequence_id), "from_stage": first, "chain": chain})
+            sizes[prefixes[sequence_id].shard_index] = run[-1].trained_sample_count
     if not passes:
         return None
-    chosen, why = resolve_method(model, method, shape)
+    share = len(deactivation.deleted_sample_ids) / max(1, sum(sizes.values()))
+    chosen, why = resolve_method(model, method, shape, share)
     job, _ = JobRepository.from_session(session).create(
         model_id=model.id,
         kind=JobKind.approximate,

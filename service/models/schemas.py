@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MethodName = Literal[
     "auto",
     "ssd",
+    "ssd_top",
     "iau",
     "finetune",
     "gradient_ascent",
@@ -26,6 +27,7 @@ MethodName = Literal[
     "laf",
     "concept_poisoning",
     "suppress_class",
+    "refit_head",
 ]
 
 
@@ -77,7 +79,7 @@ class ModelCreate(BaseModel):
         description="The approximate pass. `auto`: chosen per request by its shape "
         "(`suppress_class` for a whole class, `ssd` otherwise; the choice and why are in the "
         "job note and the certificate). Classification only: `random_labels`, `salun`, "
-        "`concept_poisoning`, `suppress_class`; regression only: `blindspot`, "
+        "`concept_poisoning`, `suppress_class`, `refit_head`; regression only: `blindspot`, "
         "`gaussian_finetune`; `laf` reads no label.",
     )
     placement: Literal["subject", "sample"] = Field(

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.cli import RUN_WORKERS
 from service.db.engine import make_engine
 from service.db.models import Layer, LayerState
 from service.settings import Settings
@@ -41,15 +42,20 @@ pytestmark = pytest.mark.integration
 TIMEOUT_S = 180
 
 
-#: One process (solo), and two pool children that each build their engine after the fork
-#: (prefork: how one GPU runs several sequence jobs at once).
-POOLS = {"solo": (), "prefork": ("--pool", "prefork", "--concurrency", "2")}
+#: `make run`'s layout (two solo workers: approximate passes, training), and one worker for
+#: both queues with two pool children that each build their engine after the fork (prefork: how
+#: one GPU runs several sequence jobs at once; there the held retrains let the pass go first).
+LAYOUTS = {
+    "make-run": [("--queues", queues, "--name", name) for queues, name in RUN_WORKERS],
+    "prefork": [("--pool", "prefork", "--concurrency", "2")],
+}
 
 
-@pytest.fixture(params=list(POOLS))
+@pytest.fixture(params=list(LAYOUTS))
 def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, Settings]]:
     stack = WorkerStack(tmp_path)
-    stack.worker(*POOLS[request.param])
+    for options in LAYOUTS[request.param]:
+        stack.worker(*options)
     try:
         with TestClient(create_app(stack.settings), raise_server_exceptions=False) as client:
             yield client, stack.settings
@@ -97,6 +103,13 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
     assert after["serving_generation"] >= deletion["serving_generation"]
     assert _ok(client.post("/deletions", json=body, headers=key), 202)["id"] == deletion["id"]
 
+    def finished(deletion_id: str) -> Any:
+        body = _ok(client.get(f"/deletions/{deletion_id}", headers=headers))
+        return body if body["status"] in ("completed", "failed") else None
+
+    # One after the other: a pass edits only layers no other deletion touched since.
+    done = wait_for(functools.partial(finished, deletion["id"]), TIMEOUT_S, "the retrain")
+    assert done["status"] == "completed", done
     subject = _ok(
         client.post(
             "/deletions", json={"model_id": model_id, "subject_id": "bob"}, headers=headers
@@ -104,14 +117,8 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
         202,
     )
     assert subject["counts"]["deleted"] == 2
-
-    def finished(deletion_id: str) -> Any:
-        body = _ok(client.get(f"/deletions/{deletion_id}", headers=headers))
-        return body if body["status"] in ("completed", "failed") else None
-
-    for d in (deletion, subject):
-        done = wait_for(functools.partial(finished, d["id"]), TIMEOUT_S, "the retrain")
-        assert done["status"] == "completed", done
+    done = wait_for(functools.partial(finished, subject["id"]), TIMEOUT_S, "the retrain")
+    assert done["status"] == "completed", done
 
     # The approximate passes ran on the `deletions` queue (served, or overtaken by the retrain)
     # and no payload of a deleted sample is left.
@@ -124,11 +131,30 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
         passes = [j for j in jobs if j["kind"] == "approximate"]
         return passes if all(j["status"] not in ("queued", "running") for j in passes) else None
 
+    # Each pass ran first and served: the request was `approximated` before its retrains
+    # started, and its approximate layers were activated before the exact ones.
     passes = wait_for(passes_done, TIMEOUT_S, "the approximate passes")
-    assert passes and all(j["status"] in ("succeeded", "cancelled") for j in passes), passes
+    assert len(passes) == 2 and all(j["status"] == "succeeded" for j in passes), passes
+    audit = _ok(client.get(f"/models/{model_id}/audit", headers=headers))["entries"]
     for d in (deletion, subject):
+        done = _ok(client.get(f"/deletions/{d['id']}", headers=headers))
+        assert done["approximated_at"] and done["retraining_at"], done
+        assert done["approximated_at"] < done["retraining_at"] < done["completed_at"], done
         certificate = _ok(client.get(f"/deletions/{d['id']}/certificate", headers=headers))
         assert certificate["payloads_deleted"] and certificate["unlearning"] == "exact"
+        assert certificate["layers_approximated"], "the pass served layers"
+        retrains = {str(j) for j in d["jobs"]} - {p["id"] for p in passes}
+        served = [
+            e["seq"]
+            for e in audit
+            if e["action"] == "layers.approximated" and e["payload"]["deletion_id"] == d["id"]
+        ]
+        exact = [
+            e["seq"]
+            for e in audit
+            if e["action"] == "layers.activated" and e["payload"]["job_id"] in retrains
+        ]
+        assert served and exact and max(served) < min(exact), (served, exact)
 
     # Once the parked orders followed (at once here: the stack's restore delay is 0), the
     # retrained model is bitwise the model trained without the deleted samples.

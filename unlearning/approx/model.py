@@ -82,6 +82,11 @@ class PrefixModel(nn.Module):
         """Outputs for ``encoded``. ``bottom``: the plain backbone's hidden states entering layer
         :attr:`depth` for these inputs (``backbone.hidden_at(encoded, depth)``), when the caller
         has them cached; they depend on no adapter, so one copy serves every edit."""
+        out: torch.Tensor = self.head(self.pooled(encoded, bottom))
+        return out
+
+    def pooled(self, encoded: Encoded, bottom: torch.Tensor | None = None) -> torch.Tensor:
+        """What the head reads: the adapted encoder's mean-pooled last hidden states."""
         if bottom is None:
             with torch.no_grad():
                 hidden = self.backbone.hidden_at(encoded, self.depth)
@@ -98,8 +103,7 @@ class PrefixModel(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
-        out: torch.Tensor = self.head(mean_pool(hidden, encoded.attention_mask))
-        return out
+        return mean_pool(hidden, encoded.attention_mask)
 
     def export(self) -> list[StageWeights]:
         """The prefix's stages with the edited adapters, the last one with the edited head."""

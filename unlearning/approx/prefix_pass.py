@@ -28,7 +28,7 @@ from unlearning.approx.saliency import rbm, salun
 from unlearning.approx.sparsity import l1_sparse, prune_then_unlearn
 from unlearning.approx.ssd import authors_order, ssd
 from unlearning.approx.statistics import PassStatistics, data_statistics
-from unlearning.approx.suppression import suppress_classes
+from unlearning.approx.suppression import pooled_features, refit_head, suppress_classes
 from unlearning.s3t.backbone import Backbone, Encoded
 from unlearning.s3t.config import S3TConfig, Task
 from unlearning.s3t.data import TrainingSample
@@ -37,6 +37,7 @@ from unlearning.s3t.weights import StageWeights
 
 class Method(StrEnum):
     ssd = "ssd"
+    ssd_top = "ssd_top"  # SSD on the last stage and the head only
     iau = "iau"
     finetune = "finetune"
     gradient_ascent = "gradient_ascent"
@@ -50,14 +51,26 @@ class Method(StrEnum):
     laf = "laf"
     concept_poisoning = "concept_poisoning"
     suppress_class = "suppress_class"
+    refit_head = "refit_head"
 
 
 #: Methods that need class labels, and those made for regression outputs.
 CLASSIFICATION_ONLY = frozenset(
-    {Method.random_labels, Method.salun, Method.concept_poisoning, Method.suppress_class}
+    {
+        Method.random_labels,
+        Method.salun,
+        Method.concept_poisoning,
+        Method.suppress_class,
+        Method.refit_head,
+    }
 )
 #: Methods that, given the prefix's statistics, read nothing of the retain set.
-READS_STATISTICS = frozenset({Method.ssd, Method.iau, Method.suppress_class})
+READS_STATISTICS = frozenset(
+    {Method.ssd, Method.ssd_top, Method.iau, Method.suppress_class, Method.refit_head}
+)
+#: A random deletion of at least this share of the data is large: ``auto`` then runs SSD on
+#: the top stage only (the forget set's gradient pass grows with it, the retrain shrinks).
+LARGE_SHARE = 0.05
 
 
 class RequestShape(StrEnum):
@@ -68,17 +81,24 @@ class RequestShape(StrEnum):
     whole_class = "whole_class"  # every sample of one class (a class deletion)
 
 
-def choose_method(shape: RequestShape, task: Task) -> tuple[Method, str]:
-    """The ``auto`` method for a request of this shape, and why (for the job note and the
-    certificate). Measured through the service in ``bench/service_passes.py``."""
+def choose_method(shape: RequestShape, task: Task, share: float) -> tuple[Method, str]:
+    """The ``auto`` method for a request of this shape removing this share of the model's
+    samples, and why (for the job note and the certificate). Measured through the service in
+    ``bench/service_passes.py``."""
     if shape is RequestShape.whole_class and task == Task.CLASSIFICATION:
         return Method.suppress_class, (
             "a whole class leaves: its output is suppressed at once (SSD and IAU do not "
             "forget a class; fine-tuning does, at half a retrain)"
         )
+    if share >= LARGE_SHARE:
+        return Method.ssd_top, (
+            f"{shape.value}, {share:.0%} of the samples: SSD on the top stage and the head, "
+            "from the stored importance (a full-depth pass over this many samples costs more "
+            "than 5 % of the retrain)"
+        )
     return Method.ssd, (
-        f"{shape.value}: SSD dampens what the forget set alone drives, from the prefix's "
-        "cached importance (one gradient pass over the forget set)"
+        f"{shape.value}, {share:.1%} of the samples: SSD dampens what the forget set alone "
+        "drives, from the stored importance (one gradient pass over the forget set)"
     )
 
 
@@ -155,10 +175,11 @@ def approximate_stages(
         statistics = statistics.to(backbone.device)
     if retain is None and (statistics is None or method not in READS_STATISTICS):
         raise UnlearningInputError(f"`{method.value}` needs the retain set here")
+    top = len(stages) - 1
     model = PrefixModel(
         backbone,
         stages,
-        editable=range(first_editable, len(stages)),
+        editable=[top] if method is Method.ssd_top else range(first_editable, len(stages)),
         target_modules=config.target_modules,
     )
     if statistics is not None and method in READS_STATISTICS:
@@ -174,7 +195,7 @@ def _run_with(
 ) -> None:
     """Apply ``method`` with its defaults, reading the retain set's part from ``statistics``."""
     match method:
-        case Method.ssd:
+        case Method.ssd | Method.ssd_top:
             ssd(model, forget, data_importance=statistics.importance)
         case Method.iau:
             iau(model, forget, None, data_gradient=statistics.gradient)
@@ -182,6 +203,8 @@ def _run_with(
             forgotten = Counter(int(c) for c in forget.labelled("forget").tolist())
             counts = statistics.class_counts
             suppress_classes(model, forget, {c: n - forgotten[c] for c, n in counts.items()})
+        case Method.refit_head:
+            refit_head(model, forget, statistics.features, statistics.targets)
 
 
 def _run(
@@ -189,13 +212,15 @@ def _run(
 ) -> None:
     """Apply ``method`` with its defaults to ``model`` in place."""
     match method:
-        case Method.ssd:
+        case Method.ssd | Method.ssd_top:
             ssd(model, forget, authors_order(forget, retain))
         case Method.iau:
             iau(model, forget, retain)
         case Method.suppress_class:
             targets = retain.targets if retain.targets is not None else torch.zeros(0)
             suppress_classes(model, forget, Counter(int(c) for c in targets.tolist()))
+        case Method.refit_head:
+            refit_head(model, forget, *pooled_features(model, authors_order(forget, retain)))
         case Method.finetune:
             finetune(model, retain)
         case Method.gradient_ascent:

@@ -41,11 +41,14 @@ class DataGradient:
 @dataclass(frozen=True)
 class PassStatistics:
     """Per trainable parameter of a prefix (all stages editable): SSD's importance on ``D`` (the
-    mean over batches of the squared gradient of the batch-mean loss) and IAU's ``g_D``; with
-    ``D``'s class counts (classification) and the batch size used."""
+    mean over batches of the squared gradient of the batch-mean loss) and IAU's ``g_D``; per
+    sample of ``D`` what the head reads (``features``) and its target; ``D``'s class counts
+    (classification) and the batch size used."""
 
     importance: dict[str, torch.Tensor]
     gradient: DataGradient
+    features: torch.Tensor
+    targets: torch.Tensor
     class_counts: dict[int, int]
     batch_size: int
 
@@ -67,6 +70,8 @@ class PassStatistics:
                 {name: t.to(device) for name, t in self.gradient.gradients.items()},
                 self.gradient.count,
             ),
+            self.features.to(device),
+            self.targets.to(device),
             self.class_counts,
             self.batch_size,
         )
@@ -74,6 +79,7 @@ class PassStatistics:
     def to_bytes(self) -> bytes:
         tensors = {f"importance.{k}": v for k, v in self.importance.items()}
         tensors |= {f"gradient.{k}": v for k, v in self.gradient.gradients.items()}
+        tensors |= {"data.features": self.features, "data.targets": self.targets}
         tensors = {k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())}
         meta = {
             "format": FORMAT,
@@ -91,13 +97,15 @@ class PassStatistics:
         if meta.get("format") != FORMAT:
             raise ValueError(f"not a pass-statistics artifact (format {meta.get('format')!r})")
         tensors = load_safetensors(data)
-        part = {"importance": {}, "gradient": {}}  # type: dict[str, dict[str, torch.Tensor]]
+        part = {"importance": {}, "gradient": {}, "data": {}}  # type: dict[str, dict[str, torch.Tensor]]
         for key, value in tensors.items():
             kind, name = key.split(".", 1)
             part[kind][name] = value
         return cls(
             part["importance"],
             DataGradient(part["gradient"], int(meta["count"])),
+            part["data"]["features"],
+            part["data"]["targets"],
             {int(label): int(n) for label, n in meta["class_counts"]},
             int(meta["batch_size"]),
         )
@@ -116,12 +124,15 @@ def data_statistics(
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     squares = {name: torch.zeros_like(p) for name, p in params.items()}
     gradient = {name: torch.zeros_like(p) for name, p in params.items()}
+    features: list[torch.Tensor] = []
     batches, n = 0, len(data)
     model.eval()
     for batch in data.batches(batch_size):
         model.zero_grad(set_to_none=True)
         assert batch.targets is not None
-        task_loss(model(batch.encoded), batch.targets).backward()  # type: ignore[no-untyped-call]
+        pooled = model.pooled(batch.encoded)  # model(x) is head(pooled(x)): the same graph
+        features.append(pooled.detach())
+        task_loss(model.head(pooled), batch.targets).backward()  # type: ignore[no-untyped-call]
         for name, p in params.items():
             if p.grad is not None:
                 squares[name] += p.grad.detach() ** 2
@@ -134,6 +145,8 @@ def data_statistics(
     return PassStatistics(
         {name: total / batches for name, total in squares.items()},
         DataGradient(gradient, n),
+        torch.cat(features),
+        targets.detach().clone(),
         counts,
         batch_size,
     )

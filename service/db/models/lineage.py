@@ -42,6 +42,7 @@ class UnlearningPolicy(StrEnum):
 
 class ApproximateMethod(StrEnum):
     ssd = "ssd"
+    ssd_top = "ssd_top"
     iau = "iau"
     finetune = "finetune"
     gradient_ascent = "gradient_ascent"
@@ -55,6 +56,7 @@ class ApproximateMethod(StrEnum):
     laf = "laf"
     concept_poisoning = "concept_poisoning"
     suppress_class = "suppress_class"
+    refit_head = "refit_head"
     auto = "auto"  # chosen per request by its shape (unlearning.approx.prefix_pass)
 
 

@@ -60,7 +60,7 @@ def test_a_pass_returns_the_edited_stages_only(
     forget = samples[:4]
     if method is Method.concept_poisoning:  # class unlearning: the forget set is one class
         forget = [s for s in samples if s.target == 0][:4]
-    if method is Method.suppress_class:  # the whole class leaves
+    if method in (Method.suppress_class, Method.refit_head):  # the whole class leaves
         forget = [s for s in samples if s.target == 0]
     retain = [s for s in samples if s not in forget]
     edited = approximate_stages(
