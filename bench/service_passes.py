@@ -299,8 +299,8 @@ class LastChain:
 
 #: Cheap candidates measured next to the pass `auto` picks, on the chain it edited.
 CANDIDATES = {
-    "random": (Method.ssd, Method.ssd_top, Method.iau),
-    "whole_class": (Method.suppress_class, Method.refit_head, Method.ssd_top, Method.finetune),
+    "random": (Method.ssd, Method.iau),
+    "whole_class": (Method.suppress_class, Method.refit_head, Method.ssd, Method.finetune),
 }
 
 

@@ -1,5 +1,5 @@
 """Fast approximate passes: each trained chain's pass statistics are stored (`layer_statistics`),
-and `models.approximate_method` may be `ssd_top`, `suppress_class`, `refit_head` or `auto`
+and `models.approximate_method` may be `suppress_class`, `refit_head` or `auto`
 
 Revision ID: b5c7d9e1f3a4
 Revises: a4b6c8d0e2f3
@@ -31,7 +31,7 @@ BEFORE = (
     "laf",
     "concept_poisoning",
 )
-AFTER = (*BEFORE, "ssd_top", "suppress_class", "refit_head", "auto")
+AFTER = (*BEFORE, "suppress_class", "refit_head", "auto")
 
 
 def _allow(methods: Sequence[str]) -> None:

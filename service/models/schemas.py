@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 MethodName = Literal[
     "auto",
     "ssd",
-    "ssd_top",
     "iau",
     "finetune",
     "gradient_ascent",

@@ -42,7 +42,6 @@ class UnlearningPolicy(StrEnum):
 
 class ApproximateMethod(StrEnum):
     ssd = "ssd"
-    ssd_top = "ssd_top"
     iau = "iau"
     finetune = "finetune"
     gradient_ascent = "gradient_ascent"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 
 from service.db.models import Layer, LayerState, LayerStatistics
 from service.db.repositories.base import Repository
 
-#: While its layer is in one of these states a chain's statistics may still serve a pass: an
-#: active layer for the next deletion, an invalidated one for the pass of the deletion that cut
-#: it. A superseded or discarded layer is never edited again.
-USABLE = (LayerState.active, LayerState.invalidated)
+#: A chain's statistics serve a pass on it while its top layer is active (the next deletion's
+#: pass) or invalidated with nothing served at its stage yet (the pass of the deletion that cut
+#: it). Once a retrain or a pass serves that stage, or the layer was superseded or discarded,
+#: no pass will read them again.
 
 
 class StatisticsRepository(Repository):
@@ -29,13 +30,26 @@ class StatisticsRepository(Repository):
             self.session.flush()
 
     def collect(self, *, limit: int = 100) -> list[str]:
-        """Forget the statistics no pass can use any more (their layer left ``USABLE``); returns
-        the artifacts no remaining row names, for the caller to delete from the store."""
+        """Forget the statistics no pass can read any more (see above); returns the artifacts no
+        remaining row names, for the caller to delete from the store."""
+        replacement = sa.orm.aliased(Layer)
+        replaced = (
+            sa.select(replacement.id)
+            .where(
+                replacement.sequence_id == Layer.sequence_id,
+                replacement.position == Layer.position,
+                replacement.state == LayerState.active,
+            )
+            .exists()
+        )
         stale = list(
             self.session.scalars(
                 sa.select(LayerStatistics)
                 .join(Layer, Layer.id == LayerStatistics.layer_id)
-                .where(Layer.state.not_in(USABLE))
+                .where(
+                    (Layer.state.in_((LayerState.superseded, LayerState.discarded)))
+                    | ((Layer.state == LayerState.invalidated) & replaced)
+                )
                 .limit(limit)
             )
         )

@@ -180,19 +180,10 @@ def test_suppression_refuses_a_forget_set_that_removes_no_class(
 def test_auto_chooses_by_the_request_shape() -> None:
     whole = RequestShape.whole_class
     assert choose_method(whole, Task.CLASSIFICATION, 0.25)[0] is Method.suppress_class
-    assert choose_method(whole, Task.REGRESSION, 0.25)[0] is Method.ssd_top
+    assert choose_method(whole, Task.REGRESSION, 0.25)[0] is Method.ssd
     for shape in (RequestShape.samples, RequestShape.subject):
-        method, why = choose_method(shape, Task.CLASSIFICATION, 0.01)
-        assert method is Method.ssd and why.startswith(shape.value)
-        assert choose_method(shape, Task.REGRESSION, 0.10)[0] is Method.ssd_top
-
-
-def test_ssd_top_edits_the_last_stage_and_the_head_only(stages: list[StageWeights]) -> None:
-    statistics = chain_statistics(tiny_backbone(4), CONFIG, stages, RETAIN + FORGET)
-    edited = _pass(stages, Method.ssd_top, statistics, retain=None)
-    assert len(edited) == 2 and _equal(edited[:1], stages[:1]), "stage 1 is exported as it was"
-    assert not _equal(edited, stages)
-    assert _equal(edited, _pass(stages, Method.ssd_top, None))
+        method, why = choose_method(shape, Task.CLASSIFICATION, 0.10)
+        assert method is Method.ssd and why.startswith(f"{shape.value}, 10.0% of the samples")
 
 
 def test_ssd_defaults_follow_the_authors_scripts() -> None:
