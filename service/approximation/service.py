@@ -8,6 +8,13 @@ the still-valid prefix) and records the results as ``approximate`` layers carryi
 slice versions, linked to the request in ``layer_deletions``. They are served until the exact
 retrain supersedes them; an approximate layer never replaces a valid one.
 
+The method is the request's, or the model's; ``auto`` is chosen here by the request's shape
+(:func:`resolve_method`). A method that reads the chain's stored pass statistics
+(``layer_statistics``, written after training) gets them instead of the retain set, which is
+then never read: they stand for exactly this deletion's forget set plus what remains, which the
+chain check below guarantees. The deletion's retrains wait for the pass (parked, released when
+it ends: ``scheduling.release_held``).
+
 A sequence is passed over (left to the exact retrain) when its chain changed since the
 deletion: a prefix layer was invalidated, a retrain or another pass already serves there, or
 another deletion also touched the edited layers' slices (a pass removes only its own request's
@@ -207,13 +214,12 @@ def read_pass(session: Session, job: Job) -> PassWork:
         if reason:
             skipped.append(f"sequence {sequence.index} of its shard: {reason}")
             continue
-        lineage = LineageRepository.from_session(session)
         cached = StatisticsRepository.from_session(session).of(chain[-1])
         statistics = cached if cached and Method(job.params["method"]) in READS_STATISTICS else None
         work = read_sequence_job(session, sequence.id, from_stage, with_samples=statistics is None)
         spec = work.spec
         order = slice_indices(session, sequence)
-        refs = lineage.artifact_refs(chain)
+        refs = LineageRepository.from_session(session).artifact_refs(chain)
         forget = [
             training_sample(model, sample, payload, work.key.shard, order[sample.slice_id])
             for sample, payload in rows

@@ -10,6 +10,8 @@
 3. Record: the trained stages become layers (state ``training``, not served) in one
    transaction; a second, short one locks the model, activates them if their slice versions
    are still current, and :func:`~service.training.scheduling.settle` decides the rest.
+4. Under an approximate policy, the pass statistics of the chain just served are computed and
+   stored (:func:`keep_statistics`); the layers never wait for them.
 
 A failure is recorded on the job (``failed`` with the error, waiting deletions ``failed`` too)
 before it propagates, so Celery's retry policy still applies.

@@ -9,7 +9,9 @@
   invalidated orders are parked while the shard serves at full depth, absorbing later deletions,
   and follow at low priority once the shard has been quiet for a while (:func:`release_due`) or
   as soon as the shard needs one of them. A retrain's message waits a short window, so that
-  deletions arriving meanwhile join it.
+  deletions arriving meanwhile join it. A deletion with an approximate pass holds its new
+  retrains until the pass ends (:func:`hold_for_pass`, :func:`release_held`), so the pass
+  serves first.
 - :func:`settle` runs in the transaction that records a job's outcome: a job whose layers were
   discarded (their slices lost a sample meanwhile) hands its waiting deletions to the sequence's
   follow-up job; deletions whose jobs are all done complete (or fail); a parent job and its
