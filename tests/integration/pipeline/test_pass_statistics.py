@@ -20,7 +20,14 @@ from service.db.repositories import StatisticsRepository
 from service.housekeeping import housekeep
 from service.settings import Settings
 from service.training.service import read_sequence_job
-from tests.integration.api import Api, InProcessWorker, samples, trained_model
+from tests.integration.api import (
+    Api,
+    InProcessWorker,
+    active_digests,
+    samples,
+    trained_model,
+    trained_without,
+)
 from unlearning.approx.prefix_pass import (
     Method,
     approximate_stages,
@@ -28,6 +35,7 @@ from unlearning.approx.prefix_pass import (
     examples_of,
 )
 from unlearning.artifacts import artifact_ref
+from unlearning.sharding import assign
 
 pytestmark = pytest.mark.integration
 N_SAMPLES = 24
@@ -169,4 +177,31 @@ def test_a_pass_without_statistics_computes_them_from_the_data(
     assert [e["payload"]["statistics"] for e in audit if e["action"] == "layers.approximated"]
     assert all(
         e["payload"]["statistics"] is None for e in audit if e["action"] == "layers.approximated"
+    )
+
+
+def test_statistics_are_never_read_across_slice_versions(api: Api, worker: InProcessWorker) -> None:
+    """A second deletion on the same slices before the first one's pass: the chain's data is no
+    longer the first forget set plus what remains, so that pass leaves the chain to the exact
+    retrain and reads no statistics (nor does the second: its chain is already cut)."""
+    rows = samples(N_SAMPLES)
+    model_id = trained_model(api, worker, rows, {**APPROXIMATE, "placement": "sample"})
+    model = api.ok(api.get(f"/models/{model_id}"))
+    shard_of = {r["external_id"]: assign(model_id, r["external_id"], 2, 2) for r in rows}
+    first = "s003"
+    second = next(
+        e for e, placed in shard_of.items() if e != first and placed == shard_of[first]
+    )  # the same shard and slice
+    one = api.ok(api.delete(model_id, sample_ids=[first]), 202)
+    two = api.ok(api.delete(model_id, sample_ids=[second]), 202)
+    worker.approximate()
+    jobs = [api.ok(api.get(f"/jobs/{j}")) for d in (one, two) for j in d["jobs"]]
+    passes = [j for j in jobs if j["kind"] == "approximate"]
+    assert passes and all(j["status"] == "cancelled" for j in passes), passes
+    assert any("another deletion also touched" in (j["error"] or "") for j in passes)
+    audit = api.ok(api.get(f"/models/{model_id}/audit"))["entries"]
+    assert not [e for e in audit if e["action"] == "layers.approximated"]
+    worker.drain()
+    assert active_digests(worker, model_id) == trained_without(
+        worker.engine, model, rows, {first, second}
     )
