@@ -30,7 +30,6 @@ on a shared 2-core machine with one torch thread.
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import os
@@ -51,6 +50,8 @@ from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from approximate import load_split  # noqa: E402
 
 from service.app import create_app  # noqa: E402
 from service.approximation import jobs as approximate_jobs  # noqa: E402
@@ -82,22 +83,10 @@ from unlearning.s3t.weights import StageWeights  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
 OUTPUT = ROOT / "bench" / "results-service-passes.json"
-Rows = list[tuple[str, str]]
 
 
 def log(message: str) -> None:
     print(f"[service-passes] {message}", file=sys.stderr, flush=True)
-
-
-def load_split(path: Path, limit: int, seed: int) -> Rows:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = [
-            (r[0], r[1])
-            for r in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if len(r) == 2
-        ]
-    random.Random(seed).shuffle(rows)
-    return rows[:limit]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
