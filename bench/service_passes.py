@@ -403,6 +403,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         {"label": names[forgotten_class], "path": "approximate"},
                         expect=202,
                     )
+                # Before the pass: once it serves, housekeeping may collect the statistics.
+                chain = LastChain(service)
                 pass_s, note = service.run_pass()
                 status = service.call("GET", f"/deletions/{deletion['id']}")["status"]
                 method = note.split()[1]
@@ -412,9 +414,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     TrainingSample(f"agnews-{i:05d}", 0, 0, train[i][0], int(train_labels[i]))
                     for i in forget
                 ]
-                chain = LastChain(service)
                 _, from_data_s = chain.run(Method(method), forgotten, from_data=True)
-                candidates = {}
+                # The untouched chain: what serving the invalidated layers again would score.
+                candidates = {
+                    "none (the chain as trained)": (chain.scores(chain.stages, texts, labels), 0.0)
+                }
                 for candidate in CANDIDATES["random" if forgotten_class is None else name]:
                     edited, seconds = chain.run(candidate, forgotten, from_data=False)
                     candidates[candidate.value] = (chain.scores(edited, texts, labels), seconds)
