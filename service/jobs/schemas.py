@@ -22,7 +22,10 @@ class JobPublic(BaseModel):
     progress: float = Field(description="stages_done / stages_total, 0..1")
     eta_s: float | None = Field(description="Seconds left at the pace so far, while running.")
     attempts: int
-    error: str | None
+    error: str | None = Field(
+        description="Why it failed; or a note (what was discarded or skipped; an approximate "
+        "pass's method and why it was chosen)."
+    )
     children: int = Field(description="Per-sequence jobs of a model-wide training job.")
     compute_profile: str = Field(description="The model's: only its workers run the job.")
     parked: str | None = Field(

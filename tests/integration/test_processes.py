@@ -111,9 +111,10 @@ def test_bad_configuration_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert "invalid configuration" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_run_starts_a_worker_and_the_demo_on_embedded_defaults(tmp_path: Path) -> None:
+def test_run_starts_its_workers_and_the_demo_on_embedded_defaults(tmp_path: Path) -> None:
     """`make run`'s command with no servers: the demo trains on the worker, then a deletion
-    is deactivated at once and completed by the worker's retrain."""
+    with an approximate pass is deactivated at once, approximated by the passes worker before
+    its retrain starts, and completed by the training worker's retrain."""
     env = {
         "UNLEARN_DATA_DIR": str(tmp_path),
         "UNLEARN_BACKBONE_PATH": str(save_tiny_backbone(tmp_path / "tiny")),
@@ -140,12 +141,14 @@ def test_run_starts_a_worker_and_the_demo_on_embedded_defaults(tmp_path: Path) -
         assert predicted.status_code == 200 and predicted.json()["predictions"][0]["label"]
         deletion = httpx.post(
             f"{base}/deletions",
-            json={"model_id": demo["model_id"], "subject_id": "user-07"},
+            json={"model_id": demo["model_id"], "subject_id": "user-07", "method": "auto"},
             headers=headers,
         ).json()
         assert deletion["status"] == "deactivated" and deletion["counts"]["deleted"] == 10
         url = f"{base}/deletions/{deletion['id']}"
         wait_for(lambda: status(url) == "completed", 180, "the deletion to complete")
+        done = httpx.get(url, headers=headers).json()
+        assert done["approximated_at"] and done["approximated_at"] < done["retraining_at"], done
     finally:
         output = stop(process)
     assert "Traceback" not in output, output[-3000:]
