@@ -221,9 +221,10 @@ def test_a_method_that_does_not_fit_the_model_is_a_422(api: Api) -> None:
     assert response.status_code == 422
 
 
-#: Suppression forgets whole classes only: tests/integration/pipeline/test_api_class_deletions.py.
+#: These forget whole classes only: tests/integration/pipeline/test_api_class_deletions.py.
+WHOLE_CLASSES = {Method.suppress_class, Method.refit_head}
 CLASSIFICATION_METHODS = [
-    m for m in Method if unfit(m, Task.CLASSIFICATION) is None and m is not Method.suppress_class
+    m for m in Method if unfit(m, Task.CLASSIFICATION) is None and m not in WHOLE_CLASSES
 ]
 
 

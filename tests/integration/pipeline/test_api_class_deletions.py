@@ -42,7 +42,7 @@ def test_the_exact_path_deletes_every_sample_of_the_class(
     assert "no live sample" in problem(again, 409)["detail"]
 
 
-@pytest.mark.parametrize("method", [None, "concept_poisoning"])
+@pytest.mark.parametrize("method", [None, "concept_poisoning", "refit_head"])
 def test_the_approximate_path_runs_the_class_method_first(
     api: Api, worker: InProcessWorker, method: str | None
 ) -> None:
