@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 #: The approximate methods (unlearning.approx.prefix_pass.Method), for the OpenAPI document,
 #: and `auto`: chosen per request by its shape (prefix_pass.choose_method).
@@ -132,8 +132,9 @@ class SampleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     external_id: str = Field(min_length=1, max_length=255)
-    label: Annotated[str, Field(max_length=200)] | float = Field(
-        description="A class name, or the target of a regression model."
+    # Strict numbers: `1` stays a class index (lax parsing made it 1.0) and `true` is refused.
+    label: Annotated[str, Field(max_length=200)] | StrictInt | StrictFloat = Field(
+        description="A class name or its index, or the target of a regression model."
     )
     text: str | None = Field(None, max_length=MAX_TEXT, description="At most 100,000 characters.")
     features: list[float] | None = Field(None, max_length=10_000)
@@ -251,12 +252,19 @@ class ModelStatusPublic(BaseModel):
     )
 
 
+def _not_blank(text: str) -> str:
+    """As for a sample's text: a text of whitespace alone says nothing to predict from."""
+    if not text.strip():
+        raise ValueError("a text must not be blank")
+    return text
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[Annotated[str, Field(min_length=1, max_length=10_000)]] = Field(
-        min_length=1, max_length=256
-    )
+    texts: list[
+        Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(_not_blank)]
+    ] = Field(min_length=1, max_length=256)
 
 
 class PredictionOut(BaseModel):

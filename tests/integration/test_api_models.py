@@ -71,7 +71,29 @@ def test_samples_are_stored_and_bad_rows_reported(client: TestClient, keys: dict
     assert result["stored"] == 2
     assert [(e["row"], e["external_id"]) for e in result["errors"]] == [(1, "n2"), (2, "n1")]
     assert all(e["type"].startswith("https://") and e["detail"] for e in result["errors"])
+    assert "appears twice in this batch (first at row 0)" in result["errors"][1]["detail"]
     again = client.post(url, json={"samples": rows[:1]}, headers=auth(keys["a"])).json()
     assert again["stored"] == 0 and "already registered" in again["errors"][0]["detail"]
     problem(client.post(url, json={"samples": rows}, headers=auth(keys["b"])), 404)
     problem(client.post(url, json={"samples": []}, headers=auth(keys["a"])), 422)
+
+
+def test_rough_edges_of_sample_rows_are_answered_row_by_row(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    """A label index is a label; NUL characters are a bad row, not a failed batch."""
+    model = client.post("/models", json=MODEL, headers=auth(keys["a"])).json()
+    url = f"/models/{model['id']}/samples"
+    rows = [
+        {"external_id": "i1", "label": 1, "text": "cup final"},
+        {"external_id": "i2", "label": 1.0, "text": "cup final"},
+        {"external_id": "i3", "label": "sports", "text": "cup\x00final"},
+        {"external_id": "i4", "label": "business", "text": "stocks"},
+    ]
+    result = client.post(url, json={"samples": rows}, headers=auth(keys["a"])).json()
+    assert result["stored"] == 2, result
+    assert [(e["row"], e["external_id"]) for e in result["errors"]] == [(1, "i2"), (2, "i3")]
+    assert "NUL characters" in result["errors"][1]["detail"]
+    boolean = [{"external_id": "b1", "label": True, "text": "cup final"}]
+    refused = problem(client.post(url, json={"samples": boolean}, headers=auth(keys["a"])), 422)
+    assert "label" in str(refused)

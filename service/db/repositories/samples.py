@@ -64,6 +64,10 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
 
 
 def _validate(model: Model, row: NewSample) -> _Validated:
+    for name in ("external_id", "subject_id", "text"):
+        value = getattr(row, name)
+        if isinstance(value, str) and "\x00" in value:  # no database stores it in text
+            raise InvalidSampleError(f"`{name}` must not contain NUL characters")
     if not isinstance(row.external_id, str) or not row.external_id.strip():
         raise InvalidSampleError("`external_id` must be a non-empty string")
     if len(row.external_id) > MAX_EXTERNAL_ID_LENGTH:
@@ -120,18 +124,23 @@ class SampleRepository(Repository):
         result = BulkResult()
         placements = self._slice_ids(model.id)
         accepted: list[tuple[NewSample, _Validated]] = []
-        seen: set[str] = set()
+        seen: dict[str, int] = {}  # external id -> its row in this batch
         existing = self._existing_ids(model.id, [r.external_id for r in rows])
         for i, row in enumerate(rows):
             try:
                 validated = _validate(model, row)
-                if row.external_id in existing or row.external_id in seen:
+                if row.external_id in existing:
                     raise DuplicateSampleError(f"sample {row.external_id!r} is already registered")
+                if row.external_id in seen:
+                    raise DuplicateSampleError(
+                        f"sample {row.external_id!r} appears twice in this batch "
+                        f"(first at row {seen[row.external_id]})"
+                    )
             except DomainError as error:
                 ext = row.external_id if isinstance(row.external_id, str) else None
                 result.errors.append(RowError(i, ext, error))
                 continue
-            seen.add(row.external_id)
+            seen[row.external_id] = i
             accepted.append((row, validated))
 
         samples = []

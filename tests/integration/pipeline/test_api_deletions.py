@@ -44,6 +44,8 @@ def test_delete_deactivates_at_once_and_the_retrain_is_exact(
     before = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good thing", "bad"]}))
     assert len(before["predictions"]) == 2 and len(before["shards"]) == 2
     assert before["predictions"][0]["label"] in ("neg", "pos")
+    blank = api.post(f"/models/{model_id}/predict", {"texts": ["good", "  \n"]})
+    assert "must not be blank" in str(problem(blank, 422)), "as for a sample's text"
 
     response = api.delete(model_id, sample_ids=["s003", "s010"])
     deletion = api.ok(response, 202)
