@@ -28,7 +28,12 @@ from unlearning.approx.saliency import rbm, salun
 from unlearning.approx.sparsity import l1_sparse, prune_then_unlearn
 from unlearning.approx.ssd import authors_order, ssd
 from unlearning.approx.statistics import PassStatistics, data_statistics
-from unlearning.approx.suppression import pooled_features, refit_head, suppress_classes
+from unlearning.approx.suppression import (
+    pooled_features,
+    refit_head,
+    remaining_counts,
+    suppress_classes,
+)
 from unlearning.s3t.backbone import Backbone, Encoded
 from unlearning.s3t.config import S3TConfig, Task
 from unlearning.s3t.data import TrainingSample
@@ -188,9 +193,7 @@ def _run_with(
         case Method.iau:
             iau(model, forget, None, data_gradient=statistics.gradient)
         case Method.suppress_class:
-            forgotten = Counter(int(c) for c in forget.labelled("forget").tolist())
-            counts = statistics.class_counts
-            suppress_classes(model, forget, {c: n - forgotten[c] for c, n in counts.items()})
+            suppress_classes(model, forget, remaining_counts(statistics.targets, forget))
         case Method.refit_head:
             refit_head(model, forget, statistics.features, statistics.targets)
 

@@ -42,19 +42,24 @@ class DataGradient:
 class PassStatistics:
     """Per trainable parameter of a prefix (all stages editable): SSD's importance on ``D`` (the
     mean over batches of the squared gradient of the batch-mean loss) and IAU's ``g_D``; per
-    sample of ``D`` what the head reads (``features``) and its target; ``D``'s class counts
-    (classification) and the batch size used."""
+    sample of ``D`` what the head reads (``features``) and its target; the batch size used."""
 
     importance: dict[str, torch.Tensor]
     gradient: DataGradient
     features: torch.Tensor
     targets: torch.Tensor
-    class_counts: dict[int, int]
     batch_size: int
 
     @property
     def count(self) -> int:
         return self.gradient.count
+
+    @property
+    def class_counts(self) -> dict[int, int]:
+        """``D``'s samples per class (none for regression targets)."""
+        if self.targets.is_floating_point():
+            return {}
+        return dict(sorted(Counter(int(t) for t in self.targets.tolist()).items()))
 
     def check_count(self, forget: int) -> None:
         """The statistics can stand for ``forget`` samples plus the rest only if larger."""
@@ -72,7 +77,6 @@ class PassStatistics:
             ),
             self.features.to(device),
             self.targets.to(device),
-            self.class_counts,
             self.batch_size,
         )
 
@@ -81,12 +85,7 @@ class PassStatistics:
         tensors |= {f"gradient.{k}": v for k, v in self.gradient.gradients.items()}
         tensors |= {"data.features": self.features, "data.targets": self.targets}
         tensors = {k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())}
-        meta = {
-            "format": FORMAT,
-            "count": self.count,
-            "batch_size": self.batch_size,
-            "class_counts": sorted(self.class_counts.items()),
-        }
+        meta = {"format": FORMAT, "count": self.count, "batch_size": self.batch_size}
         # One metadata key, so the bytes (and the content address) depend on the values alone.
         return bytes(save_safetensors(tensors, metadata={"stats": json.dumps(meta)}))
 
@@ -106,7 +105,6 @@ class PassStatistics:
             DataGradient(part["gradient"], int(meta["count"])),
             part["data"]["features"],
             part["data"]["targets"],
-            {int(label): int(n) for label, n in meta["class_counts"]},
             int(meta["batch_size"]),
         )
 
@@ -139,14 +137,10 @@ def data_statistics(
                 gradient[name] += p.grad.detach() * (len(batch) / n)
         batches += 1
     model.zero_grad(set_to_none=True)
-    counts: dict[int, int] = {}
-    if not targets.is_floating_point():
-        counts = dict(sorted(Counter(int(t) for t in targets.tolist()).items()))
     return PassStatistics(
         {name: total / batches for name, total in squares.items()},
         DataGradient(gradient, n),
         torch.cat(features),
         targets.detach().clone(),
-        counts,
         batch_size,
     )

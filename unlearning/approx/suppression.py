@@ -60,6 +60,14 @@ class RefitConfig:
             raise ValueError("`lr` must be positive")
 
 
+def remaining_counts(targets: torch.Tensor, forget: Examples) -> Counter[int]:
+    """Per class, the samples of the training data (``targets``, forget set included) that stay
+    once ``forget`` leaves."""
+    counts = Counter(int(c) for c in targets.tolist())
+    counts.subtract(Counter(int(c) for c in forget.labelled("forget").tolist()))
+    return counts
+
+
 def removed_classes(forget: Examples, remaining: Mapping[int, int]) -> list[int]:
     """The classes of the forget set that no remaining training sample has."""
     labels = forget.labelled("forget")
@@ -115,9 +123,7 @@ def refit_head(
     labels = forget.labelled("forget")
     if labels.is_floating_point():
         raise UnlearningInputError("a head refit needs class labels")
-    counts = Counter(int(c) for c in targets.tolist())
-    counts.subtract(Counter(int(c) for c in labels.tolist()))
-    classes = removed_classes(forget, counts)
+    classes = removed_classes(forget, remaining_counts(targets, forget))
     if not classes or {int(c) for c in labels.tolist()} - set(classes):
         raise UnlearningInputError("a head refit needs a forget set of whole classes")
     head = model.head

@@ -198,10 +198,11 @@ class LayerSliceVersion(Base):
 
 
 class LayerStatistics(CreatedAt, Base):
-    """The pass statistics (SSD's importance, IAU's gradient, class counts) of the chain that ends
-    at a sequence's last-stage layer, over the data it was trained on: an artifact, computed after
-    training. Valid for a deletion while only that deletion's samples left the chain's slices
-    (checked by the pass); collected once the layer is superseded or discarded."""
+    """The pass statistics (SSD's importance, IAU's gradient, the head's features and targets) of
+    the chain that ends at a sequence's last-stage layer, over the data it was trained on: an
+    artifact, computed after training. Valid for a deletion while only that deletion's samples
+    left the chain's slices (checked by the pass); collected once no pass can read them
+    (``StatisticsRepository.collect``)."""
 
     __tablename__ = "layer_statistics"
 
