@@ -7,8 +7,9 @@ the target waits behind it. For ``--duration`` seconds, ``--deleters`` threads (
 own app key, within the per-key write limit) send single-sample deletions at ``--rate`` each,
 while ``--predictors`` threads predict without pause. Reports the requests sent, the 202's
 p50/p99/max, deletion errors by status, predictions failed by status and their latency, stale
-predictions (answered at a generation older than a deletion whose 202 had arrived before they
-were sent), and the training queue before and after.
+predictions (that used a layer a deletion had invalidated whose 202 had arrived before they
+were sent: layer ids from the answers, invalidated layers from the certificates), the training
+queue before and after, and the statements each kind of 202 costs (``deletion_statements.py``).
 
 Usage: ``python bench/load.py [--duration 60 --deleters 4 --rate 2 --predictors 2]``.
 """
@@ -37,6 +38,8 @@ from deletion_latency import (
     summary_ms,
     wait,
 )
+from deletion_statements import measure
+from freshness import Deleted, invalidated_layers, stale
 
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Role
@@ -60,7 +63,7 @@ class Deleter(threading.Thread):
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         self.model_id, self.ids, self.period = model_id, ids, 1 / rate
-        self.records: list[tuple[float, float, int, int | None]] = []
+        self.records: list[tuple[float, float, int, str | None]] = []  # (.., deletion id)
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -76,10 +79,10 @@ class Deleter(threading.Thread):
                     "/deletions", json={"model_id": self.model_id, "sample_ids": [external_id]}
                 )
                 code = response.status_code
-                generation = response.json().get("serving_generation") if code == 202 else None
+                deletion_id = response.json().get("id") if code == 202 else None
             except httpx.HTTPError:
-                code, generation = 0, None
-            self.records.append((sent, time.monotonic(), code, generation))
+                code, deletion_id = 0, None
+            self.records.append((sent, time.monotonic(), code, deletion_id))
 
 
 def train(client: httpx.Client, body: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -119,7 +122,9 @@ def main() -> None:
         "batch_size": 16,
         "max_length": 32,
     }
-    print(json.dumps(on_a_stack(run, rows, body, args), indent=2))
+    result = on_a_stack(run, rows, body, args)
+    result["statements_per_202"] = measure("postgresql")
+    print(json.dumps(result, indent=2))
 
 
 def run(
@@ -161,22 +166,23 @@ def run(
 
     deletions = [r for d in deleters for r in d.records]
     predictions = [r for p in predictors for r in p.records]
-    accepted = sorted((done, g) for _, done, code, g in deletions if code == 202 and g is not None)
-    stale = 0
-    for sent, _, code, generation in predictions:
-        if code == 200 and generation is not None:
-            floor = max((g for at, g in accepted if at <= sent), default=0)
-            stale += generation < floor
-
-    def by_status(records: list[tuple[float, float, int, int | None]], ok: int) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _, _, code, _ in records:
-            if code != ok:
-                counts[str(code)] = counts.get(str(code), 0) + 1
-        return counts
-
+    # No prediction sent after a 202 may use a layer that deletion invalidated.
+    accepted = [
+        Deleted(done, invalidated_layers(client, d))
+        for _, done, code, d in deletions
+        if code == 202 and d is not None
+    ]
+    stale_count = stale(predictions, accepted)
+    failed_predictions: dict[str, int] = {}
+    for r in predictions:
+        if r.status != 200:
+            failed_predictions[str(r.status)] = failed_predictions.get(str(r.status), 0) + 1
+    deletion_errors: dict[str, int] = {}
+    for _, _, code, _ in deletions:
+        if code != 202:
+            deletion_errors[str(code)] = deletion_errors.get(str(code), 0) + 1
     answers = [done - sent for sent, done, code, _ in deletions if code == 202]
-    latencies = [done - sent for sent, done, code, _ in predictions if code == 200]
+    latencies = [r.done - r.sent for r in predictions if r.status == 200]
     return {
         "benchmark": "load",
         "setup": {
@@ -195,12 +201,12 @@ def run(
         "deletion_202": {
             "sent": len(deletions),
             **summary_ms(answers),
-            "errors": by_status(deletions, 202),
+            "errors": deletion_errors,
         },
         "predictions": {
             "count": len(predictions),
-            "failed": by_status(predictions, 200),
-            "stale_after_202": stale,
+            "failed": failed_predictions,
+            "stale_after_202": stale_count,
             **summary_ms(latencies),
         },
         "backlog": {

@@ -1,5 +1,11 @@
 """A cap on request bodies: anything larger is refused with a 413 problem before the app reads
-it (by its Content-Length, or, for a body without one, while buffering it up to the cap)."""
+it (by its Content-Length, or, for a body without one, while buffering it up to the cap).
+
+Before the 413 goes out the rest of the body is read and dropped (up to :data:`DRAIN_FACTOR`
+times the cap; the server reads nothing more once a response is complete): a client that sends
+its whole body before reading the answer, as most do, then gets the 413 instead of a connection
+reset, which closing on unread data causes. A client that asked ``Expect: 100-continue`` sent
+no body yet and gets the 413 at once."""
 
 from __future__ import annotations
 
@@ -8,6 +14,10 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+
+
+#: How much of a refused body is read and dropped, in multiples of the cap.
+DRAIN_FACTOR = 16
 
 
 class BodySizeLimit:
@@ -19,9 +29,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
         if declared is not None:
             if declared.isdigit() and int(declared) > self.max_bytes:
+                if headers.get(b"expect", b"").lower() != b"100-continue":
+                    await self._drain(receive, 0)
                 await self._refuse(send)
                 return
             await self.app(scope, receive, send)
@@ -35,6 +48,8 @@ class BodySizeLimit:
                 break
             size += len(message.get("body", b""))
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await self._drain(receive, size)
                 await self._refuse(send)
                 return
             if not message.get("more_body", False):
@@ -44,6 +59,16 @@ class BodySizeLimit:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Receive, size: int) -> None:
+        """Read and drop the rest of a refused body, up to the bound."""
+        while size <= self.max_bytes * DRAIN_FACTOR:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _refuse(self, send: Send) -> None:
         payload = json.dumps(

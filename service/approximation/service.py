@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -38,7 +39,6 @@ from service.db.models import (
     DeletionStatus,
     Job,
     JobKind,
-    Layer,
     LayerState,
     Model,
     Sample,
@@ -56,7 +56,12 @@ from service.db.repositories import (
     SampleRepository,
     StatisticsRepository,
 )
-from service.db.repositories.lineage import Activation, Deactivation
+from service.db.repositories.lineage import (
+    Activation,
+    Deactivation,
+    InvalidatedLayer,
+    Prefix,
+)
 from service.errors import InvalidInputError
 from service.training import scheduling
 from service.training.service import read_sequence_job, slice_indices, training_sample
@@ -122,13 +127,13 @@ def plan_pass(
     deactivation: Deactivation,
     method: ApproximateMethod,
     shape: RequestShape,
+    prefixes: Mapping[uuid.UUID, Prefix],
 ) -> Job | None:
     """Queue the request's approximate job over every sequence whose chain it cut: the valid
-    prefix 1..k-1 followed by the layers it invalidated at k..L. None when there is none."""
-    lineage = LineageRepository.from_session(session)
-    prefixes = {p.sequence_id: p for p in lineage.prefixes(model.id)}
-    invalidated: dict[uuid.UUID, list[Layer]] = defaultdict(list)
-    for layer in lineage.by_ids(deactivation.invalidated_layer_ids).values():
+    prefix 1..k-1 followed by the layers it invalidated at k..L. None when there is none.
+    ``prefixes``: the valid prefixes of the deletion's shards after it, by sequence."""
+    invalidated: dict[uuid.UUID, list[InvalidatedLayer]] = defaultdict(list)
+    for layer in deactivation.invalidated:
         invalidated[layer.sequence_id].append(layer)
     passes = []
     sizes: dict[int, int] = {}  # per shard with a pass: the samples its chain trained on
@@ -148,7 +153,7 @@ def plan_pass(
         return None
     share = len(deactivation.deleted_sample_ids) / max(1, sum(sizes.values()))
     chosen, why = resolve_method(model, method, shape, share)
-    job, _ = JobRepository.from_session(session).create(
+    job = JobRepository.from_session(session).new(
         model_id=model.id,
         kind=JobKind.approximate,
         stages_total=len(passes),
@@ -160,7 +165,7 @@ def plan_pass(
         },
     )
     scheduling.enqueue(session, job)
-    DeletionRepository.from_session(session).link_job(request, job.id)
+    DeletionRepository.from_session(session).link_new_jobs(request, {job.id})
     return job
 
 

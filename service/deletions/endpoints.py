@@ -12,7 +12,7 @@ from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import problem_responses
 from service.api.ratelimit import WriterKey
 from service.approximation.service import ApproximationSettings
-from service.db.models import DeletionRequest, DeletionStatus
+from service.db.models import DeletionStatus
 from service.deletions import service
 from service.deletions.schemas import (
     ClassDeletionCreate,
@@ -53,7 +53,7 @@ def create_deletion(
     on no prediction uses a layer that saw them. Their retraining continues in the background;
     poll the `Location`.
     """
-    deletion, _ = service.request_deletion(
+    accepted = service.request_deletion(
         session,
         key.tenant_id,
         body,
@@ -62,7 +62,7 @@ def create_deletion(
         approximation=_approximation(settings),
         retrain=settings.retrain_policy,
     )
-    return _accepted(session, request, response, deletion)
+    return _accepted(session, request, response, accepted)
 
 
 @class_router.post(
@@ -80,7 +80,7 @@ def create_class_deletion(
 ) -> DeletionPublic:
     """Every live sample of one class leaves the model: one deletion request (202, as for
     `POST /deletions`); on the `approximate` path a class-unlearning pass runs first."""
-    deletion, _ = service.request_class_deletion(
+    accepted = service.request_class_deletion(
         session,
         key.tenant_id,
         model_id,
@@ -90,7 +90,7 @@ def create_class_deletion(
         approximation=_approximation(settings),
         retrain=settings.retrain_policy,
     )
-    return _accepted(session, request, response, deletion)
+    return _accepted(session, request, response, accepted)
 
 
 def _approximation(settings: Settings) -> ApproximationSettings:
@@ -102,13 +102,13 @@ def _approximation(settings: Settings) -> ApproximationSettings:
 
 
 def _accepted(
-    session: SessionDep, request: Request, response: Response, deletion: DeletionRequest
+    session: SessionDep, request: Request, response: Response, accepted: service.Accepted
 ) -> DeletionPublic:
     """Commit, wake the relay for the queued jobs, and point at the request."""
-    public = service.deletion_public(session, deletion)
+    public = service.accepted_public(session, accepted)
     session.commit()
     request.app.state.relay.wake()
-    response.headers["Location"] = f"/deletions/{deletion.id}"
+    response.headers["Location"] = f"/deletions/{accepted.request.id}"
     return public
 
 

@@ -74,14 +74,25 @@ class DeletionCounts(BaseModel):
     unknown: int
 
 
+SubjectOutcome = Literal["deleted", "already_deleted", "unknown"]
+
+
 class DeletionPublic(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     id: uuid.UUID
     model_id: uuid.UUID
     status: str = Field(description="received, deactivated, retraining, completed or failed")
-    partial: bool = Field(description="Some ids matched no sample; see `unknown_ids`.")
+    partial: bool = Field(
+        description="Some ids matched no sample (see `unknown_ids`), or the subject is unknown."
+    )
     unknown_ids: list[str]
+    subject: SubjectOutcome | None = Field(
+        None,
+        description="For a `subject_id` request: `deleted` (its live samples were), "
+        "`already_deleted` (an earlier request deleted them; nothing was left) or `unknown` "
+        "(the model never held a sample of this subject: nothing was deleted). None otherwise.",
+    )
     counts: DeletionCounts
     failure_reason: str | None
     serving_generation: int | None = Field(

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
@@ -28,8 +29,8 @@ from service.db.models import (
     DeletionRequest,
     DeletionStatus,
     ItemOutcome,
+    Job,
     LayerState,
-    Sample,
 )
 from service.db.models.base import utcnow
 from service.db.repositories import (
@@ -50,11 +51,23 @@ from service.deletions.schemas import (
     DeletionCreate,
     DeletionPage,
     DeletionPublic,
+    SubjectOutcome,
 )
 from service.errors import ConflictError, InvalidInputError
 from service.models.schemas import MethodName
 from service.training import scheduling
 from unlearning.approx.prefix_pass import RequestShape
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A deletion request as the 202 reports it: built from what the transaction wrote, so
+    answering reads nothing back; a replayed Idempotency-Key (``created`` False) is read."""
+
+    request: DeletionRequest
+    created: bool
+    unknown_ids: list[str] = field(default_factory=list)
+    job_ids: list[uuid.UUID] = field(default_factory=list)
 
 
 def request_deletion(
@@ -67,79 +80,106 @@ def request_deletion(
     approximation: ApproximationSettings | None = None,
     retrain: scheduling.RetrainPolicy | None = None,
     shape: RequestShape | None = None,
-) -> tuple[DeletionRequest, bool]:
-    """Record and carry out a deletion; (the earlier request, False) for a repeated key.
+) -> Accepted:
+    """Record and carry out a deletion in one lean transaction; a repeated key is the earlier
+    request (``created`` False).
+
+    The model row is locked first, so every read below sees the deletions committed before
+    this one and none can commit in between (two requests for one sample: the second finds it
+    deleted). Then set-based statements: the samples marked (``UPDATE … RETURNING``), their
+    slices' versions and their layers' states moved, the generation bumped; the request, its
+    items, jobs, links and outbox messages go in one flush, batched per table.
 
     Under an approximate policy (the model's ``unlearning_policy``) the payloads are kept for
     the approximate pass, queued here too, until it reads them or the deadline passes; the
     deletion's retrains wait for the pass (at most ``approximation.head_start_s``). ``shape``
     (what the request removes) picks the method of ``auto``; by default samples or a subject."""
     approximation = approximation or ApproximationSettings()
-    model = ModelRepository.from_session(session).get(body.model_id, tenant_id=tenant_id)
+    model = ModelRepository.from_session(session).get_for_update(body.model_id, tenant_id=tenant_id)
     method = pass_method(model, body.method)
     canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
+    body_hash = hashlib.sha256(canonical.encode()).hexdigest()
     deletions = DeletionRepository.from_session(session)
-    request, created = deletions.create(
+    if idempotency_key is not None:
+        earlier = deletions.by_key(tenant_id, idempotency_key, body_hash)
+        if earlier is not None:
+            return Accepted(earlier, created=False)
+
+    now = utcnow()
+    samples = SampleRepository.from_session(session)
+    if body.sample_ids is not None:
+        ids = list(dict.fromkeys(body.sample_ids))
+        marked = samples.mark_deleted(model.id, external_ids=ids, now=now)
+    else:
+        assert body.subject_id is not None
+        marked = samples.mark_deleted(model.id, subject_id=body.subject_id, now=now)
+        ids = [m.external_id for m in marked]
+    by_external_id = {m.external_id: m.id for m in marked}
+    missing = [i for i in ids if i not in by_external_id]
+    deleted_before = samples.deleted_ids(model.id, missing) if missing else {}
+    items: list[tuple[str, int | None, ItemOutcome]] = []
+    for external_id in ids:
+        if external_id in by_external_id:
+            items.append((external_id, by_external_id[external_id], ItemOutcome.deleted))
+        elif external_id in deleted_before:
+            items.append((external_id, deleted_before[external_id], ItemOutcome.already_deleted))
+        else:
+            items.append((external_id, None, ItemOutcome.unknown))
+
+    lineage = LineageRepository.from_session(session)
+    approximate = bool(marked) and (
+        body.method is not None or wants_approximation(session, model, approximation)
+    )
+    deactivation = lineage.deactivate(model, marked, purge_payloads=not approximate, now=now)
+    request = deletions.new(
         tenant_id=tenant_id,
         model_id=model.id,
-        body_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        body_hash=body_hash,
         idempotency_key=idempotency_key,
         subject_id=body.subject_id,
     )
-    if not created:
-        return request, False
-
-    samples = SampleRepository.from_session(session)
-    found: dict[str, Sample]
-    if body.sample_ids is not None:
-        ids = list(dict.fromkeys(body.sample_ids))
-        found = samples.by_external_ids(model.id, ids)
-    else:
-        assert body.subject_id is not None
-        found = {s.external_id: s for s in samples.by_subject(model.id, body.subject_id)}
-        ids = list(found)
-    items: list[tuple[str, int | None, ItemOutcome]] = []
-    for external_id in ids:
-        sample = found.get(external_id)
-        if sample is None:
-            items.append((external_id, None, ItemOutcome.unknown))
-        elif sample.deleted:
-            items.append((external_id, sample.id, ItemOutcome.already_deleted))
-        else:
-            items.append((external_id, sample.id, ItemOutcome.deleted))
-    deletions.add_items(request, items)
-
-    live = [sample_id for _, sample_id, o in items if o is ItemOutcome.deleted and sample_id]
-    lineage = LineageRepository.from_session(session)
-    approximate = bool(live) and (
-        body.method is not None or wants_approximation(session, model, approximation)
-    )
-    deactivation = (
-        lineage.deactivate_samples(model.id, live, purge_payloads=not approximate) if live else None
-    )
-    invalidated = deactivation.invalidated_layer_ids if deactivation else []
-    affected = set(deactivation.first_invalid_position) if deactivation else set()
     deletions.advance(request, DeletionStatus.deactivated)
     request.serving_generation = model.serving_generation
-    shards = {found[e].shard_id for e, _, o in items if o is ItemOutcome.deleted}
-    approximate_job = None
-    if approximate and deactivation is not None:
+    if approximate:
         keep_payloads(request, approximation)
-        shape = shape or (RequestShape.subject if body.subject_id else RequestShape.samples)
-        approximate_job = plan_pass(session, model, request, deactivation, method, shape)
-        if approximate_job is None:
-            scheduling.purge_payloads(session, request, reason="no layer to approximate")
-    hold = (
-        scheduling.hold_for_pass(approximation.head_start_s)
-        if approximate_job is not None and approximation.head_start_s > 0
-        else None
-    )
-    jobs = scheduling.retrain_after_deletion(
-        session, model, request, shards, affected, retrain, hold=hold
-    )
-    if approximate_job is not None:
-        jobs.append(approximate_job)
-    refs = lineage.artifact_refs(invalidated)
+    if body.subject_id is not None and not marked:
+        # Nothing live: deleted by an earlier request, or never known; say which.
+        request.partial = not deletions.subject_deleted_before(model.id, body.subject_id)
+    deletions.add_items(request, items)
+    jobs: list[Job] = []
+    if marked:
+        prefixes = lineage.prefixes(model.id, shard_ids=deactivation.shard_ids)
+        approximate_job = None
+        if approximate:
+            shape = shape or (RequestShape.subject if body.subject_id else RequestShape.samples)
+            approximate_job = plan_pass(
+                session,
+                model,
+                request,
+                deactivation,
+                method,
+                shape,
+                {p.sequence_id: p for p in prefixes},
+            )
+            if approximate_job is None:
+                scheduling.purge_payloads(session, request, reason="no layer to approximate")
+        hold = (
+            scheduling.hold_for_pass(approximation.head_start_s)
+            if approximate_job is not None and approximation.head_start_s > 0
+            else None
+        )
+        jobs = scheduling.retrain_after_deletion(
+            session,
+            model,
+            request,
+            set(deactivation.shard_ids),
+            set(deactivation.first_invalid_position),
+            retrain,
+            hold=hold,
+            prefixes=prefixes,
+        )
+        if approximate_job is not None:
+            jobs.append(approximate_job)
     AuditRepository.from_session(session).append(
         scheduling.audit_chain(model.id),
         actor=actor,
@@ -150,14 +190,18 @@ def request_deletion(
             "ids_sha256": hashlib.sha256(
                 "\n".join(sorted(sha256_hex(i) for i in ids)).encode()
             ).hexdigest(),
-            "invalidated": [{"layer_id": i, "artifact": refs.get(i)} for i in invalidated],
+            "invalidated": [
+                {"layer_id": layer.id, "artifact": layer.artifact_ref}
+                for layer in deactivation.invalidated
+            ],
             "jobs": [str(job.id) for job in jobs],
             "serving_generation": model.serving_generation,
         },
     )
     if not jobs:
         scheduling.complete_deletions(session, [request], retrained=False)
-    return request, True
+    unknown = [external_id for external_id, _, o in items if o is ItemOutcome.unknown]
+    return Accepted(request, created=True, unknown_ids=unknown, job_ids=[j.id for j in jobs])
 
 
 #: The approximate path of a class deletion, unless the request names another method.
@@ -174,7 +218,7 @@ def request_class_deletion(
     idempotency_key: str | None = None,
     approximation: ApproximationSettings | None = None,
     retrain: scheduling.RetrainPolicy | None = None,
-) -> tuple[DeletionRequest, bool]:
+) -> Accepted:
     """Delete every live sample of one class: one deletion request through the normal pipeline,
     with an approximate pass first on the approximate path."""
     model = ModelRepository.from_session(session).get(model_id, tenant_id=tenant_id)
@@ -221,6 +265,13 @@ def deletion_public(session: Session, request: DeletionRequest) -> DeletionPubli
     return deletions_public(session, [request])[0]
 
 
+def accepted_public(session: Session, accepted: Accepted) -> DeletionPublic:
+    """The 202's body: from what the request wrote, or read back for a replayed key."""
+    if not accepted.created:
+        return deletion_public(session, accepted.request)
+    return _public(accepted.request, accepted.unknown_ids, accepted.job_ids)
+
+
 def deletions_public(session: Session, requests: list[DeletionRequest]) -> list[DeletionPublic]:
     """The public view of requests, with two queries for all of them."""
     deletions = DeletionRepository.from_session(session)
@@ -228,25 +279,42 @@ def deletions_public(session: Session, requests: list[DeletionRequest]) -> list[
     unknown = deletions.unknown_ids_many(ids)
     jobs = deletions.jobs_of_many(ids)
     return [
-        DeletionPublic(
-            id=request.id,
-            model_id=request.model_id,
-            status=request.status.value,
-            partial=request.partial,
-            unknown_ids=unknown.get(request.id, []),
-            counts=_counts(request),
-            failure_reason=request.failure_reason,
-            serving_generation=request.serving_generation,
-            jobs=[job.id for job in jobs.get(request.id, [])],
-            received_at=request.received_at,
-            deactivated_at=request.deactivated_at,
-            approximated_at=request.approximated_at,
-            retraining_at=request.retraining_at,
-            completed_at=request.completed_at,
-            failed_at=request.failed_at,
-        )
+        _public(request, unknown.get(request.id, []), [j.id for j in jobs.get(request.id, [])])
         for request in requests
     ]
+
+
+def _public(
+    request: DeletionRequest, unknown_ids: list[str], job_ids: list[uuid.UUID]
+) -> DeletionPublic:
+    return DeletionPublic(
+        id=request.id,
+        model_id=request.model_id,
+        status=request.status.value,
+        partial=request.partial,
+        unknown_ids=unknown_ids,
+        subject=_subject_outcome(request),
+        counts=_counts(request),
+        failure_reason=request.failure_reason,
+        serving_generation=request.serving_generation,
+        jobs=job_ids,
+        received_at=request.received_at,
+        deactivated_at=request.deactivated_at,
+        approximated_at=request.approximated_at,
+        retraining_at=request.retraining_at,
+        completed_at=request.completed_at,
+        failed_at=request.failed_at,
+    )
+
+
+def _subject_outcome(request: DeletionRequest) -> SubjectOutcome | None:
+    """What a subject's request found: its live samples, none left (an earlier request
+    deleted them), or no sample of that subject ever (``partial``)."""
+    if request.subject_hash is None:
+        return None
+    if request.n_deleted > 0:
+        return "deleted"
+    return "unknown" if request.partial else "already_deleted"
 
 
 def list_deletions(

@@ -29,6 +29,21 @@ def no_worker_reason(profile: str, live_workers: int) -> str | None:
     )
 
 
+def stage_work(jobs: list[Job]) -> tuple[float, float]:
+    """(Work done, work in all) of jobs that train sequences, in slice-trainings: S3T's stage i
+    trains on the first i slices, so later stages cost more and the pace of the first stages
+    alone would promise too early an end. Other jobs (a pass's sequences) weigh one each."""
+    done = total = 0.0
+    for job in jobs:
+        first = job.from_stage if job.sequence_id is not None and job.from_stage else None
+        if first is None:
+            done, total = done + job.stages_done, total + job.stages_total
+            continue
+        done += sum(range(first, first + job.stages_done))
+        total += sum(range(first, first + job.stages_total))
+    return done, total
+
+
 def describe(session: Session, job: Job, live: Counter[str] | None = None) -> JobPublic:
     """A job already read, with the progress of its children (a model-wide training's);
     ``live``: live workers per compute profile, when the caller describes many jobs."""
@@ -44,7 +59,8 @@ def describe(session: Session, job: Job, live: Counter[str] | None = None) -> Jo
     eta = None
     if job.status is JobStatus.running and job.started_at is not None and 0 < done < total:
         elapsed = (utcnow() - job.started_at).total_seconds()
-        eta = elapsed / done * (total - done)
+        work_done, work_total = stage_work(children or [job])
+        eta = elapsed / work_done * (work_total - work_done)
     return JobPublic(
         id=job.id,
         model_id=job.model_id,

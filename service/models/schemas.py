@@ -278,10 +278,17 @@ class ShardStatusBrief(BaseModel):
     sequence: int
     stages: int
     approximate_stages: int = Field(description="Served stages from an approximate pass.")
+    layers: list[int] = Field(
+        description="The ids of the layers that answered, stage 1 first: a deletion's "
+        "certificate lists the layers it invalidated, so anyone can check that no answer sent "
+        "after its 202 used one."
+    )
 
 
 class PredictResponse(BaseModel):
-    serving_generation: int = Field(description="The lineage generation that answered.")
+    serving_generation: int = Field(
+        description="A generation at which every layer that answered was still valid."
+    )
     shards: list[ShardStatusBrief]
     predictions: list[PredictionOut]
 

@@ -233,6 +233,7 @@ def predict(registry: ServingRegistry, model_id: uuid.UUID, texts: list[str]) ->
                 sequence=s.sequence,
                 stages=s.length,
                 approximate_stages=s.approximate_stages,
+                layers=list(s.layer_ids),
             )
             for s in served.model.shards
         ],

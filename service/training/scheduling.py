@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -197,7 +198,10 @@ def start_training(session: Session, model: Model, *, actor: str) -> Job:
 
 def _versions_digest(session: Session, shard_id: uuid.UUID) -> str:
     """A digest of the shard's slice versions: part of a retrain's de-duplication key."""
-    versions = LineageRepository.from_session(session).shard_versions(shard_id)
+    return versions_digest(LineageRepository.from_session(session).shard_versions(shard_id))
+
+
+def versions_digest(versions: dict[uuid.UUID, int]) -> str:
     canonical = json.dumps(sorted((str(k), v) for k, v in versions.items()))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
@@ -238,14 +242,28 @@ def ensure_retrain(
                 else:
                     park(job, parking)
             return job
-    job, created = jobs.create(
-        model_id=model.id,
-        kind=JobKind.retrain,
-        stages_total=model.n_slices - from_stage + 1,
-        sequence_id=sequence.id,
-        from_stage=from_stage,
-        dedup_key=key,
-    )
+    stages = model.n_slices - from_stage + 1
+    if live is not None:  # the sequence's live jobs were read under the model lock: no look-up
+        job, created = (
+            jobs.new(
+                model_id=model.id,
+                kind=JobKind.retrain,
+                stages_total=stages,
+                sequence_id=sequence.id,
+                from_stage=from_stage,
+                dedup_key=key,
+            ),
+            True,
+        )
+    else:
+        job, created = jobs.create(
+            model_id=model.id,
+            kind=JobKind.retrain,
+            stages_total=stages,
+            sequence_id=sequence.id,
+            from_stage=from_stage,
+            dedup_key=key,
+        )
     if created:
         if parking is None:
             enqueue(session, job, priority=priority, delay_s=delay_s)
@@ -263,6 +281,7 @@ def retrain_after_deletion(
     policy: RetrainPolicy | None = None,
     *,
     hold: Parking | None = None,
+    prefixes: Sequence[Prefix] | None = None,
 ) -> list[Job]:
     """Queue (or join) the retrains of the sequences of the touched ``shards`` that the
     deletion changed: those whose active layers it invalidated, and those with a job in flight
@@ -271,13 +290,19 @@ def retrain_after_deletion(
 
     Under ``policy.served_first`` (the default) the deletion waits, in each touched shard, for
     the retrain of the order the shard now serves best (none when it still serves at full
-    depth); the shard's other orders are parked (see the module's docstring)."""
+    depth); the shard's other orders are parked (see the module's docstring). ``prefixes``:
+    the touched shards' valid prefixes, when the caller read them already."""
     policy = policy or RetrainPolicy()
     jobs = JobRepository.from_session(session)
-    prefixes = LineageRepository.from_session(session).prefixes(model.id)
+    lineage = LineageRepository.from_session(session)
+    if prefixes is None:
+        prefixes = lineage.prefixes(model.id, shard_ids=shards)
     by_sequence = {p.sequence_id: p for p in prefixes}
     served = choose_served(prefixes, model.n_shards)
-    digests = {shard_id: _versions_digest(session, shard_id) for shard_id in shards}
+    digests = {
+        shard_id: versions_digest(versions)
+        for shard_id, versions in lineage.shards_versions(shards).items()
+    }
     sequences = ModelRepository.from_session(session).shard_sequences(shards)
     live = jobs.live_for_sequences([s.id for s in sequences])
     linked: dict[uuid.UUID, Job] = {}

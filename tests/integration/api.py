@@ -148,6 +148,19 @@ class Api:
         return self.post("/deletions", {"model_id": model_id, **target}, headers)
 
 
+def used_layers(prediction: dict[str, Any]) -> set[int]:
+    """The layer ids a prediction says answered it."""
+    return {layer for shard in prediction["shards"] for layer in shard["layers"]}
+
+
+def invalidated_by(api: Api, deletion_id: str) -> set[int]:
+    """The layers a deletion turned off, from its certificate (never empty when checked)."""
+    certificate = api.ok(api.get(f"/deletions/{deletion_id}/certificate"))
+    invalidated = {layer["layer_id"] for layer in certificate["layers_invalidated"]}
+    assert invalidated, "the deletion invalidated no layer: a freshness check would be empty"
+    return invalidated
+
+
 def trained_model(
     api: Api,
     worker: InProcessWorker,

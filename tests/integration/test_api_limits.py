@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
+from service.app import create_app
 from service.settings import Settings
 from tests.integration.api import TINY_MODEL, auth, problem
+from tests.integration.services import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 LIMIT = 64 * 1024
@@ -44,6 +50,49 @@ class TestBodyLimit:
         problem(client.post(url, content=chunks(), headers=chunked), 413)
         small = [{"external_id": "ok", "label": "pos", "text": "fine"}]
         assert client.post(url, json={"samples": small}, headers=headers).status_code == 200
+
+    @pytest.mark.parametrize("framing", ["content-length", "chunked"])
+    def test_a_client_that_sends_its_whole_body_first_reads_the_413(
+        self, settings: Settings, framing: str
+    ) -> None:
+        """Over a real socket: a body well over the cap, all of it sent before reading (as
+        most clients do), is answered with the 413, not a connection reset."""
+        body = b"x" * (LIMIT * 12)
+        if framing == "chunked":
+            head = b"Transfer-Encoding: chunked\r\n"
+            payload = b"".join(
+                b"%x\r\n%s\r\n" % (len(body[i : i + 8192]), body[i : i + 8192])
+                for i in range(0, len(body), 8192)
+            )
+            payload += b"0\r\n\r\n"
+        else:
+            head, payload = b"Content-Length: %d\r\n" % len(body), body
+        with (
+            _serving(create_app(settings)) as port,
+            socket.create_connection(("127.0.0.1", port), timeout=30) as sock,
+        ):
+            sock.sendall(
+                b"POST /models HTTP/1.1\r\nHost: test\r\n"
+                b"Content-Type: application/json\r\n" + head + b"\r\n" + payload
+            )
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"body-too-large" in answer
+
+
+@contextmanager
+def _serving(app: Any) -> Iterator[int]:
+    """The app on a real uvicorn server on loopback, in a thread."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 30, "uvicorn to start")
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 @pytest.mark.parametrize(

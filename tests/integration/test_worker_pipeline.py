@@ -100,7 +100,10 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
     assert deletion["status"] == "deactivated"
     assert deletion["serving_generation"] > before["serving_generation"]
     after = _ok(client.post(predict, json={"texts": ["good one"]}, headers=headers))
-    assert after["serving_generation"] >= deletion["serving_generation"]
+    certificate = _ok(client.get(f"/deletions/{deletion['id']}/certificate", headers=headers))
+    invalidated = {layer["layer_id"] for layer in certificate["layers_invalidated"]}
+    used = {layer for shard in after["shards"] for layer in shard["layers"]}
+    assert invalidated and not used & invalidated
     assert _ok(client.post("/deletions", json=body, headers=key), 202)["id"] == deletion["id"]
 
     def finished(deletion_id: str) -> Any:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from service.db.models import (
     DeletionItem,
@@ -42,46 +41,11 @@ _TIMESTAMP = {
 
 
 class DeletionRepository(Repository):
-    def create(
-        self,
-        *,
-        tenant_id: uuid.UUID,
-        model_id: uuid.UUID,
-        body_hash: str,
-        idempotency_key: str | None = None,
-        subject_id: str | None = None,
-    ) -> tuple[DeletionRequest, bool]:
-        """A new request, or (the earlier request, False) for a repeated Idempotency-Key.
-
-        The same key with another body is an IdempotencyConflictError.
-        """
-        if idempotency_key is not None:
-            earlier = self._by_key(tenant_id, idempotency_key, body_hash)
-            if earlier is not None:
-                return earlier, False
-        request = DeletionRequest(
-            tenant_id=tenant_id,
-            model_id=model_id,
-            idempotency_key=idempotency_key,
-            body_hash=body_hash,
-            subject_hash=sha256_hex(subject_id) if subject_id is not None else None,
-        )
-        try:
-            with self.session.begin_nested():
-                self.session.add(request)
-                self.session.flush()
-        except IntegrityError:  # the same key, sent concurrently, committed first
-            if idempotency_key is None:
-                raise
-            earlier = self._by_key(tenant_id, idempotency_key, body_hash)
-            if earlier is None:
-                raise
-            return earlier, False
-        return request, True
-
-    def _by_key(
+    def by_key(
         self, tenant_id: uuid.UUID, idempotency_key: str, body_hash: str
     ) -> DeletionRequest | None:
+        """The earlier request sent with this Idempotency-Key; the same key with another body
+        is an IdempotencyConflictError."""
         earlier = self.session.scalar(
             sa.select(DeletionRequest).where(
                 DeletionRequest.tenant_id == tenant_id,
@@ -91,6 +55,45 @@ class DeletionRepository(Repository):
         if earlier is not None and earlier.body_hash != body_hash:
             raise IdempotencyConflictError("this Idempotency-Key was used for a different request")
         return earlier
+
+    def new(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        model_id: uuid.UUID,
+        body_hash: str,
+        idempotency_key: str | None = None,
+        subject_id: str | None = None,
+    ) -> DeletionRequest:
+        """A new request, inserted with its items (:meth:`add_items`), which also fixes its
+        counts: one INSERT each. Callers look up ``idempotency_key`` first (:meth:`by_key`)
+        with the model row locked."""
+        request = DeletionRequest(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            model_id=model_id,
+            idempotency_key=idempotency_key,
+            body_hash=body_hash,
+            subject_hash=sha256_hex(subject_id) if subject_id is not None else None,
+            status=DeletionStatus.received,
+            received_at=utcnow(),
+            n_requested=0,
+            n_deleted=0,
+            n_already_deleted=0,
+            n_unknown=0,
+            partial=False,
+        )
+        self.session.add(request)
+        return request
+
+    def subject_deleted_before(self, model_id: uuid.UUID, subject_id: str) -> bool:
+        """Whether an earlier request deleted samples of this subject from the model."""
+        query = sa.select(DeletionRequest.id).where(
+            DeletionRequest.model_id == model_id,
+            DeletionRequest.subject_hash == sha256_hex(subject_id),
+            DeletionRequest.n_deleted > 0,
+        )
+        return self.session.scalar(query.limit(1)) is not None
 
     def get(self, request_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None) -> DeletionRequest:
         request = self.session.get(DeletionRequest, request_id)
@@ -131,12 +134,14 @@ class DeletionRepository(Repository):
         request: DeletionRequest,
         items: Sequence[tuple[str, int | None, ItemOutcome]],
     ) -> None:
-        """Record (external id, sample id, outcome) per requested id; only hashes are kept,
-        except for unknown ids, which the request reports back to the caller."""
+        """Record (external id, sample id, outcome) per requested id, inserted in one batch
+        after the request (flushed here); only hashes are kept, except for unknown ids, which
+        the request reports back to the caller."""
         counts = dict.fromkeys(ItemOutcome, 0)
+        rows = []
         for external_id, sample_id, outcome in items:
             counts[outcome] += 1
-            self.session.add(
+            rows.append(
                 DeletionItem(
                     request_id=request.id,
                     sample_id=sample_id,
@@ -149,8 +154,9 @@ class DeletionRepository(Repository):
         request.n_deleted += counts[ItemOutcome.deleted]
         request.n_already_deleted += counts[ItemOutcome.already_deleted]
         request.n_unknown += counts[ItemOutcome.unknown]
-        request.partial = request.n_unknown > 0
-        self.session.flush()
+        request.partial = request.partial or request.n_unknown > 0
+        self.session.flush()  # the request first: nothing tells the flush that items need it
+        self.session.add_all(rows)
 
     def items(self, request_id: uuid.UUID) -> list[DeletionItem]:
         return list(
@@ -206,9 +212,10 @@ class DeletionRepository(Repository):
         )
 
     def link_new_jobs(self, request: DeletionRequest, job_ids: set[uuid.UUID]) -> None:
-        """Links of a request that has none yet (one insert each, no look-up)."""
-        self.session.add_all(DeletionJob(request_id=request.id, job_id=j) for j in job_ids)
+        """Links of a request that has none yet (inserted in one batch at the next flush, after
+        the jobs, which the flush here inserts)."""
         self.session.flush()
+        self.session.add_all(DeletionJob(request_id=request.id, job_id=j) for j in job_ids)
 
     def jobs_of(self, request_id: uuid.UUID) -> list[Job]:
         return self.jobs_of_many([request_id]).get(request_id, [])

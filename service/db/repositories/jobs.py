@@ -63,6 +63,37 @@ class JobRepository(Repository):
             return existing, False
         return job, True
 
+    def new(
+        self,
+        *,
+        model_id: uuid.UUID,
+        kind: JobKind,
+        stages_total: int,
+        params: dict[str, Any] | None = None,
+        dedup_key: str | None = None,
+        sequence_id: uuid.UUID | None = None,
+        from_stage: int | None = None,
+    ) -> Job:
+        """A new job with no look-up, inserted in one batch at the next flush: for callers that
+        hold the model row and have read the sequence's live jobs, so that no live job can carry
+        ``dedup_key`` (it names slice versions that only they can have moved)."""
+        job = Job(
+            id=uuid.uuid4(),
+            model_id=model_id,
+            kind=kind,
+            status=JobStatus.queued,
+            stages_total=stages_total,
+            stages_done=0,
+            attempts=0,
+            params=dict(params or {}),
+            dedup_key=dedup_key,
+            sequence_id=sequence_id,
+            from_stage=from_stage,
+            created_at=utcnow(),
+        )
+        self.session.add(job)
+        return job
+
     def get(self, job_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None) -> Job:
         """The job, or JobNotFoundError; another tenant's job is not found either."""
         query = sa.select(Job).where(Job.id == job_id)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -21,6 +22,7 @@ from service.db.models import (
     LayerDeletion,
     LayerSliceVersion,
     LayerState,
+    Model,
     Sample,
     Shard,
     Slice,
@@ -29,8 +31,20 @@ from service.db.models import (
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.db.repositories.models import ModelRepository
-from service.db.repositories.samples import SampleRepository
+from service.db.repositories.samples import MarkedSample, SampleRepository
 from service.errors import LineageError
+
+
+@dataclass(frozen=True)
+class InvalidatedLayer:
+    """A layer a deletion turned off, as the deletion's ``UPDATE … RETURNING`` gave it."""
+
+    id: int
+    sequence_id: uuid.UUID
+    position: int
+    parent_layer_id: int | None
+    artifact_ref: str | None
+    trained_sample_count: int
 
 
 @dataclass(frozen=True)
@@ -40,9 +54,22 @@ class Deactivation:
     deleted_sample_ids: list[int]
     already_deleted_sample_ids: list[int]
     slice_versions: dict[uuid.UUID, int]  # bumped slices and their new versions
-    invalidated_layer_ids: list[int]
-    first_invalid_position: dict[uuid.UUID, int]  # per affected sequence
+    invalidated: list[InvalidatedLayer]  # by id
     serving_generation: int
+    shard_ids: frozenset[uuid.UUID] = frozenset()  # the shards of the deleted samples
+
+    @property
+    def invalidated_layer_ids(self) -> list[int]:
+        return [layer.id for layer in self.invalidated]
+
+    @property
+    def first_invalid_position(self) -> dict[uuid.UUID, int]:
+        """Per affected sequence, the lowest stage the deletion invalidated."""
+        first: dict[uuid.UUID, int] = {}
+        for layer in self.invalidated:
+            current = first.get(layer.sequence_id, layer.position)
+            first[layer.sequence_id] = min(current, layer.position)
+        return first
 
 
 @dataclass(frozen=True)
@@ -155,10 +182,21 @@ class LineageRepository(Repository):
 
     def shard_versions(self, shard_id: uuid.UUID) -> dict[uuid.UUID, int]:
         """Current versions of every slice of a shard."""
+        return self.shards_versions([shard_id]).get(shard_id, {})
+
+    def shards_versions(
+        self, shard_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, dict[uuid.UUID, int]]:
+        """Current versions of every slice of these shards, per shard (one query)."""
         rows = self.session.execute(
-            sa.select(Slice.id, Slice.version).where(Slice.shard_id == shard_id)
+            sa.select(Slice.shard_id, Slice.id, Slice.version).where(
+                Slice.shard_id.in_(list(shard_ids))
+            )
         )
-        return {slice_id: version for slice_id, version in rows}
+        versions: dict[uuid.UUID, dict[uuid.UUID, int]] = defaultdict(dict)
+        for shard_id, slice_id, version in rows:
+            versions[shard_id][slice_id] = version
+        return dict(versions)
 
     def invalid_among(self, layer_ids: Iterable[int]) -> set[int]:
         """The layers among these that are not active, or whose slice versions moved."""
@@ -197,10 +235,15 @@ class LineageRepository(Repository):
         return list(self.session.scalars(query.order_by(Layer.sequence_id, Layer.position)))
 
     def prefixes(
-        self, model_id: uuid.UUID, *, sequence_id: uuid.UUID | None = None
+        self,
+        model_id: uuid.UUID,
+        *,
+        sequence_id: uuid.UUID | None = None,
+        shard_ids: Iterable[uuid.UUID] | None = None,
     ) -> list[Prefix]:
         """Each sequence's longest valid prefix (possibly empty), ordered by shard, sequence;
-        only one sequence's when ``sequence_id`` is given."""
+        only one sequence's when ``sequence_id`` is given, only these shards' with
+        ``shard_ids``."""
         sequences = (
             sa.select(Shard.index, SliceSequence.id, SliceSequence.index)
             .join(SliceSequence, SliceSequence.shard_id == Shard.id)
@@ -221,6 +264,10 @@ class LineageRepository(Repository):
         if sequence_id is not None:
             sequences = sequences.where(SliceSequence.id == sequence_id)
             valid_layers = valid_layers.where(Layer.sequence_id == sequence_id)
+        if shard_ids is not None:
+            shards = list(shard_ids)
+            sequences = sequences.where(Shard.id.in_(shards))
+            valid_layers = valid_layers.where(Shard.id.in_(shards))
         rows = self.session.execute(sequences)
         live = self.session.execute(valid_layers)
         by_sequence: dict[uuid.UUID, dict[int, tuple[int, int | None, bool]]] = defaultdict(dict)
@@ -398,12 +445,6 @@ class LineageRepository(Repository):
             and parent.id not in stale
         )
 
-    def purge(self, samples: Sequence[Sample]) -> None:
-        """Hard-delete the payloads of deleted samples and scrub their identifiers."""
-        repository = SampleRepository.from_session(self.session)
-        repository.delete_payloads([s.id for s in samples])
-        repository.scrub(samples)
-
     def recorded_versions(self, layer_ids: Iterable[int]) -> dict[int, dict[uuid.UUID, int]]:
         """Per layer, the slice versions it was trained on."""
         rows = self.session.execute(
@@ -445,57 +486,77 @@ class LineageRepository(Repository):
     def deactivate_samples(
         self, model_id: uuid.UUID, sample_ids: Iterable[int], *, purge_payloads: bool = True
     ) -> Deactivation:
-        """Delete samples from the lineage: one transaction, no serving of what saw them.
-
-        Marks the samples deleted, hard-deletes their payloads (unless an approximate pass still
-        needs them), bumps each touched slice's version once, invalidates every active layer
-        that recorded an older version, and bumps the model's ``serving_generation``. Samples
-        deleted before are reported and change nothing.
-        """
+        """Delete samples (by id) from the lineage: :meth:`deactivate` of those still live,
+        with the model row locked first. Samples deleted before are reported and change
+        nothing."""
         model = ModelRepository.from_session(self.session).get_for_update(model_id)
         ids = sorted(set(sample_ids))
-        samples = list(
+        known = set(
             self.session.scalars(
-                sa.select(Sample).where(Sample.model_id == model_id, Sample.id.in_(ids))
+                sa.select(Sample.id).where(Sample.model_id == model_id, Sample.id.in_(ids))
             )
         )
-        if len(samples) != len(ids):
+        if len(known) != len(ids):
             raise LineageError("some samples do not exist or belong to another model")
-        live = [s for s in samples if not s.deleted]
-        already = [s.id for s in samples if s.deleted]
-        if not live:
-            return Deactivation([], already, {}, [], {}, model.serving_generation)
-
         now = utcnow()
-        for sample in live:
-            sample.deleted = True
-            sample.deleted_at = now
-        if purge_payloads:
-            self.purge(live)
-        else:  # an approximate pass reads the payloads first; identifiers go at once
-            SampleRepository.from_session(self.session).scrub(live)
-        touched = {s.slice_id for s in live}
-        slices = self.session.scalars(sa.select(Slice).where(Slice.id.in_(touched))).all()
-        for slice_ in slices:
-            slice_.version += 1
-        self.session.flush()
+        marked = SampleRepository.from_session(self.session).mark_deleted(
+            model_id, sample_ids=ids, now=now
+        )
+        deactivation = self.deactivate(model, marked, purge_payloads=purge_payloads, now=now)
+        live = set(deactivation.deleted_sample_ids)
+        return replace(deactivation, already_deleted_sample_ids=[i for i in ids if i not in live])
 
-        invalid = self.session.scalars(
-            _layers_of_model(model_id).where(Layer.state == LayerState.active, _stale_condition())
-        ).all()
-        first_invalid: dict[uuid.UUID, int] = {}
-        for layer in invalid:
-            layer.state = LayerState.invalidated
-            layer.invalidated_at = now
-            current = first_invalid.get(layer.sequence_id, layer.position)
-            first_invalid[layer.sequence_id] = min(current, layer.position)
+    def deactivate(
+        self,
+        model: Model,
+        marked: Sequence[MarkedSample],
+        *,
+        purge_payloads: bool,
+        now: datetime,
+    ) -> Deactivation:
+        """No serving of what saw the samples a deletion just marked (the model row locked).
+
+        Hard-deletes their payloads (unless an approximate pass still needs them), bumps each
+        touched slice's version once, invalidates every active layer that recorded a version of
+        one of those slices, and bumps the model's ``serving_generation``: a few set-based
+        statements whose cost grows with what the deletion touches, not with the model.
+        """
+        if not marked:
+            return Deactivation([], [], {}, [], model.serving_generation)
+        sample_ids = [m.id for m in marked]
+        if purge_payloads:
+            SampleRepository.from_session(self.session).delete_payloads(sample_ids)
+        touched = sorted({m.slice_id for m in marked})
+        bumped = self.session.execute(
+            sa.update(Slice)
+            .where(Slice.id.in_(touched))
+            .values(version=Slice.version + 1)
+            .returning(Slice.id, Slice.version)
+        )
+        versions = {slice_id: version for slice_id, version in bumped}
+        saw_touched = sa.select(LayerSliceVersion.layer_id).where(
+            LayerSliceVersion.slice_id.in_(touched)
+        )
+        rows = self.session.execute(
+            sa.update(Layer)
+            .where(Layer.state == LayerState.active, Layer.id.in_(saw_touched))
+            .values(state=LayerState.invalidated, invalidated_at=now)
+            .returning(
+                Layer.id,
+                Layer.sequence_id,
+                Layer.position,
+                Layer.parent_layer_id,
+                Layer.artifact_ref,
+                Layer.trained_sample_count,
+            )
+        )
+        invalidated = sorted((InvalidatedLayer(*row) for row in rows), key=lambda layer: layer.id)
         model.serving_generation += 1
-        self.session.flush()
         return Deactivation(
-            deleted_sample_ids=[s.id for s in live],
-            already_deleted_sample_ids=already,
-            slice_versions={s.id: s.version for s in slices},
-            invalidated_layer_ids=sorted(layer.id for layer in invalid),
-            first_invalid_position=first_invalid,
+            deleted_sample_ids=sample_ids,
+            already_deleted_sample_ids=[],
+            slice_versions=versions,
+            invalidated=invalidated,
             serving_generation=model.serving_generation,
+            shard_ids=frozenset(m.shard_id for m in marked),
         )

@@ -111,17 +111,18 @@ class ModelRepository(Repository):
         query = sa.select(Model).where(Model.tenant_id == tenant_id)
         return list(self.session.scalars(query.order_by(Model.created_at.desc()).limit(limit)))
 
-    def get_for_update(self, model_id: uuid.UUID) -> Model:
+    def get_for_update(self, model_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None) -> Model:
         """The model row, locked until the transaction ends: serialises validity changes.
+        Another tenant's model is not found (and not locked).
 
         ``FOR NO KEY UPDATE``: it excludes other lockers but not the key-share locks that
         inserting rows referencing the model takes (a deletion request, a job), so a request
         that inserted such a row first cannot deadlock with another waiting here."""
+        query = sa.select(Model).where(Model.id == model_id)
+        if tenant_id is not None:
+            query = query.where(Model.tenant_id == tenant_id)
         model = self.session.scalar(
-            sa.select(Model)
-            .where(Model.id == model_id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
+            query.with_for_update(key_share=True).execution_options(populate_existing=True)
         )
         if model is None:
             raise ModelNotFoundError(f"no model {model_id}")

@@ -24,12 +24,15 @@ class OutboxRepository(Repository):
         delay: timedelta | None = None,
     ) -> OutboxMessage:
         """A message for the relay; ``delay`` holds it back (a retrain waits for more deletions
-        to join it)."""
-        message = OutboxMessage(task=task, queue=queue, payload=payload, priority=priority)
-        if delay is not None:
-            message.available_at = utcnow() + delay
+        to join it). Inserted at the next flush, in one batch with the transaction's others."""
+        message = OutboxMessage(
+            task=task,
+            queue=queue,
+            payload=payload,
+            priority=priority,
+            available_at=utcnow() + (delay or timedelta()),
+        )
         self.session.add(message)
-        self.session.flush()
         return message
 
     def due(self, limit: int = 100, *, now: datetime | None = None) -> list[OutboxMessage]:

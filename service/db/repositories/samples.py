@@ -6,6 +6,7 @@ import math
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -52,6 +53,16 @@ class _Validated:
     target: float | None
     text: str | None
     features: list[float] | None
+
+
+@dataclass(frozen=True)
+class MarkedSample:
+    """A sample a deletion just marked deleted, with the identifier it had."""
+
+    id: int
+    external_id: str
+    shard_id: uuid.UUID
+    slice_id: uuid.UUID
 
 
 def deleted_external_id(external_id: str) -> str:
@@ -268,14 +279,59 @@ class SampleRepository(Repository):
             gone += result.rowcount  # type: ignore[attr-defined]
         return gone
 
-    def scrub(self, samples: Iterable[Sample]) -> None:
-        """Keep no identifier of deleted samples: the external id becomes its hash, the subject
-        goes. Their payload rows are deleted separately."""
-        for sample in samples:
-            if not sample.external_id.startswith(DELETED_PREFIX):
-                sample.external_id = deleted_external_id(sample.external_id)
-            sample.subject_id = None
-        self.session.flush()
+    def mark_deleted(
+        self,
+        model_id: uuid.UUID,
+        *,
+        external_ids: Sequence[str] | None = None,
+        subject_id: str | None = None,
+        sample_ids: Sequence[int] | None = None,
+        now: datetime,
+    ) -> list[MarkedSample]:
+        """Mark the live samples named by exactly one selector deleted, set-based: one
+        ``UPDATE … RETURNING`` (per chunk of ids), then one batch that replaces their
+        identifiers (the external id by its hash, the subject by nothing). Samples deleted
+        before are left alone; the caller holds the model row, so no other deletion can mark
+        the same sample in between. Returns them in id order."""
+        if (external_ids is None) + (subject_id is None) + (sample_ids is None) != 2:
+            raise ValueError("name the samples by exactly one selector")
+        live = sa.and_(Sample.model_id == model_id, Sample.deleted.is_(False))
+        conditions: list[sa.ColumnElement[bool]]
+        if subject_id is not None:
+            conditions = [Sample.subject_id == subject_id]
+        elif external_ids is not None:
+            conditions = [Sample.external_id.in_(chunk) for chunk in _chunks(external_ids)]
+        else:
+            assert sample_ids is not None
+            conditions = [Sample.id.in_(chunk) for chunk in _chunks(sample_ids)]
+        marked: list[MarkedSample] = []
+        for condition in conditions:
+            rows = self.session.execute(
+                sa.update(Sample)
+                .where(live, condition)
+                .values(deleted=True, deleted_at=now, subject_id=None)
+                .returning(Sample.id, Sample.external_id, Sample.shard_id, Sample.slice_id)
+            )
+            marked.extend(MarkedSample(*row) for row in rows)
+        if marked:
+            self.session.execute(
+                sa.update(Sample),
+                [{"id": m.id, "external_id": deleted_external_id(m.external_id)} for m in marked],
+            )
+        return sorted(marked, key=lambda m: m.id)
+
+    def deleted_ids(self, model_id: uuid.UUID, external_ids: Sequence[str]) -> dict[str, int]:
+        """The sample id of each of these external ids that names a deleted sample."""
+        hashed = {deleted_external_id(e): e for e in external_ids}
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(hashed)):
+            rows = self.session.execute(
+                sa.select(Sample.external_id, Sample.id).where(
+                    Sample.model_id == model_id, Sample.external_id.in_(chunk)
+                )
+            )
+            found.update({hashed[name]: sample_id for name, sample_id in rows})
+        return found
 
     def deleted_count(self, model_id: uuid.UUID) -> dict[uuid.UUID, int]:
         """Deleted samples per shard id."""

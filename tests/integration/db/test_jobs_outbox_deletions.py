@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy.orm import Session
 
 from service.db.models import (
-    DeletionRequest,
     DeletionStatus,
     ItemOutcome,
     JobKind,
@@ -71,23 +70,21 @@ class TestOutbox:
 class TestDeletionRequests:
     def test_idempotency_key(self, session: Session, model: Model, tenant: Tenant) -> None:
         repo = DeletionRepository.from_session(session)
-
-        def create(body_hash: str) -> tuple[DeletionRequest, bool]:
-            return repo.create(
-                tenant_id=tenant.id, model_id=model.id, idempotency_key="k1", body_hash=body_hash
-            )
-
-        request, created = create("a" * 64)
-        same, created_again = create("a" * 64)
-        assert created and not created_again and same.id == request.id
+        assert repo.by_key(tenant.id, "k1", "a" * 64) is None
+        request = repo.new(
+            tenant_id=tenant.id, model_id=model.id, idempotency_key="k1", body_hash="a" * 64
+        )
+        session.flush()
+        same = repo.by_key(tenant.id, "k1", "a" * 64)
+        assert same is not None and same.id == request.id
         with pytest.raises(IdempotencyConflictError):
-            create("b" * 64)
+            repo.by_key(tenant.id, "k1", "b" * 64)
 
     def test_items_keep_hashes_not_ids(
         self, session: Session, model: Model, tenant: Tenant
     ) -> None:
         repo = DeletionRepository.from_session(session)
-        request, _ = repo.create(
+        request = repo.new(
             tenant_id=tenant.id,
             model_id=model.id,
             body_hash="a" * 64,
@@ -109,7 +106,7 @@ class TestDeletionRequests:
 
     def test_lifecycle(self, session: Session, model: Model, tenant: Tenant) -> None:
         repo = DeletionRepository.from_session(session)
-        request, _ = repo.create(tenant_id=tenant.id, model_id=model.id, body_hash="a" * 64)
+        request = repo.new(tenant_id=tenant.id, model_id=model.id, body_hash="a" * 64)
         with pytest.raises(LineageError):
             repo.advance(request, DeletionStatus.completed)
         repo.advance(request, DeletionStatus.deactivated)

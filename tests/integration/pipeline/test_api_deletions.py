@@ -23,10 +23,12 @@ from tests.integration.api import (
     Api,
     InProcessWorker,
     active_digests,
+    invalidated_by,
     problem,
     samples,
     trained_model,
     trained_without,
+    used_layers,
 )
 from unlearning.s3t import TrainedLayer
 from unlearning.sharding import assign
@@ -62,7 +64,7 @@ def test_delete_deactivates_at_once_and_the_retrain_is_exact(
     assert {j["job_id"] for j in pending if j["waiting"] is None} == set(deletion["jobs"])
     assert sum(s["deleted_samples"] for s in status["shards"]) == 2
     after = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good thing"]}))
-    assert after["serving_generation"] >= deletion["serving_generation"]
+    assert not used_layers(after) & invalidated_by(api, deletion["id"])
     for shard in status["shards"]:  # each served prefix is valid after the deletion
         if shard["serving"] is not None:
             chosen = shard["sequences"][shard["serving"]["sequence"]]
@@ -345,19 +347,21 @@ def test_a_deletion_during_a_prediction_is_never_answered_around(
         used.append({ref for refs in prefixes.values() for ref in refs})
         if not deleted:
             with worker.factory() as session, session.begin():
-                request, _ = request_deletion(
+                request = request_deletion(
                     session,
                     _tenant_of(session, model_id),
                     DeletionCreate(model_id=uuid.UUID(model_id), sample_ids=["s005"]),
                     actor="test",
                 )
-                deleted["generation"] = request.serving_generation
+                deleted["generation"] = request.request.serving_generation
+                deleted["id"] = str(request.request.id)
         return predict(config, texts, prefixes, **kw)
 
     monkeypatch.setattr(engine, "predict", predict_while_deleting)
     answer = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good thing"]}))
     assert len(used) == 2  # computed again after the deletion
     assert answer["serving_generation"] >= deleted["generation"]
+    assert not used_layers(answer) & invalidated_by(api, deleted["id"])
     with worker.factory() as session:
         invalid = session.scalars(
             sa.select(Layer.artifact_ref).where(Layer.state == LayerState.invalidated)
