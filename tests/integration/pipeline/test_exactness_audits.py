@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.db.models import Job, Layer, LayerState, Role
+from service.exactness import jobs as exactness_jobs
 from service.settings import Settings
 from tests.integration.api import (
     TINY_MODEL,
@@ -216,3 +217,39 @@ def test_only_an_admin_audits_a_trained_model_of_its_shards(
     with worker.factory() as session:
         train_job = session.scalars(sa.select(Job.id).where(Job.kind == "train")).first()
     problem(api.get(f"{url}/{train_job}"), 404)  # a job, but not an audit
+
+
+def test_a_sample_registered_after_training_shows_as_a_difference(
+    api: Api, admin: Api, worker: InProcessWorker
+) -> None:
+    """Today's live samples are what a full retrain would train on: a sample registered after
+    training is in them but in no layer, so its layers differ from the retrain (not the store)."""
+    model_id = trained_model(api, worker, samples(24))
+    late = {"external_id": "late", "label": "pos", "text": "good late item"}
+    api.ok(api.post(f"/models/{model_id}/samples", {"samples": [late]}))
+    audit = _audit(admin, worker, model_id)
+    assert audit["result"] == "failed" and audit["mismatched"]
+    differing = [layer for layer in audit["layers"] if not layer["match"]]
+    assert [layer["layer_id"] for layer in differing] == audit["mismatched"]
+    assert len({layer["shard"] for layer in differing}) == 1, "only the sample's shard"
+    for layer in differing:
+        assert layer["recomputed"] != layer["artifact"] == layer["stored_digest"]
+        assert layer["problem"].startswith("a retrain from scratch gives other weights")
+
+
+def test_layers_a_deletion_invalidates_during_the_audit_are_skipped(
+    api: Api, admin: Api, worker: InProcessWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_id = trained_model(api, worker, samples(24))
+    retrain = exactness_jobs._retrain
+
+    def delete_meanwhile(*args: Any) -> dict[tuple[int, int, int], str]:
+        api.ok(api.delete(model_id, sample_ids=GONE), 202)  # after the data was read
+        return retrain(*args)
+
+    monkeypatch.setattr(exactness_jobs, "_retrain", delete_meanwhile)
+    audit = _audit(admin, worker, model_id)
+    changed = [layer for layer in audit["layers"] if layer["skipped"]]
+    assert changed and {layer["skipped"] for layer in changed} == {"changed during the audit"}
+    assert all(layer["recomputed"] is None for layer in changed)
+    assert audit["result"] == "passed" and audit["layers_checked"] == LAYERS - len(changed)
