@@ -98,12 +98,9 @@ def describe(session: Session, job: Job, *, with_layers: bool = True) -> Exactne
     layers: list[LayerCheck] = []
     if with_layers and "audit_seq" in params:
         chain = scheduling.audit_chain(job.model_id)
-        entry = next(
-            e
-            for e in AuditRepository.from_session(session).of_action(chain, AUDITED)
-            if e.payload.get("job_id") == str(job.id)
-        )
-        layers = [LayerCheck(**layer) for layer in entry.payload["layers"]]
+        entries = AuditRepository.from_session(session).of_action(chain, AUDITED)
+        mine = [e for e in entries if e.payload.get("job_id") == str(job.id)]
+        layers = [LayerCheck(**layer) for e in mine for layer in e.payload["layers"]]
     return ExactnessAuditPublic(
         id=job.id,
         model_id=job.model_id,
