@@ -27,6 +27,7 @@ from service.dashboard import endpoints as dashboard
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import class_router as class_deletions_router
 from service.deletions.endpoints import router as deletions_router
+from service.exactness.endpoints import router as exactness_router
 from service.jobs.endpoints import router as jobs_router
 from service.keys.endpoints import router as keys_router
 from service.models.endpoints import router as models_router
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models_router,
         deletions_router,
         class_deletions_router,
+        exactness_router,
         jobs_router,
         keys_router,
     ):

@@ -7,7 +7,7 @@ from enum import IntEnum, StrEnum
 
 class Queue(StrEnum):
     deletions = "deletions"  # short, high priority: deactivation side effects, approximate passes
-    training = "training"  # long: training and exact retraining
+    training = "training"  # long: training, exact retraining and exactness audits
 
 
 def queue_for(kind: Queue, profile: str) -> str:
@@ -31,3 +31,4 @@ class TaskName(StrEnum):
     ping = "workers.ping"
     train_sequence = "workers.train_sequence"
     approximate_deletion = "workers.approximate_deletion"
+    audit_exactness = "workers.audit_exactness"

@@ -21,7 +21,13 @@ class ArtifactNotFoundError(KeyError):
 
 
 class ArtifactCorruptError(ValueError):
-    pass
+    """The bytes stored under a reference are not the bytes it names; ``actual`` is the
+    reference of the bytes found."""
+
+    def __init__(self, ref: str, actual: str) -> None:
+        super().__init__(f"artifact {ref} does not match its content ({actual})")
+        self.ref = ref
+        self.actual = actual
 
 
 def artifact_ref(data: bytes) -> str:
@@ -53,6 +59,18 @@ class ArtifactStore(Protocol):
     def delete(self, ref: str) -> None:
         """Remove ``ref`` (a no-op when absent)."""
         ...
+
+
+def stored_ref(store: ArtifactStore, ref: str) -> str | None:
+    """The reference of the bytes ``store`` holds under ``ref`` now (``ref`` itself unless they
+    were swapped or damaged), or None when it holds none: what an audit compares."""
+    try:
+        data = store.get(ref)
+    except ArtifactNotFoundError:
+        return None
+    except ArtifactCorruptError as error:
+        return error.actual
+    return artifact_ref(data)
 
 
 class LocalArtifactStore:
@@ -92,8 +110,9 @@ class LocalArtifactStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise ArtifactNotFoundError(ref) from None
-        if artifact_ref(data) != ref:
-            raise ArtifactCorruptError(f"artifact {ref} does not match its content")
+        actual = artifact_ref(data)
+        if actual != ref:
+            raise ArtifactCorruptError(ref, actual)
         return data
 
     def exists(self, ref: str) -> bool:

@@ -24,7 +24,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 OverviewPart = Literal["models", "charts", "deletions", "jobs"]
-ModelPart = Literal["grid", "deletions", "jobs", "audit"]
+ModelPart = Literal["grid", "deletions", "jobs", "exactness", "audit"]
 
 
 def _age(at: datetime, now: datetime) -> str:

@@ -22,6 +22,8 @@ from service.db.repositories import (
 )
 from service.deletions import service as deletions
 from service.deletions.schemas import DeletionCertificate, DeletionPublic
+from service.exactness.schemas import ExactnessAuditPublic
+from service.exactness.service import latest_audits
 from service.jobs.schemas import JobPublic
 from service.jobs.service import describe, job_public
 from service.models.schemas import ModelStatusPublic, SequenceStatus, ShardStatus
@@ -34,6 +36,7 @@ from service.training.scheduling import audit_chain
 STATES = ("valid", "approximate", "retraining", "training", "parked", "invalid")
 LIST_LIMIT = 20
 AUDIT_LIMIT = 15
+EXACTNESS_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ class ModelPage:
     @cached_property
     def audit(self) -> AuditView:
         return _audit(self.session, self.model.id)
+
+    @cached_property
+    def exactness(self) -> list[ExactnessAuditPublic]:
+        return latest_audits(self.session, self.tenant_id, self.model.id, limit=EXACTNESS_LIMIT)
 
 
 @dataclass(frozen=True)

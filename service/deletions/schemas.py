@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.exactness.schemas import ExactnessAuditLink
 from service.models.schemas import MethodName
 
 MAX_IDS = 10_000
@@ -167,3 +168,7 @@ class DeletionCertificate(BaseModel):
     audit_chain: str
     audit_entries: list[AuditLink]
     audit_chain_verified: bool
+    exactness_audits: list[ExactnessAuditLink] = Field(
+        description="Exactness audits run after the deletion completed that retrained its "
+        "shards from scratch and compared the layers serving them: a check, not a claim."
+    )

@@ -54,6 +54,7 @@ from service.deletions.schemas import (
     SubjectOutcome,
 )
 from service.errors import ConflictError, InvalidInputError
+from service.exactness.service import certified_audits
 from service.models.schemas import MethodName
 from service.training import scheduling
 from unlearning.approx.prefix_pass import RequestShape
@@ -415,6 +416,7 @@ def certificate(
         audit_chain=chain,
         audit_entries=[AuditLink(seq=e.seq, action=e.action, hash=e.hash) for e in entries],
         audit_chain_verified=audit.verify(chain).ok,
+        exactness_audits=certified_audits(session, request),
     )
 
 

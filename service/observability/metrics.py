@@ -70,6 +70,7 @@ QUEUE_OF_KIND = {
     JobKind.train: Queue.training,
     JobKind.retrain: Queue.training,
     JobKind.approximate: Queue.deletions,
+    JobKind.exactness_audit: Queue.training,
 }
 
 

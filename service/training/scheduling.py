@@ -80,18 +80,24 @@ def audit_chain(model_id: uuid.UUID) -> str:
     return f"model:{model_id}"
 
 
+#: The task and queue of each kind of job.
+ROUTES = {
+    JobKind.train: (TaskName.train_sequence, Queue.training),
+    JobKind.retrain: (TaskName.train_sequence, Queue.training),
+    JobKind.approximate: (TaskName.approximate_deletion, Queue.deletions),
+    JobKind.exactness_audit: (TaskName.audit_exactness, Queue.training),
+}
+
+
 def enqueue(
     session: Session, job: Job, *, priority: Priority = Priority.normal, delay_s: float = 0.0
 ) -> None:
     """Write the job's message to the outbox (ids only); the relay sends it after commit.
-    Approximate passes go to the short `deletions` queue, (re)training to `training`, each the
-    queue of the model's compute profile, so that only workers of that profile run them.
+    Approximate passes go to the short `deletions` queue, (re)training and exactness audits to
+    `training`, each the queue of the model's compute profile, so that only workers of that
+    profile run them (an audit's bitwise comparison needs the profile that trained the model).
     ``delay_s`` holds the message back (deletions arriving meanwhile join the job)."""
-    task, queue = (
-        (TaskName.approximate_deletion, Queue.deletions)
-        if job.kind is JobKind.approximate
-        else (TaskName.train_sequence, Queue.training)
-    )
+    task, queue = ROUTES[job.kind]
     profile = ModelRepository.from_session(session).get(job.model_id).compute_profile
     OutboxRepository.from_session(session).add(
         task.value,

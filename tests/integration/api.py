@@ -16,6 +16,7 @@ from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.errors import TenantNotFoundError
+from service.exactness.jobs import run_exactness_audit
 from service.settings import Settings
 from service.training.jobs import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
@@ -112,6 +113,20 @@ class InProcessWorker:
             )
         for job_id in queued:
             run_approximate_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
+        return len(queued)
+
+    def audit(self) -> int:
+        """Run the queued exactness audits (the `training` queue); returns how many ran."""
+        with self.factory() as session:
+            queued = list(
+                session.scalars(
+                    sa.select(Job.id)
+                    .where(Job.status == JobStatus.queued, Job.kind == JobKind.exactness_audit)
+                    .order_by(Job.created_at, Job.id)
+                )
+            )
+        for job_id in queued:
+            run_exactness_audit(functools.partial(unit_of_work, self.factory), self.engine, job_id)
         return len(queued)
 
     def drain(self) -> int:

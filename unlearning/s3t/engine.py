@@ -91,6 +91,15 @@ class S3TEngine:
         self._loaded_limit = loaded_stages
         self._predictors: dict[tuple[str, ...], EnsemblePredictor] = {}
 
+    def with_store(self, store: ArtifactStore) -> S3TEngine:
+        """The same backbone and settings writing to another store (e.g. a scratch folder)."""
+        return S3TEngine(
+            self.backbone,
+            store,
+            cache_hidden_states=self.cache_hidden_states,
+            loaded_stages=self._loaded_limit,
+        )
+
     def train(self, spec: ModelSpec, samples: Sequence[TrainingSample]) -> list[TrainedLayer]:
         """Train every sequence of every shard from scratch."""
         self._check_samples(spec.config, samples)

@@ -1,4 +1,4 @@
-"""Training tasks: thin wrappers that run a job by id in this worker's engine."""
+"""Training-queue tasks: thin wrappers that run a job by id in this worker's engine."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import uuid
 
 from celery import current_app, shared_task
 
+from service.exactness.jobs import run_exactness_audit
 from service.queues import TaskName
 from service.relay import celery_publisher, relay_once
 from service.training.jobs import run_sequence_job
@@ -19,3 +20,9 @@ def train_sequence(job_id: str) -> None:
     outcome = run_sequence_job(runtime.transaction, runtime.s3t_engine(), uuid.UUID(job_id))
     relay_once(runtime.session_factory(), celery_publisher(current_app))
     runtime.announce(outcome)
+
+
+@shared_task(name=TaskName.audit_exactness.value)
+def audit_exactness(job_id: str) -> None:
+    """Retrain the audited shards into a scratch store and record the comparison."""
+    run_exactness_audit(runtime.transaction, runtime.s3t_engine(), uuid.UUID(job_id))

@@ -1,4 +1,4 @@
-"""Training, retraining and approximate-pass jobs with their progress."""
+"""Training, retraining, approximate-pass and exactness-audit jobs with their progress."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class JobKind(StrEnum):
     train = "train"
     retrain = "retrain"
     approximate = "approximate"
+    exactness_audit = "exactness_audit"  # retrain shards into a scratch store and compare
 
 
 class JobStatus(StrEnum):

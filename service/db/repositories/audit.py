@@ -86,6 +86,11 @@ class AuditRepository(Repository):
             query = query.limit(limit)
         return list(self.session.scalars(query))
 
+    def of_action(self, chain: str, action: str) -> list[AuditEntry]:
+        """The chain's entries of one action, oldest first."""
+        query = sa.select(AuditEntry).where(AuditEntry.chain == chain, AuditEntry.action == action)
+        return list(self.session.scalars(query.order_by(AuditEntry.seq)))
+
     def latest(self, chain: str, *, limit: int) -> list[AuditEntry]:
         """The chain's last ``limit`` entries, newest first."""
         query = sa.select(AuditEntry).where(AuditEntry.chain == chain)

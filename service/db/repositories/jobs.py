@@ -16,9 +16,11 @@ from service.db.repositories.base import Repository
 from service.errors import JobNotFoundError, LineageError
 
 LIVE_STATUSES = (JobStatus.queued, JobStatus.running)
-#: Jobs that occupy a worker: per-sequence (re)trains and approximate passes, not the
-#: model-wide parent of a training, whose children do its work.
-IS_WORK = sa.or_(Job.sequence_id.is_not(None), Job.kind == JobKind.approximate)
+#: Jobs that occupy a worker: per-sequence (re)trains, approximate passes and exactness audits,
+#: not the model-wide parent of a training, whose children do its work.
+IS_WORK = sa.or_(
+    Job.sequence_id.is_not(None), Job.kind.in_([JobKind.approximate, JobKind.exactness_audit])
+)
 
 
 class JobRepository(Repository):
@@ -120,6 +122,13 @@ class JobRepository(Repository):
         order = (live_first, Job.created_at.desc(), Job.id)
         return list(self.session.scalars(query.order_by(*order).limit(limit)))
 
+    def latest_of_kind(self, model_id: uuid.UUID, kind: JobKind, *, limit: int) -> list[Job]:
+        """A model's jobs of one kind, newest first."""
+        query = sa.select(Job).where(Job.model_id == model_id, Job.kind == kind)
+        return list(
+            self.session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit))
+        )
+
     def get_for_update(self, job_id: uuid.UUID) -> Job:
         """The job, its row locked until the transaction ends (start and coalescing race)."""
         job = self.session.scalar(
@@ -210,9 +219,9 @@ class JobRepository(Repository):
         )
 
     def stalled(self, silent_since: datetime, *, limit: int = 100) -> list[Job]:
-        """Live per-sequence and approximate jobs with no heartbeat since ``silent_since``,
-        locked (others skipped on PostgreSQL, so two relays never resend one twice). Parked
-        jobs have no message to lose and are not among them."""
+        """Live jobs that occupy a worker (:data:`IS_WORK`) with no heartbeat since
+        ``silent_since``, locked (others skipped on PostgreSQL, so two relays never resend one
+        twice). Parked jobs have no message to lose and are not among them."""
         return list(
             self.session.scalars(
                 sa.select(Job)
@@ -220,7 +229,7 @@ class JobRepository(Repository):
                     Job.status.in_(LIVE_STATUSES),
                     Job.deferred_until.is_(None),
                     Job.heartbeat_at < silent_since,
-                    sa.or_(Job.sequence_id.is_not(None), Job.kind == JobKind.approximate),
+                    IS_WORK,
                 )
                 .order_by(Job.heartbeat_at)
                 .limit(limit)

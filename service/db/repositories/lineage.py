@@ -218,6 +218,13 @@ class LineageRepository(Repository):
             query = query.where(Layer.id.in_(list(among)))
         return set(self.session.scalars(query))
 
+    def active_layers(self, sequence_ids: Iterable[uuid.UUID]) -> list[Layer]:
+        """The active layers of these sequences, by sequence and position."""
+        query = sa.select(Layer).where(
+            Layer.sequence_id.in_(list(sequence_ids)), Layer.state == LayerState.active
+        )
+        return list(self.session.scalars(query.order_by(Layer.sequence_id, Layer.position)))
+
     def layers(self, model_id: uuid.UUID) -> list[Layer]:
         return list(self.session.scalars(_layers_of_model(model_id).order_by(Layer.id)))
 

@@ -8,6 +8,7 @@ from unlearning.artifacts import (
     ArtifactNotFoundError,
     LocalArtifactStore,
     artifact_ref,
+    stored_ref,
 )
 from unlearning.s3t.weights import LoraPair, StageWeights
 
@@ -31,6 +32,17 @@ def test_missing_corrupt_and_malformed_references(store: LocalArtifactStore) -> 
         store.get(ref)
     with pytest.raises(ValueError, match="not an artifact reference"):
         store.get("../../etc/passwd")
+
+
+def test_stored_ref_names_the_bytes_really_stored(store: LocalArtifactStore) -> None:
+    ref, other = store.put(b"adapter"), store.put(b"other adapter")
+    assert stored_ref(store, ref) == ref
+    (store.root / ref[7:9] / ref[7:]).write_bytes(b"other adapter")  # swapped, name unchanged
+    assert stored_ref(store, ref) == other
+    with pytest.raises(ArtifactCorruptError) as caught:
+        store.get(ref)
+    assert (caught.value.ref, caught.value.actual) == (ref, other)
+    assert stored_ref(store, artifact_ref(b"never stored")) is None
 
 
 def test_stage_weights_round_trip_bitwise() -> None:
