@@ -38,8 +38,8 @@ from service.db.repositories import (
     LineageRepository,
     ModelRepository,
     SampleRepository,
+    TenantRepository,
 )
-from service.db.repositories.base import sha256_hex
 from service.deletions.schemas import (
     ApproximateLayer,
     AuditLink,
@@ -50,6 +50,8 @@ from service.deletions.schemas import (
     DeletionCreate,
     DeletionPage,
     DeletionPublic,
+    DeletionVerification,
+    DeletionVerify,
 )
 from service.errors import ConflictError, InvalidInputError
 from service.models.schemas import MethodName
@@ -78,11 +80,13 @@ def request_deletion(
     model = ModelRepository.from_session(session).get(body.model_id, tenant_id=tenant_id)
     method = pass_method(model, body.method)
     canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
+    hasher = TenantRepository.from_session(session).hasher(tenant_id)
     deletions = DeletionRepository.from_session(session)
     request, created = deletions.create(
         tenant_id=tenant_id,
         model_id=model.id,
-        body_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        body=canonical,
+        hasher=hasher,
         idempotency_key=idempotency_key,
         subject_id=body.subject_id,
     )
@@ -93,7 +97,7 @@ def request_deletion(
     found: dict[str, Sample]
     if body.sample_ids is not None:
         ids = list(dict.fromkeys(body.sample_ids))
-        found = samples.by_external_ids(model.id, ids)
+        found = samples.by_external_ids(model.id, ids, hasher)
     else:
         assert body.subject_id is not None
         found = {s.external_id: s for s in samples.by_subject(model.id, body.subject_id)}
@@ -107,7 +111,7 @@ def request_deletion(
             items.append((external_id, sample.id, ItemOutcome.already_deleted))
         else:
             items.append((external_id, sample.id, ItemOutcome.deleted))
-    deletions.add_items(request, items)
+    deletions.add_items(request, items, hasher)
 
     live = [sample_id for _, sample_id, o in items if o is ItemOutcome.deleted and sample_id]
     lineage = LineageRepository.from_session(session)
@@ -147,9 +151,8 @@ def request_deletion(
         payload={
             "deletion_id": str(request.id),
             "counts": _counts(request).model_dump(),
-            "ids_sha256": hashlib.sha256(
-                "\n".join(sorted(sha256_hex(i) for i in ids)).encode()
-            ).hexdigest(),
+            "ids_digest": hashlib.sha256("\n".join(sorted(map(hasher, ids))).encode()).hexdigest(),
+            "hash_scheme": hasher.scheme.value,
             "invalidated": [{"layer_id": i, "artifact": refs.get(i)} for i in invalidated],
             "jobs": [str(job.id) for job in jobs],
             "serving_generation": model.serving_generation,
@@ -336,6 +339,7 @@ def certificate(
         completed_at=request.completed_at,
         unlearning=unlearning,
         counts=_counts(request),
+        hash_scheme=request.hash_scheme,
         sample_id_hashes=sorted(item.external_id_hash for item in items),
         subject_hash=request.subject_hash,
         payloads_deleted=not SampleRepository.from_session(session).payloads_exist(sample_ids),
@@ -347,6 +351,25 @@ def certificate(
         audit_chain=chain,
         audit_entries=[AuditLink(seq=e.seq, action=e.action, hash=e.hash) for e in entries],
         audit_chain_verified=audit.verify(chain).ok,
+    )
+
+
+def verify_inclusion(
+    session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID, body: DeletionVerify
+) -> DeletionVerification:
+    """Whether the identifier of ``body`` was part of the tenant's deletion: its hash, under the
+    scheme the deletion was recorded with, is the request's subject hash or one of its items'."""
+    deletions = DeletionRepository.from_session(session)
+    request = deletions.get(deletion_id, tenant_id=tenant_id)
+    hasher = TenantRepository.from_session(session).hasher(tenant_id)
+    if body.subject_id is not None:
+        subject = hasher.under(request.hash_scheme, body.subject_id)
+        included = request.subject_hash is not None and request.subject_hash == subject
+    else:
+        assert body.sample_id is not None
+        included = deletions.includes(request, hasher.under(request.hash_scheme, body.sample_id))
+    return DeletionVerification(
+        deletion_id=request.id, included=included, scheme=request.hash_scheme
     )
 
 

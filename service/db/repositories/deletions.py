@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from service.db.hashing import TenantHasher
 from service.db.models import (
     DeletionItem,
     DeletionJob,
@@ -19,7 +20,7 @@ from service.db.models import (
     JobStatus,
 )
 from service.db.models.base import utcnow
-from service.db.repositories.base import Repository, sha256_hex
+from service.db.repositories.base import Repository
 from service.errors import DeletionNotFoundError, IdempotencyConflictError, LineageError
 
 S = DeletionStatus
@@ -47,24 +48,28 @@ class DeletionRepository(Repository):
         *,
         tenant_id: uuid.UUID,
         model_id: uuid.UUID,
-        body_hash: str,
+        body: str,
+        hasher: TenantHasher,
         idempotency_key: str | None = None,
         subject_id: str | None = None,
     ) -> tuple[DeletionRequest, bool]:
         """A new request, or (the earlier request, False) for a repeated Idempotency-Key.
 
-        The same key with another body is an IdempotencyConflictError.
+        ``body`` is the request's canonical form, which the key is bound to: the same key with
+        another body is an IdempotencyConflictError. The body and the subject are kept as
+        keyed hashes under the tenant's ``hasher`` (both name personal data).
         """
         if idempotency_key is not None:
-            earlier = self._by_key(tenant_id, idempotency_key, body_hash)
+            earlier = self._by_key(tenant_id, idempotency_key, body, hasher)
             if earlier is not None:
                 return earlier, False
         request = DeletionRequest(
             tenant_id=tenant_id,
             model_id=model_id,
             idempotency_key=idempotency_key,
-            body_hash=body_hash,
-            subject_hash=sha256_hex(subject_id) if subject_id is not None else None,
+            body_hash=hasher(body),
+            subject_hash=hasher(subject_id) if subject_id is not None else None,
+            hash_scheme=hasher.scheme,
         )
         try:
             with self.session.begin_nested():
@@ -73,14 +78,14 @@ class DeletionRepository(Repository):
         except IntegrityError:  # the same key, sent concurrently, committed first
             if idempotency_key is None:
                 raise
-            earlier = self._by_key(tenant_id, idempotency_key, body_hash)
+            earlier = self._by_key(tenant_id, idempotency_key, body, hasher)
             if earlier is None:
                 raise
             return earlier, False
         return request, True
 
     def _by_key(
-        self, tenant_id: uuid.UUID, idempotency_key: str, body_hash: str
+        self, tenant_id: uuid.UUID, idempotency_key: str, body: str, hasher: TenantHasher
     ) -> DeletionRequest | None:
         earlier = self.session.scalar(
             sa.select(DeletionRequest).where(
@@ -88,7 +93,7 @@ class DeletionRepository(Repository):
                 DeletionRequest.idempotency_key == idempotency_key,
             )
         )
-        if earlier is not None and earlier.body_hash != body_hash:
+        if earlier is not None and earlier.body_hash != hasher.under(earlier.hash_scheme, body):
             raise IdempotencyConflictError("this Idempotency-Key was used for a different request")
         return earlier
 
@@ -130,9 +135,11 @@ class DeletionRepository(Repository):
         self,
         request: DeletionRequest,
         items: Sequence[tuple[str, int | None, ItemOutcome]],
+        hasher: TenantHasher,
     ) -> None:
-        """Record (external id, sample id, outcome) per requested id; only hashes are kept,
-        except for unknown ids, which the request reports back to the caller."""
+        """Record (external id, sample id, outcome) per requested id; only keyed hashes (under
+        the tenant's ``hasher``) are kept, except for unknown ids, which the request reports
+        back to the caller."""
         counts = dict.fromkeys(ItemOutcome, 0)
         for external_id, sample_id, outcome in items:
             counts[outcome] += 1
@@ -140,7 +147,7 @@ class DeletionRepository(Repository):
                 DeletionItem(
                     request_id=request.id,
                     sample_id=sample_id,
-                    external_id_hash=sha256_hex(external_id),
+                    external_id_hash=hasher(external_id),
                     unknown_external_id=external_id if outcome is ItemOutcome.unknown else None,
                     outcome=outcome,
                 )
@@ -151,6 +158,14 @@ class DeletionRepository(Repository):
         request.n_unknown += counts[ItemOutcome.unknown]
         request.partial = request.n_unknown > 0
         self.session.flush()
+
+    def includes(self, request: DeletionRequest, external_id_hash: str) -> bool:
+        """Whether one of the request's items has this hash (of the request's scheme)."""
+        query = sa.select(DeletionItem.id).where(
+            DeletionItem.request_id == request.id,
+            DeletionItem.external_id_hash == external_id_hash,
+        )
+        return self.session.scalar(query.limit(1)) is not None
 
     def items(self, request_id: uuid.UUID) -> list[DeletionItem]:
         return list(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from service.db.hashing import TenantHasher
 from service.db.models import (
     Layer,
     LayerDeletion,
@@ -30,6 +31,7 @@ from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.db.repositories.models import ModelRepository
 from service.db.repositories.samples import SampleRepository
+from service.db.repositories.tenants import TenantRepository
 from service.errors import LineageError
 
 
@@ -398,11 +400,11 @@ class LineageRepository(Repository):
             and parent.id not in stale
         )
 
-    def purge(self, samples: Sequence[Sample]) -> None:
+    def purge(self, samples: Sequence[Sample], hasher: TenantHasher) -> None:
         """Hard-delete the payloads of deleted samples and scrub their identifiers."""
         repository = SampleRepository.from_session(self.session)
         repository.delete_payloads([s.id for s in samples])
-        repository.scrub(samples)
+        repository.scrub(samples, hasher)
 
     def recorded_versions(self, layer_ids: Iterable[int]) -> dict[int, dict[uuid.UUID, int]]:
         """Per layer, the slice versions it was trained on."""
@@ -470,10 +472,11 @@ class LineageRepository(Repository):
         for sample in live:
             sample.deleted = True
             sample.deleted_at = now
+        hasher = TenantRepository.from_session(self.session).hasher(model.tenant_id)
         if purge_payloads:
-            self.purge(live)
+            self.purge(live, hasher)
         else:  # an approximate pass reads the payloads first; identifiers go at once
-            SampleRepository.from_session(self.session).scrub(live)
+            SampleRepository.from_session(self.session).scrub(live, hasher)
         touched = {s.slice_id for s in live}
         slices = self.session.scalars(sa.select(Slice).where(Slice.id.in_(touched))).all()
         for slice_ in slices:

@@ -12,13 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
 
+from service.db.hashing import TenantHasher, plain_hash
 from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
-from service.db.repositories.base import Repository, sha256_hex
+from service.db.repositories.base import Repository
 from service.errors import DomainError, DuplicateSampleError, InvalidSampleError
 from unlearning.sharding import place
 
 MAX_EXTERNAL_ID_LENGTH = 255
-#: A deleted sample keeps only ``deleted:<sha256 of its external id>`` and no subject.
+#: A deleted sample keeps only ``deleted:<keyed hash of its external id>`` and no subject.
 DELETED_PREFIX = "deleted:"
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 T = TypeVar("T")
@@ -54,8 +55,16 @@ class _Validated:
     features: list[float] | None
 
 
-def deleted_external_id(external_id: str) -> str:
-    return DELETED_PREFIX + sha256_hex(external_id)
+def deleted_external_id(external_id: str, hasher: TenantHasher) -> str:
+    return DELETED_PREFIX + hasher(external_id)
+
+
+def _deleted_names(external_id: str, hasher: TenantHasher) -> list[str]:
+    """The names a deleted sample may carry: keyed, and plain for a tenant's older deletions."""
+    names = [deleted_external_id(external_id, hasher)]
+    if hasher.legacy:
+        names.append(DELETED_PREFIX + plain_hash(external_id))
+    return names
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -207,11 +216,12 @@ class SampleRepository(Repository):
         return {(sh, sl): (shard_id, slice_id) for sh, sl, shard_id, slice_id in rows}
 
     def by_external_ids(
-        self, model_id: uuid.UUID, external_ids: Iterable[str]
+        self, model_id: uuid.UUID, external_ids: Iterable[str], hasher: TenantHasher
     ) -> dict[str, Sample]:
-        """Each known id's sample, live or deleted (a deleted one is found by its hash)."""
+        """Each known id's sample, live or deleted (a deleted one is found by its hash under
+        the model's tenant ``hasher``)."""
         wanted = {eid: eid for eid in external_ids}
-        wanted.update({deleted_external_id(eid): eid for eid in list(wanted)})
+        wanted.update({name: eid for eid in list(wanted) for name in _deleted_names(eid, hasher)})
         found: dict[str, Sample] = {}
         for chunk in _chunks(sorted(wanted)):
             for sample in self.session.scalars(
@@ -268,12 +278,12 @@ class SampleRepository(Repository):
             gone += result.rowcount  # type: ignore[attr-defined]
         return gone
 
-    def scrub(self, samples: Iterable[Sample]) -> None:
-        """Keep no identifier of deleted samples: the external id becomes its hash, the subject
-        goes. Their payload rows are deleted separately."""
+    def scrub(self, samples: Iterable[Sample], hasher: TenantHasher) -> None:
+        """Keep no identifier of deleted samples: the external id becomes its keyed hash under
+        their tenant's ``hasher``, the subject goes. Their payload rows are deleted separately."""
         for sample in samples:
             if not sample.external_id.startswith(DELETED_PREFIX):
-                sample.external_id = deleted_external_id(sample.external_id)
+                sample.external_id = deleted_external_id(sample.external_id, hasher)
             sample.subject_id = None
         self.session.flush()
 
