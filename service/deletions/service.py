@@ -119,7 +119,9 @@ def request_deletion(
         body.method is not None or wants_approximation(session, model, approximation)
     )
     deactivation = (
-        lineage.deactivate_samples(model.id, live, purge_payloads=not approximate) if live else None
+        lineage.deactivate_samples(model.id, live, purge_payloads=not approximate, hasher=hasher)
+        if live
+        else None
     )
     invalidated = deactivation.invalidated_layer_ids if deactivation else []
     affected = set(deactivation.first_invalid_position) if deactivation else set()

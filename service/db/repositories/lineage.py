@@ -445,14 +445,21 @@ class LineageRepository(Repository):
         return {layer_id: ref for layer_id, ref in rows if ref is not None}
 
     def deactivate_samples(
-        self, model_id: uuid.UUID, sample_ids: Iterable[int], *, purge_payloads: bool = True
+        self,
+        model_id: uuid.UUID,
+        sample_ids: Iterable[int],
+        *,
+        purge_payloads: bool = True,
+        hasher: TenantHasher | None = None,
     ) -> Deactivation:
         """Delete samples from the lineage: one transaction, no serving of what saw them.
 
         Marks the samples deleted, hard-deletes their payloads (unless an approximate pass still
-        needs them), bumps each touched slice's version once, invalidates every active layer
-        that recorded an older version, and bumps the model's ``serving_generation``. Samples
-        deleted before are reported and change nothing.
+        needs them), renames them to the keyed hash of their external id (under ``hasher``, the
+        model's tenant's, read here unless the caller holds it), bumps each touched slice's
+        version once, invalidates every active layer that recorded an older version, and bumps
+        the model's ``serving_generation``. Samples deleted before are reported and change
+        nothing.
         """
         model = ModelRepository.from_session(self.session).get_for_update(model_id)
         ids = sorted(set(sample_ids))
@@ -472,7 +479,7 @@ class LineageRepository(Repository):
         for sample in live:
             sample.deleted = True
             sample.deleted_at = now
-        hasher = TenantRepository.from_session(self.session).hasher(model.tenant_id)
+        hasher = hasher or TenantRepository.from_session(self.session).hasher(model.tenant_id)
         if purge_payloads:
             self.purge(live, hasher)
         else:  # an approximate pass reads the payloads first; identifiers go at once

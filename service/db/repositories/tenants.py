@@ -50,8 +50,8 @@ class TenantRepository(Repository):
         return tenant
 
     def hasher(self, tenant_id: uuid.UUID) -> TenantHasher:
-        """The tenant's identifier hasher: one primary-key read, none once the session holds
-        the secret (a deletion asks twice: recording it, scrubbing its samples)."""
+        """The tenant's identifier hasher (one primary-key read): made once per unit of work and
+        passed along, so that a deletion reads the secret once."""
         secret = self.session.get(TenantSecret, tenant_id)
         if secret is None:  # every tenant gets one when created, or from the migration
             raise LookupError(f"tenant {tenant_id} has no identifier secret")
