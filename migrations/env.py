@@ -7,6 +7,8 @@ The database is, in order: a connection passed in ``config.attributes``, ``-x ur
 from __future__ import annotations
 
 import logging.config
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -40,6 +42,25 @@ def _render_item(type_: str, obj: Any, _autogen_context: AutogenContext) -> str 
     return False
 
 
+@contextmanager
+def _sqlite_foreign_keys_off(connection: sa.Connection) -> Iterator[None]:
+    """On SQLite, migrate with foreign keys off, as SQLite's procedure for schema changes says:
+    batch mode recreates a table to alter it, and dropping the old one with foreign keys on
+    would run every ON DELETE CASCADE that references it (a `models` rebuild emptied `shards`).
+    The pragma is a no-op inside a transaction, so it goes on the raw connection before any;
+    a connection handed in already in a transaction is the caller's to configure."""
+    if connection.dialect.name != "sqlite" or connection.in_transaction():
+        yield
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
+
+
 def _run(connection: sa.Connection) -> None:
     context.configure(
         connection=connection,
@@ -48,8 +69,12 @@ def _run(connection: sa.Connection) -> None:
         compare_type=True,
         render_item=_render_item,
     )
-    with context.begin_transaction():
+    with _sqlite_foreign_keys_off(connection), context.begin_transaction():
         context.run_migrations()
+        if connection.dialect.name == "sqlite":  # what foreign keys would have refused
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migration broke references: {broken[:5]}")
 
 
 def run_migrations_offline() -> None:

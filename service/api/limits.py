@@ -15,7 +15,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
-
 #: How much of a refused body is read and dropped, in multiples of the cap.
 DRAIN_FACTOR = 16
 

@@ -1,4 +1,5 @@
-"""``/deletions``: request a deletion, follow it, list them, and get its certificate."""
+"""``/deletions``: request a deletion, follow it, list them, get its certificate, and check
+whether an identifier was part of it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from service.deletions.schemas import (
     DeletionCreate,
     DeletionPage,
     DeletionPublic,
+    DeletionVerification,
+    DeletionVerify,
 )
 from service.settings import Settings
 
@@ -153,3 +156,22 @@ def read_certificate(
 ) -> DeletionCertificate:
     """What the deletion removed, as counts, hashes and artifact digests; no personal data."""
     return service.certificate(session, key.tenant_id, deletion_id)
+
+
+@router.post(
+    "/{deletion_id}/verify",
+    summary="Check whether an identifier was part of a deletion",
+    responses=problem_responses(401, 404, 413, 422),
+)
+def verify_deletion(
+    deletion_id: uuid.UUID, body: DeletionVerify, key: CurrentKey, session: SessionDep
+) -> DeletionVerification:
+    """Answer whether a sample id or a subject id (exactly one) was part of this deletion.
+
+    The certificate keeps only keyed hashes (HMAC-SHA-256 under a secret of the tenant that
+    never leaves the service), which nobody can recompute from a guessed id; this call hashes
+    the given identifier the same way and compares. The identifier travels in the body, never
+    in the URL, and is neither stored nor logged. A read, as the certificate is: any key of the
+    tenant; another tenant's deletion is a 404.
+    """
+    return service.verify_inclusion(session, key.tenant_id, deletion_id, body)

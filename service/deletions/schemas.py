@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.db.hashing import HashScheme
 from service.exactness.schemas import ExactnessAuditLink
 from service.models.schemas import MethodName
 
@@ -65,6 +66,36 @@ class ClassDeletionCreate(BaseModel):
     )
     method: MethodName | None = Field(
         None, description="The approximate pass's method (implies `path: approximate`)."
+    )
+
+
+class DeletionVerify(BaseModel):
+    """One identifier to check against a deletion: exactly one of `sample_id` and `subject_id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_id: ExternalId | None = Field(None, description="An external id of a sample.")
+    subject_id: str | None = Field(
+        None, min_length=1, max_length=255, description="A data subject's id."
+    )
+
+    @model_validator(mode="after")
+    def _one_identifier(self) -> DeletionVerify:
+        if (self.sample_id is None) == (self.subject_id is None):
+            raise ValueError("give exactly one of `sample_id` and `subject_id`")
+        return self
+
+
+class DeletionVerification(BaseModel):
+    deletion_id: uuid.UUID
+    included: bool = Field(
+        description="`sample_id`: the request named this id (or, for a subject, it was one of "
+        "the subject's samples); its hash is among the certificate's `sample_id_hashes`. "
+        "`subject_id`: the request named this subject (its hash is `subject_hash`)."
+    )
+    scheme: HashScheme = Field(
+        description="How the deletion's identifier hashes were made (see the certificate's "
+        "`hash_scheme`)."
     )
 
 
@@ -154,8 +185,16 @@ class DeletionCertificate(BaseModel):
         "shards serve their shorter valid prefixes meanwhile)."
     )
     counts: DeletionCounts
-    sample_id_hashes: list[str] = Field(description="SHA-256 of each requested external id.")
-    subject_hash: str | None
+    hash_scheme: HashScheme = Field(
+        description="`hmac-sha256`: `sample_id_hashes` and `subject_hash` are HMAC-SHA-256 "
+        "under a secret of the tenant that never leaves the service, so that no dictionary "
+        "reverses them; check an identifier with `POST /deletions/{id}/verify`. `sha256`: "
+        "plain SHA-256, for deletions recorded before identifier hashes were keyed."
+    )
+    sample_id_hashes: list[str] = Field(
+        description="The hash (`hash_scheme`) of each requested external id."
+    )
+    subject_hash: str | None = Field(description="The hash (`hash_scheme`) of the subject.")
     payloads_deleted: bool = Field(description="No payload row of a deleted sample remains.")
     payloads_purged_at: datetime | None = Field(
         description="When payloads kept for an approximate pass were purged (None if none were "

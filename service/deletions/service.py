@@ -39,8 +39,8 @@ from service.db.repositories import (
     LineageRepository,
     ModelRepository,
     SampleRepository,
+    TenantRepository,
 )
-from service.db.repositories.base import sha256_hex
 from service.deletions.schemas import (
     ApproximateLayer,
     AuditLink,
@@ -51,6 +51,8 @@ from service.deletions.schemas import (
     DeletionCreate,
     DeletionPage,
     DeletionPublic,
+    DeletionVerification,
+    DeletionVerify,
     SubjectOutcome,
 )
 from service.errors import ConflictError, InvalidInputError
@@ -99,10 +101,10 @@ def request_deletion(
     model = ModelRepository.from_session(session).get_for_update(body.model_id, tenant_id=tenant_id)
     method = pass_method(model, body.method)
     canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
-    body_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    hasher = TenantRepository.from_session(session).hasher(tenant_id)
     deletions = DeletionRepository.from_session(session)
     if idempotency_key is not None:
-        earlier = deletions.by_key(tenant_id, idempotency_key, body_hash)
+        earlier = deletions.by_key(tenant_id, idempotency_key, canonical, hasher)
         if earlier is not None:
             return Accepted(earlier, created=False)
 
@@ -110,14 +112,14 @@ def request_deletion(
     samples = SampleRepository.from_session(session)
     if body.sample_ids is not None:
         ids = list(dict.fromkeys(body.sample_ids))
-        marked = samples.mark_deleted(model.id, external_ids=ids, now=now)
+        marked = samples.mark_deleted(model.id, hasher, external_ids=ids, now=now)
     else:
         assert body.subject_id is not None
-        marked = samples.mark_deleted(model.id, subject_id=body.subject_id, now=now)
+        marked = samples.mark_deleted(model.id, hasher, subject_id=body.subject_id, now=now)
         ids = [m.external_id for m in marked]
     by_external_id = {m.external_id: m.id for m in marked}
     missing = [i for i in ids if i not in by_external_id]
-    deleted_before = samples.deleted_ids(model.id, missing) if missing else {}
+    deleted_before = samples.deleted_ids(model.id, missing, hasher) if missing else {}
     items: list[tuple[str, int | None, ItemOutcome]] = []
     for external_id in ids:
         if external_id in by_external_id:
@@ -135,7 +137,8 @@ def request_deletion(
     request = deletions.new(
         tenant_id=tenant_id,
         model_id=model.id,
-        body_hash=body_hash,
+        body=canonical,
+        hasher=hasher,
         idempotency_key=idempotency_key,
         subject_id=body.subject_id,
     )
@@ -145,8 +148,8 @@ def request_deletion(
         keep_payloads(request, approximation)
     if body.subject_id is not None and not marked:
         # Nothing live: deleted by an earlier request, or never known; say which.
-        request.partial = not deletions.subject_deleted_before(model.id, body.subject_id)
-    deletions.add_items(request, items)
+        request.partial = not deletions.subject_deleted_before(model.id, body.subject_id, hasher)
+    deletions.add_items(request, items, hasher)
     jobs: list[Job] = []
     if marked:
         prefixes = lineage.prefixes(model.id, shard_ids=deactivation.shard_ids)
@@ -188,9 +191,8 @@ def request_deletion(
         payload={
             "deletion_id": str(request.id),
             "counts": _counts(request).model_dump(),
-            "ids_sha256": hashlib.sha256(
-                "\n".join(sorted(sha256_hex(i) for i in ids)).encode()
-            ).hexdigest(),
+            "ids_digest": hashlib.sha256("\n".join(sorted(map(hasher, ids))).encode()).hexdigest(),
+            "hash_scheme": hasher.scheme.value,
             "invalidated": [
                 {"layer_id": layer.id, "artifact": layer.artifact_ref}
                 for layer in deactivation.invalidated
@@ -405,6 +407,7 @@ def certificate(
         completed_at=request.completed_at,
         unlearning=unlearning,
         counts=_counts(request),
+        hash_scheme=request.hash_scheme,
         sample_id_hashes=sorted(item.external_id_hash for item in items),
         subject_hash=request.subject_hash,
         payloads_deleted=not SampleRepository.from_session(session).payloads_exist(sample_ids),
@@ -417,6 +420,25 @@ def certificate(
         audit_entries=[AuditLink(seq=e.seq, action=e.action, hash=e.hash) for e in entries],
         audit_chain_verified=audit.verify(chain).ok,
         exactness_audits=certified_audits(session, request),
+    )
+
+
+def verify_inclusion(
+    session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID, body: DeletionVerify
+) -> DeletionVerification:
+    """Whether the identifier of ``body`` was part of the tenant's deletion: its hash, under the
+    scheme the deletion was recorded with, is the request's subject hash or one of its items'."""
+    deletions = DeletionRepository.from_session(session)
+    request = deletions.get(deletion_id, tenant_id=tenant_id)
+    hasher = TenantRepository.from_session(session).hasher(tenant_id)
+    if body.subject_id is not None:
+        subject = hasher.under(request.hash_scheme, body.subject_id)
+        included = request.subject_hash is not None and request.subject_hash == subject
+    else:
+        assert body.sample_id is not None
+        included = deletions.includes(request, hasher.under(request.hash_scheme, body.sample_id))
+    return DeletionVerification(
+        deletion_id=request.id, included=included, scheme=request.hash_scheme
     )
 
 

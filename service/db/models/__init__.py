@@ -27,7 +27,7 @@ from service.db.models.lineage import (
 )
 from service.db.models.outbox import OutboxMessage
 from service.db.models.samples import Sample, SamplePayload
-from service.db.models.tenancy import ApiKey, Role, Tenant
+from service.db.models.tenancy import ApiKey, Role, Tenant, TenantSecret
 from service.db.models.workers import WorkerPresence
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "SliceSequence",
     "Task",
     "Tenant",
+    "TenantSecret",
     "UnlearningPolicy",
     "WorkerPresence",
 ]

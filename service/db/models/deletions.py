@@ -9,6 +9,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.db.hashing import HashScheme
 from service.db.models.base import Base, BigIntId, Sha256Hex, UuidPk, str_enum, utcnow
 
 
@@ -35,6 +36,14 @@ class DeletionRequest(UuidPk, Base):
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
     body_hash: Mapped[str] = mapped_column(Sha256Hex)
     subject_hash: Mapped[str | None] = mapped_column(Sha256Hex)
+    # How body_hash, subject_hash and the items' external_id_hash were made. The server
+    # default labels rows written by code older than keyed hashes (before the migration, or by
+    # an API process not yet upgraded), which stored plain SHA-256.
+    hash_scheme: Mapped[HashScheme] = mapped_column(
+        str_enum(HashScheme),
+        default=HashScheme.hmac_sha256,
+        server_default=HashScheme.sha256.value,
+    )
     status: Mapped[DeletionStatus] = mapped_column(
         str_enum(DeletionStatus), default=DeletionStatus.received
     )

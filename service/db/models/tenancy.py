@@ -1,4 +1,5 @@
-"""Tenants and their API keys (stored as SHA-256 hashes, never in clear)."""
+"""Tenants, their API keys (stored as SHA-256 hashes, never in clear) and the secret of their
+identifier hashes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.db.hashing import SECRET_BYTES, new_secret
 from service.db.models.base import Base, CreatedAt, Sha256Hex, UuidPk, str_enum
 
 
@@ -21,6 +23,23 @@ class Tenant(UuidPk, CreatedAt, Base):
     __tablename__ = "tenants"
 
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+
+
+class TenantSecret(CreatedAt, Base):
+    """The key of a tenant's identifier hashes (service/db/hashing.py), apart from the tenant
+    row so that nothing that shows a tenant reads it; no API returns it, no log prints it."""
+
+    __tablename__ = "tenant_secrets"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    identifier_secret: Mapped[bytes] = mapped_column(
+        sa.LargeBinary(SECRET_BYTES), default=new_secret
+    )
+    # The tenant existed before keyed hashes: some of its deleted samples may still be named
+    # `deleted:<sha256>`.
+    legacy_id_hashes: Mapped[bool] = mapped_column(default=False)
 
 
 class ApiKey(UuidPk, CreatedAt, Base):

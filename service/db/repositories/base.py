@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Self
 
 from sqlalchemy.orm import Session
@@ -19,8 +18,3 @@ class Repository:
     @property
     def dialect(self) -> str:
         return self.session.get_bind().dialect.name
-
-
-def sha256_hex(value: str) -> str:
-    """The hash under which an identifier is kept once its sample is deleted."""
-    return hashlib.sha256(value.encode()).hexdigest()

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from service.db.hashing import HashScheme, TenantHasher
 from service.db.models import (
     DeletionItem,
     DeletionJob,
@@ -18,7 +19,7 @@ from service.db.models import (
     JobStatus,
 )
 from service.db.models.base import utcnow
-from service.db.repositories.base import Repository, sha256_hex
+from service.db.repositories.base import Repository
 from service.errors import DeletionNotFoundError, IdempotencyConflictError, LineageError
 
 S = DeletionStatus
@@ -42,17 +43,18 @@ _TIMESTAMP = {
 
 class DeletionRepository(Repository):
     def by_key(
-        self, tenant_id: uuid.UUID, idempotency_key: str, body_hash: str
+        self, tenant_id: uuid.UUID, idempotency_key: str, body: str, hasher: TenantHasher
     ) -> DeletionRequest | None:
         """The earlier request sent with this Idempotency-Key; the same key with another body
-        is an IdempotencyConflictError."""
+        (``body``: the request's canonical form, kept as a keyed hash under the tenant's
+        ``hasher``) is an IdempotencyConflictError."""
         earlier = self.session.scalar(
             sa.select(DeletionRequest).where(
                 DeletionRequest.tenant_id == tenant_id,
                 DeletionRequest.idempotency_key == idempotency_key,
             )
         )
-        if earlier is not None and earlier.body_hash != body_hash:
+        if earlier is not None and earlier.body_hash != hasher.under(earlier.hash_scheme, body):
             raise IdempotencyConflictError("this Idempotency-Key was used for a different request")
         return earlier
 
@@ -61,20 +63,23 @@ class DeletionRepository(Repository):
         *,
         tenant_id: uuid.UUID,
         model_id: uuid.UUID,
-        body_hash: str,
+        body: str,
+        hasher: TenantHasher,
         idempotency_key: str | None = None,
         subject_id: str | None = None,
     ) -> DeletionRequest:
         """A new request, inserted with its items (:meth:`add_items`), which also fixes its
         counts: one INSERT each. Callers look up ``idempotency_key`` first (:meth:`by_key`)
-        with the model row locked."""
+        with the model row locked. The body and the subject are kept as keyed hashes under the
+        tenant's ``hasher`` (both name personal data)."""
         request = DeletionRequest(
             id=uuid.uuid4(),
             tenant_id=tenant_id,
             model_id=model_id,
             idempotency_key=idempotency_key,
-            body_hash=body_hash,
-            subject_hash=sha256_hex(subject_id) if subject_id is not None else None,
+            body_hash=hasher(body),
+            subject_hash=hasher(subject_id) if subject_id is not None else None,
+            hash_scheme=hasher.scheme,
             status=DeletionStatus.received,
             received_at=utcnow(),
             n_requested=0,
@@ -86,11 +91,14 @@ class DeletionRepository(Repository):
         self.session.add(request)
         return request
 
-    def subject_deleted_before(self, model_id: uuid.UUID, subject_id: str) -> bool:
+    def subject_deleted_before(
+        self, model_id: uuid.UUID, subject_id: str, hasher: TenantHasher
+    ) -> bool:
         """Whether an earlier request deleted samples of this subject from the model."""
+        hashes = {hasher.under(scheme, subject_id) for scheme in HashScheme}
         query = sa.select(DeletionRequest.id).where(
             DeletionRequest.model_id == model_id,
-            DeletionRequest.subject_hash == sha256_hex(subject_id),
+            DeletionRequest.subject_hash.in_(hashes),
             DeletionRequest.n_deleted > 0,
         )
         return self.session.scalar(query.limit(1)) is not None
@@ -133,6 +141,7 @@ class DeletionRepository(Repository):
         self,
         request: DeletionRequest,
         items: Sequence[tuple[str, int | None, ItemOutcome]],
+        hasher: TenantHasher,
     ) -> None:
         """Record (external id, sample id, outcome) per requested id, inserted in one batch
         after the request (flushed here); only hashes are kept, except for unknown ids, which
@@ -145,7 +154,7 @@ class DeletionRepository(Repository):
                 DeletionItem(
                     request_id=request.id,
                     sample_id=sample_id,
-                    external_id_hash=sha256_hex(external_id),
+                    external_id_hash=hasher(external_id),
                     unknown_external_id=external_id if outcome is ItemOutcome.unknown else None,
                     outcome=outcome,
                 )
@@ -157,6 +166,14 @@ class DeletionRepository(Repository):
         request.partial = request.partial or request.n_unknown > 0
         self.session.flush()  # the request first: nothing tells the flush that items need it
         self.session.add_all(rows)
+
+    def includes(self, request: DeletionRequest, external_id_hash: str) -> bool:
+        """Whether one of the request's items has this hash (of the request's scheme)."""
+        query = sa.select(DeletionItem.id).where(
+            DeletionItem.request_id == request.id,
+            DeletionItem.external_id_hash == external_id_hash,
+        )
+        return self.session.scalar(query.limit(1)) is not None
 
     def items(self, request_id: uuid.UUID) -> list[DeletionItem]:
         return list(

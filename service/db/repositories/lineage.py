@@ -17,6 +17,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from service.db.hashing import TenantHasher
 from service.db.models import (
     Layer,
     LayerDeletion,
@@ -32,6 +33,7 @@ from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.db.repositories.models import ModelRepository
 from service.db.repositories.samples import MarkedSample, SampleRepository
+from service.db.repositories.tenants import TenantRepository
 from service.errors import LineageError
 
 
@@ -491,11 +493,17 @@ class LineageRepository(Repository):
         return {layer_id: ref for layer_id, ref in rows if ref is not None}
 
     def deactivate_samples(
-        self, model_id: uuid.UUID, sample_ids: Iterable[int], *, purge_payloads: bool = True
+        self,
+        model_id: uuid.UUID,
+        sample_ids: Iterable[int],
+        *,
+        purge_payloads: bool = True,
+        hasher: TenantHasher | None = None,
     ) -> Deactivation:
-        """Delete samples (by id) from the lineage: :meth:`deactivate` of those still live,
-        with the model row locked first. Samples deleted before are reported and change
-        nothing."""
+        """Delete samples (by id) from the lineage: :meth:`SampleRepository.mark_deleted` and
+        :meth:`deactivate` of those still live, with the model row locked first (``hasher``:
+        the model's tenant's, read here unless the caller holds it). Samples deleted before are
+        reported and change nothing."""
         model = ModelRepository.from_session(self.session).get_for_update(model_id)
         ids = sorted(set(sample_ids))
         known = set(
@@ -506,8 +514,9 @@ class LineageRepository(Repository):
         if len(known) != len(ids):
             raise LineageError("some samples do not exist or belong to another model")
         now = utcnow()
+        hasher = hasher or TenantRepository.from_session(self.session).hasher(model.tenant_id)
         marked = SampleRepository.from_session(self.session).mark_deleted(
-            model_id, sample_ids=ids, now=now
+            model_id, hasher, sample_ids=ids, now=now
         )
         deactivation = self.deactivate(model, marked, purge_payloads=purge_payloads, now=now)
         live = set(deactivation.deleted_sample_ids)

@@ -13,13 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
 
+from service.db.hashing import TenantHasher, plain_hash
 from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
-from service.db.repositories.base import Repository, sha256_hex
+from service.db.repositories.base import Repository
 from service.errors import DomainError, DuplicateSampleError, InvalidSampleError
 from unlearning.sharding import place
 
 MAX_EXTERNAL_ID_LENGTH = 255
-#: A deleted sample keeps only ``deleted:<sha256 of its external id>`` and no subject.
+#: A deleted sample keeps only ``deleted:<keyed hash of its external id>`` and no subject.
 DELETED_PREFIX = "deleted:"
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 T = TypeVar("T")
@@ -65,8 +66,16 @@ class MarkedSample:
     slice_id: uuid.UUID
 
 
-def deleted_external_id(external_id: str) -> str:
-    return DELETED_PREFIX + sha256_hex(external_id)
+def deleted_external_id(external_id: str, hasher: TenantHasher) -> str:
+    return DELETED_PREFIX + hasher(external_id)
+
+
+def _deleted_names(external_id: str, hasher: TenantHasher) -> list[str]:
+    """The names a deleted sample may carry: keyed, and plain for a tenant's older deletions."""
+    names = [deleted_external_id(external_id, hasher)]
+    if hasher.legacy:
+        names.append(DELETED_PREFIX + plain_hash(external_id))
+    return names
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -218,11 +227,12 @@ class SampleRepository(Repository):
         return {(sh, sl): (shard_id, slice_id) for sh, sl, shard_id, slice_id in rows}
 
     def by_external_ids(
-        self, model_id: uuid.UUID, external_ids: Iterable[str]
+        self, model_id: uuid.UUID, external_ids: Iterable[str], hasher: TenantHasher
     ) -> dict[str, Sample]:
-        """Each known id's sample, live or deleted (a deleted one is found by its hash)."""
+        """Each known id's sample, live or deleted (a deleted one is found by its hash under
+        the model's tenant ``hasher``)."""
         wanted = {eid: eid for eid in external_ids}
-        wanted.update({deleted_external_id(eid): eid for eid in list(wanted)})
+        wanted.update({name: eid for eid in list(wanted) for name in _deleted_names(eid, hasher)})
         found: dict[str, Sample] = {}
         for chunk in _chunks(sorted(wanted)):
             for sample in self.session.scalars(
@@ -282,6 +292,7 @@ class SampleRepository(Repository):
     def mark_deleted(
         self,
         model_id: uuid.UUID,
+        hasher: TenantHasher,
         *,
         external_ids: Sequence[str] | None = None,
         subject_id: str | None = None,
@@ -290,7 +301,8 @@ class SampleRepository(Repository):
     ) -> list[MarkedSample]:
         """Mark the live samples named by exactly one selector deleted, set-based: one
         ``UPDATE … RETURNING`` (per chunk of ids), then one batch that replaces their
-        identifiers (the external id by its hash, the subject by nothing). Samples deleted
+        identifiers (the external id by its keyed hash under the tenant's ``hasher``, the
+        subject by nothing). Samples deleted
         before are left alone; the caller holds the model row, so no other deletion can mark
         the same sample in between. Returns them in id order."""
         if (external_ids is None) + (subject_id is None) + (sample_ids is None) != 2:
@@ -316,13 +328,19 @@ class SampleRepository(Repository):
         if marked:
             self.session.execute(
                 sa.update(Sample),
-                [{"id": m.id, "external_id": deleted_external_id(m.external_id)} for m in marked],
+                [
+                    {"id": m.id, "external_id": deleted_external_id(m.external_id, hasher)}
+                    for m in marked
+                ],
             )
         return sorted(marked, key=lambda m: m.id)
 
-    def deleted_ids(self, model_id: uuid.UUID, external_ids: Sequence[str]) -> dict[str, int]:
-        """The sample id of each of these external ids that names a deleted sample."""
-        hashed = {deleted_external_id(e): e for e in external_ids}
+    def deleted_ids(
+        self, model_id: uuid.UUID, external_ids: Sequence[str], hasher: TenantHasher
+    ) -> dict[str, int]:
+        """The sample id of each of these external ids that names a deleted sample (found by
+        its name under the tenant's ``hasher``)."""
+        hashed = {name: e for e in external_ids for name in _deleted_names(e, hasher)}
         found: dict[str, int] = {}
         for chunk in _chunks(sorted(hashed)):
             rows = self.session.execute(

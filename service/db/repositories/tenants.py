@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from service.db.models import ApiKey, Role, Tenant
+from service.db.hashing import TenantHasher
+from service.db.models import ApiKey, Role, Tenant, TenantSecret
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.errors import DuplicateTenantError, KeyNotFoundError, TenantNotFoundError
@@ -38,6 +39,8 @@ class TenantRepository(Repository):
         tenant = Tenant(name=name)
         self.session.add(tenant)
         self.session.flush()
+        self.session.add(TenantSecret(tenant_id=tenant.id))
+        self.session.flush()
         return tenant
 
     def get(self, tenant_id: uuid.UUID) -> Tenant:
@@ -45,6 +48,14 @@ class TenantRepository(Repository):
         if tenant is None:
             raise TenantNotFoundError(f"no tenant {tenant_id}")
         return tenant
+
+    def hasher(self, tenant_id: uuid.UUID) -> TenantHasher:
+        """The tenant's identifier hasher (one primary-key read): made once per unit of work and
+        passed along, so that a deletion reads the secret once."""
+        secret = self.session.get(TenantSecret, tenant_id)
+        if secret is None:  # every tenant gets one when created, or from the migration
+            raise LookupError(f"tenant {tenant_id} has no identifier secret")
+        return TenantHasher(secret.identifier_secret, legacy=secret.legacy_id_hashes)
 
     def by_name(self, name: str) -> Tenant:
         tenant = self.session.scalar(sa.select(Tenant).where(Tenant.name == name))

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
+from service.db.hashing import keyed_hash, plain_hash
 from service.db.models import (
     DeletionStatus,
     ItemOutcome,
@@ -16,7 +17,12 @@ from service.db.models import (
     Model,
     Tenant,
 )
-from service.db.repositories import DeletionRepository, JobRepository, OutboxRepository
+from service.db.repositories import (
+    DeletionRepository,
+    JobRepository,
+    OutboxRepository,
+    TenantRepository,
+)
 from service.errors import IdempotencyConflictError, JobNotFoundError, LineageError
 
 
@@ -70,43 +76,55 @@ class TestOutbox:
 class TestDeletionRequests:
     def test_idempotency_key(self, session: Session, model: Model, tenant: Tenant) -> None:
         repo = DeletionRepository.from_session(session)
-        assert repo.by_key(tenant.id, "k1", "a" * 64) is None
+        hasher = TenantRepository.from_session(session).hasher(tenant.id)
+
+        assert repo.by_key(tenant.id, "k1", "a", hasher) is None
         request = repo.new(
-            tenant_id=tenant.id, model_id=model.id, idempotency_key="k1", body_hash="a" * 64
+            tenant_id=tenant.id, model_id=model.id, idempotency_key="k1", body="a", hasher=hasher
         )
         session.flush()
-        same = repo.by_key(tenant.id, "k1", "a" * 64)
+        same = repo.by_key(tenant.id, "k1", "a", hasher)
         assert same is not None and same.id == request.id
+        assert request.body_hash == hasher("a") != plain_hash("a")
         with pytest.raises(IdempotencyConflictError):
-            repo.by_key(tenant.id, "k1", "b" * 64)
+            repo.by_key(tenant.id, "k1", "b", hasher)
 
     def test_items_keep_hashes_not_ids(
         self, session: Session, model: Model, tenant: Tenant
     ) -> None:
         repo = DeletionRepository.from_session(session)
+        hasher = TenantRepository.from_session(session).hasher(tenant.id)
         request = repo.new(
             tenant_id=tenant.id,
             model_id=model.id,
-            body_hash="a" * 64,
+            body="a",
+            hasher=hasher,
             subject_id="alice@example.com",
         )
         repo.add_items(
             request,
             [("alice-1", None, ItemOutcome.deleted), ("ghost", None, ItemOutcome.unknown)],
+            hasher,
         )
         items = repo.items(request.id)
         assert [i.unknown_external_id for i in items] == [None, "ghost"]
-        assert all(len(i.external_id_hash) == 64 for i in items)
+        assert [i.external_id_hash for i in items] == [
+            keyed_hash(hasher.secret, "alice-1"),
+            keyed_hash(hasher.secret, "ghost"),
+        ]
+        assert plain_hash("alice-1") not in {i.external_id_hash for i in items}
+        assert request.hash_scheme == "hmac-sha256"
         assert request.partial and (request.n_requested, request.n_deleted, request.n_unknown) == (
             2,
             1,
             1,
         )
-        assert request.subject_hash is not None and "alice" not in request.subject_hash
+        assert request.subject_hash == keyed_hash(hasher.secret, "alice@example.com")
 
     def test_lifecycle(self, session: Session, model: Model, tenant: Tenant) -> None:
         repo = DeletionRepository.from_session(session)
-        request = repo.new(tenant_id=tenant.id, model_id=model.id, body_hash="a" * 64)
+        hasher = TenantRepository.from_session(session).hasher(tenant.id)
+        request = repo.new(tenant_id=tenant.id, model_id=model.id, body="a", hasher=hasher)
         with pytest.raises(LineageError):
             repo.advance(request, DeletionStatus.completed)
         repo.advance(request, DeletionStatus.deactivated)

@@ -8,7 +8,13 @@ import pytest
 from sqlalchemy.orm import Session
 
 from service.db.models import Model, SamplePayload, Shard, Slice, Task, Tenant
-from service.db.repositories import LineageRepository, ModelRepository, NewSample, SampleRepository
+from service.db.repositories import (
+    LineageRepository,
+    ModelRepository,
+    NewSample,
+    SampleRepository,
+    TenantRepository,
+)
 from service.errors import (
     DuplicateSampleError,
     InvalidModelConfigError,
@@ -164,7 +170,8 @@ class TestLookups:
         ).stored
         alice = repo.by_subject(model.id, "alice")
         assert sorted(s.external_id for s in alice) == ["s0", "s1", "s2"]
-        assert set(repo.by_external_ids(model.id, ["s1", "nope"])) == {"s1"}
+        hasher = TenantRepository.from_session(session).hasher(model.tenant_id)
+        assert set(repo.by_external_ids(model.id, ["s1", "nope"], hasher)) == {"s1"}
 
         slice_ids = {s.slice_id for s in stored}
         before = repo.training_set(slice_ids)

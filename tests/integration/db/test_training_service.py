@@ -18,7 +18,13 @@ from service.db.models import (
     Task,
     Tenant,
 )
-from service.db.repositories import LineageRepository, ModelRepository, NewSample, SampleRepository
+from service.db.repositories import (
+    LineageRepository,
+    ModelRepository,
+    NewSample,
+    SampleRepository,
+    TenantRepository,
+)
 from service.db.repositories.lineage import Activation
 from service.errors import LineageError
 from service.training.service import read_sequence_job, record_sequence
@@ -98,7 +104,10 @@ def test_retraining_after_a_deletion_equals_training_without_the_samples(
     before = _served(session, model)
     assert len(before) == 2 * 2 * 3
 
-    samples = SampleRepository.from_session(session).by_external_ids(model.id, ["u005", "u017"])
+    hasher = TenantRepository.from_session(session).hasher(tenant.id)
+    samples = SampleRepository.from_session(session).by_external_ids(
+        model.id, ["u005", "u017"], hasher
+    )
     lineage = LineageRepository.from_session(session)
     deactivation = lineage.deactivate_samples(model.id, [s.id for s in samples.values()])
     assert deactivation.invalidated_layer_ids

@@ -136,7 +136,8 @@ def test_the_grid_follows_a_deletion_until_it_completes(
 
     drill = client.get(f"/dashboard/deletions/{deletion['id']}")
     assert drill.status_code == 200
-    assert 'data-status="completed"' in drill.text and "unlearning: exact" in drill.text
+    assert "unlearning: exact" in drill.text and "Sample id hashes (hmac-sha256)" in drill.text
+    assert 'data-status="completed"' in drill.text
     assert "audit chain verified" in drill.text
     job_id = deletion["jobs"][0]
     job = client.get(f"/dashboard/jobs/{job_id}")
