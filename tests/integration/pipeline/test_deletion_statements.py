@@ -1,0 +1,41 @@
+"""The 202 of `POST /deletions` stays one lean transaction: statements per case, held to a
+budget (``bench/deletion_statements.py`` counts them, from authentication to the answer)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from tests.conftest import FreshDatabase
+
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "deletion_statements.py"
+#: Measured 23 / 22 / 22 / 14 / 14 / 6 on PostgreSQL (SQLite: a subject's 25); before the
+#: lean transaction 42 / 32 / 41 / 23 / 23 / 5.
+BUDGET = {
+    "first_on_shard": 24,
+    "joins_queued_retrain": 23,
+    "subject": 26,
+    "already_deleted": 15,
+    "unknown": 15,
+    "replay": 7,
+}
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deletion_statements", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_case_stays_within_its_statement_budget(
+    fresh_db: FreshDatabase, tmp_path: Path
+) -> None:
+    counts = _bench().count_statements(fresh_db.url(), tmp_path)
+    assert set(counts) == set(BUDGET)
+    over = {case: n for case, n in counts.items() if n > BUDGET[case]}
+    assert not over, f"over budget: {over} (all: {counts})"
