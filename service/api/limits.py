@@ -1,8 +1,8 @@
 """A cap on request bodies: anything larger is refused with a 413 problem before the app reads
 it (by its Content-Length, or, for a body without one, while buffering it up to the cap).
 
-Before the 413 goes out the rest of the body is read and dropped (up to :data:`DRAIN_FACTOR`
-times the cap; the server reads nothing more once a response is complete): a client that sends
+Before the 413 goes out the rest of the body is read and dropped (up to :data:`DRAIN_BYTES`
+more; the server reads nothing once a response is complete): a client that sends
 its whole body before reading the answer, as most do, then gets the 413 instead of a connection
 reset, which closing on unread data causes. A client that asked ``Expect: 100-continue`` sent
 no body yet and gets the 413 at once."""
@@ -15,8 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
-#: How much of a refused body is read and dropped, in multiples of the cap.
-DRAIN_FACTOR = 16
+#: How much of a refused body is read and dropped past the cap; beyond, the connection closes.
+DRAIN_BYTES = 64 * 1024 * 1024
 
 
 class BodySizeLimit:
@@ -61,7 +61,7 @@ class BodySizeLimit:
 
     async def _drain(self, receive: Receive, size: int) -> None:
         """Read and drop the rest of a refused body, up to the bound."""
-        while size <= self.max_bytes * DRAIN_FACTOR:
+        while size <= self.max_bytes + DRAIN_BYTES:
             message = await receive()
             if message["type"] != "http.request":
                 return

@@ -97,6 +97,7 @@ def request_deletion(
     the approximate pass, queued here too, until it reads them or the deadline passes; the
     deletion's retrains wait for the pass (at most ``approximation.head_start_s``). ``shape``
     (what the request removes) picks the method of ``auto``; by default samples or a subject."""
+    received = utcnow()
     approximation = approximation or ApproximationSettings()
     model = ModelRepository.from_session(session).get_for_update(body.model_id, tenant_id=tenant_id)
     method = pass_method(model, body.method)
@@ -139,6 +140,7 @@ def request_deletion(
         model_id=model.id,
         body=canonical,
         hasher=hasher,
+        received_at=received,
         idempotency_key=idempotency_key,
         subject_id=body.subject_id,
     )

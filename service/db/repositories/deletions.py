@@ -65,6 +65,7 @@ class DeletionRepository(Repository):
         model_id: uuid.UUID,
         body: str,
         hasher: TenantHasher,
+        received_at: datetime | None = None,
         idempotency_key: str | None = None,
         subject_id: str | None = None,
     ) -> DeletionRequest:
@@ -81,7 +82,7 @@ class DeletionRepository(Repository):
             subject_hash=hasher(subject_id) if subject_id is not None else None,
             hash_scheme=hasher.scheme,
             status=DeletionStatus.received,
-            received_at=utcnow(),
+            received_at=received_at or utcnow(),
             n_requested=0,
             n_deleted=0,
             n_already_deleted=0,
