@@ -104,10 +104,11 @@ def _approximation(settings: Settings) -> ApproximationSettings:
 def _accepted(
     session: SessionDep, request: Request, response: Response, deletion: DeletionRequest
 ) -> DeletionPublic:
-    """Commit, wake the relay for the queued jobs, and point at the request."""
+    """Commit, wake the relay for the queued jobs (and to collect the invalidated layers' weights
+    at once when the deletion completed without a retrain), and point at the request."""
     public = service.deletion_public(session, deletion)
     session.commit()
-    request.app.state.relay.wake()
+    request.app.state.relay.wake(housekeep=deletion.status is DeletionStatus.completed)
     response.headers["Location"] = f"/deletions/{deletion.id}"
     return public
 
