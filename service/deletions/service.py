@@ -13,6 +13,8 @@ import binascii
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
@@ -33,6 +35,7 @@ from service.db.models import (
 )
 from service.db.models.base import utcnow
 from service.db.repositories import (
+    ArtifactRepository,
     AuditRepository,
     DeletionRepository,
     LineageRepository,
@@ -118,6 +121,7 @@ def request_deletion(
         lineage.deactivate_samples(model.id, live, purge_payloads=not approximate) if live else None
     )
     invalidated = deactivation.invalidated_layer_ids if deactivation else []
+    lineage.link_invalidation(invalidated, request.id)
     affected = set(deactivation.first_invalid_position) if deactivation else set()
     deletions.advance(request, DeletionStatus.deactivated)
     request.serving_generation = model.serving_generation
@@ -290,17 +294,31 @@ def certificate(
         or str(request.id) in e.payload.get("deletion_ids", ())
         or e.payload.get("job_id") in job_ids
     ]
-    invalidated = [
-        CertifiedLayer(**layer)
+    invalidated_layers = [
+        layer
         for e in entries
         if e.action == "deletion.deactivated"
         for layer in e.payload.get("invalidated", [])
     ]
-    retrained = [
-        CertifiedLayer(**layer)
+    retrained_layers = [
+        layer
         for e in entries
         if e.action == "layers.activated"
         for layer in e.payload.get("activated", [])
+    ]
+    approximate_layers = LineageRepository.from_session(session).approximated_for(request.id)
+    stored = _StoredArtifacts.read(
+        session,
+        [
+            *(layer.get("artifact") for layer in [*invalidated_layers, *retrained_layers]),
+            *(layer.artifact_ref for layer in approximate_layers),
+        ],
+    )
+    invalidated = [
+        stored.certify(layer["layer_id"], layer.get("artifact")) for layer in invalidated_layers
+    ]
+    retrained = [
+        stored.certify(layer["layer_id"], layer.get("artifact")) for layer in retrained_layers
     ]
     passes = {
         layer["layer_id"]: e.payload
@@ -310,13 +328,12 @@ def certificate(
     }
     approximated = [
         ApproximateLayer(
-            layer_id=layer.id,
-            artifact=layer.artifact_ref,
+            **stored.certify(layer.id, layer.artifact_ref).model_dump(),
             method=passes.get(layer.id, {}).get("method"),
             method_reason=passes.get(layer.id, {}).get("method_reason"),
             served=layer.state is LayerState.active,
         )
-        for layer in LineageRepository.from_session(session).approximated_for(request.id)
+        for layer in approximate_layers
     ]
     if request.status is DeletionStatus.completed:
         unlearning = "exact"
@@ -341,6 +358,9 @@ def certificate(
         payloads_deleted=not SampleRepository.from_session(session).payloads_exist(sample_ids),
         payloads_purged_at=request.payloads_purged_at,
         layers_invalidated=invalidated,
+        invalidated_artifacts_deleted=all(
+            layer.artifact_deleted or layer.artifact is None for layer in invalidated
+        ),
         layers_approximated=approximated,
         layers_retrained=retrained,
         jobs=[job.id for job in jobs],
@@ -348,6 +368,34 @@ def certificate(
         audit_entries=[AuditLink(seq=e.seq, action=e.action, hash=e.hash) for e in entries],
         audit_chain_verified=audit.verify(chain).ok,
     )
+
+
+@dataclass(frozen=True)
+class _StoredArtifacts:
+    """Whether artifacts are still stored: when each was collected, and which something live
+    still names."""
+
+    collected_at: dict[str, datetime]
+    in_use: set[str]
+
+    @classmethod
+    def read(cls, session: Session, refs: Iterable[str | None]) -> _StoredArtifacts:
+        wanted = {ref for ref in refs if ref}
+        artifacts = ArtifactRepository.from_session(session)
+        return cls(
+            artifacts.collected_at(wanted),
+            artifacts.live_among(wanted, artifacts.pinned_layer_ids()),
+        )
+
+    def certify(self, layer_id: int, artifact: str | None) -> CertifiedLayer:
+        collected = self.collected_at.get(artifact) if artifact else None
+        return CertifiedLayer(
+            layer_id=layer_id,
+            artifact=artifact,
+            artifact_deleted=collected is not None,
+            collected_at=collected,
+            artifact_in_use=artifact in self.in_use,
+        )
 
 
 def _counts(request: DeletionRequest) -> DeletionCounts:
