@@ -26,6 +26,7 @@ import sqlalchemy.orm
 
 from service.db.models import (
     CollectedArtifact,
+    DeletionRequest,
     Job,
     JobKind,
     JobStatus,
@@ -84,21 +85,36 @@ class ArtifactRepository(Repository):
             self.session.execute(sa.select(getattr(sa.func, name)(*LOCK_KEY)))
 
     def pinned_layer_ids(self) -> set[int]:
-        """The layers live jobs will read: every chain a live approximate job planned, and the
-        prefix each running (re)train resumes from (recorded when it started)."""
+        """The layers live jobs will read: the chains an approximate job planned (while it runs,
+        or is queued with its request's payloads still there to read: once they are purged, by
+        its deadline or the request's completion, the pass will edit nothing), and the prefix
+        each running (re)train resumes from (recorded when it started)."""
         rows = self.session.execute(
-            sa.select(Job.kind, Job.params).where(
+            sa.select(Job.kind, Job.status, Job.params).where(
                 Job.status.in_(LIVE_STATUSES),
                 sa.or_(Job.kind == JobKind.approximate, Job.status == JobStatus.running),
             )
+        ).all()
+        waiting = {
+            uuid.UUID(params["deletion_id"])
+            for kind, status, params in rows
+            if kind is JobKind.approximate and status is JobStatus.queued
+        }
+        purged = set(
+            self.session.scalars(
+                sa.select(DeletionRequest.id).where(
+                    DeletionRequest.id.in_(list(waiting)),
+                    DeletionRequest.payloads_purged_at.is_not(None),
+                )
+            )
         )
         pinned: set[int] = set()
-        for kind, params in rows:
-            if kind is JobKind.approximate:
+        for kind, status, params in rows:
+            if kind is not JobKind.approximate:
+                pinned.update(int(i) for i in params.get("prefix", []))
+            elif status is JobStatus.running or uuid.UUID(params["deletion_id"]) not in purged:
                 for planned in params.get("sequences", []):
                     pinned.update(int(i) for i in planned.get("chain", []))
-            else:
-                pinned.update(int(i) for i in params.get("prefix", []))
         return pinned
 
     def unreferenced(self, pinned: Collection[int], *, limit: int) -> list[str]:
