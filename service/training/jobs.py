@@ -10,8 +10,8 @@
 2. Train, outside any transaction; each finished stage is recorded as progress.
 3. Record: the trained stages become layers (state ``training``, not served) in one
    transaction that first claims their artifacts (``service.artifacts.collection.claim``); a
-   second, short one locks the model, activates them if their slice versions
-   are still current, and :func:`~service.training.scheduling.settle` decides the rest.
+   second, short one locks the model, activates them if their slice versions are still
+   current, and :func:`~service.training.scheduling.settle` decides the rest.
 4. Under an approximate policy, the pass statistics of the chain just served are computed and
    stored (:func:`keep_statistics`); the layers never wait for them.
 
@@ -117,19 +117,23 @@ def _train_and_record(
     between the engine's write (a no-op: they were stored) and the claim, the stages are trained
     once more, which writes the same bytes again."""
 
-    def train_and_record() -> tuple[list[TrainedLayer], list[int]]:
-        trained = engine.retrain(
+    def train() -> list[TrainedLayer]:
+        return engine.retrain(
             work.spec, work.key, work.from_stage, work.samples, work.prefix, on_stage=progress
         )
+
+    def record(trained: list[TrainedLayer]) -> list[int]:
         with transaction() as session:
             claim(session, engine.store, [layer.artifact for layer in trained])
-            return trained, record_layers(session, work, trained, job_id)
+            return record_layers(session, work, trained, job_id)
 
+    trained = train()
     try:
-        return train_and_record()
+        return trained, record(trained)
     except ArtifactNotFoundError:
         log.warning("job %s: its artifacts were collected as it wrote them; training again", job_id)
-        return train_and_record()
+        trained = train()
+        return trained, record(trained)
 
 
 def keep_statistics(
