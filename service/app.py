@@ -1,8 +1,9 @@
 """The FastAPI application factory. Engines and threads start in the lifespan, never at import.
 
 The lifespan owns the process's parts: the database engine, the outbox relay (sends the jobs
-that committed requests queued), the serving registry (backbone loaded on first prediction) and,
-with Redis, the listener that preloads retrained layers.
+that committed requests queued, and housekeeps: artifact collection among others), the serving
+registry (backbone loaded on first prediction) and, with Redis, the listener that preloads
+retrained layers and drops collected ones.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         serving = ServingRegistry(factory, cache(lambda: build_engine(settings)))
         listener = (
-            ChangeListener(settings.pubsub_url, serving.preload) if settings.pubsub_url else None
+            ChangeListener(settings.pubsub_url, serving.preload, serving.evict)
+            if settings.pubsub_url
+            else None
         )
         app.state.engine = engine
         app.state.session_factory = factory

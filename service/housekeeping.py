@@ -1,32 +1,41 @@
 """Periodic upkeep run by every API process's relay thread: payloads past their deadline are
 purged, live jobs silent past their lease are sent again, parked retrains whose time has come are
-sent, and pass statistics no pass can use any more are deleted."""
+sent, and artifacts nothing live names any more (dead layers' weights, stale pass statistics)
+are deleted from the store (``service.artifacts.collection``) and announced, so that every
+process drops them from memory."""
 
 from __future__ import annotations
+
+import functools
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.approximation.service import purge_overdue
+from service.artifacts.collection import collect
 from service.db.engine import unit_of_work
-from service.db.repositories import StatisticsRepository
 from service.s3t import artifacts_dir
+from service.serving.notify import publish_collected
 from service.settings import Settings
 from service.training.recovery import resend_stalled
 from service.training.scheduling import release_due
 from unlearning.artifacts import LocalArtifactStore
 
 
-def housekeep(factory: sessionmaker[Session], settings: Settings) -> None:
+def housekeep(factory: sessionmaker[Session], settings: Settings) -> list[str]:
+    """One round of upkeep; returns the artifacts it deleted from the store."""
     with unit_of_work(factory) as session:
         purge_overdue(session)
         resend_stalled(session, settings.job_lease_s)
         release_due(session)
-        unused = StatisticsRepository.from_session(session).collect()
     store = LocalArtifactStore(artifacts_dir(settings))
-    for ref in unused:  # after the commit: a row never names a deleted artifact
-        store.delete(ref)
+    collected = collect(functools.partial(unit_of_work, factory), store)
+    if collected and settings.pubsub_url:
+        publish_collected(settings.pubsub_url, collected)
+    return collected
 
 
 def interval_s(settings: Settings) -> float:
-    """How often to housekeep: often enough that a stalled job waits little past its lease."""
+    """How often to housekeep: often enough that a stalled job waits little past its lease, and
+    that dead artifacts go within 30 s even while no worker finishes a job (workers collect
+    after each job; a deletion that completes in its request wakes a round at once)."""
     return min(30.0, settings.job_lease_s / 4)

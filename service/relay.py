@@ -91,7 +91,8 @@ def relay_once(factory: sessionmaker[Session], publish: Publisher, *, limit: int
 
 class OutboxRelay:
     """A daemon thread that relays every ``interval_s``, or at once when woken; it also runs
-    ``housekeeping`` (e.g. overdue payload purges) every ``housekeeping_s``."""
+    ``housekeeping`` (e.g. overdue payload purges) every ``housekeeping_s``, or in the next
+    round when woken with ``housekeep``."""
 
     def __init__(
         self,
@@ -109,14 +110,18 @@ class OutboxRelay:
         self._housekeeping_s = housekeeping_s
         self._housekept_at = -math.inf
         self._wake = threading.Event()
+        self._housekeep_now = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def wake(self) -> None:
-        """Relay now (called after a commit that wrote messages)."""
+    def wake(self, *, housekeep: bool = False) -> None:
+        """Relay now (called after a commit that wrote messages); with ``housekeep``, housekeep
+        in that round too (e.g. a deletion completed: its artifacts go at once)."""
+        if housekeep:
+            self._housekeep_now.set()
         self._wake.set()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -132,7 +137,9 @@ class OutboxRelay:
                 while relay_once(self._factory, self._publish) and not self._stopped.is_set():
                     pass
                 now = time.monotonic()
-                if self._housekeeping and now - self._housekept_at >= self._housekeeping_s:
+                due = now - self._housekept_at >= self._housekeeping_s
+                if self._housekeeping and (due or self._housekeep_now.is_set()):
+                    self._housekeep_now.clear()
                     self._housekept_at = now
                     self._housekeeping()
             except Exception:  # the database may be restarting; try again next round

@@ -3,7 +3,9 @@
 1. Start (one transaction, job locked): a finished job is a redelivered message and changes
    nothing; otherwise the passes' data is read and the request's payloads are purged.
 2. Per sequence: edit the invalidated stages outside any transaction, then record and serve them
-   in a short transaction with the model locked (a chain that moved meanwhile is discarded).
+   in a short transaction with the model locked (a chain that moved meanwhile is discarded),
+   which first claims their artifacts (``service.artifacts.collection.claim``). The chains the
+   job planned are pinned by it: artifact collection keeps them while it is live.
 3. Finish the job. A failure is recorded on the job only: the deletion's exact retrain goes on.
 """
 
@@ -18,6 +20,7 @@ from service.approximation.service import (
     read_pass,
     record_pass,
 )
+from service.artifacts.collection import claim
 from service.db.models import JobStatus
 from service.db.repositories import JobRepository, ModelRepository
 from service.db.repositories.jobs import LIVE_STATUSES
@@ -57,12 +60,17 @@ def run_approximate_job(
                     f"sequence {sequence.sequence_id} left to the exact retrain: {error}"
                 )
                 continue
-            with transaction() as session:
-                job = lock_job(session, job_id)
-                activation = record_pass(session, work, sequence, artifacts)
-                JobRepository.from_session(session).progress(job, done)
-                if activation.activated_layer_ids:
-                    mark_approximated(session, work.request_id)
+            try:
+                with transaction() as session:
+                    claim(session, engine.store, artifacts)  # first: see its docstring
+                    job = lock_job(session, job_id)
+                    activation = record_pass(session, work, sequence, artifacts)
+                    JobRepository.from_session(session).progress(job, done)
+                    if activation.activated_layer_ids:
+                        mark_approximated(session, work.request_id)
+            except ArtifactNotFoundError:  # equal bytes collected as it wrote them: rare
+                refused.append(f"sequence {sequence.sequence_id}: its edit was collected")
+                continue
             activated += activation.activated_layer_ids
             discarded += activation.discarded_layer_ids
         with transaction() as session:

@@ -107,10 +107,11 @@ def _approximation(settings: Settings) -> ApproximationSettings:
 def _accepted(
     session: SessionDep, request: Request, response: Response, accepted: service.Accepted
 ) -> DeletionPublic:
-    """Commit, wake the relay for the queued jobs, and point at the request."""
+    """Commit, wake the relay for the queued jobs (and to collect the invalidated layers' weights
+    at once when the deletion completed without a retrain), and point at the request."""
     public = service.accepted_public(session, accepted)
     session.commit()
-    request.app.state.relay.wake()
+    request.app.state.relay.wake(housekeep=accepted.request.status is DeletionStatus.completed)
     response.headers["Location"] = f"/deletions/{accepted.request.id}"
     return public
 

@@ -148,6 +148,14 @@ class DeletionPage(BaseModel):
 class CertifiedLayer(BaseModel):
     layer_id: int
     artifact: str | None
+    artifact_deleted: bool = Field(
+        description="Its artifact is gone from the store (collected once no live row named it)."
+    )
+    collected_at: datetime | None = Field(description="When the artifact was deleted.")
+    artifact_in_use: bool = Field(
+        description="The artifact is kept because something live names the same bytes: a "
+        "served layer (content addressing: equal weights), or a pass or retrain still to read it."
+    )
 
 
 class ApproximateLayer(CertifiedLayer):
@@ -201,6 +209,11 @@ class DeletionCertificate(BaseModel):
         "kept: they went with the deactivation)."
     )
     layers_invalidated: list[CertifiedLayer]
+    invalidated_artifacts_deleted: bool = Field(
+        description="Every invalidated layer's artifact (weights that saw the samples) is gone "
+        "from the store; see each layer's `collected_at` and `artifact_in_use`. Approximate "
+        "layers are deleted too once replaced (`layers_approximated`)."
+    )
     layers_approximated: list[ApproximateLayer]
     layers_retrained: list[CertifiedLayer]
     jobs: list[uuid.UUID]

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ from service.db.models import (
 )
 from service.db.models.base import utcnow
 from service.db.repositories import (
+    ArtifactRepository,
     AuditRepository,
     DeletionRepository,
     LineageRepository,
@@ -152,6 +154,7 @@ def request_deletion(
         # Nothing live: deleted by an earlier request, or never known; say which.
         request.partial = not deletions.subject_deleted_before(model.id, body.subject_id, hasher)
     deletions.add_items(request, items, hasher)
+    lineage.link_invalidation(deactivation.invalidated_layer_ids, request.id)
     jobs: list[Job] = []
     if marked:
         prefixes = lineage.prefixes(model.id, shard_ids=deactivation.shard_ids)
@@ -363,17 +366,31 @@ def certificate(
         or str(request.id) in e.payload.get("deletion_ids", ())
         or e.payload.get("job_id") in job_ids
     ]
-    invalidated = [
-        CertifiedLayer(**layer)
+    invalidated_layers = [
+        layer
         for e in entries
         if e.action == "deletion.deactivated"
         for layer in e.payload.get("invalidated", [])
     ]
-    retrained = [
-        CertifiedLayer(**layer)
+    retrained_layers = [
+        layer
         for e in entries
         if e.action == "layers.activated"
         for layer in e.payload.get("activated", [])
+    ]
+    approximate_layers = LineageRepository.from_session(session).approximated_for(request.id)
+    stored = _StoredArtifacts.read(
+        session,
+        [
+            *(layer.get("artifact") for layer in [*invalidated_layers, *retrained_layers]),
+            *(layer.artifact_ref for layer in approximate_layers),
+        ],
+    )
+    invalidated = [
+        stored.certify(layer["layer_id"], layer.get("artifact")) for layer in invalidated_layers
+    ]
+    retrained = [
+        stored.certify(layer["layer_id"], layer.get("artifact")) for layer in retrained_layers
     ]
     passes = {
         layer["layer_id"]: e.payload
@@ -383,13 +400,12 @@ def certificate(
     }
     approximated = [
         ApproximateLayer(
-            layer_id=layer.id,
-            artifact=layer.artifact_ref,
+            **stored.certify(layer.id, layer.artifact_ref).model_dump(),
             method=passes.get(layer.id, {}).get("method"),
             method_reason=passes.get(layer.id, {}).get("method_reason"),
             served=layer.state is LayerState.active,
         )
-        for layer in LineageRepository.from_session(session).approximated_for(request.id)
+        for layer in approximate_layers
     ]
     if request.status is DeletionStatus.completed:
         unlearning = "exact"
@@ -415,6 +431,9 @@ def certificate(
         payloads_deleted=not SampleRepository.from_session(session).payloads_exist(sample_ids),
         payloads_purged_at=request.payloads_purged_at,
         layers_invalidated=invalidated,
+        invalidated_artifacts_deleted=all(
+            layer.artifact_deleted or layer.artifact is None for layer in invalidated
+        ),
         layers_approximated=approximated,
         layers_retrained=retrained,
         jobs=[job.id for job in jobs],
@@ -442,6 +461,34 @@ def verify_inclusion(
     return DeletionVerification(
         deletion_id=request.id, included=included, scheme=request.hash_scheme
     )
+
+
+@dataclass(frozen=True)
+class _StoredArtifacts:
+    """Whether artifacts are still stored: when each was collected, and which something live
+    still names."""
+
+    collected_at: dict[str, datetime]
+    in_use: set[str]
+
+    @classmethod
+    def read(cls, session: Session, refs: Iterable[str | None]) -> _StoredArtifacts:
+        wanted = {ref for ref in refs if ref}
+        artifacts = ArtifactRepository.from_session(session)
+        return cls(
+            artifacts.collected_at(wanted),
+            artifacts.live_among(wanted, artifacts.pinned_layer_ids()),
+        )
+
+    def certify(self, layer_id: int, artifact: str | None) -> CertifiedLayer:
+        collected = self.collected_at.get(artifact) if artifact else None
+        return CertifiedLayer(
+            layer_id=layer_id,
+            artifact=artifact,
+            artifact_deleted=collected is not None,
+            collected_at=collected,
+            artifact_in_use=artifact in self.in_use,
+        )
 
 
 def _counts(request: DeletionRequest) -> DeletionCounts:

@@ -1,7 +1,9 @@
-"""Redis pub/sub for serving changes: workers announce a new generation, API processes preload.
+"""Redis pub/sub for serving changes: workers announce a new generation, API processes preload;
+collectors announce deleted artifacts, every API process drops them from memory.
 
-Correctness never depends on it (every prediction checks the generation itself); it only lets
-a process load retrained adapters before the first request needs them.
+Correctness never depends on it (every prediction checks the generation itself, and a reload
+drops what the model no longer serves); it only lets a process load retrained adapters before
+the first request needs them, and forget collected ones before the next request comes.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 
@@ -18,14 +21,33 @@ log = logging.getLogger(__name__)
 CHANNEL = "unlearn:serving"
 
 
+#: Collected artifacts announced per message.
+COLLECTED_PER_MESSAGE = 100
+
+
 def publish_change(url: str, model_id: uuid.UUID, generation: int) -> None:
     """Announce a model's new serving generation; a failure is logged, never raised."""
+    _publish(url, [{"model_id": str(model_id), "generation": generation}])
+
+
+def publish_collected(url: str, refs: Sequence[str]) -> None:
+    """Announce artifacts deleted from the store, so that every process drops them from memory
+    at once (each also drops them when it next reloads the model that served them)."""
+    _publish(
+        url,
+        [
+            {"collected": list(refs[i : i + COLLECTED_PER_MESSAGE])}
+            for i in range(0, len(refs), COLLECTED_PER_MESSAGE)
+        ],
+    )
+
+
+def _publish(url: str, messages: list[dict[str, Any]]) -> None:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         try:
-            client.publish(
-                CHANNEL, json.dumps({"model_id": str(model_id), "generation": generation})
-            )
+            for message in messages:
+                client.publish(CHANNEL, json.dumps(message))
         finally:
             client.close()
     except redis.RedisError as error:
@@ -33,11 +55,18 @@ def publish_change(url: str, model_id: uuid.UUID, generation: int) -> None:
 
 
 class ChangeListener:
-    """A daemon thread that calls ``on_change(model_id)`` for every announcement."""
+    """A daemon thread that calls ``on_change(model_id)`` for every new generation announced,
+    and ``on_collected(refs)`` for every announcement of collected artifacts."""
 
-    def __init__(self, url: str, on_change: Callable[[uuid.UUID], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_change: Callable[[uuid.UUID], None],
+        on_collected: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self._url = url
         self._on_change = on_change
+        self._on_collected = on_collected
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serving-listener", daemon=True)
 
@@ -66,7 +95,11 @@ class ChangeListener:
 
     def _handle(self, data: bytes) -> None:
         try:
-            model_id = uuid.UUID(json.loads(data)["model_id"])
-            self._on_change(model_id)
+            message = json.loads(data)
+            if "collected" in message:
+                if self._on_collected is not None:
+                    self._on_collected([str(ref) for ref in message["collected"]])
+            else:
+                self._on_change(uuid.UUID(message["model_id"]))
         except Exception:  # a bad message or a failed preload must not stop the listener
             log.exception("serving change not applied")

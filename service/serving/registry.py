@@ -8,13 +8,19 @@ otherwise. So an answer given after a deletion's 202 never comes from a layer th
 invalidated, and deletions elsewhere in the model cost no recomputation. Adapters load lazily
 (and stay in the engine's LRU cache); a pub/sub message only lets a process load new layers
 before the first request needs them.
+
+Nothing a model no longer serves stays in memory: every reload of a model drops from the
+engine's cache each stage that no model held here serves (invalidated, superseded and
+discarded layers, whose artifacts artifact collection deletes), and an announcement of
+collected artifacts reloads the models that served them. A stage collected under a prediction
+that was about to load it is a moved generation: the prediction is computed again.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +30,7 @@ from service.db.models import ModelStatus, Task
 from service.db.repositories import LineageRepository, ModelRepository
 from service.errors import ConflictError, ServingUnavailableError
 from service.training.service import model_spec
+from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import Prediction, S3TConfig, S3TEngine
 
 #: How often a prediction is recomputed when deletions keep landing while it runs.
@@ -122,6 +129,7 @@ class ServingRegistry:
     def __init__(self, factory: sessionmaker[Session], engine: Callable[[], S3TEngine]) -> None:
         self._factory = factory
         self._engine = engine
+        self._built: S3TEngine | None = None  # the engine, once a prediction or preload built it
         self._models: dict[uuid.UUID, ServedModel] = {}
         self._lock = threading.Lock()  # one forward pass at a time on the shared backbone
 
@@ -147,16 +155,44 @@ class ServingRegistry:
         held = self._models.get(model_id)
         if held is None or held.generation <= served.generation:
             self._models[model_id] = served
+        self._drop_unserved()
         return served
 
     def preload(self, model_id: uuid.UUID) -> None:
         """Load a new generation's adapters now (a pub/sub message said it changed)."""
         served = self.refresh(model_id)
-        engine = self._engine()
+        engine = self._serving_engine()
         for shard in served.shards:
             for ref in shard.artifacts:
                 with self._lock:
                     engine.load_stage(ref)
+
+    def evict(self, refs: Collection[str]) -> None:
+        """Artifacts were collected (a pub/sub message): reload every held model that served one
+        (its generation moved when it stopped serving it), which drops them from memory."""
+        gone = set(refs)
+        for model in list(self._models.values()):
+            if any(ref in gone for shard in model.shards for ref in shard.artifacts):
+                self.refresh(model.model_id)
+        self._drop_unserved()
+
+    def _serving_engine(self) -> S3TEngine:
+        self._built = self._engine()
+        return self._built
+
+    def _drop_unserved(self) -> None:
+        """Drop from the engine's memory every stage no held model serves."""
+        engine = self._built
+        if engine is None:
+            return
+        served = {
+            ref
+            for model in list(self._models.values())
+            for shard in model.shards
+            for ref in shard.artifacts
+        }
+        with self._lock:
+            engine.evict_stages(set(engine.loaded_stages) - served)
 
     def _still_valid(self, served: ServedModel) -> bool:
         """Whether every layer ``served`` used is still valid; read after the generation, so a
@@ -171,8 +207,14 @@ class ServingRegistry:
             refusal = served.refusal()
             if refusal is not None:
                 raise ConflictError(refusal)
-            with self._lock:
-                prediction = self._engine().predict(served.config, texts, served.prefixes)
+            engine = self._serving_engine()
+            try:
+                with self._lock:
+                    prediction = engine.predict(served.config, texts, served.prefixes)
+            except ArtifactNotFoundError:  # collected: the model moved on since `served`
+                if self.generation(model_id) == served.generation:
+                    raise
+                continue
             generation = self.generation(model_id)
             if generation == served.generation or self._still_valid(served):
                 return Served(prediction, served, generation)

@@ -2,14 +2,16 @@
 
 1. Start (one transaction, job row locked): a job that already finished is a redelivered message
    and changes nothing; otherwise it is marked running, its first stage is lowered to the
-   sequence's current valid prefix if a deletion cut that shorter, and its data is read. The
+   sequence's current valid prefix if a deletion cut that shorter, and its data is read (the
+   prefix's layers are pinned in the job's params: artifact collection keeps them). The
    model row is not locked, so deletions never wait for this read: the slice versions are read
    before the samples, so a deletion committing in between can only make the job's layers look
    stale (discarded and retrained), never let a deleted sample's layers look current.
 2. Train, outside any transaction; each finished stage is recorded as progress.
 3. Record: the trained stages become layers (state ``training``, not served) in one
-   transaction; a second, short one locks the model, activates them if their slice versions
-   are still current, and :func:`~service.training.scheduling.settle` decides the rest.
+   transaction that first claims their artifacts (``service.artifacts.collection.claim``); a
+   second, short one locks the model, activates them if their slice versions are still
+   current, and :func:`~service.training.scheduling.settle` decides the rest.
 4. Under an approximate policy, the pass statistics of the chain just served are computed and
    stored (:func:`keep_statistics`); the layers never wait for them.
 
@@ -27,8 +29,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from service.artifacts.collection import claim
 from service.db.models import Job, JobStatus
 from service.db.repositories import (
+    ArtifactRepository,
     JobRepository,
     LineageRepository,
     ModelRepository,
@@ -40,6 +44,7 @@ from service.errors import LineageError
 from service.training import scheduling
 from service.training.service import SequenceJob, read_sequence_job, record_layers
 from unlearning.approx.prefix_pass import chain_statistics
+from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import S3TEngine, TrainedLayer
 
 log = logging.getLogger(__name__)
@@ -70,11 +75,7 @@ def run_sequence_job(
                 jobs = JobRepository.from_session(session)
                 jobs.progress(jobs.get(job_id), stage - work.from_stage + 1)
 
-        trained = engine.retrain(
-            work.spec, work.key, work.from_stage, work.samples, work.prefix, on_stage=progress
-        )
-        with transaction() as session:  # inert until activated: no lock needed
-            layer_ids = record_layers(session, work, trained, job_id)
+        trained, layer_ids = _train_and_record(transaction, engine, work, job_id, progress)
         with transaction() as session:
             jobs = JobRepository.from_session(session)
             job = lock_job(session, job_id)
@@ -104,6 +105,37 @@ def run_sequence_job(
     return JobOutcome(work.model_id, activation, generation)
 
 
+def _train_and_record(
+    transaction: Transaction,
+    engine: S3TEngine,
+    work: SequenceJob,
+    job_id: uuid.UUID,
+    progress: Callable[[int], None],
+) -> tuple[list[TrainedLayer], list[int]]:
+    """Train the job's stages and record them as ``training`` layers (inert until activated:
+    no lock needed). The recording claims their artifacts first: if equal bytes were collected
+    between the engine's write (a no-op: they were stored) and the claim, the stages are trained
+    once more, which writes the same bytes again."""
+
+    def train() -> list[TrainedLayer]:
+        return engine.retrain(
+            work.spec, work.key, work.from_stage, work.samples, work.prefix, on_stage=progress
+        )
+
+    def record(trained: list[TrainedLayer]) -> list[int]:
+        with transaction() as session:
+            claim(session, engine.store, [layer.artifact for layer in trained])
+            return record_layers(session, work, trained, job_id)
+
+    trained = train()
+    try:
+        return trained, record(trained)
+    except ArtifactNotFoundError:
+        log.warning("job %s: its artifacts were collected as it wrote them; training again", job_id)
+        trained = train()
+        return trained, record(trained)
+
+
 def keep_statistics(
     transaction: Transaction,
     engine: S3TEngine,
@@ -121,12 +153,16 @@ def keep_statistics(
         )
         ref = engine.store.put(statistics.to_bytes())
         with transaction() as session:
+            claim(session, engine.store, [ref])
             StatisticsRepository.from_session(session).record(top, ref, statistics.count)
     except Exception:
         log.exception("the pass statistics of layer %s were not stored", top)
 
 
 def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
+    # First, so that artifact collection orders itself after this transaction: the prefix read
+    # below is pinned (``params["prefix"]``) and stays stored while the job runs.
+    ArtifactRepository.from_session(session).lock(exclusive=False)
     jobs = JobRepository.from_session(session)
     job = jobs.get_for_update(job_id)  # not the model: reading needs no lock (see below)
     if job.status not in LIVE_STATUSES:
@@ -138,6 +174,7 @@ def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
     valid = LineageRepository.from_session(session).exact_length(job.model_id, job.sequence_id)
     job.from_stage = min(job.from_stage, valid + 1)
     work = read_sequence_job(session, job.sequence_id, job.from_stage)
+    job.params = {**job.params, "prefix": list(work.prefix_layer_ids)}
     job.stages_total = work.spec.config.n_slices - job.from_stage + 1
     job.stages_done = 0
     scheduling.on_job_started(session, job)

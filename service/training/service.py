@@ -64,6 +64,7 @@ class SequenceJob:
     stage_versions: dict[int, dict[uuid.UUID, int]]  # stage -> versions of π1..π_stage
     prefix: list[str]  # artifact references of the active stages 1..from_stage-1
     parent_layer_id: int | None
+    prefix_layer_ids: tuple[int, ...] = ()  # the layers of ``prefix``
     keep_statistics: bool = False  # the model may get approximate passes: store their statistics
 
 
@@ -129,6 +130,7 @@ def read_sequence_job(
         },
         prefix=[layer.artifact_ref or "" for layer in prefix_layers],
         parent_layer_id=prefix_layers[-1].id if prefix_layers else None,
+        prefix_layer_ids=tuple(layer.id for layer in prefix_layers),
         keep_statistics=model.unlearning_policy is not UnlearningPolicy.exact,
     )
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.approximation.jobs import run_approximate_job
+from service.artifacts.collection import collect
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
@@ -80,13 +81,16 @@ def samples(n: int, *, subjects: dict[int, str] | None = None) -> list[dict[str,
 
 
 class InProcessWorker:
-    """Runs queued sequence jobs here, as a worker would, on the tiny backbone."""
+    """Runs queued sequence jobs here, as a worker would, on the tiny backbone; like a worker's
+    task, each job is followed by artifact collection (unless ``collect`` is off)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, collect: bool = True) -> None:
         assert settings.artifacts_dir is not None
         self.engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(settings.artifacts_dir))
         self._db = make_engine(settings.database_url)
         self.factory = make_session_factory(self._db)
+        self.collect = collect
+        self.collected: list[str] = []  # every artifact deleted after a job, in order
 
     def queued(self) -> list[uuid.UUID]:
         with self.factory() as session:
@@ -100,6 +104,12 @@ class InProcessWorker:
 
     def run(self, job_id: uuid.UUID) -> None:
         run_sequence_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
+        self._collect()
+
+    def _collect(self) -> None:
+        if self.collect:
+            transaction = functools.partial(unit_of_work, self.factory)
+            self.collected += collect(transaction, self.engine.store)
 
     def approximate(self) -> int:
         """Run the queued approximate passes (the `deletions` queue); returns how many ran."""
@@ -113,6 +123,7 @@ class InProcessWorker:
             )
         for job_id in queued:
             run_approximate_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
+            self._collect()
         return len(queued)
 
     def audit(self) -> int:

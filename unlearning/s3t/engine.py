@@ -185,6 +185,8 @@ class S3TEngine:
         return Prediction(outputs, tuple(live))
 
     def load_stage(self, ref: str) -> StageWeights:
+        """A stage's weights, from the LRU cache or the store (ArtifactNotFoundError when the
+        store no longer holds it)."""
         weights = self._loaded.get(ref)
         if weights is None:
             weights = StageWeights.from_bytes(self.store.get(ref)).to(self.backbone.device)
@@ -194,6 +196,16 @@ class S3TEngine:
         else:
             self._loaded.move_to_end(ref)
         return weights
+
+    @property
+    def loaded_stages(self) -> tuple[str, ...]:
+        """The references of the stages held in memory, least recently used first."""
+        return tuple(self._loaded)
+
+    def evict_stages(self, refs: Iterable[str]) -> int:
+        """Drop these stages from memory (collected, or served no more); returns how many were
+        held. A caller that still holds one keeps its tensors until it lets go."""
+        return sum(self._loaded.pop(ref, None) is not None for ref in set(refs))
 
     def _shard_data(
         self, spec: ModelSpec, samples: Sequence[TrainingSample]

@@ -16,10 +16,12 @@ from workers import runtime
 @shared_task(name=TaskName.train_sequence.value)
 def train_sequence(job_id: str) -> None:
     """Train (or retrain from a stage) one slice sequence, as recorded in the job; then send
-    the follow-ups it queued and announce the model's new layers."""
+    the follow-ups it queued, announce the model's new layers and collect the dead ones'
+    artifacts."""
     outcome = run_sequence_job(runtime.transaction, runtime.s3t_engine(), uuid.UUID(job_id))
     relay_once(runtime.session_factory(), celery_publisher(current_app))
     runtime.announce(outcome)
+    runtime.collect_artifacts()
 
 
 @shared_task(name=TaskName.audit_exactness.value)

@@ -1,5 +1,6 @@
 """ORM models of the lineage database; importing this package registers every table."""
 
+from service.db.models.artifacts import CollectedArtifact
 from service.db.models.audit import AuditEntry
 from service.db.models.base import Base
 from service.db.models.deletions import (
@@ -14,6 +15,7 @@ from service.db.models.lineage import (
     ApproximateMethod,
     Layer,
     LayerDeletion,
+    LayerInvalidation,
     LayerSliceVersion,
     LayerState,
     LayerStatistics,
@@ -35,6 +37,7 @@ __all__ = [
     "ApproximateMethod",
     "AuditEntry",
     "Base",
+    "CollectedArtifact",
     "DeletionItem",
     "DeletionJob",
     "DeletionRequest",
@@ -45,6 +48,7 @@ __all__ = [
     "JobStatus",
     "Layer",
     "LayerDeletion",
+    "LayerInvalidation",
     "LayerSliceVersion",
     "LayerState",
     "LayerStatistics",

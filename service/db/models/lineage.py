@@ -158,7 +158,7 @@ class Layer(CreatedAt, Base):
         sa.ForeignKey("layers.id", ondelete="SET NULL")
     )
     state: Mapped[LayerState] = mapped_column(str_enum(LayerState), default=LayerState.training)
-    artifact_ref: Mapped[str | None] = mapped_column(sa.String(500))
+    artifact_ref: Mapped[str | None] = mapped_column(sa.String(500), index=True)
     artifact_digest: Mapped[str | None] = mapped_column(Sha256Hex)
     trained_sample_count: Mapped[int] = mapped_column(default=0)
     # An approximate pass's output: the layer it edited saw deleted samples (`layer_deletions`
@@ -202,7 +202,7 @@ class LayerStatistics(CreatedAt, Base):
     the chain that ends at a sequence's last-stage layer, over the data it was trained on: an
     artifact, computed after training. Valid for a deletion while only that deletion's samples
     left the chain's slices (checked by the pass); collected once no pass can read them
-    (``StatisticsRepository.collect``)."""
+    (``StatisticsRepository.stale``, ``service.artifacts.collection``)."""
 
     __tablename__ = "layer_statistics"
 
@@ -223,4 +223,18 @@ class LayerDeletion(Base):
     )
     request_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class LayerInvalidation(Base):
+    """A layer and the deletion request that invalidated it (one per layer: only an active
+    layer is invalidated)."""
+
+    __tablename__ = "layer_invalidations"
+
+    layer_id: Mapped[int] = mapped_column(
+        BigIntId, sa.ForeignKey("layers.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), index=True
     )

@@ -1,5 +1,6 @@
 """Repositories own every query. Each wraps a session, flushes, and never commits."""
 
+from service.db.repositories.artifacts import ArtifactRepository
 from service.db.repositories.audit import AuditRepository
 from service.db.repositories.deletions import DeletionRepository
 from service.db.repositories.jobs import JobRepository
@@ -14,6 +15,7 @@ from service.db.repositories.workers import WorkerRepository
 
 __all__ = [
     "ApiKeyRepository",
+    "ArtifactRepository",
     "AuditRepository",
     "DeletionRepository",
     "JobRepository",

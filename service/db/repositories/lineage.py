@@ -21,6 +21,7 @@ from service.db.hashing import TenantHasher
 from service.db.models import (
     Layer,
     LayerDeletion,
+    LayerInvalidation,
     LayerSliceVersion,
     LayerState,
     Model,
@@ -473,6 +474,13 @@ class LineageRepository(Repository):
     def link_deletion(self, layer_ids: Iterable[int], request_id: uuid.UUID) -> None:
         """Record that these approximate layers unlearned this deletion request."""
         self.session.add_all(LayerDeletion(layer_id=i, request_id=request_id) for i in layer_ids)
+        self.session.flush()
+
+    def link_invalidation(self, layer_ids: Iterable[int], request_id: uuid.UUID) -> None:
+        """Record that this deletion request invalidated these layers."""
+        self.session.add_all(
+            LayerInvalidation(layer_id=i, request_id=request_id) for i in layer_ids
+        )
         self.session.flush()
 
     def approximated_for(self, request_id: uuid.UUID) -> list[Layer]:

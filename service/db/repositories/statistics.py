@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 import sqlalchemy as sa
-import sqlalchemy.orm
 
 from service.db.models import Layer, LayerState, LayerStatistics
 from service.db.repositories.base import Repository
 
 #: A chain's statistics serve a pass on it while its top layer is active (the next deletion's
-#: pass) or invalidated with nothing served at its stage yet (the pass of the deletion that cut
-#: it). Once a retrain or a pass serves that stage, or the layer was superseded or discarded,
-#: no pass will read them again.
+#: pass) or is in a chain a live approximate job planned (the pass of the deletion that cut it,
+#: planned in the deletion's transaction). Once the layer was superseded or discarded, or
+#: invalidated with no live pass planned on it, no pass will read them again: they are stale,
+#: and artifact collection deletes the row with its artifact (``service.artifacts.collection``).
 
 
 class StatisticsRepository(Repository):
@@ -29,39 +31,25 @@ class StatisticsRepository(Repository):
             )
             self.session.flush()
 
-    def collect(self, *, limit: int = 100) -> list[str]:
-        """Forget the statistics no pass can read any more (see above); returns the artifacts no
-        remaining row names, for the caller to delete from the store."""
-        replacement = sa.orm.aliased(Layer)
-        replaced = (
-            sa.select(replacement.id)
+    def stale(self, pinned: Collection[int] = (), *, limit: int = 100) -> list[LayerStatistics]:
+        """Statistics no pass can read any more (see above); ``pinned``: the layers live jobs
+        will read (``ArtifactRepository.pinned_layer_ids``)."""
+        query = (
+            sa.select(LayerStatistics)
+            .join(Layer, Layer.id == LayerStatistics.layer_id)
             .where(
-                replacement.sequence_id == Layer.sequence_id,
-                replacement.position == Layer.position,
-                replacement.state == LayerState.active,
-            )
-            .exists()
-        )
-        stale = list(
-            self.session.scalars(
-                sa.select(LayerStatistics)
-                .join(Layer, Layer.id == LayerStatistics.layer_id)
-                .where(
-                    (Layer.state.in_((LayerState.superseded, LayerState.discarded)))
-                    | ((Layer.state == LayerState.invalidated) & replaced)
+                Layer.state.in_(
+                    (LayerState.superseded, LayerState.discarded, LayerState.invalidated)
                 )
-                .limit(limit)
             )
+            .order_by(LayerStatistics.layer_id)
+            .limit(limit)
         )
-        refs = {row.artifact_ref for row in stale}
-        for row in stale:
+        if pinned:
+            query = query.where(LayerStatistics.layer_id.not_in(list(pinned)))
+        return list(self.session.scalars(query))
+
+    def forget(self, rows: Iterable[LayerStatistics]) -> None:
+        for row in rows:
             self.session.delete(row)
         self.session.flush()
-        still = set(
-            self.session.scalars(
-                sa.select(LayerStatistics.artifact_ref).where(
-                    LayerStatistics.artifact_ref.in_(refs)
-                )
-            )
-        )
-        return sorted(refs - still)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -113,3 +114,32 @@ def test_a_job_starts_no_later_than_the_valid_prefix(
     with factory() as session:
         job = session.get_one(Job, job_id)
         assert (job.from_stage, job.stages_done, job.stages_total) == (1, 2, 2)
+
+
+class _RacedEngine(S3TEngine):
+    """Its first retrain's artifacts vanish right after it wrote them: a collector deleted equal
+    bytes that only dead layers named, after this job's write found them stored."""
+
+    runs = 0
+
+    def retrain(self, *args: Any, **kwargs: Any) -> list[TrainedLayer]:
+        trained = super().retrain(*args, **kwargs)
+        self.runs += 1
+        if self.runs == 1:
+            for layer in trained:
+                self.store.delete(layer.artifact)
+        return trained
+
+
+def test_a_job_whose_artifacts_were_collected_as_it_wrote_them_trains_again(
+    factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    engine = _RacedEngine(tiny_backbone(4), LocalArtifactStore(tmp_path))
+    job_id = _model_with_jobs(factory)[0]
+    outcome = run_sequence_job(_transaction(factory), engine, job_id)
+    assert engine.runs == 2, "the claim saw the files gone before naming them"
+    assert outcome is not None and len(outcome.activation.activated_layer_ids) == 2
+    with factory() as session:
+        assert session.get_one(Job, job_id).status is JobStatus.succeeded
+        layers = session.scalars(sa.select(Layer)).all()
+        assert len(layers) == 2 and all(engine.store.exists(x.artifact_ref or "") for x in layers)

@@ -1,6 +1,9 @@
 """No data left behind: after a deletion completes, the deleted sample's text, id and subject
 appear nowhere: not in any table (outbox, jobs and audit log included), not in the logs, not in
-artifact names or contents, nor in the API's answers, the dashboard's pages or `/metrics`.
+artifact names or contents, nor in the API's answers, the dashboard's pages or `/metrics`; and
+no weights that learned from it are stored: every file in the artifact store is an active
+layer's or a pass statistics row's, none is an artifact that saw the sample (its invalidated
+layers, their chains' statistics, the approximate pass's edits of them).
 Checked under the approximate policy, which keeps payloads longest.
 """
 
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.db.models import Base, Role
+from service.db.models import Base, Layer, LayerState, LayerStatistics, Role
 from service.settings import Settings
 from tests.integration.api import Api, InProcessWorker, issue_keys, samples, trained_model
 
@@ -37,6 +40,32 @@ def _text(value: object) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
+def _stored(settings: Settings) -> set[str]:
+    assert settings.artifacts_dir is not None
+    return {f"sha256:{p.name}" for p in Path(settings.artifacts_dir).rglob("*") if p.is_file()}
+
+
+def _refs(worker: InProcessWorker, *where: sa.ColumnElement[bool]) -> set[str]:
+    """The artifacts of the layers matching ``where`` and of their chains' statistics."""
+    with worker.factory() as session:
+        layers = session.scalars(sa.select(Layer.artifact_ref).where(*where))
+        statistics = session.scalars(
+            sa.select(LayerStatistics.artifact_ref)
+            .join(Layer, Layer.id == LayerStatistics.layer_id)
+            .where(*where)
+        )
+        return {ref for ref in [*layers, *statistics] if ref}
+
+
+def _live(worker: InProcessWorker) -> set[str]:
+    with worker.factory() as session:
+        layers = session.scalars(
+            sa.select(Layer.artifact_ref).where(Layer.state == LayerState.active)
+        )
+        statistics = session.scalars(sa.select(LayerStatistics.artifact_ref))
+        return {ref for ref in [*layers, *statistics] if ref}
+
+
 def _artifacts(settings: Settings) -> str:
     assert settings.artifacts_dir is not None
     files = [p for p in Path(settings.artifacts_dir).rglob("*") if p.is_file()]
@@ -54,7 +83,10 @@ def test_a_completed_deletion_leaves_no_trace(
     assert all(marker in _tables(worker) for marker in MARKERS)  # the check can see them
 
     deletion = api.ok(api.post("/deletions", {"model_id": model_id, "subject_id": SUBJECT}), 202)
+    saw = _refs(worker, Layer.state == LayerState.invalidated)
     assert worker.approximate() == 1
+    saw |= _refs(worker, Layer.approximate.is_(True))  # edits of weights that saw it
+    assert saw
     worker.drain()
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
     for path in (
@@ -75,6 +107,10 @@ def test_a_completed_deletion_leaves_no_trace(
         shown = admin.get(page)
         assert shown.status_code == 200, page
         assert not any(marker in shown.text for marker in MARKERS), page
+
+    stored = _stored(settings)
+    assert stored <= _live(worker), "every stored file is an active layer's or statistics"
+    assert not stored & saw, "no stored artifact is one that learned from the deleted sample"
 
     tables, artifacts, logs = _tables(worker), _artifacts(settings), caplog.text
     for marker in MARKERS:

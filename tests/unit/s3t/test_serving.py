@@ -184,3 +184,18 @@ def test_a_shard_without_samples_trains_and_serves(engine: S3TEngine, config: S3
     prefixes = {2: [x.artifact for x in layers if (x.shard, x.sequence) == (2, 0)]}
     assert engine.predict(spec.config, TEXTS, prefixes).outputs.shape == (len(TEXTS), 3)
     assert len(engine.backbone.encode([], spec.config.max_length)) == 0
+
+
+def test_evicted_stages_leave_memory_and_load_again_from_the_store(
+    trained: tuple[S3TEngine, RecordingStore, ModelSpec, dict[tuple[int, int, int], str]],
+) -> None:
+    engine, store, _, artifacts = trained
+    refs = sorted(set(artifacts.values()))[:3]
+    for ref in refs:
+        engine.load_stage(ref)
+    assert set(refs) <= set(engine.loaded_stages)
+    assert engine.evict_stages([refs[0], refs[1], "sha256:" + "0" * 64]) == 2
+    assert set(engine.loaded_stages) & set(refs) == {refs[2]}
+    store.read.clear()
+    engine.load_stage(refs[0])
+    assert store.read == [refs[0]]

@@ -1,0 +1,1 @@
+"""Artifacts in the store: collecting those nothing live names any more."""
