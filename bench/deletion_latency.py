@@ -9,8 +9,8 @@ reports:
 
 - the ``POST /deletions`` answer (202) latency, p50/p99;
 - deletion-to-first-clean-prediction: from sending the deletion to the first prediction that
-  used none of the layers it invalidated (the answer's ``shards[].layers`` against the
-  certificate's ``layers_invalidated``; ``bench/freshness.py``), and how many probes did use one;
+  used none of the layers it invalidated (the answer's ``shards[].layers`` against the 202's
+  ``layers_invalidated``; ``bench/freshness.py``), and how many probes did use one;
 - predictions: count, failed (non-200), slow (over 1 s), p50/p99, and stale ones: that used a
   layer invalidated by a deletion whose 202 had arrived before the prediction was sent;
 - the statements each kind of 202 costs (``bench/deletion_statements.py``);
@@ -426,7 +426,8 @@ def run(
     answers: list[float] = []
     to_clean: list[float] = []
     dirty_probes = 0
-    accepted: list[tuple[float, str]] = []  # (202 received, deletion id)
+    accepted: list[Deleted] = []
+    deletion_ids: list[str] = []
     failed_deletions = 0
     next_at = time.monotonic()
     for external_id in victims:
@@ -442,22 +443,15 @@ def run(
         if response.status_code != 202:
             failed_deletions += 1
             continue
-        deletion_id = response.json()["id"]
+        invalidated = invalidated_layers(response.json())
         answers.append(answered - sent)
-        accepted.append((answered, deletion_id))
+        accepted.append(Deleted(answered, invalidated))
+        deletion_ids.append(response.json()["id"])
         # The first prediction that uses none of the layers this deletion invalidated.
-        clean, dirty = first_clean(
-            client,
-            predict_url,
-            texts[0],
-            sent,
-            None,
-            lambda d=deletion_id: invalidated_layers(client, d),
-        )
+        clean, dirty = first_clean(client, predict_url, texts[0], sent, invalidated)
         dirty_probes += dirty
         if clean is not None:
             to_clean.append(clean)
-    deletion_ids = [d for _, d in accepted]
 
     retraining_at_end = count_deletions(client, "retraining") + count_deletions(
         client, "deactivated"
@@ -471,8 +465,7 @@ def run(
     retrain_sample_epochs = stack.retrain_sample_epochs()
 
     # No prediction sent after a 202 may use a layer that deletion invalidated.
-    deletions = [Deleted(at, invalidated_layers(client, d)) for at, d in accepted]
-    stale_count = stale(predictor.records, deletions)
+    stale_count = stale(predictor.records, accepted)
     records = predictor.records
     latencies = [r.done - r.sent for r in records if r.status == 200]
     failed_by_status: dict[str, int] = {}

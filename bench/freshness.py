@@ -1,9 +1,9 @@
 """Freshness from layer ids: did any answer sent after a deletion's 202 use a layer it turned off?
 
-A prediction names the layers that answered (``shards[].layers``); a deletion's certificate
-names the layers it invalidated (``layers_invalidated``). The two come from different places:
-the serving process's layer map and the deletion's own transaction, so a prediction served from
-a stale map shows up here whatever generation it reports.
+A prediction names the layers that answered (``shards[].layers``); a deletion's 202 (and its
+certificate) names the layers it invalidated (``layers_invalidated``). The two come from
+different places: the serving process's layer map and the deletion's own transaction, so a
+prediction served from a stale map shows up here whatever generation it reports.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ def layers_of(prediction: dict[str, Any]) -> frozenset[int]:
     return frozenset(i for shard in prediction["shards"] for i in shard["layers"])
 
 
-def invalidated_layers(client: httpx.Client, deletion_id: str) -> frozenset[int]:
-    """The layers a deletion turned off, from its certificate."""
-    certificate = client.get(f"/deletions/{deletion_id}/certificate")
-    certificate.raise_for_status()
-    return frozenset(layer["layer_id"] for layer in certificate.json()["layers_invalidated"])
+def invalidated_layers(deletion: dict[str, Any]) -> frozenset[int]:
+    """The layers a deletion turned off, as its 202 says (its certificate lists the same)."""
+    return frozenset(deletion["layers_invalidated"])
 
 
 @dataclass(frozen=True)
@@ -64,22 +62,18 @@ def first_clean(
     url: str,
     text: str,
     sent: float,
-    invalidated: frozenset[int] | None,
-    fetch: Any,
+    invalidated: frozenset[int],
     *,
     attempts: int = 50,
 ) -> tuple[float | None, int]:
     """Seconds from ``sent`` to the first prediction that uses none of the deletion's
-    invalidated layers, and how many answers before it did. The first probe goes out at once;
-    the invalidated layers (``fetch()`` when not given) are read after it, outside the time."""
+    invalidated layers, and how many answers before it did use one."""
     dirty = 0
     for _ in range(attempts):
         response = client.post(url, json={"texts": [text]})
         answered = time.monotonic()
         if response.status_code != 200:
             continue
-        if invalidated is None:
-            invalidated = fetch()
         if not layers_of(response.json()) & invalidated:
             return answered - sent, dirty
         dirty += 1

@@ -8,7 +8,7 @@ own app key, within the per-key write limit) send single-sample deletions at ``-
 while ``--predictors`` threads predict without pause. Reports the requests sent, the 202's
 p50/p99/max, deletion errors by status, predictions failed by status and their latency, stale
 predictions (that used a layer a deletion had invalidated whose 202 had arrived before they
-were sent: layer ids from the answers, invalidated layers from the certificates), the training
+were sent: layer ids from the answers, invalidated layers from the 202s), the training
 queue before and after, and the statements each kind of 202 costs (``deletion_statements.py``).
 
 Usage: ``python bench/load.py [--duration 60 --deleters 4 --rate 2 --predictors 2]``.
@@ -63,7 +63,7 @@ class Deleter(threading.Thread):
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         self.model_id, self.ids, self.period = model_id, ids, 1 / rate
-        self.records: list[tuple[float, float, int, str | None]] = []  # (.., deletion id)
+        self.records: list[tuple[float, float, int, frozenset[int] | None]] = []  # invalidated
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -79,10 +79,10 @@ class Deleter(threading.Thread):
                     "/deletions", json={"model_id": self.model_id, "sample_ids": [external_id]}
                 )
                 code = response.status_code
-                deletion_id = response.json().get("id") if code == 202 else None
+                invalidated = invalidated_layers(response.json()) if code == 202 else None
             except httpx.HTTPError:
-                code, deletion_id = 0, None
-            self.records.append((sent, time.monotonic(), code, deletion_id))
+                code, invalidated = 0, None
+            self.records.append((sent, time.monotonic(), code, invalidated))
 
 
 def train(client: httpx.Client, body: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -167,11 +167,7 @@ def run(
     deletions = [r for d in deleters for r in d.records]
     predictions = [r for p in predictors for r in p.records]
     # No prediction sent after a 202 may use a layer that deletion invalidated.
-    accepted = [
-        Deleted(done, invalidated_layers(client, d))
-        for _, done, code, d in deletions
-        if code == 202 and d is not None
-    ]
+    accepted = [Deleted(done, i) for _, done, code, i in deletions if i is not None]
     stale_count = stale(predictions, accepted)
     failed_predictions: dict[str, int] = {}
     for r in predictions:

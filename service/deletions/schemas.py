@@ -132,6 +132,10 @@ class DeletionPublic(BaseModel):
         "prediction with this generation or later is free of them."
     )
     jobs: list[uuid.UUID] = Field(description="The retrain jobs this deletion waits for.")
+    layers_invalidated: list[int] = Field(
+        description="The layers this deletion turned off: no prediction answered after its 202 "
+        "names one of them in `shards[].layers`."
+    )
     received_at: datetime
     deactivated_at: datetime | None
     approximated_at: datetime | None

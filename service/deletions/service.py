@@ -73,6 +73,7 @@ class Accepted:
     created: bool
     unknown_ids: list[str] = field(default_factory=list)
     job_ids: list[uuid.UUID] = field(default_factory=list)
+    invalidated: list[int] = field(default_factory=list)
 
 
 def request_deletion(
@@ -209,7 +210,13 @@ def request_deletion(
     if not jobs:
         scheduling.complete_deletions(session, [request], retrained=False)
     unknown = [external_id for external_id, _, o in items if o is ItemOutcome.unknown]
-    return Accepted(request, created=True, unknown_ids=unknown, job_ids=[j.id for j in jobs])
+    return Accepted(
+        request,
+        created=True,
+        unknown_ids=unknown,
+        job_ids=[j.id for j in jobs],
+        invalidated=deactivation.invalidated_layer_ids,
+    )
 
 
 #: The approximate path of a class deletion, unless the request names another method.
@@ -277,7 +284,7 @@ def accepted_public(session: Session, accepted: Accepted) -> DeletionPublic:
     """The 202's body: from what the request wrote, or read back for a replayed key."""
     if not accepted.created:
         return deletion_public(session, accepted.request)
-    return _public(accepted.request, accepted.unknown_ids, accepted.job_ids)
+    return _public(accepted.request, accepted.unknown_ids, accepted.job_ids, accepted.invalidated)
 
 
 def deletions_public(session: Session, requests: list[DeletionRequest]) -> list[DeletionPublic]:
@@ -286,14 +293,23 @@ def deletions_public(session: Session, requests: list[DeletionRequest]) -> list[
     ids = [r.id for r in requests]
     unknown = deletions.unknown_ids_many(ids)
     jobs = deletions.jobs_of_many(ids)
+    invalidated = LineageRepository.from_session(session).invalidated_by_many(ids)
     return [
-        _public(request, unknown.get(request.id, []), [j.id for j in jobs.get(request.id, [])])
+        _public(
+            request,
+            unknown.get(request.id, []),
+            [j.id for j in jobs.get(request.id, [])],
+            invalidated.get(request.id, []),
+        )
         for request in requests
     ]
 
 
 def _public(
-    request: DeletionRequest, unknown_ids: list[str], job_ids: list[uuid.UUID]
+    request: DeletionRequest,
+    unknown_ids: list[str],
+    job_ids: list[uuid.UUID],
+    invalidated: list[int],
 ) -> DeletionPublic:
     return DeletionPublic(
         id=request.id,
@@ -306,6 +322,7 @@ def _public(
         failure_reason=request.failure_reason,
         serving_generation=request.serving_generation,
         jobs=job_ids,
+        layers_invalidated=invalidated,
         received_at=request.received_at,
         deactivated_at=request.deactivated_at,
         approximated_at=request.approximated_at,

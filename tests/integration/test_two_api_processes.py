@@ -102,6 +102,7 @@ def test_a_deletion_through_one_process_is_never_served_by_the_other(
             certificate = through.get(f"/deletions/{accepted.json()['id']}/certificate").json()
             invalidated = {layer["layer_id"] for layer in certificate["layers_invalidated"]}
             assert invalidated, "the deletion turned no layer off: nothing was tested"
+            assert set(accepted.json()["layers_invalidated"]) == invalidated  # as its 202 said
             assert not used & invalidated, f"deletion {i}: the other process used {used}"
             assert used <= _active_layers(engine), f"deletion {i}: {used} not all active"
             stack["worker"].drain()  # the retrains activate new layers before the next one

@@ -483,6 +483,18 @@ class LineageRepository(Repository):
         )
         self.session.flush()
 
+    def invalidated_by_many(self, request_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[int]]:
+        """The layers each deletion request invalidated, by id."""
+        rows = self.session.execute(
+            sa.select(LayerInvalidation.request_id, LayerInvalidation.layer_id)
+            .where(LayerInvalidation.request_id.in_(list(request_ids)))
+            .order_by(LayerInvalidation.layer_id)
+        )
+        invalidated: dict[uuid.UUID, list[int]] = defaultdict(list)
+        for request_id, layer_id in rows:
+            invalidated[request_id].append(layer_id)
+        return dict(invalidated)
+
     def approximated_for(self, request_id: uuid.UUID) -> list[Layer]:
         """The approximate layers made for a deletion request, oldest first."""
         return list(
