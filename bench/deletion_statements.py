@@ -13,7 +13,9 @@ is left out: it delivers messages after the commit):
 - ``replay``: a repeated ``Idempotency-Key``.
 
 ``count_statements`` is what ``bench/deletion_latency.py`` and ``bench/load.py`` report, and
-what ``tests/integration/pipeline/test_deletion_statements.py`` holds to a budget.
+what ``tests/integration/pipeline/test_deletion_statements.py`` holds to a budget. With
+``--idle N`` (default 200) it also times N single-sample deletions on a quiet machine (no
+prediction, no retrain running), in this process: the request's own cost.
 
 Usage: ``python bench/deletion_statements.py [--backend postgresql|sqlite|both]``.
 """
@@ -25,6 +27,7 @@ import json
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,8 +89,11 @@ class StatementCounter:
             sa.event.remove(sa.Engine, "before_cursor_execute", self._record)
 
 
-def count_statements(database_url: str, tmp: Path) -> dict[str, int]:
-    """The statements of each case's ``POST /deletions`` (see the module's docstring)."""
+@contextmanager
+def _stack(database_url: str, tmp: Path, n_samples: int) -> Iterator[tuple[Api, str, list[Any]]]:
+    """The app in this process on a fresh database, with a trained tiny model of ``n_samples``
+    (2 shards x 4 slices x 2 orders, placed by subject): (api, model id, rows)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     settings = Settings(
         data_dir=tmp,
         database_url=database_url,
@@ -97,32 +103,56 @@ def count_statements(database_url: str, tmp: Path) -> dict[str, int]:
     migrate.upgrade(database_url)
     keys = issue_keys(settings)
     worker = InProcessWorker(settings)
-    counter = StatementCounter()
-    counts: dict[str, int] = {}
     try:
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             api = Api(client, keys["a"])
-            rows = samples(48, subjects={i: f"user-{i % 12}" for i in range(48)})
+            rows = samples(n_samples, subjects={i: f"user-{i % 12}" for i in range(n_samples)})
             model_id = trained_model(api, worker, rows, {"n_slices": 4, "placement": "subject"})
-            by_shard = _ids_by_shard(worker, model_id)
-            first, other = sorted(by_shard)[:2]
-            subject = next(r["subject_id"] for r in rows if r["external_id"] in by_shard[other])
-
-            def delete(case: str, key: str | None = None, **target: Any) -> None:
-                with counter.counting() as statements:
-                    response = api.delete(model_id, key, **target)
-                assert response.status_code == 202, response.text
-                counts[case] = len(statements)
-
-            delete("first_on_shard", "k1", sample_ids=[by_shard[first][0]])
-            delete("joins_queued_retrain", sample_ids=[by_shard[first][1]])
-            delete("subject", subject_id=subject)
-            delete("already_deleted", sample_ids=[by_shard[first][0]])
-            delete("unknown", sample_ids=[f"nobody-{uuid.uuid4().hex[:6]}"])
-            delete("replay", "k1", sample_ids=[by_shard[first][0]])
+            yield api, model_id, [worker, rows]
     finally:
         worker.close()
+
+
+def count_statements(database_url: str, tmp: Path) -> dict[str, int]:
+    """The statements of each case's ``POST /deletions`` (see the module's docstring)."""
+    counter = StatementCounter()
+    counts: dict[str, int] = {}
+    with _stack(database_url, tmp, 48) as (api, model_id, (worker, rows)):
+        by_shard = _ids_by_shard(worker, model_id)
+        first, other = sorted(by_shard)[:2]
+        subject = next(r["subject_id"] for r in rows if r["external_id"] in by_shard[other])
+
+        def delete(case: str, key: str | None = None, **target: Any) -> None:
+            with counter.counting() as statements:
+                response = api.delete(model_id, key, **target)
+            assert response.status_code == 202, response.text
+            counts[case] = len(statements)
+
+        delete("first_on_shard", "k1", sample_ids=[by_shard[first][0]])
+        delete("joins_queued_retrain", sample_ids=[by_shard[first][1]])
+        delete("subject", subject_id=subject)
+        delete("already_deleted", sample_ids=[by_shard[first][0]])
+        delete("unknown", sample_ids=[f"nobody-{uuid.uuid4().hex[:6]}"])
+        delete("replay", "k1", sample_ids=[by_shard[first][0]])
     return counts
+
+
+def idle_latency(database_url: str, tmp: Path, n: int) -> dict[str, float]:
+    """The 202 of ``n`` single-sample deletions one after the other, in this process, with no
+    prediction and no retrain running: what the request costs on a quiet machine."""
+    times: list[float] = []
+    with _stack(database_url, tmp, n + 8) as (api, model_id, (_, rows)):
+        for row in rows[:n]:
+            started = time.perf_counter()
+            response = api.delete(model_id, sample_ids=[row["external_id"]])
+            times.append(time.perf_counter() - started)
+            assert response.status_code == 202, response.text
+    ordered = sorted(times)
+    return {
+        "deletions": n,
+        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000, 2),
+    }
 
 
 def _ids_by_shard(worker: InProcessWorker, model_id: str) -> dict[int, list[str]]:
@@ -139,12 +169,16 @@ def _ids_by_shard(worker: InProcessWorker, model_id: str) -> dict[int, list[str]
         return by_shard
 
 
-def measure(backend: str) -> dict[str, int]:
-    """:func:`count_statements` on a fresh database of ``backend`` (dropped afterwards)."""
+def measure(backend: str, idle: int = 0) -> dict[str, Any]:
+    """:func:`count_statements` (and, with ``idle``, :func:`idle_latency` of that many
+    deletions) on fresh databases of ``backend`` (dropped afterwards)."""
     with tempfile.TemporaryDirectory() as tmp:
         databases = FreshDatabase(backend, Path(tmp))
         try:
-            return count_statements(databases.url(), Path(tmp))
+            result: dict[str, Any] = count_statements(databases.url(), Path(tmp) / "counts")
+            if idle:
+                result["idle_202"] = idle_latency(databases.url(), Path(tmp) / "idle", idle)
+            return result
         finally:
             databases.close()
 
@@ -152,11 +186,14 @@ def measure(backend: str) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("postgresql", "sqlite", "both"), default="both")
+    parser.add_argument(
+        "--idle", type=int, default=200, help="Deletions timed on a quiet machine (0: none)."
+    )
     args = parser.parse_args()
     backends = ("postgresql", "sqlite") if args.backend == "both" else (args.backend,)
     result: dict[str, Any] = {"bench": "deletion_statements", "cases": list(CASES)}
     for backend in backends:
-        result[backend] = measure(backend)
+        result[backend] = measure(backend, args.idle)
     print(json.dumps(result, indent=2))
 
 

@@ -11,15 +11,16 @@ from types import ModuleType
 from tests.conftest import FreshDatabase
 
 BENCH = Path(__file__).resolve().parents[3] / "bench" / "deletion_statements.py"
-#: Measured 23 / 22 / 22 / 14 / 14 / 6 on PostgreSQL (SQLite: a subject's 25); before the
-#: lean transaction 42 / 32 / 41 / 23 / 23 / 5.
+#: Measured on PostgreSQL 24 / 23-24 / 23 / 14 / 14 / 7 (SQLite: a subject's 26, a replay's 8;
+#: which orders a deletion parks depends on the placement); before the lean transaction
+#: 42 / 32-34 / 41 / 23 / 23 / 5.
 BUDGET = {
-    "first_on_shard": 24,
-    "joins_queued_retrain": 23,
-    "subject": 26,
+    "first_on_shard": 25,
+    "joins_queued_retrain": 25,
+    "subject": 27,
     "already_deleted": 15,
     "unknown": 15,
-    "replay": 7,
+    "replay": 8,
 }
 
 
