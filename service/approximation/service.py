@@ -153,7 +153,8 @@ def plan_pass(
         return None
     share = len(deactivation.deleted_sample_ids) / max(1, sum(sizes.values()))
     chosen, why = resolve_method(model, method, shape, share)
-    job = JobRepository.from_session(session).new(
+    job, _ = JobRepository.from_session(session).create(
+        look_up=False,
         model_id=model.id,
         kind=JobKind.approximate,
         stages_total=len(passes),

@@ -248,28 +248,16 @@ def ensure_retrain(
                 else:
                     park(job, parking)
             return job
-    stages = model.n_slices - from_stage + 1
-    if live is not None:  # the sequence's live jobs were read under the model lock: no look-up
-        job, created = (
-            jobs.new(
-                model_id=model.id,
-                kind=JobKind.retrain,
-                stages_total=stages,
-                sequence_id=sequence.id,
-                from_stage=from_stage,
-                dedup_key=key,
-            ),
-            True,
-        )
-    else:
-        job, created = jobs.create(
-            model_id=model.id,
-            kind=JobKind.retrain,
-            stages_total=stages,
-            sequence_id=sequence.id,
-            from_stage=from_stage,
-            dedup_key=key,
-        )
+    # The sequence's live jobs read under the model lock (``live``) stand for the look-up.
+    job, created = jobs.create(
+        model_id=model.id,
+        kind=JobKind.retrain,
+        stages_total=model.n_slices - from_stage + 1,
+        sequence_id=sequence.id,
+        from_stage=from_stage,
+        dedup_key=key,
+        look_up=live is None,
+    )
     if created:
         if parking is None:
             enqueue(session, job, priority=priority, delay_s=delay_s)

@@ -111,16 +111,19 @@ class InProcessWorker:
             transaction = functools.partial(unit_of_work, self.factory)
             self.collected += collect(transaction, self.engine.store)
 
-    def approximate(self) -> int:
-        """Run the queued approximate passes (the `deletions` queue); returns how many ran."""
+    def _queued_of(self, kind: JobKind) -> list[uuid.UUID]:
         with self.factory() as session:
-            queued = list(
+            return list(
                 session.scalars(
                     sa.select(Job.id)
-                    .where(Job.status == JobStatus.queued, Job.kind == JobKind.approximate)
+                    .where(Job.status == JobStatus.queued, Job.kind == kind)
                     .order_by(Job.created_at, Job.id)
                 )
             )
+
+    def approximate(self) -> int:
+        """Run the queued approximate passes (the `deletions` queue); returns how many ran."""
+        queued = self._queued_of(JobKind.approximate)
         for job_id in queued:
             run_approximate_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
             self._collect()
@@ -128,14 +131,7 @@ class InProcessWorker:
 
     def audit(self) -> int:
         """Run the queued exactness audits (the `training` queue); returns how many ran."""
-        with self.factory() as session:
-            queued = list(
-                session.scalars(
-                    sa.select(Job.id)
-                    .where(Job.status == JobStatus.queued, Job.kind == JobKind.exactness_audit)
-                    .order_by(Job.created_at, Job.id)
-                )
-            )
+        queued = self._queued_of(JobKind.exactness_audit)
         for job_id in queued:
             run_exactness_audit(functools.partial(unit_of_work, self.factory), self.engine, job_id)
         return len(queued)

@@ -35,50 +35,19 @@ class JobRepository(Repository):
         parent_id: uuid.UUID | None = None,
         sequence_id: uuid.UUID | None = None,
         from_stage: int | None = None,
+        look_up: bool = True,
     ) -> tuple[Job, bool]:
         """A new job, or the live job with the same ``dedup_key`` and False.
 
-        ``dedup_key`` is unique among live jobs only: it is cleared when a job finishes.
+        ``dedup_key`` is unique among live jobs only: it is cleared when a job finishes. With
+        ``look_up=False`` the job is new with no look-up and goes in one batch at the next
+        flush: for callers that hold the model row and have read the sequence's live jobs, so
+        that no live job can carry ``dedup_key`` (it names slice versions only they moved).
         """
-        if dedup_key is not None:
+        if look_up and dedup_key is not None:
             existing = self.session.scalar(sa.select(Job).where(Job.dedup_key == dedup_key))
             if existing is not None:
                 return existing, False
-        job = Job(
-            model_id=model_id,
-            kind=kind,
-            stages_total=stages_total,
-            params=dict(params or {}),
-            dedup_key=dedup_key,
-            parent_id=parent_id,
-            sequence_id=sequence_id,
-            from_stage=from_stage,
-        )
-        try:
-            with self.session.begin_nested():
-                self.session.add(job)
-                self.session.flush()
-        except IntegrityError:  # another transaction created it concurrently
-            existing = self.session.scalar(sa.select(Job).where(Job.dedup_key == dedup_key))
-            if existing is None:
-                raise
-            return existing, False
-        return job, True
-
-    def new(
-        self,
-        *,
-        model_id: uuid.UUID,
-        kind: JobKind,
-        stages_total: int,
-        params: dict[str, Any] | None = None,
-        dedup_key: str | None = None,
-        sequence_id: uuid.UUID | None = None,
-        from_stage: int | None = None,
-    ) -> Job:
-        """A new job with no look-up, inserted in one batch at the next flush: for callers that
-        hold the model row and have read the sequence's live jobs, so that no live job can carry
-        ``dedup_key`` (it names slice versions that only they can have moved)."""
         job = Job(
             id=uuid.uuid4(),
             model_id=model_id,
@@ -89,12 +58,24 @@ class JobRepository(Repository):
             attempts=0,
             params=dict(params or {}),
             dedup_key=dedup_key,
+            parent_id=parent_id,
             sequence_id=sequence_id,
             from_stage=from_stage,
             created_at=utcnow(),
         )
-        self.session.add(job)
-        return job
+        if not look_up:
+            self.session.add(job)
+            return job, True
+        try:
+            with self.session.begin_nested():
+                self.session.add(job)
+                self.session.flush()
+        except IntegrityError:  # another transaction created it concurrently
+            existing = self.session.scalar(sa.select(Job).where(Job.dedup_key == dedup_key))
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
 
     def get(self, job_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None) -> Job:
         """The job, or JobNotFoundError; another tenant's job is not found either."""
