@@ -213,6 +213,36 @@ def test_a_subject_is_deleted_across_shards(api: Api, worker: InProcessWorker) -
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
     cert = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
     assert cert["subject_hash"] and "alice" not in str(cert)
+    assert (deletion["subject"], deletion["partial"]) == ("deleted", False)
+
+
+def test_a_subject_deleted_before_and_an_unknown_subject_are_told_apart(
+    api: Api, worker: InProcessWorker
+) -> None:
+    """Neither deletes anything; the answer says which: nothing left of a subject deleted
+    before, or no sample of that subject ever (``partial``, like an unknown sample id)."""
+    rows = samples(N_SAMPLES, subjects={3: "alice", 4: "alice"})
+    model_id = trained_model(api, worker, rows)
+    first = api.ok(api.delete(model_id, subject_id="alice"), 202)
+    assert (first["subject"], first["partial"], first["counts"]["deleted"]) == ("deleted", False, 2)
+    again = api.ok(api.delete(model_id, subject_id="alice"), 202)
+    assert (again["subject"], again["partial"], again["status"]) == (
+        "already_deleted",
+        False,
+        "completed",
+    )
+    unknown = api.ok(api.delete(model_id, subject_id="nobody"), 202)
+    assert (unknown["subject"], unknown["partial"], unknown["status"]) == (
+        "unknown",
+        True,
+        "completed",
+    )
+    assert unknown["counts"] == {"requested": 0, "deleted": 0, "already_deleted": 0, "unknown": 0}
+    for deletion in (first, again, unknown):  # a read says the same as the 202
+        read = api.ok(api.get(f"/deletions/{deletion['id']}"))
+        assert (read["subject"], read["partial"]) == (deletion["subject"], deletion["partial"])
+    by_ids = api.ok(api.delete(model_id, sample_ids=["s007"]), 202)
+    assert by_ids["subject"] is None
 
 
 def test_another_tenant_sees_nothing(
