@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from freshness import (  # noqa: E402
     layers_of,
     stale,
 )
+from timing import summary_ms  # noqa: E402
 
 from service.db import migrate  # noqa: E402
 from service.db.engine import make_engine, make_session_factory, unit_of_work  # noqa: E402
@@ -73,20 +73,6 @@ PG_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("UNLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 SLOW_S = 1.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def summary_ms(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(percentile(values, 50) * 1000, 2),
-        "p99_ms": round(percentile(values, 99) * 1000, 2),
-        "max_ms": round(max(values) * 1000, 2),
-        "mean_ms": round(statistics.fmean(values) * 1000, 2),
-    }
 
 
 def load_rows(n: int) -> list[dict[str, Any]]:

@@ -39,6 +39,9 @@ from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # also when a test loads this file by its path
+
+from timing import summary_ms  # noqa: E402
 
 from service.app import create_app  # noqa: E402
 from service.db import migrate  # noqa: E402
@@ -147,12 +150,7 @@ def idle_latency(database_url: str, tmp: Path, n: int) -> dict[str, float]:
             response = api.delete(model_id, sample_ids=[row["external_id"]])
             times.append(time.perf_counter() - started)
             assert response.status_code == 202, response.text
-    ordered = sorted(times)
-    return {
-        "deletions": n,
-        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
-        "p99_ms": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000, 2),
-    }
+    return {"deletions": n, **summary_ms(times)}
 
 
 def _ids_by_shard(worker: InProcessWorker, model_id: str) -> dict[int, list[str]]:

@@ -35,11 +35,11 @@ from deletion_latency import (
     Stack,
     load_rows,
     on_a_stack,
-    summary_ms,
     wait,
 )
 from deletion_statements import measure
 from freshness import Deleted, invalidated_layers, stale
+from timing import summary_ms
 
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Role

@@ -275,7 +275,7 @@ def retrain_after_deletion(
     policy: RetrainPolicy | None = None,
     *,
     hold: Parking | None = None,
-    prefixes: Sequence[Prefix] | None = None,
+    prefixes: Sequence[Prefix],
 ) -> list[Job]:
     """Queue (or join) the retrains of the sequences of the touched ``shards`` that the
     deletion changed: those whose active layers it invalidated, and those with a job in flight
@@ -285,12 +285,10 @@ def retrain_after_deletion(
     Under ``policy.served_first`` (the default) the deletion waits, in each touched shard, for
     the retrain of the order the shard now serves best (none when it still serves at full
     depth); the shard's other orders are parked (see the module's docstring). ``prefixes``:
-    the touched shards' valid prefixes, when the caller read them already."""
+    the touched shards' valid prefixes after the deletion (the caller read them)."""
     policy = policy or RetrainPolicy()
     jobs = JobRepository.from_session(session)
     lineage = LineageRepository.from_session(session)
-    if prefixes is None:
-        prefixes = lineage.prefixes(model.id, shard_ids=shards)
     by_sequence = {p.sequence_id: p for p in prefixes}
     served = choose_served(prefixes, model.n_shards)
     digests = {

@@ -33,6 +33,7 @@ from tests.integration.api import (
     samples,
     save_tiny_backbone,
     trained_model,
+    used_layers,
 )
 from tests.integration.services import free_port, stop, unlearn, wait_for
 
@@ -98,7 +99,7 @@ def test_a_deletion_through_one_process_is_never_served_by_the_other(
             assert accepted.status_code == 202, accepted.text
             answer = other.post(predict, json={"texts": ["good thing"]})
             assert answer.status_code == 200, answer.text
-            used = {layer for shard in answer.json()["shards"] for layer in shard["layers"]}
+            used = used_layers(answer.json())
             certificate = through.get(f"/deletions/{accepted.json()['id']}/certificate").json()
             invalidated = {layer["layer_id"] for layer in certificate["layers_invalidated"]}
             assert invalidated, "the deletion turned no layer off: nothing was tested"

@@ -145,7 +145,7 @@ class SampleRepository(Repository):
         placements = self._slice_ids(model.id)
         accepted: list[tuple[NewSample, _Validated]] = []
         seen: dict[str, int] = {}  # external id -> its row in this batch
-        existing = self._existing_ids(model.id, [r.external_id for r in rows])
+        existing = self.registered_ids(model.id, [r.external_id for r in rows])
         for i, row in enumerate(rows):
             try:
                 validated = _validate(model, row)
@@ -205,7 +205,9 @@ class SampleRepository(Repository):
         result.stored = samples
         return result
 
-    def _existing_ids(self, model_id: uuid.UUID, external_ids: Sequence[object]) -> set[str]:
+    def registered_ids(self, model_id: uuid.UUID, external_ids: Sequence[object]) -> set[str]:
+        """The external ids among these that name a live sample of the model (a deleted one
+        carries only its hash)."""
         ids = [e for e in external_ids if isinstance(e, str)]
         found: set[str] = set()
         for chunk in _chunks(ids):
@@ -225,21 +227,6 @@ class SampleRepository(Repository):
             .where(Shard.model_id == model_id)
         )
         return {(sh, sl): (shard_id, slice_id) for sh, sl, shard_id, slice_id in rows}
-
-    def by_external_ids(
-        self, model_id: uuid.UUID, external_ids: Iterable[str], hasher: TenantHasher
-    ) -> dict[str, Sample]:
-        """Each known id's sample, live or deleted (a deleted one is found by its hash under
-        the model's tenant ``hasher``)."""
-        wanted = {eid: eid for eid in external_ids}
-        wanted.update({name: eid for eid in list(wanted) for name in _deleted_names(eid, hasher)})
-        found: dict[str, Sample] = {}
-        for chunk in _chunks(sorted(wanted)):
-            for sample in self.session.scalars(
-                sa.select(Sample).where(Sample.model_id == model_id, Sample.external_id.in_(chunk))
-            ):
-                found[wanted[sample.external_id]] = sample
-        return found
 
     def payloads_exist(self, sample_ids: Sequence[int]) -> bool:
         for chunk in _chunks(sample_ids):
@@ -385,15 +372,6 @@ class SampleRepository(Repository):
                     Sample.deleted.is_(False),
                     SamplePayload.label_index == label_index,
                 )
-                .order_by(Sample.id)
-            )
-        )
-
-    def by_subject(self, model_id: uuid.UUID, subject_id: str) -> list[Sample]:
-        return list(
-            self.session.scalars(
-                sa.select(Sample)
-                .where(Sample.model_id == model_id, Sample.subject_id == subject_id)
                 .order_by(Sample.id)
             )
         )

@@ -146,11 +146,11 @@ class TestDeletions:
         secret = session.get_one(TenantSecret, model.tenant_id)
         repo = SampleRepository.from_session(session)
         hasher = TenantRepository.from_session(session).hasher(model.tenant_id)
-        assert "s5" not in repo.by_external_ids(model.id, ["s5"], hasher)
+        assert "s5" not in repo.deleted_ids(model.id, ["s5"], hasher)
         secret.legacy_id_hashes = True
         session.flush()
         legacy = TenantRepository.from_session(session).hasher(model.tenant_id)
-        assert repo.by_external_ids(model.id, ["s5"], legacy)["s5"].id == old.id
+        assert repo.deleted_ids(model.id, ["s5"], legacy)["s5"] == old.id
 
 
 def test_the_migration_gives_existing_tenants_secrets(fresh_db: FreshDatabase) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.db.models import Model, SamplePayload, Shard, Slice, Task, Tenant
+from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task, Tenant
 from service.db.repositories import (
     LineageRepository,
     ModelRepository,
     NewSample,
     SampleRepository,
-    TenantRepository,
 )
 from service.errors import (
     DuplicateSampleError,
@@ -168,10 +168,13 @@ class TestLookups:
                 for i in range(30)
             ],
         ).stored
-        alice = repo.by_subject(model.id, "alice")
+        alice = session.scalars(
+            sa.select(Sample)
+            .where(Sample.model_id == model.id, Sample.subject_id == "alice")
+            .order_by(Sample.id)
+        ).all()
         assert sorted(s.external_id for s in alice) == ["s0", "s1", "s2"]
-        hasher = TenantRepository.from_session(session).hasher(model.tenant_id)
-        assert set(repo.by_external_ids(model.id, ["s1", "nope"], hasher)) == {"s1"}
+        assert repo.registered_ids(model.id, ["s1", "nope"]) == {"s1"}
 
         slice_ids = {s.slice_id for s in stored}
         before = repo.training_set(slice_ids)

@@ -23,7 +23,6 @@ from service.db.repositories import (
     ModelRepository,
     NewSample,
     SampleRepository,
-    TenantRepository,
 )
 from service.db.repositories.lineage import Activation
 from service.errors import LineageError
@@ -104,12 +103,14 @@ def test_retraining_after_a_deletion_equals_training_without_the_samples(
     before = _served(session, model)
     assert len(before) == 2 * 2 * 3
 
-    hasher = TenantRepository.from_session(session).hasher(tenant.id)
-    samples = SampleRepository.from_session(session).by_external_ids(
-        model.id, ["u005", "u017"], hasher
-    )
+    victims = session.scalars(
+        sa.select(Sample.id).where(
+            Sample.model_id == model.id, Sample.external_id.in_(["u005", "u017"])
+        )
+    ).all()
+    assert len(victims) == 2
     lineage = LineageRepository.from_session(session)
-    deactivation = lineage.deactivate_samples(model.id, [s.id for s in samples.values()])
+    deactivation = lineage.deactivate_samples(model.id, victims)
     assert deactivation.invalidated_layer_ids
     for sequence_id, first in deactivation.first_invalid_position.items():
         sequence = session.get_one(SliceSequence, sequence_id)
