@@ -46,16 +46,19 @@ system-deps:
 	fi
 
 ## test: install with the dev extra and the system packages, lint, type-check, check
-## migrations, run the tests (the browser test included)
+## migrations, run the tests (the browser and deployment tests included) on every core, then
+## the few that restart a machine service, alone
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed-dev system-deps
 	$(MAKE) --no-print-directory lint alembic-check
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"
+	$(BIN)/pytest -m serial
 
-## check: the developer loop: lint, types and the unit tests (no database, broker or browser;
-## about 80 s on an idle 2-core machine)
+## check: the developer loop: lint, types and the unit tests (no database, broker, browser or
+## deployment tools; under 90 s on an idle 2-core machine)
 check: $(VENV)/.installed-dev
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit -m "not deployment"
 
 ## test-gpu: the CUDA tests (tests/gpu: exactness, reproducibility, passes and serving on a
 ## GPU) with GPU_PYTHON, an interpreter whose torch is a CUDA build and that has the project

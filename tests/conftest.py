@@ -1,16 +1,19 @@
 """Shared fixtures: the lineage database on SQLite (always) and PostgreSQL (when reachable).
 
-PostgreSQL is the server of ``UNLEARN_TEST_DATABASE_URL`` (default: the machine's server,
-database ``test``). Each test session migrates a fresh schema there with Alembic and drops it at
-the end; each test runs in a transaction that is rolled back. With ``CI=true``, or when the
-variable is set explicitly, an unreachable server fails the run instead of skipping.
+PostgreSQL is the server of ``UNLEARN_TEST_DATABASE_URL`` (default: the machine's server, as
+``postgres``, who may create databases). Alembic runs once per backend and test process, into a
+template; tests that commit get a copy of it (:class:`FreshDatabase`), the others a transaction
+on one migrated database that is rolled back. With ``CI=true``, or when the variable is set
+explicitly, an unreachable server fails the run instead of skipping.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -62,37 +65,65 @@ def pg_connect_or_fail() -> sa.Engine:
     return engine
 
 
-def pg_schema_url(schema: str) -> str:
-    url = sa.make_url(pg_server_url())
-    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False
-    )
+def pg_database_url(name: str) -> str:
+    return sa.make_url(pg_server_url()).set(database=name).render_as_string(hide_password=False)
 
 
 class FreshDatabase:
-    """Creates empty databases: SQLite files, or PostgreSQL schemas that are dropped later."""
+    """Databases of one backend for tests that commit: copies of one migrated to head once.
+
+    Alembic runs once per backend and test process, into a template: a SQLite file, or a
+    PostgreSQL database. :meth:`url` hands out a copy of it (the SQLite backup API; PostgreSQL's
+    ``CREATE DATABASE … TEMPLATE``, about 0.1 s); :meth:`empty_url` an empty database for the
+    migration tests. The PostgreSQL databases are dropped at the end of the session.
+    """
 
     def __init__(self, backend: str, tmp: Path) -> None:
         self.backend = backend
         self.tmp = tmp
-        self._schemas: list[str] = []
+        self._databases: list[str] = []
         self._admin = pg_connect_or_fail() if backend == "postgresql" else None
+        self._template: str | None = None
 
-    def url(self) -> str:
+    def empty_url(self) -> str:
         name = f"unlearn_test_{uuid.uuid4().hex[:12]}"
         if self._admin is None:
             return f"sqlite:///{self.tmp / name}.sqlite3"
-        with self._admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-        self._schemas.append(name)
-        return pg_schema_url(name)
+        self._create(f'CREATE DATABASE "{name}"', name)
+        return pg_database_url(name)
+
+    def url(self) -> str:
+        """A database of its own, migrated to head."""
+        template = self._migrated_template()
+        name = f"unlearn_test_{uuid.uuid4().hex[:12]}"
+        if self._admin is None:
+            target = self.tmp / f"{name}.sqlite3"
+            with closing(sqlite3.connect(template)) as src, closing(sqlite3.connect(target)) as dst:
+                src.backup(dst)
+            return f"sqlite:///{target}"
+        self._create(f'CREATE DATABASE "{name}" TEMPLATE "{template}"', name)
+        return pg_database_url(name)
+
+    def _migrated_template(self) -> str:
+        """The template's file (SQLite) or database name (PostgreSQL), migrated on first use."""
+        if self._template is None:
+            url = self.empty_url()
+            migrate.upgrade(url)  # disposes its engine: nobody is connected to a template
+            self._template = str(sa.make_url(url).database)
+        return self._template
+
+    def _create(self, statement: str, name: str) -> None:
+        assert self._admin is not None
+        with self._admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(statement))
+        self._databases.append(name)
 
     def close(self) -> None:
         if self._admin is None:
             return
-        for name in self._schemas:  # one transaction each: a schema holds many locks
-            with self._admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        with self._admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for name in reversed(self._databases):  # the template last: copies came from it
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         self._admin.dispose()
 
 
@@ -108,9 +139,7 @@ def fresh_db(
 @pytest.fixture(scope="session")
 def db_engine(fresh_db: FreshDatabase) -> Iterator[sa.Engine]:
     """An engine on a database migrated to head once per test session and backend."""
-    url = fresh_db.url()
-    migrate.upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(fresh_db.url())
     yield engine
     engine.dispose()
 
@@ -118,9 +147,7 @@ def db_engine(fresh_db: FreshDatabase) -> Iterator[sa.Engine]:
 @pytest.fixture
 def factory(fresh_db: FreshDatabase) -> Iterator[sessionmaker[Session]]:
     """Sessions on a database of their own whose transactions really commit."""
-    url = fresh_db.url()
-    migrate.upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(fresh_db.url())
     yield make_session_factory(engine)
     engine.dispose()
 

@@ -1,4 +1,4 @@
-"""HTTP fixtures: a migrated database per test (SQLite and PostgreSQL), keys of two tenants and
+"""HTTP fixtures: a migrated database of its own per test (SQLite and PostgreSQL), keys of two tenants and
 a client on the app. A module overrides ``settings`` when it needs other settings."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.db import migrate
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import issue_keys
@@ -19,7 +18,6 @@ from tests.integration.api import issue_keys
 @pytest.fixture
 def settings(fresh_db: FreshDatabase, tmp_path: Path) -> Settings:
     settings = Settings(data_dir=tmp_path, database_url=fresh_db.url())
-    migrate.upgrade(settings.database_url)
     return settings
 
 

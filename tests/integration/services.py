@@ -17,7 +17,21 @@ from typing import IO, TypeVar
 from tests.conftest import require_service
 
 T = TypeVar("T")
-REDIS_URL = os.environ.get("UNLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_url() -> str:
+    """The tests' Redis database: 15 by default, one lower for each further xdist worker (the
+    workers flush theirs; pub/sub channels are shared, and carry only ids)."""
+    url = os.environ.get("UNLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    offset = int(worker.removeprefix("gw") or 0)
+    if not offset:
+        return url
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) - offset}"
+
+
+REDIS_URL = _redis_url()
 
 
 def require_redis() -> str:

@@ -1,4 +1,4 @@
-"""A real stack for process tests: a fresh PostgreSQL schema, the machine's Redis as broker, the
+"""A real stack for process tests: a fresh PostgreSQL database, the machine's Redis as broker, the
 tiny backbone as a model folder, and ``unlearn worker`` child processes started on demand."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import redis
 
-from service.db import migrate
 from service.db.engine import make_engine
 from service.settings import Settings
 from tests.conftest import FreshDatabase
@@ -33,7 +32,6 @@ class WorkerStack:
             retrain_restore_after_s=0,
             retrain_window_s=0,
         )
-        migrate.upgrade(self.settings.database_url)
         self.env = {
             "UNLEARN_DATA_DIR": str(tmp_path),
             "UNLEARN_DATABASE_URL": self.settings.database_url,
@@ -54,7 +52,7 @@ class WorkerStack:
         assert "Traceback" not in stop(worker)
 
     def close(self) -> str:
-        """Stop every worker and drop the schema; the workers' output."""
+        """Stop every worker and drop the database; the workers' output."""
         output = "".join(stop(w) for w in self.workers)
         self.db.dispose()
         self.database.close()

@@ -144,6 +144,7 @@ def test_a_worker_killed_mid_retrain(stack: Stack) -> None:
             assert (conn.scalar(sa.select(Job.attempts).where(Job.id == job_id)) or 0) >= 2
 
 
+@pytest.mark.serial
 def test_redis_restarts_with_the_job_queued(stack: Stack) -> None:
     worker = stack.worker()
     with _app(stack) as client:
@@ -166,6 +167,7 @@ def test_redis_restarts_with_the_job_queued(stack: Stack) -> None:
         stack.completed(client, deletion, model)
 
 
+@pytest.mark.serial
 def test_postgres_restarts_between_the_request_and_the_job(stack: Stack) -> None:
     worker = stack.worker()
     with _app(stack) as client:

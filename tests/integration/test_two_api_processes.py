@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.db import migrate
 from service.db.engine import make_engine
 from service.db.models import Layer, LayerState
 from service.settings import Settings
@@ -45,7 +44,6 @@ def stack(fresh_db: FreshDatabase, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A trained tiny model, then two API processes on its database and artifacts."""
     tiny = save_tiny_backbone(tmp_path / "tiny")
     settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny)
-    migrate.upgrade(settings.database_url)
     token = issue_keys(settings)["a"]
     worker = InProcessWorker(settings)
     with TestClient(create_app(settings)) as setup:

@@ -25,6 +25,8 @@ import yaml
 
 from service.queues import Queue
 
+pytestmark = pytest.mark.deployment
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {
     "api": ROOT / "docker" / "api.Dockerfile",

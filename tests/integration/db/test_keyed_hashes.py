@@ -156,7 +156,7 @@ class TestDeletions:
 def test_the_migration_gives_existing_tenants_secrets(fresh_db: FreshDatabase) -> None:
     """Tenants and requests written before the migration: a fresh secret each (marked legacy),
     and their requests keep `sha256`. The schema then matches the models."""
-    url = fresh_db.url()
+    url = fresh_db.empty_url()
     migrate.upgrade(url)
     engine = make_engine(url)
     with unit_of_work(make_session_factory(engine)) as session:

@@ -20,7 +20,7 @@ def _tables(url: str) -> set[str]:
 
 
 def test_upgrade_check_downgrade_upgrade(fresh_db: FreshDatabase) -> None:
-    url = fresh_db.url()
+    url = fresh_db.empty_url()
     migrate.upgrade(url)
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
     migrate.check(url)  # raises if the models and the migrated schema differ
@@ -40,7 +40,7 @@ def test_a_table_rebuild_keeps_the_rows_that_refer_to_it(fresh_db: FreshDatabase
     """On SQLite, batch mode recreates `models` (and `jobs`) to change a CHECK constraint:
     with foreign keys on, dropping the old table cascaded into shards, slices and sequences.
     A model's rows survive a downgrade and upgrade through every such migration."""
-    url = fresh_db.url()
+    url = fresh_db.empty_url()
     migrate.upgrade(url)
     engine = make_engine(url)
     with unit_of_work(make_session_factory(engine)) as session:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import migrate
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import Api, InProcessWorker, save_tiny_backbone
@@ -22,7 +21,6 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def settings(fresh_db: FreshDatabase, tmp_path: Path, tiny_dir: Path) -> Settings:
     settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny_dir)
-    migrate.upgrade(settings.database_url)
     return settings
 
 

@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.db import migrate
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import Api, InProcessWorker, samples, trained_model
@@ -92,7 +91,6 @@ def guarded(fresh_db: FreshDatabase, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(
         data_dir=tmp_path, database_url=fresh_db.url(), metrics_token=SecretStr("scrape-me")
     )
-    migrate.upgrade(settings.database_url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
