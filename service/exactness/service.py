@@ -22,7 +22,7 @@ from service.db.repositories import (
     SampleRepository,
 )
 from service.errors import ConflictError, InvalidInputError, JobNotFoundError
-from service.exactness.jobs import AUDITED, REQUESTED
+from service.exactness.runner import AUDITED, REQUESTED
 from service.exactness.schemas import ExactnessAuditLink, ExactnessAuditPublic, LayerCheck
 from service.training import scheduling
 

@@ -26,7 +26,7 @@ from service.db.repositories import JobRepository, ModelRepository
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
 from service.training import scheduling
-from service.training.jobs import JobOutcome, Transaction, lock_job
+from service.training.runner import JobOutcome, Transaction, lock_job
 from unlearning.approx.data import UnlearningInputError
 from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
 from unlearning.approx.statistics import PassStatistics

@@ -37,7 +37,7 @@ from service.db.repositories import (
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.exactness.schemas import AuditResult, LayerCheck
 from service.training import scheduling
-from service.training.jobs import Transaction
+from service.training.runner import Transaction
 from service.training.service import SequenceJob, read_sequence_job
 from unlearning.artifacts import LocalArtifactStore, stored_ref
 from unlearning.s3t import S3TEngine
