@@ -56,6 +56,7 @@ from service.db.repositories import (
     SampleRepository,
     StatisticsRepository,
 )
+from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.lineage import (
     Activation,
     Deactivation,
@@ -290,8 +291,8 @@ def record_pass(
     lineage.link_deletion(activation.activated_layer_ids, work.request_id)
     refs = lineage.artifact_refs(activation.activated_layer_ids)
     AuditRepository.from_session(session).append(
-        scheduling.audit_chain(work.model_id),
-        actor=scheduling.SYSTEM_ACTOR,
+        audit_chain(work.model_id),
+        actor=SYSTEM_ACTOR,
         action="layers.approximated",
         payload={
             "deletion_id": str(work.request_id),

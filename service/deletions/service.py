@@ -43,6 +43,7 @@ from service.db.repositories import (
     SampleRepository,
     TenantRepository,
 )
+from service.db.repositories.audit import audit_chain
 from service.deletions.schemas import (
     ApproximateLayer,
     AuditLink,
@@ -191,7 +192,7 @@ def request_deletion(
         if approximate_job is not None:
             jobs.append(approximate_job)
     AuditRepository.from_session(session).append(
-        scheduling.audit_chain(model.id),
+        audit_chain(model.id),
         actor=actor,
         action="deletion.deactivated",
         payload={
@@ -374,7 +375,7 @@ def certificate(
     items = deletions.items(request.id)
     jobs = deletions.jobs_of(request.id)
     job_ids = {str(job.id) for job in jobs}
-    chain = scheduling.audit_chain(request.model_id)
+    chain = audit_chain(request.model_id)
     audit = AuditRepository.from_session(session)
     entries = [
         e

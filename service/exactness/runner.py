@@ -34,9 +34,9 @@ from service.db.repositories import (
     LineageRepository,
     ModelRepository,
 )
+from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.exactness.schemas import AuditResult, LayerCheck
-from service.training import scheduling
 from service.training.runner import Transaction
 from service.training.service import SequenceJob, read_sequence_job
 from unlearning.artifacts import LocalArtifactStore, stored_ref
@@ -284,8 +284,8 @@ def _record(
         ]
     )
     entry = AuditRepository.from_session(session).append(
-        scheduling.audit_chain(work.model_id),
-        actor=scheduling.SYSTEM_ACTOR,
+        audit_chain(work.model_id),
+        actor=SYSTEM_ACTOR,
         action=AUDITED,
         payload=result.payload(job.id, work.shards),
     )

@@ -52,12 +52,11 @@ from service.db.repositories import (
     OutboxRepository,
     SampleRepository,
 )
+from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation, Prefix, choose_served
 from service.errors import ConflictError
 from service.queues import Priority, Queue, TaskName, queue_for
-
-SYSTEM_ACTOR = "system"
 
 
 @dataclass(frozen=True)
@@ -73,11 +72,6 @@ class RetrainPolicy:
     window_s: float = 0.0
     served_first: bool = True
     restore_after_s: float = 600.0
-
-
-def audit_chain(model_id: uuid.UUID) -> str:
-    """Each model has its own hash chain in the audit log."""
-    return f"model:{model_id}"
 
 
 #: The task and queue of each kind of job.
