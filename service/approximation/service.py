@@ -63,9 +63,10 @@ from service.db.repositories.lineage import (
     InvalidatedLayer,
     Prefix,
 )
+from service.engine import training_sample
 from service.errors import InvalidInputError
 from service.training import scheduling
-from service.training.service import read_sequence_job, slice_indices, training_sample
+from service.training.service import read_sequence_job, slice_indices
 from unlearning.approx.prefix_pass import (
     READS_STATISTICS,
     Method,

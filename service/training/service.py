@@ -22,35 +22,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from service.db.models import (
-    Model,
-    Sample,
-    SamplePayload,
-    Shard,
-    SliceSequence,
-    Task,
-    UnlearningPolicy,
-)
+from service.db.models import Shard, SliceSequence, UnlearningPolicy
 from service.db.repositories import LineageRepository, ModelRepository, SampleRepository
 from service.db.repositories.lineage import Activation
+from service.engine import model_spec, training_sample
 from service.errors import LineageError
-from unlearning.s3t import ModelSpec, S3TConfig, SequenceKey, TrainedLayer, TrainingSample
-
-
-def model_spec(model: Model, orders: Sequence[Sequence[int]]) -> ModelSpec:
-    """The engine's view of a model: its stored S3T settings plus the lineage's own fields."""
-    n_labels = len(model.labels or []) if model.task is Task.classification else 1
-    config = S3TConfig.from_dict(
-        {
-            **model.config,
-            "n_shards": model.n_shards,
-            "n_slices": model.n_slices,
-            "budget": model.budget,
-            "task": model.task.value,
-            "n_labels": n_labels,
-        }
-    )
-    return ModelSpec(config, tuple(tuple(order) for order in orders))
+from unlearning.s3t import ModelSpec, SequenceKey, TrainedLayer, TrainingSample
 
 
 @dataclass(frozen=True)
@@ -66,18 +43,6 @@ class SequenceJob:
     parent_layer_id: int | None
     prefix_layer_ids: tuple[int, ...] = ()  # the layers of ``prefix``
     keep_statistics: bool = False  # the model may get approximate passes: store their statistics
-
-
-def training_sample(
-    model: Model, sample: Sample, payload: SamplePayload, shard: int, slice_: int
-) -> TrainingSample:
-    """The engine's view of a stored sample: its text and its class index or value."""
-    if payload.text is None:
-        raise LineageError(f"sample {sample.id} has no text; the S3T engine trains on text")
-    target = payload.label_index if model.task is Task.classification else payload.target
-    if target is None:
-        raise LineageError(f"sample {sample.id} has no label")
-    return TrainingSample(sample.external_id, shard, slice_, payload.text, target)
 
 
 def slice_indices(session: Session, sequence: SliceSequence) -> dict[uuid.UUID, int]:
