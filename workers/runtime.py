@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.artifacts.collection import collect, collected_among
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.engine import build_engine
+from service.jobs.runner import JobOutcome
 from service.serving.notify import publish_change, publish_collected
 from service.settings import get_settings
-from service.training.runner import JobOutcome
 from unlearning.s3t import S3TEngine
 
 log = logging.getLogger(__name__)

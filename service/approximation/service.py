@@ -63,6 +63,7 @@ from service.db.repositories.lineage import (
     InvalidatedLayer,
     Prefix,
 )
+from service.deletions import lifecycle
 from service.engine import training_sample
 from service.errors import InvalidInputError
 from service.training import scheduling
@@ -252,7 +253,7 @@ def read_pass(session: Session, job: Job) -> PassWork:
                 statistics=statistics.artifact_ref if statistics else None,
             )
         )
-    scheduling.purge_payloads(session, request, reason="read by the approximate pass")
+    lifecycle.purge_payloads(session, request, reason="read by the approximate pass")
     return PassWork(
         job_id=job.id,
         model_id=job.model_id,
@@ -324,7 +325,7 @@ def purge_overdue(session: Session, *, limit: int = 100) -> int:
     deletions become exact-only. Returns how many requests were purged."""
     overdue = DeletionRepository.from_session(session).overdue_purges(utcnow(), limit=limit)
     for request in overdue:
-        scheduling.purge_payloads(session, request, reason="deadline")
+        lifecycle.purge_payloads(session, request, reason="deadline")
     return len(overdue)
 
 
