@@ -67,7 +67,7 @@ from service.deletions import lifecycle
 from service.engine import training_sample
 from service.errors import InvalidInputError
 from service.training import scheduling
-from service.training.service import read_sequence_job, slice_indices
+from service.training.service import NewLayer, read_sequence_job, record_chain, slice_indices
 from unlearning.approx.prefix_pass import (
     READS_STATISTICS,
     Method,
@@ -271,24 +271,19 @@ def record_pass(
 ) -> Activation:
     """Record one sequence's edited stages as approximate layers and serve them if their chain
     is still current; call with the model row locked."""
+    layer_ids = record_chain(
+        session,
+        sequence.sequence_id,
+        sequence.parent_layer_id,
+        [
+            NewLayer(stage, artifact, sequence.retain_count)
+            for stage, artifact in enumerate(artifacts, start=sequence.from_stage)
+        ],
+        sequence.stage_versions,
+        work.job_id,
+        approximate=True,
+    )
     lineage = LineageRepository.from_session(session)
-    row = session.get_one(SliceSequence, sequence.sequence_id)
-    parent = sequence.parent_layer_id
-    layer_ids = []
-    for stage, artifact in enumerate(artifacts, start=sequence.from_stage):
-        layer = lineage.record_layer(
-            sequence=row,
-            position=stage,
-            slice_versions=sequence.stage_versions[stage],
-            parent_layer_id=parent,
-            artifact_ref=artifact,
-            artifact_digest=artifact.removeprefix("sha256:"),
-            trained_sample_count=sequence.retain_count,
-            job_id=work.job_id,
-            approximate=True,
-        )
-        parent = layer.id
-        layer_ids.append(layer.id)
     activation = lineage.activate(work.model_id, layer_ids)
     lineage.link_deletion(activation.activated_layer_ids, work.request_id)
     refs = lineage.artifact_refs(activation.activated_layer_ids)

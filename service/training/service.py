@@ -17,8 +17,9 @@ Functions here flush and never commit: the job's boundary does.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -100,6 +101,49 @@ def read_sequence_job(
     )
 
 
+class NewLayer(NamedTuple):
+    """One stage to record: its position, its artifact and the samples it was trained on."""
+
+    position: int
+    artifact: str
+    sample_count: int
+
+
+def record_chain(
+    session: Session,
+    sequence_id: uuid.UUID,
+    parent_layer_id: int | None,
+    stages: Iterable[NewLayer],
+    stage_versions: Mapping[int, Mapping[uuid.UUID, int]],
+    job_id: uuid.UUID | None,
+    *,
+    approximate: bool = False,
+) -> list[int]:
+    """Record consecutive stages of a sequence as layers (state ``training``, invisible to
+    serving), each the child of the one before, the first of ``parent_layer_id``, each with the
+    slice versions its data was read at; returns their ids, in order. Training and approximate
+    passes both record through here."""
+    lineage = LineageRepository.from_session(session)
+    sequence = session.get_one(SliceSequence, sequence_id)
+    parent = parent_layer_id
+    layer_ids = []
+    for stage in stages:
+        row = lineage.record_layer(
+            sequence=sequence,
+            position=stage.position,
+            slice_versions=stage_versions[stage.position],
+            parent_layer_id=parent,
+            artifact_ref=stage.artifact,
+            artifact_digest=stage.artifact.removeprefix("sha256:"),
+            trained_sample_count=stage.sample_count,
+            job_id=job_id,
+            approximate=approximate,
+        )
+        parent = row.id
+        layer_ids.append(row.id)
+    return layer_ids
+
+
 def record_layers(
     session: Session,
     job: SequenceJob,
@@ -112,24 +156,14 @@ def record_layers(
     expected = list(range(job.from_stage, job.spec.config.n_slices + 1))
     if [layer.stage for layer in stages] != expected:
         raise LineageError(f"a job from stage {job.from_stage} must record stages {expected}")
-    lineage = LineageRepository.from_session(session)
-    sequence = session.get_one(SliceSequence, job.sequence_id)
-    parent = job.parent_layer_id
-    layer_ids = []
-    for layer in stages:
-        row = lineage.record_layer(
-            sequence=sequence,
-            position=layer.stage,
-            slice_versions=job.stage_versions[layer.stage],
-            parent_layer_id=parent,
-            artifact_ref=layer.artifact,
-            artifact_digest=layer.artifact.removeprefix("sha256:"),
-            trained_sample_count=layer.sample_count,
-            job_id=job_id,
-        )
-        parent = row.id
-        layer_ids.append(row.id)
-    return layer_ids
+    return record_chain(
+        session,
+        job.sequence_id,
+        job.parent_layer_id,
+        [NewLayer(layer.stage, layer.artifact, layer.sample_count) for layer in stages],
+        job.stage_versions,
+        job_id,
+    )
 
 
 def record_sequence(
