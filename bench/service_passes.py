@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from approximate import load_split  # noqa: E402
 
 from service.app import create_app  # noqa: E402
-from service.approximation import jobs as approximate_jobs  # noqa: E402
+from service.approximation import runner as approximate_runner  # noqa: E402
 from service.db import migrate  # noqa: E402
 from service.db.engine import make_engine, make_session_factory, unit_of_work  # noqa: E402
 from service.db.models import Job, JobKind, JobStatus, Role  # noqa: E402
@@ -64,9 +64,9 @@ from service.db.repositories import (  # noqa: E402
     StatisticsRepository,
     TenantRepository,
 )
-from service.s3t import build_engine  # noqa: E402
+from service.engine import build_engine  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.training import jobs as training_jobs  # noqa: E402
+from service.training import runner as training_runner  # noqa: E402
 from service.training.service import read_sequence_job  # noqa: E402
 from unlearning.approx import PrefixModel  # noqa: E402
 from unlearning.approx.prefix_pass import (  # noqa: E402
@@ -165,10 +165,10 @@ class Service:
         """Run the queued sequence jobs of ``kind``: (seconds without the statistics, seconds
         building the statistics, jobs)."""
         timer, ran, start = Timer(), 0, time.perf_counter()
-        with timer.wrapping(training_jobs, "chain_statistics"):
+        with timer.wrapping(training_runner, "chain_statistics"):
             while jobs := self.queued(kind):
                 for job_id in jobs:
-                    training_jobs.run_sequence_job(self.transaction, self.engine, job_id)
+                    training_runner.run_sequence_job(self.transaction, self.engine, job_id)
                     ran += 1
         total = time.perf_counter() - start
         return total - timer.seconds, timer.seconds, ran
@@ -176,7 +176,7 @@ class Service:
     def run_pass(self) -> tuple[float, str]:
         (job_id,) = self.queued(JobKind.approximate)
         start = time.perf_counter()
-        approximate_jobs.run_approximate_job(self.transaction, self.engine, job_id)
+        approximate_runner.run_approximate_job(self.transaction, self.engine, job_id)
         seconds = time.perf_counter() - start
         job = self.call("GET", f"/jobs/{job_id}")
         if job["status"] != "succeeded":

@@ -28,6 +28,7 @@ from service.dashboard import endpoints as dashboard
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import class_router as class_deletions_router
 from service.deletions.endpoints import router as deletions_router
+from service.engine import build_engine
 from service.exactness.endpoints import router as exactness_router
 from service.jobs.endpoints import router as jobs_router
 from service.keys.endpoints import router as keys_router
@@ -36,7 +37,6 @@ from service.observability.endpoints import router as metrics_router
 from service.observability.metrics import app_registry
 from service.observability.requests import RequestContext
 from service.relay import OutboxRelay, celery_publisher
-from service.s3t import build_engine
 from service.serving.notify import ChangeListener
 from service.serving.registry import ServingRegistry
 from service.settings import Settings, get_settings

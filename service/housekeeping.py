@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.approximation.service import purge_overdue
 from service.artifacts.collection import collect
 from service.db.engine import unit_of_work
-from service.s3t import artifacts_dir
+from service.engine import artifacts_dir
 from service.serving.notify import publish_collected
 from service.settings import Settings
 from service.training.recovery import resend_stalled

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.artifacts.collection import collect, collected_among
 from service.db.engine import make_engine, make_session_factory, unit_of_work
-from service.s3t import build_engine
+from service.engine import build_engine
+from service.jobs.runner import JobOutcome
 from service.serving.notify import publish_change, publish_collected
 from service.settings import get_settings
-from service.training.jobs import JobOutcome
 from unlearning.s3t import S3TEngine
 
 log = logging.getLogger(__name__)

@@ -56,15 +56,18 @@ from service.db.repositories import (
     SampleRepository,
     StatisticsRepository,
 )
+from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.lineage import (
     Activation,
     Deactivation,
     InvalidatedLayer,
     Prefix,
 )
+from service.deletions import lifecycle
+from service.engine import training_sample
 from service.errors import InvalidInputError
 from service.training import scheduling
-from service.training.service import read_sequence_job, slice_indices, training_sample
+from service.training.service import NewLayer, read_sequence_job, record_chain, slice_indices
 from unlearning.approx.prefix_pass import (
     READS_STATISTICS,
     Method,
@@ -250,7 +253,7 @@ def read_pass(session: Session, job: Job) -> PassWork:
                 statistics=statistics.artifact_ref if statistics else None,
             )
         )
-    scheduling.purge_payloads(session, request, reason="read by the approximate pass")
+    lifecycle.purge_payloads(session, request, reason="read by the approximate pass")
     return PassWork(
         job_id=job.id,
         model_id=job.model_id,
@@ -268,30 +271,25 @@ def record_pass(
 ) -> Activation:
     """Record one sequence's edited stages as approximate layers and serve them if their chain
     is still current; call with the model row locked."""
+    layer_ids = record_chain(
+        session,
+        sequence.sequence_id,
+        sequence.parent_layer_id,
+        [
+            NewLayer(stage, artifact, sequence.retain_count)
+            for stage, artifact in enumerate(artifacts, start=sequence.from_stage)
+        ],
+        sequence.stage_versions,
+        work.job_id,
+        approximate=True,
+    )
     lineage = LineageRepository.from_session(session)
-    row = session.get_one(SliceSequence, sequence.sequence_id)
-    parent = sequence.parent_layer_id
-    layer_ids = []
-    for stage, artifact in enumerate(artifacts, start=sequence.from_stage):
-        layer = lineage.record_layer(
-            sequence=row,
-            position=stage,
-            slice_versions=sequence.stage_versions[stage],
-            parent_layer_id=parent,
-            artifact_ref=artifact,
-            artifact_digest=artifact.removeprefix("sha256:"),
-            trained_sample_count=sequence.retain_count,
-            job_id=work.job_id,
-            approximate=True,
-        )
-        parent = layer.id
-        layer_ids.append(layer.id)
     activation = lineage.activate(work.model_id, layer_ids)
     lineage.link_deletion(activation.activated_layer_ids, work.request_id)
     refs = lineage.artifact_refs(activation.activated_layer_ids)
     AuditRepository.from_session(session).append(
-        scheduling.audit_chain(work.model_id),
-        actor=scheduling.SYSTEM_ACTOR,
+        audit_chain(work.model_id),
+        actor=SYSTEM_ACTOR,
         action="layers.approximated",
         payload={
             "deletion_id": str(work.request_id),
@@ -322,7 +320,7 @@ def purge_overdue(session: Session, *, limit: int = 100) -> int:
     deletions become exact-only. Returns how many requests were purged."""
     overdue = DeletionRepository.from_session(session).overdue_purges(utcnow(), limit=limit)
     for request in overdue:
-        scheduling.purge_payloads(session, request, reason="deadline")
+        lifecycle.purge_payloads(session, request, reason="deadline")
     return len(overdue)
 
 

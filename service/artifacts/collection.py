@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import LayerStatistics
 from service.db.repositories import ArtifactRepository, AuditRepository, StatisticsRepository
-from service.training import scheduling
+from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from unlearning.artifacts import ArtifactNotFoundError, ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,8 @@ def _audit(session: Session, deleted: list[str], statistics: list[LayerStatistic
         ids = {i for item in items for i in (*item["layer_ids"], *item["statistics_of"])}
         deletions = sorted({str(d) for i in ids for d in concerned.get(i, ())})
         audit.append(
-            scheduling.audit_chain(model_id),
-            actor=scheduling.SYSTEM_ACTOR,
+            audit_chain(model_id),
+            actor=SYSTEM_ACTOR,
             action="artifacts.collected",
             payload={"collected": items, "deletion_ids": deletions},
         )

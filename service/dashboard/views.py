@@ -20,6 +20,7 @@ from service.db.repositories import (
     ModelRepository,
     WorkerRepository,
 )
+from service.db.repositories.audit import audit_chain
 from service.deletions import service as deletions
 from service.deletions.schemas import DeletionCertificate, DeletionPublic
 from service.exactness.schemas import ExactnessAuditPublic
@@ -30,7 +31,6 @@ from service.models.schemas import ModelStatusPublic, SequenceStatus, ShardStatu
 from service.models.service import get_model
 from service.models.status import model_status
 from service.observability.metrics import RECENT_PREDICTIONS
-from service.training.scheduling import audit_chain
 
 #: Cell states, in the legend's order.
 STATES = ("valid", "approximate", "retraining", "training", "parked", "invalid")

@@ -1,1 +1,2 @@
-"""Deletion requests: schemas, service (deactivate, schedule, report) and endpoints."""
+"""Deletion requests: schemas, service (deactivate, schedule, report), lifecycle (retry, start,
+complete or fail, purge the kept payloads) and endpoints."""

@@ -43,6 +43,8 @@ from service.db.repositories import (
     SampleRepository,
     TenantRepository,
 )
+from service.db.repositories.audit import audit_chain
+from service.deletions import lifecycle
 from service.deletions.schemas import (
     ApproximateLayer,
     AuditLink,
@@ -172,7 +174,7 @@ def request_deletion(
                 {p.sequence_id: p for p in prefixes},
             )
             if approximate_job is None:
-                scheduling.purge_payloads(session, request, reason="no layer to approximate")
+                lifecycle.purge_payloads(session, request, reason="no layer to approximate")
         hold = (
             scheduling.hold_for_pass(approximation.head_start_s)
             if approximate_job is not None and approximation.head_start_s > 0
@@ -191,7 +193,7 @@ def request_deletion(
         if approximate_job is not None:
             jobs.append(approximate_job)
     AuditRepository.from_session(session).append(
-        scheduling.audit_chain(model.id),
+        audit_chain(model.id),
         actor=actor,
         action="deletion.deactivated",
         payload={
@@ -208,7 +210,7 @@ def request_deletion(
         },
     )
     if not jobs:
-        scheduling.complete_deletions(session, [request], retrained=False)
+        lifecycle.complete_deletions(session, [request], retrained=False)
     unknown = [external_id for external_id, _, o in items if o is ItemOutcome.unknown]
     return Accepted(
         request,
@@ -267,7 +269,7 @@ def retry_deletion(
     session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID, *, actor: str
 ) -> DeletionRequest:
     request = DeletionRepository.from_session(session).get(deletion_id, tenant_id=tenant_id)
-    scheduling.retry_deletion(session, request, actor=actor)
+    lifecycle.retry_deletion(session, request, actor=actor)
     return request
 
 
@@ -374,7 +376,7 @@ def certificate(
     items = deletions.items(request.id)
     jobs = deletions.jobs_of(request.id)
     job_ids = {str(job.id) for job in jobs}
-    chain = scheduling.audit_chain(request.model_id)
+    chain = audit_chain(request.model_id)
     audit = AuditRepository.from_session(session)
     entries = [
         e

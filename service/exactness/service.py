@@ -21,8 +21,9 @@ from service.db.repositories import (
     ModelRepository,
     SampleRepository,
 )
+from service.db.repositories.audit import audit_chain
 from service.errors import ConflictError, InvalidInputError, JobNotFoundError
-from service.exactness.jobs import AUDITED, REQUESTED
+from service.exactness.runner import AUDITED, REQUESTED
 from service.exactness.schemas import ExactnessAuditLink, ExactnessAuditPublic, LayerCheck
 from service.training import scheduling
 
@@ -62,7 +63,7 @@ def request_audit(
     if created:
         scheduling.enqueue(session, job)
         AuditRepository.from_session(session).append(
-            scheduling.audit_chain(model.id),
+            audit_chain(model.id),
             actor=actor,
             action=REQUESTED,
             payload={"job_id": str(job.id), "shards": chosen},
@@ -97,7 +98,7 @@ def describe(session: Session, job: Job, *, with_layers: bool = True) -> Exactne
     params = job.params
     layers: list[LayerCheck] = []
     if with_layers and "audit_seq" in params:
-        chain = scheduling.audit_chain(job.model_id)
+        chain = audit_chain(job.model_id)
         entries = AuditRepository.from_session(session).of_action(chain, AUDITED)
         mine = [e for e in entries if e.payload.get("job_id") == str(job.id)]
         layers = [LayerCheck(**layer) for e in mine for layer in e.payload["layers"]]
@@ -135,7 +136,7 @@ def certified_audits(session: Session, request: DeletionRequest) -> list[Exactne
         if shard.id in shard_ids
     }
     links = []
-    chain = scheduling.audit_chain(request.model_id)
+    chain = audit_chain(request.model_id)
     for entry in AuditRepository.from_session(session).of_action(chain, AUDITED):
         if entry.at < completed_at:
             continue

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import ApproximateMethod, Job, Model, Task, UnlearningPolicy
 from service.db.repositories import AuditRepository, ModelRepository, NewSample, SampleRepository
+from service.db.repositories.audit import audit_chain
 from service.db.repositories.samples import BulkResult
 from service.errors import InvalidModelConfigError
 from service.models.schemas import (
@@ -179,7 +180,7 @@ def audit_page(
 ) -> AuditPage:
     """A page of the model's audit chain and the verification of the whole chain."""
     model = get_model(session, tenant_id, model_id)
-    chain = scheduling.audit_chain(model.id)
+    chain = audit_chain(model.id)
     audit = AuditRepository.from_session(session)
     entries = audit.entries(chain, after_seq=after_seq, limit=limit + 1)
     check = audit.verify(chain)

@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db.engine import unit_of_work
 from service.db.models import ModelStatus, Task
 from service.db.repositories import LineageRepository, ModelRepository
+from service.engine import model_spec
 from service.errors import ConflictError, ServingUnavailableError
-from service.training.service import model_spec
 from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import Prediction, S3TConfig, S3TEngine
 

@@ -1,1 +1,2 @@
-"""Training and retraining S3T sequences: the bridge between the lineage database and the engine."""
+"""Training and retraining S3T sequences: scheduling the jobs, what a job reads from the lineage
+and records back, and the job runner."""

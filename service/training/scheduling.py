@@ -1,4 +1,4 @@
-"""Which jobs a lineage change needs, and what a finished job settles.
+"""Which jobs a lineage change needs, and when they reach the workers.
 
 - :func:`start_training` queues one job per slice sequence under a model-wide parent job.
 - :func:`ensure_retrain` brings an invalidated sequence back: it coalesces into the sequence's
@@ -12,10 +12,9 @@
   deletions arriving meanwhile join it. A deletion with an approximate pass holds its new
   retrains until the pass ends (:func:`hold_for_pass`, :func:`release_held`), so the pass
   serves first.
-- :func:`settle` runs in the transaction that records a job's outcome: a job whose layers were
-  discarded (their slices lost a sample meanwhile) hands its waiting deletions to the sequence's
-  follow-up job; deletions whose jobs are all done complete (or fail); a parent job and its
-  model's status follow their children.
+
+What a finished job settles is its runner's (``service.training.runner.settle``); how its
+deletions move on is the deletions domain's (``service.deletions.lifecycle``).
 
 Jobs reach the workers through the transactional outbox: a message is written here, in the
 transaction that justifies it, and the relay sends it after commit. Nothing here commits.
@@ -34,7 +33,6 @@ from sqlalchemy.orm import Session
 
 from service.db.models import (
     DeletionRequest,
-    DeletionStatus,
     Job,
     JobKind,
     JobStatus,
@@ -50,14 +48,11 @@ from service.db.repositories import (
     LineageRepository,
     ModelRepository,
     OutboxRepository,
-    SampleRepository,
 )
-from service.db.repositories.jobs import LIVE_STATUSES
-from service.db.repositories.lineage import Activation, Prefix, choose_served
+from service.db.repositories.audit import audit_chain
+from service.db.repositories.lineage import Prefix, choose_served
 from service.errors import ConflictError
 from service.queues import Priority, Queue, TaskName, queue_for
-
-SYSTEM_ACTOR = "system"
 
 
 @dataclass(frozen=True)
@@ -73,11 +68,6 @@ class RetrainPolicy:
     window_s: float = 0.0
     served_first: bool = True
     restore_after_s: float = 600.0
-
-
-def audit_chain(model_id: uuid.UUID) -> str:
-    """Each model has its own hash chain in the audit log."""
-    return f"model:{model_id}"
 
 
 #: The task and queue of each kind of job.
@@ -360,160 +350,3 @@ def _parking(
         "deletion on the shard, or as soon as the shard needs it",
         until=utcnow() + timedelta(seconds=policy.restore_after_s),
     )
-
-
-def retry_deletion(session: Session, request: DeletionRequest, *, actor: str) -> list[Job]:
-    """Bring a failed deletion back: every sequence of its shards that is not exact to the top
-    is retrained again (joining a queued job where there is one); with none left, it completes.
-    """
-    if request.status is not DeletionStatus.failed:
-        raise ConflictError(f"only a failed deletion can be retried; this one is {request.status}")
-    model = ModelRepository.from_session(session).get_for_update(request.model_id)
-    deletions = DeletionRepository.from_session(session)
-    samples = SampleRepository.from_session(session)
-    shards = samples.shards_of(deletions.deleted_sample_ids(request.id))
-    prefixes = {
-        p.sequence_id: p for p in LineageRepository.from_session(session).prefixes(model.id)
-    }
-    jobs = [
-        ensure_retrain(session, model, sequence, prefixes[sequence.id].exact)
-        for sequence in ModelRepository.from_session(session).shard_sequences(shards)
-        if prefixes[sequence.id].exact < model.n_slices
-    ]
-    deletions.unlink_failed_jobs(request)
-    for job in jobs:
-        deletions.link_job(request, job.id)
-    deletions.advance(request, DeletionStatus.retraining)
-    AuditRepository.from_session(session).append(
-        audit_chain(model.id),
-        actor=actor,
-        action="deletion.retried",
-        payload={"deletion_id": str(request.id), "jobs": [str(job.id) for job in jobs]},
-    )
-    if not jobs:
-        complete_deletions(session, [request], retrained=True)
-    return jobs
-
-
-def on_job_started(session: Session, job: Job) -> None:
-    """Deletions waiting on a job that starts are now `retraining`."""
-    for request in DeletionRepository.from_session(session).waiting_on(job.id):
-        if request.status in (DeletionStatus.deactivated, DeletionStatus.approximated):
-            DeletionRepository.from_session(session).advance(request, DeletionStatus.retraining)
-
-
-def settle(session: Session, job: Job, activation: Activation | None) -> None:
-    """Everything a finished sequence job decides, in the transaction that finishes it."""
-    model = ModelRepository.from_session(session).get_for_update(job.model_id)
-    audit = AuditRepository.from_session(session)
-    deletions = DeletionRepository.from_session(session)
-    waiting = deletions.waiting_on(job.id)
-    if activation is not None:
-        refs = LineageRepository.from_session(session).artifact_refs(activation.activated_layer_ids)
-        audit.append(
-            audit_chain(model.id),
-            actor=SYSTEM_ACTOR,
-            action="layers.activated",
-            payload={
-                "job_id": str(job.id),
-                "activated": [{"layer_id": i, "artifact": refs.get(i)} for i in refs],
-                "discarded": activation.discarded_layer_ids,
-                "serving_generation": model.serving_generation,
-            },
-        )
-        if activation.discarded_layer_ids and job.sequence_id is not None:
-            valid = LineageRepository.from_session(session).exact_length(model.id, job.sequence_id)
-            sequence = session.get_one(SliceSequence, job.sequence_id)
-            # Deletions waiting on it wait on its follow-up, which must run (a parked one is
-            # sent); a parked order's discarded result follows at low priority.
-            follow_up = ensure_retrain(
-                session,
-                model,
-                sequence,
-                valid,
-                priority=Priority.normal if waiting else Priority.low,
-            )
-            for request in waiting:
-                deletions.link_job(request, follow_up.id)
-    _settle_deletions(session, waiting)
-    if job.parent_id is not None:
-        _settle_parent(session, model, job.parent_id)
-    release_due(session, model_id=model.id)
-
-
-def _settle_deletions(session: Session, requests: list[DeletionRequest]) -> None:
-    """Complete (or fail) the requests none of whose jobs is still live."""
-    deletions = DeletionRepository.from_session(session)
-    final = (DeletionStatus.completed, DeletionStatus.failed)
-    open_requests = [r for r in requests if r.status not in final]
-    jobs_of = deletions.jobs_of_many([r.id for r in open_requests])
-    done = []
-    for request in open_requests:
-        # An approximate pass is a stopgap: the exact retrains alone decide completion.
-        jobs = [j for j in jobs_of.get(request.id, []) if j.kind is not JobKind.approximate]
-        if any(j.status in LIVE_STATUSES for j in jobs):
-            continue
-        failed = [j for j in jobs if j.status is JobStatus.failed]
-        if failed:
-            reason = f"retrain job {failed[0].id} failed: {failed[0].error}"
-            deletions.advance(request, DeletionStatus.failed, reason=reason)
-        else:
-            done.append(request)
-    complete_deletions(session, done, retrained=True)
-
-
-def complete_deletions(
-    session: Session, requests: list[DeletionRequest], *, retrained: bool
-) -> None:
-    """Mark requests completed (through `retraining` when they waited for retrains), with one
-    audit entry for the batch; payloads an approximate pass did not read yet go now."""
-    if not requests:
-        return
-    deletions = DeletionRepository.from_session(session)
-    for request in requests:
-        if retrained and request.status in (
-            DeletionStatus.deactivated,
-            DeletionStatus.approximated,
-        ):
-            deletions.advance(request, DeletionStatus.retraining)
-        deletions.advance(request, DeletionStatus.completed)
-        purge_payloads(session, request, reason="completed")
-    AuditRepository.from_session(session).append(
-        audit_chain(requests[0].model_id),
-        actor=SYSTEM_ACTOR,
-        action="deletions.completed",
-        payload={"deletion_ids": [str(r.id) for r in requests]},
-    )
-
-
-def purge_payloads(session: Session, request: DeletionRequest, *, reason: str) -> int:
-    """Hard-delete the payloads a deletion kept for its approximate pass (once, audited);
-    returns how many went. Requests that kept none are left as they are."""
-    if request.payloads_purge_by is None or request.payloads_purged_at is not None:
-        return 0
-    sample_ids = DeletionRepository.from_session(session).deleted_sample_ids(request.id)
-    gone = SampleRepository.from_session(session).delete_payloads(sample_ids)
-    request.payloads_purged_at = utcnow()
-    AuditRepository.from_session(session).append(
-        audit_chain(request.model_id),
-        actor=SYSTEM_ACTOR,
-        action="payloads.purged",
-        payload={"deletion_id": str(request.id), "reason": reason, "payloads": gone},
-    )
-    return gone
-
-
-def _settle_parent(session: Session, model: Model, parent_id: uuid.UUID) -> None:
-    jobs = JobRepository.from_session(session)
-    parent = jobs.get(parent_id)
-    children = jobs.children(parent_id)
-    jobs.progress(parent, sum(c.stages_done for c in children))
-    if parent.status not in LIVE_STATUSES or any(c.status in LIVE_STATUSES for c in children):
-        return
-    failed = [c for c in children if c.status is JobStatus.failed]
-    if failed:
-        jobs.finish(parent, JobStatus.failed, f"{len(failed)} sequence job(s) failed")
-        model.status = ModelStatus.failed
-    else:
-        jobs.finish(parent, JobStatus.succeeded)
-        model.status = ModelStatus.ready

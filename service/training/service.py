@@ -17,40 +17,18 @@ Functions here flush and never commit: the job's boundary does.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
-from service.db.models import (
-    Model,
-    Sample,
-    SamplePayload,
-    Shard,
-    SliceSequence,
-    Task,
-    UnlearningPolicy,
-)
+from service.db.models import Shard, SliceSequence, UnlearningPolicy
 from service.db.repositories import LineageRepository, ModelRepository, SampleRepository
 from service.db.repositories.lineage import Activation
+from service.engine import model_spec, training_sample
 from service.errors import LineageError
-from unlearning.s3t import ModelSpec, S3TConfig, SequenceKey, TrainedLayer, TrainingSample
-
-
-def model_spec(model: Model, orders: Sequence[Sequence[int]]) -> ModelSpec:
-    """The engine's view of a model: its stored S3T settings plus the lineage's own fields."""
-    n_labels = len(model.labels or []) if model.task is Task.classification else 1
-    config = S3TConfig.from_dict(
-        {
-            **model.config,
-            "n_shards": model.n_shards,
-            "n_slices": model.n_slices,
-            "budget": model.budget,
-            "task": model.task.value,
-            "n_labels": n_labels,
-        }
-    )
-    return ModelSpec(config, tuple(tuple(order) for order in orders))
+from unlearning.s3t import ModelSpec, SequenceKey, TrainedLayer, TrainingSample
 
 
 @dataclass(frozen=True)
@@ -66,18 +44,6 @@ class SequenceJob:
     parent_layer_id: int | None
     prefix_layer_ids: tuple[int, ...] = ()  # the layers of ``prefix``
     keep_statistics: bool = False  # the model may get approximate passes: store their statistics
-
-
-def training_sample(
-    model: Model, sample: Sample, payload: SamplePayload, shard: int, slice_: int
-) -> TrainingSample:
-    """The engine's view of a stored sample: its text and its class index or value."""
-    if payload.text is None:
-        raise LineageError(f"sample {sample.id} has no text; the S3T engine trains on text")
-    target = payload.label_index if model.task is Task.classification else payload.target
-    if target is None:
-        raise LineageError(f"sample {sample.id} has no label")
-    return TrainingSample(sample.external_id, shard, slice_, payload.text, target)
 
 
 def slice_indices(session: Session, sequence: SliceSequence) -> dict[uuid.UUID, int]:
@@ -106,7 +72,7 @@ def read_sequence_job(
 
     lineage = LineageRepository.from_session(session)
     slice_ids = lineage.prefix_slice_ids(sequence, model.n_slices)
-    versions = lineage.snapshot(slice_ids)  # before the data: see service.training.jobs
+    versions = lineage.snapshot(slice_ids)  # before the data: see service.training.runner
     index_of = dict(zip(slice_ids, sequence.slice_order, strict=True))
     samples = (
         [
@@ -135,6 +101,49 @@ def read_sequence_job(
     )
 
 
+class NewLayer(NamedTuple):
+    """One stage to record: its position, its artifact and the samples it was trained on."""
+
+    position: int
+    artifact: str
+    sample_count: int
+
+
+def record_chain(
+    session: Session,
+    sequence_id: uuid.UUID,
+    parent_layer_id: int | None,
+    stages: Iterable[NewLayer],
+    stage_versions: Mapping[int, Mapping[uuid.UUID, int]],
+    job_id: uuid.UUID | None,
+    *,
+    approximate: bool = False,
+) -> list[int]:
+    """Record consecutive stages of a sequence as layers (state ``training``, invisible to
+    serving), each the child of the one before, the first of ``parent_layer_id``, each with the
+    slice versions its data was read at; returns their ids, in order. Training and approximate
+    passes both record through here."""
+    lineage = LineageRepository.from_session(session)
+    sequence = session.get_one(SliceSequence, sequence_id)
+    parent = parent_layer_id
+    layer_ids = []
+    for stage in stages:
+        row = lineage.record_layer(
+            sequence=sequence,
+            position=stage.position,
+            slice_versions=stage_versions[stage.position],
+            parent_layer_id=parent,
+            artifact_ref=stage.artifact,
+            artifact_digest=stage.artifact.removeprefix("sha256:"),
+            trained_sample_count=stage.sample_count,
+            job_id=job_id,
+            approximate=approximate,
+        )
+        parent = row.id
+        layer_ids.append(row.id)
+    return layer_ids
+
+
 def record_layers(
     session: Session,
     job: SequenceJob,
@@ -147,24 +156,14 @@ def record_layers(
     expected = list(range(job.from_stage, job.spec.config.n_slices + 1))
     if [layer.stage for layer in stages] != expected:
         raise LineageError(f"a job from stage {job.from_stage} must record stages {expected}")
-    lineage = LineageRepository.from_session(session)
-    sequence = session.get_one(SliceSequence, job.sequence_id)
-    parent = job.parent_layer_id
-    layer_ids = []
-    for layer in stages:
-        row = lineage.record_layer(
-            sequence=sequence,
-            position=layer.stage,
-            slice_versions=job.stage_versions[layer.stage],
-            parent_layer_id=parent,
-            artifact_ref=layer.artifact,
-            artifact_digest=layer.artifact.removeprefix("sha256:"),
-            trained_sample_count=layer.sample_count,
-            job_id=job_id,
-        )
-        parent = row.id
-        layer_ids.append(row.id)
-    return layer_ids
+    return record_chain(
+        session,
+        job.sequence_id,
+        job.parent_layer_id,
+        [NewLayer(layer.stage, layer.artifact, layer.sample_count) for layer in stages],
+        job.stage_versions,
+        job_id,
+    )
 
 
 def record_sequence(

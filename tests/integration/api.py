@@ -11,15 +11,15 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service.approximation.jobs import run_approximate_job
+from service.approximation.runner import run_approximate_job
 from service.artifacts.collection import collect
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.errors import TenantNotFoundError
-from service.exactness.jobs import run_exactness_audit
+from service.exactness.runner import run_exactness_audit
 from service.settings import Settings
-from service.training.jobs import run_sequence_job
+from service.training.runner import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample

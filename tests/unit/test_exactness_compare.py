@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.exactness.jobs import APPROXIMATE, CHANGED, AuditedLayer, compare, report
+from service.exactness.runner import APPROXIMATE, CHANGED, AuditedLayer, compare, report
 from unlearning.artifacts import artifact_ref
 
 REF, OTHER = artifact_ref(b"weights"), artifact_ref(b"other weights")

@@ -6,7 +6,7 @@ import uuid
 
 from celery import shared_task
 
-from service.approximation.jobs import run_approximate_job
+from service.approximation.runner import run_approximate_job
 from service.queues import TaskName
 from workers import runtime
 

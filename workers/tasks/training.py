@@ -6,10 +6,10 @@ import uuid
 
 from celery import current_app, shared_task
 
-from service.exactness.jobs import run_exactness_audit
+from service.exactness.runner import run_exactness_audit
 from service.queues import TaskName
 from service.relay import celery_publisher, relay_once
-from service.training.jobs import run_sequence_job
+from service.training.runner import run_sequence_job
 from workers import runtime
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,13 @@ from service.db.repositories.base import Repository
 
 GENESIS_HASH = "0" * 64
 SYSTEM_CHAIN = "system"
+#: The actor of the entries the service writes on its own (a job, housekeeping), not for a key.
+SYSTEM_ACTOR = "system"
+
+
+def audit_chain(model_id: uuid.UUID) -> str:
+    """Each model has its own hash chain in the audit log."""
+    return f"model:{model_id}"
 
 
 def entry_hash(entry: AuditEntry) -> str:

@@ -38,7 +38,7 @@ from service.db.repositories import (
     StatisticsRepository,
     TenantRepository,
 )
-from service.training.scheduling import audit_chain
+from service.db.repositories.audit import audit_chain
 from unlearning.artifacts import ArtifactNotFoundError, LocalArtifactStore, artifact_ref
 from unlearning.device import local_profile
 

@@ -20,7 +20,8 @@ from service.db.repositories import (
     SampleRepository,
     TenantRepository,
 )
-from service.training.jobs import Transaction, run_sequence_job
+from service.jobs.runner import Transaction
+from service.training.runner import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.device import local_profile

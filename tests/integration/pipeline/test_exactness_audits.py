@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.db.models import Job, Layer, LayerState, Role
-from service.exactness import jobs as exactness_jobs
+from service.exactness import runner as exactness_runner
 from service.settings import Settings
 from tests.integration.api import (
     TINY_MODEL,
@@ -241,13 +241,13 @@ def test_layers_a_deletion_invalidates_during_the_audit_are_skipped(
     api: Api, admin: Api, worker: InProcessWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model_id = trained_model(api, worker, samples(24))
-    retrain = exactness_jobs._retrain
+    retrain = exactness_runner._retrain
 
     def delete_meanwhile(*args: Any) -> dict[tuple[int, int, int], str]:
         api.ok(api.delete(model_id, sample_ids=GONE), 202)  # after the data was read
         return retrain(*args)
 
-    monkeypatch.setattr(exactness_jobs, "_retrain", delete_meanwhile)
+    monkeypatch.setattr(exactness_runner, "_retrain", delete_meanwhile)
     audit = _audit(admin, worker, model_id)
     changed = [layer for layer in audit["layers"] if layer["skipped"]]
     assert changed and {layer["skipped"] for layer in changed} == {"changed during the audit"}

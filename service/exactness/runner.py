@@ -34,10 +34,10 @@ from service.db.repositories import (
     LineageRepository,
     ModelRepository,
 )
+from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.exactness.schemas import AuditResult, LayerCheck
-from service.training import scheduling
-from service.training.jobs import Transaction
+from service.jobs.runner import Transaction, claim_job, failure_recorded
 from service.training.service import SequenceJob, read_sequence_job
 from unlearning.artifacts import LocalArtifactStore, stored_ref
 from unlearning.s3t import S3TEngine
@@ -122,8 +122,9 @@ def run_exactness_audit(
     transaction: Transaction, engine: S3TEngine, job_id: uuid.UUID
 ) -> AuditReport | None:
     """Retrain the job's shards into a scratch store and record the comparison; None when the
-    job had already finished (a redelivered message changes nothing)."""
-    try:
+    job had already finished (a redelivered message changes nothing). The audit changes no
+    lineage: a failure locks the job alone."""
+    with failure_recorded(transaction, job_id, lock_model=False):
         with transaction() as session:
             work = _start(session, job_id)
             if work is None:
@@ -136,13 +137,6 @@ def run_exactness_audit(
         }
         with transaction() as session:
             return _record(session, job_id, work, recomputed, stored)
-    except Exception as error:
-        with transaction() as session:
-            jobs = JobRepository.from_session(session)
-            job = jobs.get_for_update(job_id)
-            if job.status in LIVE_STATUSES:
-                jobs.finish(job, JobStatus.failed, f"{type(error).__name__}: {error}")
-        raise
 
 
 def compare(
@@ -187,11 +181,9 @@ def report(checks: list[LayerCheck]) -> AuditReport:
 
 
 def _start(session: Session, job_id: uuid.UUID) -> AuditWork | None:
-    jobs = JobRepository.from_session(session)
-    job = jobs.get_for_update(job_id)
-    if job.status not in LIVE_STATUSES:
+    job = claim_job(session, job_id)
+    if job is None:
         return None
-    jobs.start(job)
     work = read_audit(session, job)
     job.stages_total = sum(s.spec.config.n_slices for s in work.sequences)
     job.stages_done = 0
@@ -284,8 +276,8 @@ def _record(
         ]
     )
     entry = AuditRepository.from_session(session).append(
-        scheduling.audit_chain(work.model_id),
-        actor=scheduling.SYSTEM_ACTOR,
+        audit_chain(work.model_id),
+        actor=SYSTEM_ACTOR,
         action=AUDITED,
         payload=result.payload(job.id, work.shards),
     )

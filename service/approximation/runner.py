@@ -6,12 +6,15 @@
    in a short transaction with the model locked (a chain that moved meanwhile is discarded),
    which first claims their artifacts (``service.artifacts.collection.claim``). The chains the
    job planned are pinned by it: artifact collection keeps them while it is live.
-3. Finish the job. A failure is recorded on the job only: the deletion's exact retrain goes on.
+3. Finish the job. A failure is recorded on the job only (``service.jobs.runner``, the skeleton
+   every job runner shares): the deletion's exact retrain goes on.
 """
 
 from __future__ import annotations
 
 import uuid
+
+from sqlalchemy.orm import Session
 
 from service.approximation.service import (
     PassWork,
@@ -21,12 +24,11 @@ from service.approximation.service import (
     record_pass,
 )
 from service.artifacts.collection import claim
-from service.db.models import JobStatus
+from service.db.models import Job, JobStatus
 from service.db.repositories import JobRepository, ModelRepository
-from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
+from service.jobs.runner import JobOutcome, Transaction, claim_job, failure_recorded, lock_job
 from service.training import scheduling
-from service.training.jobs import JobOutcome, Transaction, lock_job
 from unlearning.approx.data import UnlearningInputError
 from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
 from unlearning.approx.statistics import PassStatistics
@@ -38,13 +40,11 @@ def run_approximate_job(
     transaction: Transaction, engine: S3TEngine, job_id: uuid.UUID
 ) -> JobOutcome | None:
     """Run the job's passes and serve their layers; None for a job that had finished."""
-    try:
+    with failure_recorded(transaction, job_id, on_failure=_release_held):
         with transaction() as session:
-            jobs = JobRepository.from_session(session)
-            job = jobs.get_for_update(job_id)
-            if job.status not in LIVE_STATUSES:
+            job = claim_job(session, job_id)
+            if job is None:
                 return None
-            jobs.start(job)
             work = read_pass(session, job)
         activated: list[int] = []
         discarded: list[int] = []
@@ -82,16 +82,12 @@ def run_approximate_job(
             JobRepository.from_session(session).finish(job, status, "; ".join(notes))
             scheduling.release_held(session, work.request_id)
             generation = ModelRepository.from_session(session).get(job.model_id).serving_generation
-    except Exception as error:
-        with transaction() as session:
-            job = lock_job(session, job_id)
-            if job.status in LIVE_STATUSES:
-                JobRepository.from_session(session).finish(
-                    job, JobStatus.failed, f"{type(error).__name__}: {error}"
-                )
-                scheduling.release_held(session, uuid.UUID(job.params["deletion_id"]))
-        raise
     return JobOutcome(work.model_id, Activation(activated, discarded), generation)
+
+
+def _release_held(session: Session, job: Job) -> None:
+    """A failed pass holds its deletion's retrains no longer."""
+    scheduling.release_held(session, uuid.UUID(job.params["deletion_id"]))
 
 
 def edit(engine: S3TEngine, work: PassWork, sequence: SequencePass) -> list[str]:

@@ -11,12 +11,14 @@
 3. Record: the trained stages become layers (state ``training``, not served) in one
    transaction that first claims their artifacts (``service.artifacts.collection.claim``); a
    second, short one locks the model, activates them if their slice versions are still
-   current, and :func:`~service.training.scheduling.settle` decides the rest.
+   current, and :func:`settle` decides the rest (how the job's deletions move on is
+   ``service.deletions.lifecycle``'s).
 4. Under an approximate policy, the pass statistics of the chain just served are computed and
    stored (:func:`keep_statistics`); the layers never wait for them.
 
 A failure is recorded on the job (``failed`` with the error, waiting deletions ``failed`` too)
-before it propagates, so Celery's retry policy still applies.
+before it propagates, so Celery's retry policy still applies: the skeleton every job runner
+shares (``service.jobs.runner``).
 """
 
 from __future__ import annotations
@@ -24,23 +26,27 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from service.artifacts.collection import claim
-from service.db.models import Job, JobStatus
+from service.db.models import Job, JobStatus, Model, ModelStatus, SliceSequence
 from service.db.repositories import (
     ArtifactRepository,
+    AuditRepository,
+    DeletionRepository,
     JobRepository,
     LineageRepository,
     ModelRepository,
     StatisticsRepository,
 )
+from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
+from service.deletions import lifecycle
 from service.errors import LineageError
+from service.jobs.runner import JobOutcome, Transaction, claim_job, failure_recorded, lock_job
+from service.queues import Priority
 from service.training import scheduling
 from service.training.service import SequenceJob, read_sequence_job, record_layers
 from unlearning.approx.prefix_pass import chain_statistics
@@ -49,22 +55,13 @@ from unlearning.s3t import S3TEngine, TrainedLayer
 
 log = logging.getLogger(__name__)
 
-Transaction = Callable[[], AbstractContextManager[Session]]
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    model_id: uuid.UUID
-    activation: Activation
-    serving_generation: int
-
 
 def run_sequence_job(
     transaction: Transaction, engine: S3TEngine, job_id: uuid.UUID
 ) -> JobOutcome | None:
     """Train the job's stages and serve those still valid; None when the job had already
     finished (a redelivered message changes nothing)."""
-    try:
+    with failure_recorded(transaction, job_id, on_failure=lambda s, job: settle(s, job, None)):
         with transaction() as session:
             work = _start(session, job_id)
             if work is None:
@@ -89,16 +86,8 @@ def run_sequence_job(
                 )
             ok = bool(activation.activated_layer_ids)
             jobs.finish(job, JobStatus.succeeded if ok else JobStatus.cancelled, note)
-            scheduling.settle(session, job, activation)
+            settle(session, job, activation)
             generation = ModelRepository.from_session(session).get(job.model_id).serving_generation
-    except Exception as error:
-        with transaction() as session:
-            jobs = JobRepository.from_session(session)
-            job = lock_job(session, job_id)
-            if job.status in LIVE_STATUSES:
-                jobs.finish(job, JobStatus.failed, f"{type(error).__name__}: {error}")
-                scheduling.settle(session, job, None)
-        raise
     top = layer_ids[-1]
     if work.keep_statistics and top in activation.activated_layer_ids:
         keep_statistics(transaction, engine, work, trained, top)
@@ -163,29 +152,20 @@ def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
     # First, so that artifact collection orders itself after this transaction: the prefix read
     # below is pinned (``params["prefix"]``) and stays stored while the job runs.
     ArtifactRepository.from_session(session).lock(exclusive=False)
-    jobs = JobRepository.from_session(session)
-    job = jobs.get_for_update(job_id)  # not the model: reading needs no lock (see below)
-    if job.status not in LIVE_STATUSES:
+    job = claim_job(session, job_id)  # not the model: reading needs no lock (see below)
+    if job is None:
         return None
     if job.sequence_id is None or job.from_stage is None:
         raise LineageError(f"job {job.id} names no sequence to train")
-    jobs.start(job)
-    _start_parent(jobs, job)
+    _start_parent(JobRepository.from_session(session), job)
     valid = LineageRepository.from_session(session).exact_length(job.model_id, job.sequence_id)
     job.from_stage = min(job.from_stage, valid + 1)
     work = read_sequence_job(session, job.sequence_id, job.from_stage)
     job.params = {**job.params, "prefix": list(work.prefix_layer_ids)}
     job.stages_total = work.spec.config.n_slices - job.from_stage + 1
     job.stages_done = 0
-    scheduling.on_job_started(session, job)
+    lifecycle.on_job_started(session, job)
     return work
-
-
-def lock_job(session: Session, job_id: uuid.UUID) -> Job:
-    """Lock the job's model, then the job: the order deletions lock them in (no deadlock)."""
-    jobs = JobRepository.from_session(session)
-    ModelRepository.from_session(session).get_for_update(jobs.get(job_id).model_id)
-    return jobs.get_for_update(job_id)
 
 
 def _start_parent(jobs: JobRepository, job: Job) -> None:
@@ -193,3 +173,59 @@ def _start_parent(jobs: JobRepository, job: Job) -> None:
         parent = jobs.get_for_update(job.parent_id)
         if parent.status is JobStatus.queued:
             jobs.start(parent)
+
+
+def settle(session: Session, job: Job, activation: Activation | None) -> None:
+    """Everything a finished sequence job decides, in the transaction that finishes it: a job
+    whose layers were discarded (their slices lost a sample meanwhile) hands its waiting
+    deletions to the sequence's follow-up job; deletions whose jobs are all done complete (or
+    fail); a parent job and its model's status follow their children."""
+    model = ModelRepository.from_session(session).get_for_update(job.model_id)
+    audit = AuditRepository.from_session(session)
+    waiting = DeletionRepository.from_session(session).waiting_on(job.id)
+    follow_up = None
+    if activation is not None:
+        refs = LineageRepository.from_session(session).artifact_refs(activation.activated_layer_ids)
+        audit.append(
+            audit_chain(model.id),
+            actor=SYSTEM_ACTOR,
+            action="layers.activated",
+            payload={
+                "job_id": str(job.id),
+                "activated": [{"layer_id": i, "artifact": refs.get(i)} for i in refs],
+                "discarded": activation.discarded_layer_ids,
+                "serving_generation": model.serving_generation,
+            },
+        )
+        if activation.discarded_layer_ids and job.sequence_id is not None:
+            valid = LineageRepository.from_session(session).exact_length(model.id, job.sequence_id)
+            sequence = session.get_one(SliceSequence, job.sequence_id)
+            # Deletions waiting on it wait on its follow-up, which must run (a parked one is
+            # sent); a parked order's discarded result follows at low priority.
+            follow_up = scheduling.ensure_retrain(
+                session,
+                model,
+                sequence,
+                valid,
+                priority=Priority.normal if waiting else Priority.low,
+            )
+    lifecycle.settle_deletions(session, waiting, follow_up=follow_up)
+    if job.parent_id is not None:
+        _settle_parent(session, model, job.parent_id)
+    scheduling.release_due(session, model_id=model.id)
+
+
+def _settle_parent(session: Session, model: Model, parent_id: uuid.UUID) -> None:
+    jobs = JobRepository.from_session(session)
+    parent = jobs.get(parent_id)
+    children = jobs.children(parent_id)
+    jobs.progress(parent, sum(c.stages_done for c in children))
+    if parent.status not in LIVE_STATUSES or any(c.status in LIVE_STATUSES for c in children):
+        return
+    failed = [c for c in children if c.status is JobStatus.failed]
+    if failed:
+        jobs.finish(parent, JobStatus.failed, f"{len(failed)} sequence job(s) failed")
+        model.status = ModelStatus.failed
+    else:
+        jobs.finish(parent, JobStatus.succeeded)
+        model.status = ModelStatus.ready

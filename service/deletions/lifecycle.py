@@ -1,0 +1,139 @@
+"""How a deletion request moves after its 202: retried, started, completed or failed, and its
+kept payloads purged.
+
+- :func:`on_job_started`: deletions waiting on a job that starts are now `retraining`.
+- :func:`settle_deletions` runs in the transaction that records a job's outcome: deletions
+  waiting on a job whose layers were discarded wait on the sequence's follow-up job instead;
+  those whose jobs are all done complete (or fail, with the first failed job's error).
+- :func:`retry_deletion` brings a failed deletion back; :func:`complete_deletions` and
+  :func:`purge_payloads` write the audit entries of completion and of the payloads' purge.
+
+Functions here flush and never commit: the request's or the job's boundary does.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from service.db.models import DeletionRequest, DeletionStatus, Job, JobKind, JobStatus
+from service.db.models.base import utcnow
+from service.db.repositories import (
+    AuditRepository,
+    DeletionRepository,
+    LineageRepository,
+    ModelRepository,
+    SampleRepository,
+)
+from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
+from service.db.repositories.jobs import LIVE_STATUSES
+from service.errors import ConflictError
+from service.training.scheduling import ensure_retrain
+
+
+def retry_deletion(session: Session, request: DeletionRequest, *, actor: str) -> list[Job]:
+    """Bring a failed deletion back: every sequence of its shards that is not exact to the top
+    is retrained again (joining a queued job where there is one); with none left, it completes.
+    """
+    if request.status is not DeletionStatus.failed:
+        raise ConflictError(f"only a failed deletion can be retried; this one is {request.status}")
+    model = ModelRepository.from_session(session).get_for_update(request.model_id)
+    deletions = DeletionRepository.from_session(session)
+    samples = SampleRepository.from_session(session)
+    shards = samples.shards_of(deletions.deleted_sample_ids(request.id))
+    prefixes = {
+        p.sequence_id: p for p in LineageRepository.from_session(session).prefixes(model.id)
+    }
+    jobs = [
+        ensure_retrain(session, model, sequence, prefixes[sequence.id].exact)
+        for sequence in ModelRepository.from_session(session).shard_sequences(shards)
+        if prefixes[sequence.id].exact < model.n_slices
+    ]
+    deletions.unlink_failed_jobs(request)
+    for job in jobs:
+        deletions.link_job(request, job.id)
+    deletions.advance(request, DeletionStatus.retraining)
+    AuditRepository.from_session(session).append(
+        audit_chain(model.id),
+        actor=actor,
+        action="deletion.retried",
+        payload={"deletion_id": str(request.id), "jobs": [str(job.id) for job in jobs]},
+    )
+    if not jobs:
+        complete_deletions(session, [request], retrained=True)
+    return jobs
+
+
+def on_job_started(session: Session, job: Job) -> None:
+    """Deletions waiting on a job that starts are now `retraining`."""
+    for request in DeletionRepository.from_session(session).waiting_on(job.id):
+        if request.status in (DeletionStatus.deactivated, DeletionStatus.approximated):
+            DeletionRepository.from_session(session).advance(request, DeletionStatus.retraining)
+
+
+def settle_deletions(
+    session: Session, requests: list[DeletionRequest], *, follow_up: Job | None = None
+) -> None:
+    """The deletions that waited on a finished job: with a ``follow_up`` (the job's layers were
+    discarded) they wait on it; then those none of whose jobs is still live complete (or fail).
+    """
+    deletions = DeletionRepository.from_session(session)
+    if follow_up is not None:
+        for request in requests:
+            deletions.link_job(request, follow_up.id)
+    final = (DeletionStatus.completed, DeletionStatus.failed)
+    open_requests = [r for r in requests if r.status not in final]
+    jobs_of = deletions.jobs_of_many([r.id for r in open_requests])
+    done = []
+    for request in open_requests:
+        # An approximate pass is a stopgap: the exact retrains alone decide completion.
+        jobs = [j for j in jobs_of.get(request.id, []) if j.kind is not JobKind.approximate]
+        if any(j.status in LIVE_STATUSES for j in jobs):
+            continue
+        failed = [j for j in jobs if j.status is JobStatus.failed]
+        if failed:
+            reason = f"retrain job {failed[0].id} failed: {failed[0].error}"
+            deletions.advance(request, DeletionStatus.failed, reason=reason)
+        else:
+            done.append(request)
+    complete_deletions(session, done, retrained=True)
+
+
+def complete_deletions(
+    session: Session, requests: list[DeletionRequest], *, retrained: bool
+) -> None:
+    """Mark requests completed (through `retraining` when they waited for retrains), with one
+    audit entry for the batch; payloads an approximate pass did not read yet go now."""
+    if not requests:
+        return
+    deletions = DeletionRepository.from_session(session)
+    for request in requests:
+        if retrained and request.status in (
+            DeletionStatus.deactivated,
+            DeletionStatus.approximated,
+        ):
+            deletions.advance(request, DeletionStatus.retraining)
+        deletions.advance(request, DeletionStatus.completed)
+        purge_payloads(session, request, reason="completed")
+    AuditRepository.from_session(session).append(
+        audit_chain(requests[0].model_id),
+        actor=SYSTEM_ACTOR,
+        action="deletions.completed",
+        payload={"deletion_ids": [str(r.id) for r in requests]},
+    )
+
+
+def purge_payloads(session: Session, request: DeletionRequest, *, reason: str) -> int:
+    """Hard-delete the payloads a deletion kept for its approximate pass (once, audited);
+    returns how many went. Requests that kept none are left as they are."""
+    if request.payloads_purge_by is None or request.payloads_purged_at is not None:
+        return 0
+    sample_ids = DeletionRepository.from_session(session).deleted_sample_ids(request.id)
+    gone = SampleRepository.from_session(session).delete_payloads(sample_ids)
+    request.payloads_purged_at = utcnow()
+    AuditRepository.from_session(session).append(
+        audit_chain(request.model_id),
+        actor=SYSTEM_ACTOR,
+        action="payloads.purged",
+        payload={"deletion_id": str(request.id), "reason": reason, "payloads": gone},
+    )
+    return gone
