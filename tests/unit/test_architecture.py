@@ -1,4 +1,5 @@
-"""Dependency direction: unlearning/ is a library; routes hold no SQL; tasks stay thin."""
+"""Dependency direction: unlearning/ is a library; routes hold no SQL; tasks stay thin; the
+lineage rules (service/lineage/) are pure."""
 
 from __future__ import annotations
 
@@ -51,7 +52,28 @@ def test_routes_hold_no_sql(path: Path) -> None:
     assert "sqlalchemy" not in _imports(path)
 
 
+def _modules(path: Path) -> set[str]:
+    """The dotted names of the absolute imports of a file."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", _files("service/lineage"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_lineage_rules_are_pure(path: Path) -> None:
+    """Plain rows in, decisions out: no database, session, web, broker or torch."""
+    banned = {"sqlalchemy", "service.db", "fastapi", "starlette", "celery", "redis", "torch"}
+    found = {m for m in _modules(path) for b in banned if m == b or m.startswith(f"{b}.")}
+    assert not found
+
+
 def test_the_scan_sees_imports() -> None:
     assert {"sqlalchemy", "service"} <= _imports(
         ROOT / "service" / "db" / "repositories" / "lineage.py"
     )
+    assert _files("service/lineage")
+    assert "service.db.hashing" in _modules(ROOT / "service" / "db" / "repositories" / "lineage.py")

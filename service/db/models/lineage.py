@@ -26,6 +26,7 @@ from service.db.models.base import (
     str_enum,
     utcnow,
 )
+from service.lineage.rules import LayerState as LayerState  # the rules own the states
 from unlearning.sharding import PlacementPolicy
 
 
@@ -64,14 +65,6 @@ class ModelStatus(StrEnum):
     training = "training"
     ready = "ready"
     failed = "failed"
-
-
-class LayerState(StrEnum):
-    training = "training"  # written by a (re)train job, not yet activated
-    active = "active"  # valid and servable
-    invalidated = "invalidated"  # a slice it saw lost a sample
-    superseded = "superseded"  # replaced by a newer layer at the same position
-    discarded = "discarded"  # a retrain result whose slice versions moved before activation
 
 
 class Model(UuidPk, CreatedAt, Base):

@@ -1,6 +1,8 @@
 """The lineage invariant: which layer saw which slice version, and what may be served.
 
-A layer is valid iff every slice version it recorded equals the slice's current version. A
+A layer is valid iff every slice version it recorded equals the slice's current version. The
+rules (valid prefixes, the serving choice, the activation plan) are pure functions in
+``service.lineage.rules``; this repository loads their rows and applies their result. A
 deletion bumps the versions of the slices it touches and, in the same transaction, marks the
 layers that saw them ``invalidated`` and bumps the model's ``serving_generation``. A retrain's
 layers become ``active`` only if their recorded versions are still current at activation.
@@ -12,10 +14,12 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from service.db.hashing import TenantHasher
 from service.db.models import (
@@ -36,6 +40,26 @@ from service.db.repositories.models import ModelRepository
 from service.db.repositories.samples import MarkedSample, SampleRepository
 from service.db.repositories.tenants import TenantRepository
 from service.errors import LineageError
+from service.lineage.rules import (
+    Activation,
+    LayerRow,
+    Prefix,
+    SequenceRow,
+    choose_served,
+    plan_activation,
+    served_shares,
+    valid_prefixes,
+)
+
+__all__ = [  # the rules' values, where callers have always found them
+    "Activation",
+    "Deactivation",
+    "InvalidatedLayer",
+    "LineageRepository",
+    "Prefix",
+    "choose_served",
+    "served_shares",
+]
 
 
 @dataclass(frozen=True)
@@ -73,55 +97,6 @@ class Deactivation:
             current = first.get(layer.sequence_id, layer.position)
             first[layer.sequence_id] = min(current, layer.position)
         return first
-
-
-@dataclass(frozen=True)
-class Activation:
-    activated_layer_ids: list[int] = field(default_factory=list)
-    discarded_layer_ids: list[int] = field(default_factory=list)  # stale: versions moved
-    superseded_layer_ids: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Prefix:
-    """The valid prefix of one sequence: its active, current layers at positions 1..length."""
-
-    shard_index: int
-    sequence_id: uuid.UUID
-    sequence_index: int
-    layer_ids: tuple[int, ...]
-    exact: int  # leading stages that are exact (not approximate): where a retrain starts from
-
-    @property
-    def length(self) -> int:
-        return len(self.layer_ids)
-
-    @property
-    def approximate_stages(self) -> int:
-        """The stages above the exact ones: an approximate pass's output, served meanwhile."""
-        return self.length - self.exact
-
-
-def choose_served(prefixes: Iterable[Prefix], n_shards: int) -> dict[int, Prefix | None]:
-    """The serving rule: per shard index, the longest valid prefix (ties to the one trained
-    last, the highest layer id), or None when no sequence of the shard has a valid layer."""
-    choice: dict[int, Prefix | None] = dict.fromkeys(range(n_shards))
-    for prefix in prefixes:
-        if prefix.length == 0:
-            continue
-        best = choice[prefix.shard_index]
-        if best is None or (prefix.length, max(prefix.layer_ids)) > (
-            best.length,
-            max(best.layer_ids),
-        ):
-            choice[prefix.shard_index] = prefix
-    return choice
-
-
-def served_shares(choice: Mapping[int, Prefix | None], n_slices: int) -> tuple[float, float]:
-    """Of a serving choice: the share of shards that answer, and the mean served depth / L."""
-    lengths = [p.length if p is not None else 0 for p in choice.values()]
-    return sum(1 for n in lengths if n) / len(lengths), sum(lengths) / (len(lengths) * n_slices)
 
 
 def _stale_condition() -> sa.ColumnElement[bool]:
@@ -260,44 +235,22 @@ class LineageRepository(Repository):
             .where(Shard.model_id == model_id)
             .order_by(Shard.index, SliceSequence.index)
         )
-        valid_layers = (
-            _layers_of_model(model_id)
-            .where(Layer.state == LayerState.active, sa.not_(_stale_condition()))
-            .with_only_columns(
-                Layer.sequence_id,
-                Layer.position,
-                Layer.id,
-                Layer.parent_layer_id,
-                Layer.approximate,
-            )
-        )
+        # The rule looks at active layers only; it checks their versions itself.
+        active_layers = _layers_of_model(model_id).where(Layer.state == LayerState.active)
         if sequence_id is not None:
             sequences = sequences.where(SliceSequence.id == sequence_id)
-            valid_layers = valid_layers.where(Layer.sequence_id == sequence_id)
+            active_layers = active_layers.where(Layer.sequence_id == sequence_id)
         if shard_ids is not None:
             shards = list(shard_ids)
             sequences = sequences.where(Shard.id.in_(shards))
-            valid_layers = valid_layers.where(Shard.id.in_(shards))
-        rows = self.session.execute(sequences)
-        live = self.session.execute(valid_layers)
-        by_sequence: dict[uuid.UUID, dict[int, tuple[int, int | None, bool]]] = defaultdict(dict)
-        for sequence_id, position, layer_id, parent_id, approximate in live:
-            by_sequence[sequence_id][position] = (layer_id, parent_id, approximate)
-
-        prefixes = []
-        for shard_index, sequence_id, sequence_index in rows:
-            chain: list[int] = []
-            exact = 0
-            layers = by_sequence.get(sequence_id, {})
-            while (entry := layers.get(len(chain) + 1)) is not None:
-                layer_id, parent_id, approximate = entry
-                if parent_id != (chain[-1] if chain else None):
-                    break
-                if not approximate and exact == len(chain):
-                    exact += 1
-                chain.append(layer_id)
-            prefixes.append(Prefix(shard_index, sequence_id, sequence_index, tuple(chain), exact))
-        return prefixes
+            active_layers = active_layers.where(Shard.id.in_(shards))
+        rows = self.session.execute(sequences).all()
+        layers, versions = self._layer_rows(active_layers)
+        return valid_prefixes(
+            [SequenceRow(id_, shard_index, index) for shard_index, id_, index in rows],
+            layers,
+            versions,
+        )
 
     def exact_length(self, model_id: uuid.UUID, sequence_id: uuid.UUID) -> int:
         """How many stages of one sequence are valid and exact: where its retrain starts from
@@ -373,87 +326,79 @@ class LineageRepository(Repository):
     def activate(self, model_id: uuid.UUID, layer_ids: Sequence[int]) -> Activation:
         """Serve newly trained layers, if the slice versions they saw are still current.
 
-        For each sequence the layers must form a contiguous run of stages k..j whose first
-        stage descends from the active stage k-1. They are activated in order until the first
-        stale one (or a broken chain); that one and the rest are ``discarded``. Active layers at
-        stages >= k of the sequence are ``superseded`` when at least one layer activates;
-        approximate layers are discarded instead when a valid layer is active at a stage >= k
-        (an exact retrain landed first).
+        :func:`service.lineage.rules.plan_activation` decides, on the layers, the active layers
+        of their sequences and the slices' current versions, read with the model row locked;
+        the plan is applied in a few set-based statements (superseding before activating, for
+        the one-active-per-stage index), and the model's ``serving_generation`` moves iff a
+        layer was activated.
         """
         model = ModelRepository.from_session(self.session).get_for_update(model_id)
-        layers = list(
-            self.session.scalars(_layers_of_model(model_id).where(Layer.id.in_(list(layer_ids))))
-        )
-        if len(layers) != len(set(layer_ids)):
-            raise LineageError("some layers do not exist or belong to another model")
-        if any(layer.state is not LayerState.training for layer in layers):
-            raise LineageError("only layers in state `training` can be activated")
-        parents = {layer.parent_layer_id for layer in layers if layer.parent_layer_id}
-        stale = self.stale_layer_ids(model_id, among=[*layer_ids, *parents])
-        by_sequence: dict[uuid.UUID, list[Layer]] = defaultdict(list)
-        for layer in layers:
-            by_sequence[layer.sequence_id].append(layer)
-
-        activated: list[Layer] = []
-        discarded: list[Layer] = []
-        superseded: list[Layer] = []
-        now = utcnow()
-        for sequence_id, run in by_sequence.items():
-            run.sort(key=lambda layer: layer.position)
-            first = run[0].position
-            if [layer.position for layer in run] != list(range(first, first + len(run))):
-                raise LineageError("layers of one sequence must be consecutive stages")
-            parent_ok = self._is_live_parent(sequence_id, first, run[0].parent_layer_id, stale)
-            good = 0
-            if parent_ok:
-                previous = run[0].parent_layer_id
-                for layer in run:
-                    if layer.id in stale or layer.parent_layer_id != previous:
-                        break
-                    previous = layer.id
-                    good += 1
-            old = self.session.scalars(
-                sa.select(Layer).where(
-                    Layer.sequence_id == sequence_id,
-                    Layer.position >= first,
-                    Layer.state == LayerState.active,
+        ids = set(layer_ids)
+        new = orm.aliased(Layer)
+        sequences = sa.select(new.sequence_id).where(new.id.in_(list(ids)))
+        layers, versions = self._layer_rows(
+            _layers_of_model(model_id).where(
+                sa.or_(
+                    Layer.id.in_(list(ids)),
+                    sa.and_(Layer.sequence_id.in_(sequences), Layer.state == LayerState.active),
                 )
-            ).all()
-            if old and run[0].approximate:
-                good = 0  # an approximate pass never replaces what is valid (an exact retrain)
-            discarded.extend(run[good:])
-            if good:
-                for layer in old:
-                    layer.state = LayerState.superseded
-                superseded.extend(old)
-                self.session.flush()  # free the one-active-per-stage index before activating
-                for layer in run[:good]:
-                    layer.state = LayerState.active
-                    layer.activated_at = now
-                activated.extend(run[:good])
-        for layer in discarded:
-            layer.state = LayerState.discarded
-        if activated:
+            )
+        )
+        run = [layer for layer in layers if layer.id in ids]
+        if len(run) != len(ids):
+            raise LineageError("some layers do not exist or belong to another model")
+        plan = plan_activation(run, [layer for layer in layers if layer.id not in ids], versions)
+        for layer_ids_, values in (
+            (plan.supersede, {"state": LayerState.superseded}),
+            (plan.activate, {"state": LayerState.active, "activated_at": utcnow()}),
+            (plan.discard, {"state": LayerState.discarded}),
+        ):
+            if layer_ids_:
+                self.session.execute(
+                    sa.update(Layer).where(Layer.id.in_(list(layer_ids_))).values(**values)
+                )
+        if plan.bumps_generation:
             model.serving_generation += 1
         self.session.flush()
-        return Activation(
-            [layer.id for layer in activated],
-            [layer.id for layer in discarded],
-            [layer.id for layer in superseded],
-        )
+        return plan.as_activation()
 
-    def _is_live_parent(
-        self, sequence_id: uuid.UUID, position: int, parent_id: int | None, stale: set[int]
-    ) -> bool:
-        if position == 1:
-            return parent_id is None
-        parent = self.session.get(Layer, parent_id) if parent_id is not None else None
-        return (
-            parent is not None
-            and parent.sequence_id == sequence_id
-            and parent.state is LayerState.active
-            and parent.id not in stale
+    def _layer_rows(self, select: sa.Select[Any]) -> tuple[list[LayerRow], dict[uuid.UUID, int]]:
+        """The layers ``select`` picks, as the rules' rows (by id), with the current versions
+        of the slices they recorded: one statement."""
+        query = (
+            select.with_only_columns(
+                Layer.id,
+                Layer.sequence_id,
+                Layer.position,
+                Layer.parent_layer_id,
+                Layer.state,
+                Layer.approximate,
+                LayerSliceVersion.slice_id,
+                LayerSliceVersion.version,
+                Slice.version,
+            )
+            .outerjoin(LayerSliceVersion, LayerSliceVersion.layer_id == Layer.id)
+            .outerjoin(Slice, Slice.id == LayerSliceVersion.slice_id)
+            .order_by(Layer.id)
         )
+        heads: dict[int, tuple[uuid.UUID, int, int | None, LayerState, bool]] = {}
+        recorded: dict[int, dict[uuid.UUID, int]] = defaultdict(dict)
+        current: dict[uuid.UUID, int] = {}
+        for row in self.session.execute(query):
+            layer_id, sequence_id, position, parent_id, state, approximate = row[:6]
+            heads.setdefault(layer_id, (sequence_id, position, parent_id, state, approximate))
+            slice_id, recorded_version, current_version = row[6:]
+            if slice_id is not None:
+                recorded[layer_id][slice_id] = recorded_version
+                if current_version is not None:
+                    current[slice_id] = current_version
+        layers = [
+            LayerRow(
+                layer_id, sequence_id, position, parent_id, state, approximate, recorded[layer_id]
+            )
+            for layer_id, (sequence_id, position, parent_id, state, approximate) in heads.items()
+        ]
+        return layers, current
 
     def recorded_versions(self, layer_ids: Iterable[int]) -> dict[int, dict[uuid.UUID, int]]:
         """Per layer, the slice versions it was trained on."""
