@@ -1,5 +1,5 @@
-"""HTTP fixtures: a migrated database of its own per test (SQLite and PostgreSQL), keys of two tenants and
-a client on the app. A module overrides ``settings`` when it needs other settings."""
+"""HTTP fixtures: a migrated database of its own per test (SQLite and PostgreSQL), keys of two
+tenants and a client on the app. A module overrides ``settings`` when it needs other settings."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from tests.integration.api import issue_keys
 
 @pytest.fixture
 def settings(fresh_db: FreshDatabase, tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path, database_url=fresh_db.url())
-    return settings
+    return Settings(data_dir=tmp_path, database_url=fresh_db.url())
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(fresh_db: FreshDatabase, tmp_path: Path, tiny_dir: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny_dir)
-    return settings
+    return Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny_dir)
 
 
 @pytest.fixture
