@@ -28,7 +28,7 @@ from service.db.repositories.lineage import Activation
 from service.training import scheduling
 from service.training.jobs import JobOutcome, Transaction, lock_job
 from unlearning.approx.data import UnlearningInputError
-from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
+from unlearning.approx.prefix_pass import approximate_stages, examples_of
 from unlearning.approx.statistics import PassStatistics
 from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import S3TEngine
@@ -111,7 +111,8 @@ def edit(engine: S3TEngine, work: PassWork, sequence: SequencePass) -> list[str]
         sequence.from_stage - 1,
         examples_of(engine.backbone, config, sequence.forget),
         None if statistics else examples_of(engine.backbone, config, sequence.retain),
-        Method(work.method),
+        work.method,
         statistics=statistics,
+        method_config=work.method_config,
     )
     return [engine.store.put(weights.to_bytes()) for weights in edited]
