@@ -8,26 +8,29 @@ stage) on the real MiniLM-L6 backbone. Three forgetting scenarios are run on tha
 - ``retrain``: the exact S3T retrain of the sequence without the forget set, from the first
   stage whose slice holds a forget sample; its wall time is the reference;
 - ``original``: the trained model, untouched;
-- SSD, IAU, FT (fine-tune on the retain set), GA (gradient ascent on the forget set), RL
-  (random labels on the forget set, with the retain set), ``l1_sparse``, ``prune`` (prune, then
-  l1-sparse), ``salun``, ``rbm_a`` / ``rbm_b`` (RBM's ``masked_finetune`` /
-  ``reset_then_finetune``), ``laf`` (label-free) and ``concepts`` (concept poisoning; whole class
-  only, skipped while ``unlearning/approx/concepts.py`` is missing), each on the original trained
-  prefix with the stages from the first affected one editable, with the library's default
-  settings (the 10-epoch methods can cost more than the retrain).
+- one row per method of ``unlearning.approx.registry`` that fits the task (by its registered
+  name: ``ssd``, ``iau``, ``finetune``, ``gradient_ascent``, ``random_labels``, ...), run
+  through the registry on the original trained prefix with the stages from the first affected
+  one editable, with the method's default settings (the 10-epoch methods can cost more than the
+  retrain); methods that forget classes (``concept_poisoning``, ``suppress_class``,
+  ``refit_head``) only in the whole-class scenario. A row may also be a config variant,
+  ``name:setting=value[:setting=value...]``, e.g. ``rbm:variant=masked_finetune`` (RBM's variant
+  A, run by default next to the library default B; the earlier reports call them ``rbm_a`` and
+  ``rbm_b``, and FT, GA, RL, ``prune`` and ``concepts`` the methods now named by the registry).
 
 ``--task regression`` learns a number instead: the AG News class code (sorted names), centred,
-plus seeded N(0, 0.25^2) noise; its rows are SSD, IAU, FT, GA, ``blindspot``,
-``gaussian_finetune``, ``l1_sparse``, ``rbm_a``, ``rbm_b`` and ``laf``, scored with the
+plus seeded N(0, 0.25^2) noise; its rows are the methods that fit regression, scored with the
 regression metrics (UA, RA, TA are mean absolute errors; MIA on -|error|), and the report goes to
 ``results-approximate-regression.json``.
 
 Each row has UA, RA, TA and MIA efficacy (``unlearning.evaluation``), its Avg. Gap to
 ``retrain``, its wall time and its time ratio to ``retrain``. SSD's full-data importance and
 IAU's full-data gradient depend only on the trained prefix, so they are computed once right after
-training (``cache_seconds``) and every deletion reuses them: ``time_ratio`` is a pass with the
-cache, ``time_ratio_with_cache`` adds the one-off cache. For the whole class, TA (used for the
-gap) is on the test samples of the remaining classes; ``TA_all`` is on the whole test set.
+training (``cache_seconds``: the prefix's pass statistics, as the service stores them, which
+every method that reads statistics reuses) and every deletion reuses them: ``time_ratio`` is a
+pass with the cache, ``time_ratio_with_cache`` adds the one-off cache. For the whole class, TA
+(used for the gap) is on the test samples of the remaining classes; ``TA_all`` is on the whole
+test set.
 
 ``--gradient-penalty 0.005`` (IAU's value) trains the model, and its exact retrains, with IAU's
 gradient-norm penalty instead; with ``--methods ssd,iau`` that run shows the penalty's effect on
@@ -44,9 +47,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
-import functools
-import importlib
 import json
 import math
 import os
@@ -62,19 +62,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearning.approx import Examples, PrefixModel
-from unlearning.approx.baselines import TrainConfig, finetune, gradient_ascent, random_labels
-from unlearning.approx.iau import DataGradient, IAUConfig, full_data_gradient, iau
-from unlearning.approx.laf import LAFConfig, laf
-from unlearning.approx.regression import (
-    BlindspotConfig,
-    GaussianConfig,
-    blindspot,
-    gaussian_finetune,
-)
-from unlearning.approx.saliency import RBMConfig, SalUnConfig, rbm, salun
-from unlearning.approx.sparsity import L1SparseConfig, PruneConfig, l1_sparse, prune_then_unlearn
-from unlearning.approx.ssd import SSDConfig, importance, ssd
+from unlearning.approx import Examples, PrefixModel, registry
+from unlearning.approx.laf import LAFResult
+from unlearning.approx.registry import MethodConfigError, MethodSpec, PassData
+from unlearning.approx.ssd import SSDResult
+from unlearning.approx.statistics import PassStatistics, data_statistics
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.evaluation import (
     UnlearningScores,
@@ -103,42 +95,52 @@ DEFAULT_OUTPUT = ROOT / "bench" / "results-approximate.json"
 PENALTY_OUTPUT = ROOT / "bench" / "results-approximate-penalty.json"
 REGRESSION_OUTPUT = ROOT / "bench" / "results-approximate-regression.json"
 MODEL_KEY = "bench-approximate"
-#: The classification methods, in report order.
-APPROXIMATE = (
-    "ssd",
-    "iau",
-    "ft",
-    "ga",
-    "rl",
-    "l1_sparse",
-    "prune",
-    "salun",
-    "rbm_a",
-    "rbm_b",
-    "laf",
-    "concepts",
-)
-#: The methods that accept regression targets (``task_loss`` is MSE for float targets); RL,
-#: SalUn and concept poisoning relabel the forget set with classes, so they are left out.
-REGRESSION_METHODS = (
-    "ssd",
-    "iau",
-    "ft",
-    "ga",
-    "blindspot",
-    "gaussian_finetune",
-    "l1_sparse",
-    "rbm_a",
-    "rbm_b",
-    "laf",
-)
+#: Config variants run by default next to every registered method that fits the task.
+VARIANTS = ("rbm:variant=masked_finetune",)
+
+
+def task_methods(task: Task) -> tuple[str, ...]:
+    """The default rows of a task: every registered method that fits it, then the variants."""
+    names = tuple(spec.name for spec in registry.specs() if spec.unfit(task) is None)
+    return (*names, *(v for v in VARIANTS if v.split(":")[0] in names))
+
+
+#: The default rows, in report order, of classification and of regression.
+APPROXIMATE = task_methods(Task.CLASSIFICATION)
+REGRESSION_METHODS = task_methods(Task.REGRESSION)
 #: Methods that only make sense when a whole class is forgotten.
-WHOLE_CLASS_ONLY = frozenset({"concepts"})
-#: The two RBM rows: A fine-tunes the masked weights, B zeroes them first (the library default).
-RBM_CONFIGS = {
-    "rbm_a": RBMConfig(variant="masked_finetune"),
-    "rbm_b": RBMConfig(variant="reset_then_finetune"),
-}
+WHOLE_CLASS_ONLY = frozenset(s.name for s in registry.specs() if s.forgets != "samples")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row: a registered method with its config (its defaults, or a variant's)."""
+
+    label: str
+    spec: MethodSpec[Any]
+    config: Any
+
+
+def parse_arm(text: str, task: Task) -> Arm:
+    """``name`` or ``name:setting=value[:...]`` (values as JSON, else strings) as an arm;
+    ValueError when the method is unknown, does not fit the task or refuses the settings."""
+    name, *settings = text.split(":")
+    spec = registry.get(name)
+    reason = spec.unfit(task)
+    if reason is not None:
+        raise ValueError(reason)
+    overrides: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, raw = setting.partition("=")
+        if not sep:
+            raise ValueError(f"{setting!r} is not `setting=value`")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return Arm(text, spec, spec.configure(overrides))
+
+
 #: Noise (standard deviation, in class-code units) on the regression target.
 REGRESSION_NOISE = 0.25
 #: The issue's target for SSD and IAU: at most this share of the retrain's time ...
@@ -151,26 +153,6 @@ Rows = list[tuple[str, str]]  # (text, label name)
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def concept_poisoning_fn() -> Callable[..., Any] | None:
-    """HOOK: ``unlearning.approx.concepts.concept_poisoning`` when that module exists (it is
-    being written alongside this bench); None otherwise, and the ``concepts`` row is skipped."""
-    try:
-        module = importlib.import_module("unlearning.approx.concepts")
-    except ModuleNotFoundError:
-        return None
-    fn = getattr(module, "concept_poisoning", None)
-    return fn if callable(fn) else None
-
-
-def concept_settings() -> dict[str, Any]:
-    """The concept-poisoning defaults, when the module is there."""
-    try:
-        module = importlib.import_module("unlearning.approx.concepts")
-        return {"concepts": dataclasses.asdict(module.ConceptPoisonConfig())}
-    except (ModuleNotFoundError, AttributeError, TypeError):
-        return {}
 
 
 def load_split(path: Path, limit: int, seed: int) -> Rows:
@@ -215,9 +197,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         default=None,
-        help=f"approximate methods to run, a comma-separated subset of {','.join(APPROXIMATE)} "
-        f"(classification) or {','.join(REGRESSION_METHODS)} (regression); default: all of "
-        "the task's",
+        help="approximate methods to run, comma-separated: names of unlearning.approx.registry "
+        f"that fit the task, or config variants `name:setting=value`; default: "
+        f"{','.join(APPROXIMATE)} (classification) or {','.join(REGRESSION_METHODS)} "
+        "(regression)",
     )
     parser.add_argument(
         "--forget-class",
@@ -247,12 +230,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.shard, args.test = min(args.shard, 300), min(args.test, 200)
     if args.shard < 100 or args.test < 10:
         parser.error("need at least 100 training samples (1 % is one sample) and 10 test samples")
-    allowed = REGRESSION_METHODS if args.task == Task.REGRESSION else APPROXIMATE
+    task = Task(args.task)
     if args.methods is None:
-        args.methods = ",".join(allowed)
+        args.methods = ",".join(task_methods(task))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods or not set(methods) <= set(allowed) or len(set(methods)) < len(methods):
-        parser.error(f"--methods must name some of {', '.join(allowed)}, once each")
+    if not methods or len(set(methods)) < len(methods):
+        parser.error("--methods must name some methods, once each")
+    try:
+        args.arms = [parse_arm(m, task) for m in methods]
+    except (ValueError, MethodConfigError) as error:
+        parser.error(f"--methods: {error}")
     args.methods = methods
     if args.output is None:
         if args.task == Task.REGRESSION:
@@ -401,7 +388,7 @@ class Bench:
             self.backbone, stages, editable=editable, target_modules=self.config.target_modules
         )
 
-    def run(self, methods: Sequence[str]) -> dict[str, Any]:
+    def run(self, arms: Sequence[Arm]) -> dict[str, Any]:
         problem, config = self.problem, self.config
         log(f"training one sequence, gradient penalty {config.gradient_penalty}")
         layers, train_seconds = timed(lambda: self.engine.train(self.spec, problem.samples))
@@ -412,19 +399,13 @@ class Bench:
 
         whole = self.prefix(stages, range(len(stages)))
         data = self.examples(everything)
-        ssd_cache: dict[str, torch.Tensor] = {}
-        iau_cache = DataGradient({}, len(data))
+        statistics: PassStatistics | None = None
         cache_seconds: dict[str, float] = {}
-        if "ssd" in methods:
-            log("cache: SSD's full-data importance")
-            ssd_cache, cache_seconds["ssd"] = timed(
-                lambda: importance(whole, data, SSDConfig().batch_size)
-            )
-        if "iau" in methods:
-            log("cache: IAU's full-data gradient")
-            iau_cache, cache_seconds["iau"] = timed(
-                lambda: full_data_gradient(whole, data, IAUConfig().batch_size)
-            )
+        readers = [arm.label for arm in arms if arm.spec.reads_statistics]
+        if readers:
+            log(f"cache: the prefix's pass statistics (read by {', '.join(readers)})")
+            statistics, seconds = timed(lambda: data_statistics(whole, data))
+            cache_seconds = dict.fromkeys(readers, seconds)
 
         log("evaluation sets (frozen bottom computed once)")
         train_set = EvalSet(self.backbone, self.train_encoded, whole.depth, self.eval_batch)
@@ -437,9 +418,9 @@ class Bench:
         scenarios = {}
         for scenario in problem.scenarios:
             scenarios[scenario.name] = self.scenario(
-                scenario, refs, stages, original, outputs, methods, ssd_cache, iau_cache
+                scenario, refs, stages, original, outputs, arms, statistics
             )
-            for name in methods:
+            for name in (arm.label for arm in arms):
                 row = scenarios[scenario.name]["methods"].get(name)
                 if row is None:
                     continue
@@ -462,9 +443,8 @@ class Bench:
         stages: list[StageWeights],
         original: tuple[torch.Tensor, torch.Tensor],
         outputs: Callable[[PrefixModel], tuple[torch.Tensor, torch.Tensor]],
-        methods: Sequence[str],
-        ssd_cache: dict[str, torch.Tensor],
-        iau_cache: DataGradient,
+        arms: Sequence[Arm],
+        statistics: PassStatistics | None,
     ) -> dict[str, Any]:
         problem = self.problem
         forget_set = set(scenario.forget.tolist())
@@ -519,45 +499,24 @@ class Bench:
 
         rows["original"] = row(*score(original), 0.0)
         rows["retrain"] = row(reference, reference_ta_all, retrain_seconds)
-        n_labels = self.config.n_labels
-        passes: dict[str, Callable[[PrefixModel], Any]] = {
-            "ssd": lambda m: ssd(m, forget, config=SSDConfig(), data_importance=ssd_cache),
-            "iau": lambda m: iau(m, forget, retain, IAUConfig(), data_gradient=iau_cache),
-            "ft": lambda m: finetune(m, retain, TrainConfig()),
-            "ga": lambda m: gradient_ascent(m, forget, TrainConfig()),
-            "rl": lambda m: random_labels(m, forget, retain, n_labels, TrainConfig()),
-            "l1_sparse": lambda m: l1_sparse(m, retain),
-            "prune": lambda m: prune_then_unlearn(m, retain),
-            "salun": lambda m: salun(m, forget, retain, n_labels),
-            "laf": lambda m: laf(m, forget, retain),
-            "blindspot": lambda m: blindspot(m, forget, retain),
-            "gaussian_finetune": lambda m: gaussian_finetune(m, forget, retain),
-        }
-        for name, config in RBM_CONFIGS.items():
-            passes[name] = functools.partial(
-                rbm, forget=forget, retain=retain, config=config, n_labels=n_labels
-            )
         failed: dict[str, str] = {}
-        concepts = concept_poisoning_fn()
-        if concepts is not None:
-            passes["concepts"] = lambda m: concepts(m, forget, retain, n_labels)
-        for name in methods:
-            if name in WHOLE_CLASS_ONLY and scenario.forgotten_class is None:
+        for arm in arms:
+            name, spec = arm.label, arm.spec
+            if spec.forgets != "samples" and scenario.forgotten_class is None:
                 continue
-            if name not in passes:
-                log(f"  {name}: not available, skipped")
-                continue
+            reads = statistics if spec.reads_statistics else None
+            inputs = PassData(forget, None if reads else retain, reads, self.config.n_labels)
             model = self.prefix(stages, editable)
             try:
-                result, seconds = timed(lambda: passes[name](model))  # noqa: B023
+                result, seconds = timed(lambda: spec.run(model, inputs, arm.config))  # noqa: B023
             except Exception as error:  # one failing method must not lose the others' rows
                 log(f"  {name}: failed: {error!r}")
                 failed[name] = repr(error)
                 continue
             rows[name] = row(*score(outputs(model)), seconds)
-            if name == "ssd":
+            if isinstance(result, SSDResult):
                 rows[name]["dampened"] = f"{result.selected}/{result.total}"
-            if name == "laf":
+            if isinstance(result, LAFResult):
                 rows[name]["laf_steps"] = result.steps
             log(f"  {name}: {rows[name]}")
         summary: dict[str, Any] = {
@@ -608,12 +567,7 @@ def run(args: argparse.Namespace, backbone: Backbone, train: Rows, test: Rows) -
     torch.manual_seed(args.seed)
     problem = build_problem(train, test, args)
     task = Task(args.task)
-    methods = list(args.methods)
-    unavailable: dict[str, str] = {}
-    if "concepts" in methods and concept_poisoning_fn() is None:
-        methods.remove("concepts")
-        unavailable["concepts"] = "unlearning.approx.concepts.concept_poisoning not found"
-        log("concepts: unlearning/approx/concepts.py is not there yet; the row is skipped")
+    arms: list[Arm] = list(args.arms)
     base = S3TConfig(
         n_shards=1,
         n_slices=args.slices,
@@ -634,13 +588,11 @@ def run(args: argparse.Namespace, backbone: Backbone, train: Rows, test: Rows) -
     try:
         with tempfile.TemporaryDirectory(prefix="bench-approximate-") as tmp:
             bench = Bench(backbone, problem, base, Path(tmp), args.eval_batch)
-            result = bench.run(methods)
+            result = bench.run(arms)
         used = torch.get_num_threads()
     finally:
         torch.set_num_threads(threads)
     extra: dict[str, Any] = {}
-    if unavailable:
-        extra["unavailable"] = unavailable
     if problem.regression:
         extra["regression_target"] = (
             f"class code (0..{len(problem.names) - 1} in sorted name order) - "
@@ -661,23 +613,8 @@ def run(args: argparse.Namespace, backbone: Backbone, train: Rows, test: Rows) -
                 sum(1 for s in problem.samples if s.slice == i) for i in range(args.slices)
             ],
             "config": base.to_dict(),
-            "methods": methods,
-            "method_settings": {
-                "ssd": dataclasses.asdict(SSDConfig()),
-                "iau": dataclasses.asdict(IAUConfig()),
-                "ft_ga_rl": dataclasses.asdict(TrainConfig()),
-                "l1_sparse": dataclasses.asdict(L1SparseConfig()),
-                "prune": {
-                    **dataclasses.asdict(PruneConfig()),
-                    "l1": dataclasses.asdict(L1SparseConfig()),
-                },
-                "salun": dataclasses.asdict(SalUnConfig()),
-                **{name: dataclasses.asdict(config) for name, config in RBM_CONFIGS.items()},
-                "laf": dataclasses.asdict(LAFConfig()),
-                "blindspot": dataclasses.asdict(BlindspotConfig()),
-                "gaussian_finetune": dataclasses.asdict(GaussianConfig()),
-                **concept_settings(),
-            },
+            "methods": [arm.label for arm in arms],
+            "method_settings": {arm.label: arm.spec.settings(arm.config) for arm in arms},
             "threads": used,
             "load_average_at_start": _round(load),
             "load_average_at_end": _round(os.getloadavg()[0]),

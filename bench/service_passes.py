@@ -20,8 +20,11 @@ absolute difference of the four scores. The pass statistics each trained chain s
 training are timed apart (``statistics_seconds``: part of training, paid once per chain, not
 per deletion). For comparison, ``pass_from_data_seconds`` is the same method on the same stages
 computing what it needs from the shard (what every pass cost before the statistics), and
-``candidates_on_the_same_chain`` scores other cheap methods (with the stored statistics where
-they read them) on the chain the pass edited, in this process, against the same retrain.
+``candidates_on_the_same_chain`` scores other methods (``--candidates``, names of
+``unlearning.approx.registry``; by default every method that reads the stored statistics; with
+the statistics where they read them) on the chain the pass edited, in this process, against the
+same retrain. A candidate runs only where it fits: a method that forgets classes only on the
+whole class.
 
 Usage: python bench/service_passes.py [--train 1000 --test 800 --threads 1]. About 15 minutes
 on a shared 2-core machine with one torch thread.
@@ -68,17 +71,13 @@ from service.engine import build_engine  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.training import runner as training_runner  # noqa: E402
 from service.training.service import read_sequence_job  # noqa: E402
-from unlearning.approx import PrefixModel  # noqa: E402
-from unlearning.approx.prefix_pass import (  # noqa: E402
-    READS_STATISTICS,
-    Method,
-    approximate_stages,
-    examples_of,
-)
+from unlearning.approx import PrefixModel, registry  # noqa: E402
+from unlearning.approx.prefix_pass import MethodName, approximate_stages, examples_of  # noqa: E402
 from unlearning.approx.statistics import PassStatistics  # noqa: E402
 from unlearning.evaluation import avg_gap, evaluate_classifier  # noqa: E402
 from unlearning.evaluation.metrics import UnlearningScores  # noqa: E402
 from unlearning.s3t import S3TEngine, TrainingSample  # noqa: E402
+from unlearning.s3t.config import Task  # noqa: E402
 from unlearning.s3t.weights import StageWeights  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
@@ -102,8 +101,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="random_1pct,random_10pct,whole_class",
         help="Which deletions, in this order (each on the model the previous one left).",
     )
+    parser.add_argument(
+        "--candidates",
+        default=",".join(s.name for s in registry.specs() if s.reads_statistics),
+        help="Methods scored on the chain each pass edited (unlearning.approx.registry names); "
+        "default: every method that reads the stored pass statistics.",
+    )
     parser.add_argument("--output", type=Path, default=OUTPUT)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    for name in args.candidates:
+        if name not in registry.REGISTRY:
+            parser.error(f"--candidates: no method `{name}`; the methods: {registry.names()}")
+        reason = registry.get(name).unfit(Task.CLASSIFICATION)
+        if reason:
+            parser.error(f"--candidates: {reason}")
+    return args
 
 
 class Timer:
@@ -245,12 +258,13 @@ class LastChain:
         )
 
     def run(
-        self, method: Method, forget: list[TrainingSample], *, from_data: bool
+        self, method: MethodName, forget: list[TrainingSample], *, from_data: bool
     ) -> tuple[list[StageWeights], float]:
         """The edited chain and the seconds the method took (encoding included)."""
         backbone, config = self.engine.backbone, self.config
         start = time.perf_counter()
-        statistics = None if from_data or method not in READS_STATISTICS else self.statistics
+        reads = registry.get(method).reads_statistics
+        statistics = None if from_data or not reads else self.statistics
         edited = approximate_stages(
             backbone,
             config,
@@ -284,13 +298,6 @@ class LastChain:
             (logits["retain"], labels["retain"]),
             (logits["test"], labels["test"]),
         )
-
-
-#: Cheap candidates measured next to the pass `auto` picks, on the chain it edited.
-CANDIDATES = {
-    "random": (Method.ssd, Method.iau),
-    "whole_class": (Method.suppress_class, Method.refit_head, Method.ssd, Method.finetune),
-}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -414,14 +421,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     TrainingSample(f"agnews-{i:05d}", 0, 0, train[i][0], int(train_labels[i]))
                     for i in forget
                 ]
-                _, from_data_s = chain.run(Method(method), forgotten, from_data=True)
+                _, from_data_s = chain.run(method, forgotten, from_data=True)
                 # The untouched chain: what serving the invalidated layers again would score.
                 candidates = {
                     "none (the chain as trained)": (chain.scores(chain.stages, texts, labels), 0.0)
                 }
-                for candidate in CANDIDATES["random" if forgotten_class is None else name]:
+                for candidate in args.candidates:
+                    if registry.get(candidate).forgets != "samples" and forgotten_class is None:
+                        continue
                     edited, seconds = chain.run(candidate, forgotten, from_data=False)
-                    candidates[candidate.value] = (chain.scores(edited, texts, labels), seconds)
+                    candidates[candidate] = (chain.scores(edited, texts, labels), seconds)
                 retrain_s, statistics_s, jobs = service.run_training(JobKind.retrain)
                 done = service.call("GET", f"/deletions/{deletion['id']}")["status"]
                 if done != "completed":

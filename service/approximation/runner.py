@@ -30,7 +30,7 @@ from service.db.repositories.lineage import Activation
 from service.jobs.runner import JobOutcome, Transaction, claim_job, failure_recorded, lock_job
 from service.training import scheduling
 from unlearning.approx.data import UnlearningInputError
-from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
+from unlearning.approx.prefix_pass import approximate_stages, examples_of
 from unlearning.approx.statistics import PassStatistics
 from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import S3TEngine
@@ -107,7 +107,8 @@ def edit(engine: S3TEngine, work: PassWork, sequence: SequencePass) -> list[str]
         sequence.from_stage - 1,
         examples_of(engine.backbone, config, sequence.forget),
         None if statistics else examples_of(engine.backbone, config, sequence.retain),
-        Method(work.method),
+        work.method,
         statistics=statistics,
+        method_config=work.method_config,
     )
     return [engine.store.put(weights.to_bytes()) for weights in edited]

@@ -9,11 +9,14 @@ slice versions, linked to the request in ``layer_deletions``. They are served un
 retrain supersedes them; an approximate layer never replaces a valid one.
 
 The method is the request's, or the model's; ``auto`` is chosen here by the request's shape
-(:func:`resolve_method`). A method that reads the chain's stored pass statistics
-(``layer_statistics``, written after training) gets them instead of the retain set, which is
-then never read: they stand for exactly this deletion's forget set plus what remains, which the
-chain check below guarantees. The deletion's retrains wait for the pass (parked, released when
-it ends: ``scheduling.release_held``).
+(:func:`resolve_method`). Methods come from ``unlearning.approx.registry``; a request or a model
+may override a named method's config (``method_config``, validated against the method's config
+class when the request arrives; the request's settings win over the model's). The job's params
+record the method and every setting it runs with. A method that reads the chain's stored pass
+statistics (``layer_statistics``, written after training) gets them instead of the retain set,
+which is then never read: they stand for exactly this deletion's forget set plus what remains,
+which the chain check below guarantees. The deletion's retrains wait for the pass (parked,
+released when it ends: ``scheduling.release_held``).
 
 A sequence is passed over (left to the exact retrain) when its chain changed since the
 deletion: a prefix layer was invalidated, a retrain or another pass already serves there, or
@@ -30,11 +33,12 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.db.models import (
-    ApproximateMethod,
+    AUTO_METHOD,
     DeletionRequest,
     DeletionStatus,
     Job,
@@ -68,13 +72,9 @@ from service.engine import training_sample
 from service.errors import InvalidInputError
 from service.training import scheduling
 from service.training.service import NewLayer, read_sequence_job, record_chain, slice_indices
-from unlearning.approx.prefix_pass import (
-    READS_STATISTICS,
-    Method,
-    RequestShape,
-    choose_method,
-    unfit,
-)
+from unlearning.approx import registry
+from unlearning.approx.prefix_pass import MethodName, RequestShape, choose_method
+from unlearning.approx.registry import MethodConfigError
 from unlearning.s3t import ModelSpec, SequenceKey, TrainingSample
 from unlearning.s3t.config import Task as UnlearningTask
 
@@ -101,26 +101,64 @@ def keep_payloads(request: DeletionRequest, settings: ApproximationSettings) -> 
     request.payloads_purge_by = utcnow() + timedelta(seconds=settings.purge_deadline_s)
 
 
-def pass_method(model: Model, requested: str | None) -> ApproximateMethod:
-    """The request's method, or the model's; InvalidInputError when it does not fit the task."""
-    if requested is None:
-        return model.approximate_method
-    if requested != ApproximateMethod.auto:
-        reason = unfit(Method(requested), UnlearningTask(model.task.value))
-        if reason is not None:
-            raise InvalidInputError(reason)
-    return ApproximateMethod(requested)
+@dataclass(frozen=True)
+class PassChoice:
+    """A request's approximate method (a registered name, or ``auto``) and the overrides of
+    its config (validated; empty: the method's defaults)."""
+
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def check_method(
+    method: str, overrides: Mapping[str, Any] | None, task: UnlearningTask
+) -> dict[str, Any]:
+    """``overrides`` of ``method``'s config, validated; InvalidInputError when the method does
+    not fit the task or a setting is unknown or bad. ``auto`` takes no overrides: the method
+    it stands for is chosen per request."""
+    overrides = dict(overrides or {})
+    if method == AUTO_METHOD:
+        if overrides:
+            raise InvalidInputError(
+                "`method_config` needs a named method: `auto` chooses one per request"
+            )
+        return overrides
+    spec = registry.get(method)
+    reason = spec.unfit(task)
+    if reason is not None:
+        raise InvalidInputError(reason)
+    try:
+        spec.configure(overrides)
+    except MethodConfigError as error:
+        raise InvalidInputError(f"`method_config` of `{method}`: {error}") from error
+    return overrides
+
+
+def pass_method(
+    model: Model, requested: str | None, overrides: Mapping[str, Any] | None = None
+) -> PassChoice:
+    """The request's method, or the model's, with its config overrides: the model's apply
+    to the model's own method, and the request's win over them. InvalidInputError when the
+    method does not fit the task or the overrides are not its config's."""
+    method = model.approximate_method if requested is None else requested
+    merged = dict(model.method_config or {}) if method == model.approximate_method else {}
+    merged |= overrides or {}
+    return PassChoice(method, check_method(method, merged, UnlearningTask(model.task.value)))
 
 
 def resolve_method(
-    model: Model, method: ApproximateMethod, shape: RequestShape, share: float
-) -> tuple[Method, str]:
+    model: Model, choice: PassChoice, shape: RequestShape, share: float
+) -> tuple[MethodName, str]:
     """The method a pass runs, and why: ``auto`` chooses by the request's shape and the share
     of the affected shards' samples it removes."""
-    if method is ApproximateMethod.auto:
+    if choice.method == AUTO_METHOD:
         chosen, why = choose_method(shape, UnlearningTask(model.task.value), share)
         return chosen, f"auto: {why}"
-    return Method(method.value), f"`{method.value}`, named by the request or the model"
+    why = f"`{choice.method}`, named by the request or the model"
+    if choice.overrides:
+        settings = ", ".join(f"{k}={v!r}" for k, v in sorted(choice.overrides.items()))
+        why += f", with {settings}"
+    return choice.method, why
 
 
 def plan_pass(
@@ -128,7 +166,7 @@ def plan_pass(
     model: Model,
     request: DeletionRequest,
     deactivation: Deactivation,
-    method: ApproximateMethod,
+    choice: PassChoice,
     shape: RequestShape,
     prefixes: Mapping[uuid.UUID, Prefix],
 ) -> Job | None:
@@ -155,7 +193,9 @@ def plan_pass(
     if not passes:
         return None
     share = len(deactivation.deleted_sample_ids) / max(1, sum(sizes.values()))
-    chosen, why = resolve_method(model, method, shape, share)
+    chosen, why = resolve_method(model, choice, shape, share)
+    spec = registry.get(chosen)
+    settings = spec.settings(spec.configure(choice.overrides))  # none for `auto`
     job, _ = JobRepository.from_session(session).create(
         look_up=False,
         model_id=model.id,
@@ -163,7 +203,8 @@ def plan_pass(
         stages_total=len(passes),
         params={
             "deletion_id": str(request.id),
-            "method": chosen.value,
+            "method": chosen,
+            "method_config": settings,
             "method_reason": why,
             "sequences": passes,
         },
@@ -198,6 +239,7 @@ class PassWork:
     method: str
     method_reason: str
     sequences: list[SequencePass]
+    method_config: object = None  # the method's config, as the job's params record it
     skipped: list[str] = field(default_factory=list)  # why a sequence was passed over
 
 
@@ -211,6 +253,9 @@ def read_pass(session: Session, job: Job) -> PassWork:
     sequences: list[SequencePass] = []
     skipped: list[str] = []
     spec: ModelSpec | None = None
+    method = registry.get(str(job.params["method"]))
+    # Jobs planned before configs were recorded have none: the method's defaults.
+    method_config = method.configure(job.params.get("method_config"))
     if not rows:
         skipped.append("the payloads were purged before the pass could read them")
     for planned in job.params["sequences"] if rows else []:
@@ -224,7 +269,7 @@ def read_pass(session: Session, job: Job) -> PassWork:
             skipped.append(f"sequence {sequence.index} of its shard: {reason}")
             continue
         cached = StatisticsRepository.from_session(session).of(chain[-1])
-        statistics = cached if cached and Method(job.params["method"]) in READS_STATISTICS else None
+        statistics = cached if cached and method.reads_statistics else None
         work = read_sequence_job(session, sequence.id, from_stage, with_samples=statistics is None)
         spec = work.spec
         order = slice_indices(session, sequence)
@@ -259,10 +304,11 @@ def read_pass(session: Session, job: Job) -> PassWork:
         model_id=job.model_id,
         request_id=request.id,
         spec=spec,
-        method=str(job.params["method"]),
+        method=method.name,
         method_reason=str(job.params.get("method_reason", "")),
         sequences=sequences,
         skipped=skipped,
+        method_config=method_config,
     )
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.db.hashing import HashScheme
 from service.exactness.schemas import ExactnessAuditLink
-from service.models.schemas import MethodName
+from service.models.schemas import METHOD_CONFIG_HELP, MethodName
 
 MAX_IDS = 10_000
 ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
@@ -34,6 +34,13 @@ class DeletionCreate(BaseModel):
         "retrain: overrides the model's `approximate_method`, and asks for a pass even when the "
         "model's policy is `exact` (422 when the method does not fit the model's task).",
     )
+    method_config: dict[str, Any] | None = Field(
+        None,
+        max_length=64,
+        description=f"{METHOD_CONFIG_HELP} Applies to this request's pass (its `method`, else "
+        "the model's), over the model's own `method_config` when the method is the model's. "
+        "It does not ask for a pass by itself.",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> DeletionCreate:
@@ -49,6 +56,8 @@ class DeletionCreate(BaseModel):
             "sample_ids": ids,
             "subject_id": self.subject_id,
             "method": self.method,
+            # Only when given: a body without it keeps the canonical form (and its key) it had.
+            **({"method_config": self.method_config} if self.method_config is not None else {}),
         }
 
 
@@ -66,6 +75,9 @@ class ClassDeletionCreate(BaseModel):
     )
     method: MethodName | None = Field(
         None, description="The approximate pass's method (implies `path: approximate`)."
+    )
+    method_config: dict[str, Any] | None = Field(
+        None, max_length=64, description=f"{METHOD_CONFIG_HELP} As in `POST /deletions`."
     )
 
 

@@ -105,7 +105,7 @@ def request_deletion(
     received = utcnow()
     approximation = approximation or ApproximationSettings()
     model = ModelRepository.from_session(session).get_for_update(body.model_id, tenant_id=tenant_id)
-    method = pass_method(model, body.method)
+    method = pass_method(model, body.method, body.method_config)
     canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
     hasher = TenantRepository.from_session(session).hasher(tenant_id)
     deletions = DeletionRepository.from_session(session)
@@ -251,7 +251,11 @@ def request_class_deletion(
     method = body.method or (CLASS_METHOD if body.path == "approximate" else None)
     # Built without validation: a class may hold more samples than one request may name.
     deletion = DeletionCreate.model_construct(
-        model_id=model.id, sample_ids=ids, subject_id=None, method=method
+        model_id=model.id,
+        sample_ids=ids,
+        subject_id=None,
+        method=method,
+        method_config=body.method_config,
     )
     return request_deletion(
         session,

@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-#: The approximate methods (unlearning.approx.prefix_pass.Method), for the OpenAPI document,
-#: and `auto`: chosen per request by its shape (prefix_pass.choose_method).
-MethodName = Literal[
-    "auto",
-    "ssd",
-    "iau",
-    "finetune",
-    "gradient_ascent",
-    "random_labels",
-    "l1_sparse",
-    "prune_then_unlearn",
-    "salun",
-    "rbm",
-    "blindspot",
-    "gaussian_finetune",
-    "laf",
-    "concept_poisoning",
-    "suppress_class",
-    "refit_head",
-]
+from unlearning.approx import registry
+from unlearning.s3t.config import Task
+
+#: `auto` (chosen per request by its shape: prefix_pass.choose_method) and every method of
+#: unlearning.approx.registry.
+METHOD_CHOICES = ("auto", *registry.names())
+if TYPE_CHECKING:
+    MethodName = str
+else:  # a Literal built from the registry: validated, and an enum in the OpenAPI document
+    MethodName = Literal[METHOD_CHOICES]
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(f"`{name}`" for name in names) or "none"
+
+
+APPROXIMATE_METHOD_HELP = (
+    "The approximate pass. `auto`: chosen per request by its shape (`suppress_class` for a "
+    "whole class, `ssd` otherwise; the choice and why are in the job note and the "
+    "certificate). Classification only: "
+    + _listed([s.name for s in registry.specs() if s.tasks == {Task.CLASSIFICATION}])
+    + "; regression only: "
+    + _listed([s.name for s in registry.specs() if s.tasks == {Task.REGRESSION}])
+    + "; reading no label: "
+    + _listed([s.name for s in registry.specs() if not s.reads_labels])
+    + "."
+)
+METHOD_CONFIG_HELP = (
+    "Settings of the approximate method's config that differ from its defaults (by name; "
+    "see `unlearning/approx/`), validated against the method when the request arrives (a "
+    "422 names a setting it does not have or a value it refuses). For a named method only: "
+    "`auto` chooses its method per request, so a config for it is a 422."
+)
 
 
 class ModelCreate(BaseModel):
@@ -73,13 +86,12 @@ class ModelCreate(BaseModel):
         "approximate) until the exact retrain replaces it. `auto`: approximate only when the "
         "training queue's expected wait exceeds UNLEARN_AUTO_APPROXIMATE_WAIT_S.",
     )
-    approximate_method: MethodName = Field(
-        "auto",
-        description="The approximate pass. `auto`: chosen per request by its shape "
-        "(`suppress_class` for a whole class, `ssd` otherwise; the choice and why are in the "
-        "job note and the certificate). Classification only: `random_labels`, `salun`, "
-        "`concept_poisoning`, `suppress_class`, `refit_head`; regression only: `blindspot`, "
-        "`gaussian_finetune`; `laf` reads no label.",
+    approximate_method: MethodName = Field("auto", description=APPROXIMATE_METHOD_HELP)
+    method_config: dict[str, Any] | None = Field(
+        None,
+        max_length=64,
+        description=f"{METHOD_CONFIG_HELP} A deletion's own `method_config` wins over this one, "
+        "setting by setting, when it runs the model's method.",
     )
     placement: Literal["subject", "sample"] = Field(
         "subject",
@@ -119,6 +131,7 @@ class ModelPublic(BaseModel):
     serving_generation: int
     unlearning_policy: str
     approximate_method: str
+    method_config: dict[str, Any] | None
     placement: str
     min_live_shards: int
     compute_profile: str

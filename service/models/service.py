@@ -7,11 +7,12 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from service.db.models import ApproximateMethod, Job, Model, Task, UnlearningPolicy
+from service.approximation.service import check_method
+from service.db.models import Job, Model, Task, UnlearningPolicy
 from service.db.repositories import AuditRepository, ModelRepository, NewSample, SampleRepository
 from service.db.repositories.audit import audit_chain
 from service.db.repositories.samples import BulkResult
-from service.errors import InvalidModelConfigError
+from service.errors import InvalidInputError, InvalidModelConfigError
 from service.models.schemas import (
     AuditEntryOut,
     AuditPage,
@@ -28,7 +29,6 @@ from service.models.status import unbalanced_text
 from service.observability.metrics import observe_prediction
 from service.serving.registry import ServingRegistry
 from service.training import scheduling
-from unlearning.approx.prefix_pass import Method, unfit
 from unlearning.s3t import S3TConfig
 from unlearning.s3t.config import Task as UnlearningTask
 from unlearning.s3t.sequences import plan_sequences
@@ -55,19 +55,19 @@ def create_model(
         raise InvalidModelConfigError(
             f"`n_slices` ({data.n_slices}) exceeds the backbone's {backbone_layers} layers"
         )
-    unfit_method = (
-        unfit(Method(data.approximate_method), UnlearningTask(data.task))
-        if data.approximate_method != "auto"
-        else None
-    )
-    if unfit_method is not None:
-        raise InvalidModelConfigError(unfit_method)
+    try:
+        method_config = check_method(
+            data.approximate_method, data.method_config, UnlearningTask(data.task)
+        )
+    except InvalidInputError as error:
+        raise InvalidModelConfigError(error.detail) from error
     settings = data.model_dump(
         exclude={
             "name",
             "labels",
             "unlearning_policy",
             "approximate_method",
+            "method_config",
             "compute_profile",
             "placement",
             "min_live_shards",
@@ -100,7 +100,8 @@ def create_model(
         labels=data.labels,
         config=stored,
         unlearning_policy=UnlearningPolicy(data.unlearning_policy),
-        approximate_method=ApproximateMethod(data.approximate_method),
+        approximate_method=data.approximate_method,
+        method_config=method_config or None,
         compute_profile=data.compute_profile or default_profile,
         placement=PlacementPolicy(data.placement),
         min_live_shards=data.min_live_shards,
@@ -159,7 +160,8 @@ def model_public(session: Session, model: Model) -> ModelPublic:
         status=model.status.value,
         serving_generation=model.serving_generation,
         unlearning_policy=model.unlearning_policy.value,
-        approximate_method=model.approximate_method.value,
+        approximate_method=model.approximate_method,
+        method_config=model.method_config,
         placement=model.placement.value,
         min_live_shards=model.min_live_shards,
         compute_profile=model.compute_profile,

@@ -15,7 +15,7 @@ import torch
 from tests.tiny_models import tiny_backbone
 from tests.unit.s3t.conftest import TINY, toy_samples
 from tests.unit.s3t.test_exactness import TEXTS, _delete_from_position, _index, _unlearn
-from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of
+from unlearning.approx.prefix_pass import MethodName, approximate_stages, examples_of
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.device import profile_of, resolve_device
 from unlearning.evaluation.metrics import accuracy
@@ -91,9 +91,9 @@ def test_serving_on_cuda_equals_the_shard_passes(cuda: Backbone, tmp_path: Path)
     torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", [Method.ssd, Method.iau, Method.finetune, Method.laf])
+@pytest.mark.parametrize("method", ["ssd", "iau", "finetune", "laf"])
 def test_an_approximate_pass_runs_on_cuda_and_repeats_exactly(
-    cuda: Backbone, tmp_path: Path, method: Method
+    cuda: Backbone, tmp_path: Path, method: MethodName
 ) -> None:
     spec = ModelSpec.plan(TINY)
     samples = toy_samples(TINY)

@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.integration.api import auth, problem
+from unlearning.approx import registry
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,49 @@ def test_bad_model_settings_are_422_problems(
 ) -> None:
     body = problem(client.post("/models", json={**MODEL, **changes}, headers=auth(keys["a"])), 422)
     assert mentions in str(body)
+
+
+def test_a_model_keeps_a_validated_method_config(client: TestClient, keys: dict[str, str]) -> None:
+    body = {**MODEL, "approximate_method": "ssd", "method_config": {"alpha": 5, "dampening": 0.5}}
+    response = client.post("/models", json=body, headers=auth(keys["a"]))
+    assert response.status_code == 201, response.text
+    model = response.json()
+    assert (model["approximate_method"], model["method_config"]) == (
+        "ssd",
+        {"alpha": 5, "dampening": 0.5},
+    )
+    assert client.get(f"/models/{model['id']}", headers=auth(keys["a"])).json() == model
+    plain = client.post("/models", json=MODEL, headers=auth(keys["a"])).json()
+    assert (plain["approximate_method"], plain["method_config"]) == ("auto", None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "mentions"),
+    [
+        ({"approximate_method": "ssd", "method_config": {"alpha": -1}}, "`alpha` must be"),
+        ({"approximate_method": "ssd", "method_config": {"alpha": "x"}}, "`alpha` must be"),
+        ({"approximate_method": "ssd", "method_config": {"nope": 1}}, "`nope` is not a setting"),
+        ({"approximate_method": "rbm", "method_config": {"variant": "c"}}, "`variant` must be"),
+        ({"approximate_method": "laf", "method_config": {"vae_hidden": [1]}}, "`vae_hidden`"),
+        ({"method_config": {"alpha": 5}}, "`auto` chooses"),
+        ({"approximate_method": "auto", "method_config": {"alpha": 5}}, "`auto` chooses"),
+        ({"approximate_method": "nope"}, "approximate_method"),
+    ],
+)
+def test_a_bad_method_config_is_a_422_problem(
+    client: TestClient, keys: dict[str, str], changes: dict[str, object], mentions: str
+) -> None:
+    body = problem(client.post("/models", json={**MODEL, **changes}, headers=auth(keys["a"])), 422)
+    assert mentions in str(body)
+
+
+def test_the_openapi_enum_of_methods_is_the_registry(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    method = schemas["ModelCreate"]["properties"]["approximate_method"]
+    assert method["enum"] == ["auto", *registry.names()]
+    requested = schemas["DeletionCreate"]["properties"]["method"]["anyOf"]
+    assert {"type": "string", "enum": ["auto", *registry.names()]} in requested
+    assert "method_config" in schemas["DeletionCreate"]["properties"]
 
 
 def test_unknown_and_malformed_model_ids(client: TestClient, keys: dict[str, str]) -> None:

@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 
 from tests.tiny_models import tiny_backbone
+from unlearning.approx import registry
+from unlearning.approx.saliency import RBMConfig
+from unlearning.approx.ssd import SSDConfig
+from unlearning.s3t.config import Task
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "approximate.py"
 CLASSES = {
@@ -92,7 +96,7 @@ def report(bench: ModuleType) -> dict[str, Any]:
 
 
 def _check(report: dict[str, Any], methods: set[str], whole_class_only: frozenset[str]) -> None:
-    methods &= set(report["setup"]["methods"])  # a method whose module is missing is skipped
+    assert set(report["setup"]["methods"]) == methods
     assert set(report["scenarios"]) == {"random_1pct", "random_10pct", "whole_class"}
     for name, summary in report["scenarios"].items():
         expected = methods if name == "whole_class" else methods - whole_class_only
@@ -126,8 +130,12 @@ def test_every_scenario_has_every_method_with_finite_numbers(
     _check(report, set(bench.APPROXIMATE), bench.WHOLE_CLASS_ONLY)
     assert report["setup"]["config"]["gradient_penalty"] == 0
     assert report["setup"]["task"] == "classification"
-    if "concepts" not in report["setup"]["methods"]:
-        assert "concepts" in report["setup"]["unavailable"]
+    fitting = [s.name for s in registry.specs() if s.unfit(Task.CLASSIFICATION) is None]
+    assert list(bench.APPROXIMATE) == [*fitting, "rbm:variant=masked_finetune"]
+    assert {"concept_poisoning", "suppress_class", "refit_head"} == bench.WHOLE_CLASS_ONLY
+    settings = report["setup"]["method_settings"]
+    assert settings["rbm:variant=masked_finetune"]["variant"] == "masked_finetune"
+    assert settings["rbm"]["variant"] == "reset_then_finetune"
 
 
 def test_the_regression_task_runs_its_methods(bench: ModuleType) -> None:
@@ -135,9 +143,11 @@ def test_the_regression_task_runs_its_methods(bench: ModuleType) -> None:
     _check(report, set(bench.REGRESSION_METHODS), bench.WHOLE_CLASS_ONLY)
     assert report["setup"]["task"] == "regression"
     assert report["setup"]["config"]["n_labels"] == 1
+    fitting = [s.name for s in registry.specs() if s.unfit(Task.REGRESSION) is None]
+    assert list(bench.REGRESSION_METHODS) == [*fitting, "rbm:variant=masked_finetune"]
     assert bench.parse_args(["--task=regression"]).output.endswith("-regression.json")
     with pytest.raises(SystemExit):
-        bench.parse_args(["--task=regression", "--methods=rl"])
+        bench.parse_args(["--task=regression", "--methods=random_labels"])
 
 
 def test_the_penalised_model_runs_the_chosen_methods(bench: ModuleType) -> None:
@@ -147,6 +157,14 @@ def test_the_penalised_model_runs_the_chosen_methods(bench: ModuleType) -> None:
     assert bench.parse_args(["--gradient-penalty=0.005"]).output.endswith("-penalty.json")
     with pytest.raises(SystemExit):
         bench.parse_args(["--methods=ssd,nope"])
+    for bad in ("rbm:variant=nope", "ssd:alpha", "ssd:nope=1", "ssd,ssd"):
+        with pytest.raises(SystemExit):
+            bench.parse_args([f"--methods={bad}"])
+    arms = bench.parse_args(["--methods=ssd:alpha=2:dampening=0.5,rbm:share=0.25:loss=retain"])
+    assert [arm.config for arm in arms.arms] == [
+        SSDConfig(alpha=2.0, dampening=0.5),
+        RBMConfig(share=0.25, loss="retain"),
+    ]
 
 
 def test_a_second_run_gives_the_same_metrics(bench: ModuleType, report: dict[str, Any]) -> None:

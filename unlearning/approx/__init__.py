@@ -7,7 +7,8 @@ the forget set (:mod:`baselines`), l1-sparse fine-tuning and prune-then-unlearn
 fine-tuning for regression (:mod:`regression`), label-free LAF (:mod:`laf`) and class
 unlearning by concept poisoning (:mod:`concepts`). They work on a
 :class:`PrefixModel`: the frozen backbone, the prefix's adapters (the editable stages' as
-parameters) and its head; :mod:`prefix_pass` runs one by name.
+parameters) and its head. Each module registers its methods by name in :mod:`registry` (with
+their config class, the tasks they fit and what they read); :mod:`prefix_pass` runs one by name.
 """
 
 from unlearning.approx.data import Examples, UnlearningInputError

@@ -9,6 +9,8 @@ import torch
 
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
+from unlearning.s3t.config import Task
 
 
 @dataclass(frozen=True)
@@ -73,3 +75,24 @@ def random_labels(
     shift = torch.randint(1, n_labels, labels.shape, generator=generator).to(labels.device)
     relabelled = Examples(forget.encoded, (labels + shift) % n_labels)
     _train(model, Examples.join(relabelled, retain), config, 1.0)
+
+
+@method("finetune", config=TrainConfig, description="FT: trains on the retain set only")
+def run_finetune(model: PrefixModel, data: PassData, config: TrainConfig) -> None:
+    finetune(model, data.retain_set(), config)
+
+
+@method("gradient_ascent", config=TrainConfig, description="GA: raises the loss on the forget set")
+def run_gradient_ascent(model: PrefixModel, data: PassData, config: TrainConfig) -> None:
+    gradient_ascent(model, data.forget, config)
+
+
+@method(
+    "random_labels",
+    config=TrainConfig,
+    tasks={Task.CLASSIFICATION},
+    description="RL: the forget set relabelled at random (never its own label), trained with "
+    "the retain set",
+)
+def run_random_labels(model: PrefixModel, data: PassData, config: TrainConfig) -> None:
+    random_labels(model, data.forget, data.retain_set(), data.n_labels, config)

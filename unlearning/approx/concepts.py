@@ -50,6 +50,8 @@ from unlearning.approx.baselines import TrainConfig, _train
 from unlearning.approx.data import Examples, UnlearningInputError
 from unlearning.approx.laf import representation
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
+from unlearning.s3t.config import Task
 
 PoisonLabels = Literal["random", "targeted"]
 ConceptBankKind = Literal["kmeans", "pca"]
@@ -400,3 +402,17 @@ def _target(
         if not fit:
             fit = {k: 0.0 for k in allowed}
     return max(fit, key=lambda k: (fit[k], -k))
+
+
+@method(
+    "concept_poisoning",
+    config=ConceptPoisonConfig,
+    tasks={Task.CLASSIFICATION},
+    forgets="classes",
+    description="class unlearning: a post-hoc concept bottleneck and Integrated Gradients find "
+    "the class's concepts, then poisoned-label FT (inferred)",
+)
+def run_concept_poisoning(
+    model: PrefixModel, data: PassData, config: ConceptPoisonConfig
+) -> ConceptReport:
+    return concept_poisoning(model, data.forget, data.retain_set(), data.n_labels, config)

@@ -24,6 +24,7 @@ import torch
 
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
 from unlearning.approx.statistics import DataGradient, data_statistics
 from unlearning.gradient_penalty import gradient_norm_penalty
 
@@ -119,3 +120,16 @@ def iau(
                 p.grad = (g_data - g_forget[name]) * (n / (n - m))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+@method(
+    "iau",
+    config=IAUConfig,
+    reads_statistics=True,
+    description="one step on the retain gradient minus the forget gradient",
+)
+def run_iau(model: PrefixModel, data: PassData, config: IAUConfig) -> None:
+    if data.statistics is not None:
+        iau(model, data.forget, None, config, data_gradient=data.statistics.gradient)
+    else:
+        iau(model, data.forget, data.retain_set(), config)

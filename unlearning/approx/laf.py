@@ -47,6 +47,7 @@ from torch.nn import functional
 
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
 from unlearning.s3t.backbone import Encoded
 
 
@@ -314,3 +315,14 @@ def laf(
     if labels is not None:
         _repair(model, retain.encoded, labels, config)
     return LAFResult(steps=steps, ue_loss=losses[0], ra_loss=losses[1])
+
+
+@method(
+    "laf",
+    config=LAFConfig,
+    reads_labels=False,
+    description="label-free: VAEs of the representations, then extractor unlearning and "
+    "contrastive alignment (Shen et al.)",
+)
+def run_laf(model: PrefixModel, data: PassData, config: LAFConfig) -> LAFResult:
+    return laf(model, data.forget, data.retain_set(), config)

@@ -41,7 +41,9 @@ from torch.nn import functional
 
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
 from unlearning.s3t.backbone import Encoded
+from unlearning.s3t.config import Task
 from unlearning.s3t.weights import LoraPair, StageWeights
 
 __all__ = [
@@ -426,3 +428,25 @@ def gaussian_finetune(
         batch_size=config.batch_size,
         generator=generator,
     )
+
+
+@method(
+    "blindspot",
+    config=BlindspotConfig,
+    tasks={Task.REGRESSION},
+    description="a fresh model trained on retain only guides the original on the forget set, "
+    "with a layer-wise attention distance (Tarun et al.)",
+)
+def run_blindspot(model: PrefixModel, data: PassData, config: BlindspotConfig) -> None:
+    blindspot(model, data.forget, data.retain_set(), config)
+
+
+@method(
+    "gaussian_finetune",
+    config=GaussianConfig,
+    tasks={Task.REGRESSION},
+    description="forget targets replaced by Gaussian noise of the targets' mean and spread, "
+    "FT with retain",
+)
+def run_gaussian_finetune(model: PrefixModel, data: PassData, config: GaussianConfig) -> None:
+    gaussian_finetune(model, data.forget, data.retain_set(), config)

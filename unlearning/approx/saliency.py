@@ -39,6 +39,8 @@ from torch import nn
 from unlearning.approx.baselines import TrainConfig
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
+from unlearning.s3t.config import Task
 
 Mask = dict[str, torch.Tensor]
 RBMVariant = Literal["masked_finetune", "reset_then_finetune"]
@@ -257,3 +259,25 @@ def rbm(
         reset_masked(model, mask)
     masked_finetune(model, data, mask, config.training)
     return mask
+
+
+@method(
+    "salun",
+    config=SalUnConfig,
+    tasks={Task.CLASSIFICATION},
+    description="mask of the 50 % weights with the largest forget-gradient; RL trains only "
+    "those (Fan et al.)",
+)
+def run_salun(model: PrefixModel, data: PassData, config: SalUnConfig) -> Mask:
+    return salun(model, data.forget, data.retain_set(), data.n_labels, config)
+
+
+@method(
+    "rbm",
+    config=RBMConfig,
+    description="mask from the *retain* set's gradients (smallest 50 %), reset them, FT on "
+    "retain; the rule is inferred, variants are `RBMConfig` options",
+)
+def run_rbm(model: PrefixModel, data: PassData, config: RBMConfig) -> Mask:
+    n_labels = data.n_labels if data.forget.classification else None
+    return rbm(model, data.forget, data.retain_set(), config, n_labels=n_labels)

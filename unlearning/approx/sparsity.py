@@ -29,10 +29,12 @@ import torch
 
 from unlearning.approx.data import Examples, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
 
 __all__ = [
     "L1SparseConfig",
     "PruneConfig",
+    "PruneThenUnlearnConfig",
     "l1_norm",
     "l1_sparse",
     "l1_weight",
@@ -73,6 +75,34 @@ class PruneConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.sparsity < 1:
             raise ValueError("`sparsity` must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class PruneThenUnlearnConfig:
+    """:func:`prune_then_unlearn`'s two configs in one, for a pass run by name: the pruning
+    (``sparsity``, ``include_head``) and the l1-sparse unlearning (the other settings)."""
+
+    sparsity: float = 0.95
+    include_head: bool = False
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 32
+    seed: int = 0
+    alpha: float = 1e-4
+    no_l1_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        _ = self.prune, self.l1  # validates both
+
+    @property
+    def prune(self) -> PruneConfig:
+        return PruneConfig(self.sparsity, self.include_head)
+
+    @property
+    def l1(self) -> L1SparseConfig:
+        return L1SparseConfig(
+            self.epochs, self.lr, self.batch_size, self.seed, self.alpha, self.no_l1_epochs
+        )
 
 
 def l1_weight(epoch: int, config: L1SparseConfig) -> float:
@@ -186,3 +216,25 @@ def _fit(model: PrefixModel, retain: Examples, config: L1SparseConfig, masks: Ma
             optimizer.step()
             _apply(model, masks)
     model.eval()
+
+
+@method(
+    "l1_sparse",
+    config=L1SparseConfig,
+    description="FT on the retain set with an l1 penalty that decays linearly over 10 epochs "
+    "(Jia et al.)",
+)
+def run_l1_sparse(model: PrefixModel, data: PassData, config: L1SparseConfig) -> None:
+    l1_sparse(model, data.retain_set(), config)
+
+
+@method(
+    "prune_then_unlearn",
+    config=PruneThenUnlearnConfig,
+    description="global magnitude pruning of 95 % of the adapters' weights, then l1-sparse FT "
+    "keeping them 0",
+)
+def run_prune_then_unlearn(
+    model: PrefixModel, data: PassData, config: PruneThenUnlearnConfig
+) -> Masks:
+    return prune_then_unlearn(model, data.retain_set(), config.prune, config.l1)

@@ -22,6 +22,7 @@ import torch
 
 from unlearning.approx.data import Examples, task_loss
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class SSDConfig:
             raise ValueError("`alpha` must be positive")
         if self.dampening <= 0:
             raise ValueError("`dampening` must be positive")
-        if self.batch_size < 1 or self.forget_batch_size < 1:
-            raise ValueError("the batch sizes must be at least 1")
+        for name in ("batch_size", "forget_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -112,3 +114,16 @@ def ssd(
             selected += int(mask.sum())
             total += p.numel()
     return SSDResult(selected, total)
+
+
+@method(
+    "ssd",
+    config=SSDConfig,
+    reads_statistics=True,
+    description="dampens parameters far more important to the forget set than to all data (Fisher)",
+)
+def run_ssd(model: PrefixModel, data: PassData, config: SSDConfig) -> SSDResult:
+    if data.statistics is not None:
+        importance = data.statistics.importance
+        return ssd(model, data.forget, config=config, data_importance=importance)
+    return ssd(model, data.forget, authors_order(data.forget, data.retain_set()), config)

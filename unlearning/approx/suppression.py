@@ -35,6 +35,9 @@ from torch.nn import functional
 
 from unlearning.approx.data import Examples, UnlearningInputError
 from unlearning.approx.model import PrefixModel
+from unlearning.approx.registry import PassData, method
+from unlearning.approx.ssd import authors_order
+from unlearning.s3t.config import Task
 
 
 @dataclass(frozen=True)
@@ -147,3 +150,38 @@ def refit_head(
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return classes
+
+
+@method(
+    "suppress_class",
+    config=SuppressionConfig,
+    tasks={Task.CLASSIFICATION},
+    reads_statistics=True,
+    forgets="whole_classes",
+    description="whole classes: the removed classes' head rows get zero weights and a bias of "
+    "-1e4, nothing else changes",
+)
+def run_suppress_class(model: PrefixModel, data: PassData, config: SuppressionConfig) -> list[int]:
+    if data.statistics is not None:
+        remaining = remaining_counts(data.statistics.targets, data.forget)
+    else:
+        targets = data.retain_set().targets
+        remaining = Counter(int(c) for c in (targets.tolist() if targets is not None else []))
+    return suppress_classes(model, data.forget, remaining, config)
+
+
+@method(
+    "refit_head",
+    config=RefitConfig,
+    tasks={Task.CLASSIFICATION},
+    reads_statistics=True,
+    forgets="whole_classes",
+    description="whole classes (our design): forgotten samples relabelled with their best "
+    "remaining class, removed rows reset, the head alone refit on the stored features",
+)
+def run_refit_head(model: PrefixModel, data: PassData, config: RefitConfig) -> list[int]:
+    if data.statistics is not None:
+        features, targets = data.statistics.features, data.statistics.targets
+    else:
+        features, targets = pooled_features(model, authors_order(data.forget, data.retain_set()))
+    return refit_head(model, data.forget, features, targets, config)

@@ -12,7 +12,7 @@ from service.db.models.deletions import (
 )
 from service.db.models.jobs import Job, JobKind, JobStatus
 from service.db.models.lineage import (
-    ApproximateMethod,
+    AUTO_METHOD,
     Layer,
     LayerDeletion,
     LayerInvalidation,
@@ -33,8 +33,8 @@ from service.db.models.tenancy import ApiKey, Role, Tenant, TenantSecret
 from service.db.models.workers import WorkerPresence
 
 __all__ = [
+    "AUTO_METHOD",
     "ApiKey",
-    "ApproximateMethod",
     "AuditEntry",
     "Base",
     "CollectedArtifact",

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from service.db.models.base import (
     Base,
@@ -41,23 +41,8 @@ class UnlearningPolicy(StrEnum):
     auto = "auto"  # approximate only when the retrain queue's expected wait is long
 
 
-class ApproximateMethod(StrEnum):
-    ssd = "ssd"
-    iau = "iau"
-    finetune = "finetune"
-    gradient_ascent = "gradient_ascent"
-    random_labels = "random_labels"
-    l1_sparse = "l1_sparse"
-    prune_then_unlearn = "prune_then_unlearn"
-    salun = "salun"
-    rbm = "rbm"
-    blindspot = "blindspot"
-    gaussian_finetune = "gaussian_finetune"
-    laf = "laf"
-    concept_poisoning = "concept_poisoning"
-    suppress_class = "suppress_class"
-    refit_head = "refit_head"
-    auto = "auto"  # chosen per request by its shape (unlearning.approx.prefix_pass)
+#: The approximate method chosen per request by its shape (unlearning.approx.prefix_pass).
+AUTO_METHOD = "auto"
 
 
 class ModelStatus(StrEnum):
@@ -83,9 +68,10 @@ class Model(UuidPk, CreatedAt, Base):
     unlearning_policy: Mapped[UnlearningPolicy] = mapped_column(
         str_enum(UnlearningPolicy), default=UnlearningPolicy.exact
     )
-    approximate_method: Mapped[ApproximateMethod] = mapped_column(
-        str_enum(ApproximateMethod), default=ApproximateMethod.auto
-    )
+    # A method of unlearning.approx.registry, or `auto`: plain text validated here (a new
+    # method needs no migration), with the model's override of that method's config.
+    approximate_method: Mapped[str] = mapped_column(sa.String(32), default=AUTO_METHOD)
+    method_config: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # The kind of device and torch version that train it (``cpu-torch2.13.0``,
     # ``cuda-sm90-torch2.11.0``): exactness is bitwise per profile, so its jobs go only to
     # workers of this profile.
@@ -97,6 +83,14 @@ class Model(UuidPk, CreatedAt, Base):
     # The fewest live shards the model answers from; fewer is a 409 while retrains catch up.
     min_live_shards: Mapped[int] = mapped_column(default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @validates("approximate_method")
+    def _registered_method(self, _key: str, value: str) -> str:
+        from unlearning.approx.registry import REGISTRY  # the methods' modules load torch
+
+        if value != AUTO_METHOD and value not in REGISTRY:
+            raise ValueError(f"`approximate_method` {value!r} is not a registered method")
+        return value
 
     __table_args__ = (
         sa.CheckConstraint("n_shards >= 1", name="n_shards_positive"),

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.db.models import (
-    ApproximateMethod,
+    AUTO_METHOD,
     Model,
     Sample,
     Shard,
@@ -57,7 +57,8 @@ class ModelRepository(Repository):
         labels: Sequence[str] | None = None,
         config: dict[str, Any] | None = None,
         unlearning_policy: UnlearningPolicy = UnlearningPolicy.exact,
-        approximate_method: ApproximateMethod = ApproximateMethod.auto,
+        approximate_method: str = AUTO_METHOD,
+        method_config: dict[str, Any] | None = None,
     ) -> Model:
         """A model with its shards, slices (version 0) and, in every shard, the given orders."""
         for field, value in (("n_shards", n_shards), ("n_slices", n_slices), ("budget", budget)):
@@ -77,6 +78,7 @@ class ModelRepository(Repository):
             labels=list(labels) if labels else None,
             unlearning_policy=unlearning_policy,
             approximate_method=approximate_method,
+            method_config=method_config,
             n_shards=n_shards,
             n_slices=n_slices,
             budget=budget,

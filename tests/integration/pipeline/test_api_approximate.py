@@ -10,24 +10,30 @@ approximates only when the training queue is backlogged.
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from service.approximation.service import purge_overdue
-from service.db.models import Layer, LayerState, Sample, SamplePayload
+from service.db.models import Job, Layer, LayerState, Sample, SamplePayload
 from service.settings import Settings
 from tests.integration.api import (
     TINY_MODEL,
     Api,
     InProcessWorker,
     active_digests,
+    problem,
     samples,
     trained_model,
     trained_without,
 )
-from unlearning.approx.prefix_pass import Method, unfit
+from unlearning.approx import registry
+from unlearning.approx import ssd as ssd_module
+from unlearning.approx.iau import IAUConfig
+from unlearning.approx.ssd import SSDConfig
 from unlearning.s3t.config import Task
 from unlearning.sharding import assign
 
@@ -221,26 +227,25 @@ def test_a_method_that_does_not_fit_the_model_is_a_422(api: Api) -> None:
     assert response.status_code == 422
 
 
-#: These forget whole classes only: tests/integration/pipeline/test_api_class_deletions.py.
-WHOLE_CLASSES = {Method.suppress_class, Method.refit_head}
+#: Methods that forget whole classes only: tests/integration/pipeline/test_api_class_deletions.py.
 CLASSIFICATION_METHODS = [
-    m for m in Method if unfit(m, Task.CLASSIFICATION) is None and m not in WHOLE_CLASSES
+    s.name
+    for s in registry.specs()
+    if s.unfit(Task.CLASSIFICATION) is None and s.forgets != "whole_classes"
 ]
 
 
 @pytest.mark.parametrize("method", CLASSIFICATION_METHODS, ids=str)
-def test_a_deletion_may_choose_its_method(
-    api: Api, worker: InProcessWorker, method: Method
-) -> None:
+def test_a_deletion_may_choose_its_method(api: Api, worker: InProcessWorker, method: str) -> None:
     """On a model under the `exact` policy, a request's `method` asks for a pass with it."""
     model_id = trained_model(api, worker, samples(N_SAMPLES))
     one_class = ["s003", "s011"]  # both `pos`: the class method needs another class to remain
-    deletion = api.ok(api.delete(model_id, sample_ids=one_class, method=method.value), 202)
+    deletion = api.ok(api.delete(model_id, sample_ids=one_class, method=method), 202)
     assert worker.approximate() == 1
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "approximated"
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
     methods = {layer["method"] for layer in certificate["layers_approximated"]}
-    assert methods == {method.value}
+    assert methods == {method}
     worker.drain()
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
 
@@ -272,3 +277,77 @@ def test_a_pass_the_data_does_not_suit_is_left_to_the_exact_retrain(
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "deactivated"
     worker.drain()
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
+
+
+def _params(worker: InProcessWorker, job_id: str) -> dict[str, Any]:
+    with worker.factory() as session:
+        params: dict[str, Any] = session.get_one(Job, uuid.UUID(job_id)).params
+        return params
+
+
+def test_a_method_config_reaches_the_pass(
+    api: Api, worker: InProcessWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model's `method_config` and a request's over it (setting by setting): validated when
+    the request arrives, recorded with the job, and the pass runs with it."""
+    used: list[SSDConfig] = []
+    original = ssd_module.ssd
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        used.append(kwargs.get("config") or args[3])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ssd_module, "ssd", spy)
+    model_settings = {"approximate_method": "ssd", "method_config": {"alpha": 5, "dampening": 0.5}}
+    model_id = trained_model(api, worker, samples(N_SAMPLES), model_settings)
+    deletion = api.ok(api.delete(model_id, sample_ids=GONE, method_config={"alpha": 2.5}), 202)
+    assert deletion["status"] == "deactivated"  # the policy is exact: `method` asks for a pass,
+    assert not any(  # a config alone does not
+        api.ok(api.get(f"/jobs/{j}"))["kind"] == "approximate" for j in deletion["jobs"]
+    )
+    worker.drain()
+    deletion = api.ok(
+        api.delete(model_id, sample_ids=["s005"], method="ssd", method_config={"alpha": 2.5}), 202
+    )
+    job = _approximate_job(api, deletion)
+    expected = SSDConfig(alpha=2.5, dampening=0.5)
+    params = _params(worker, job["id"])
+    assert params["method"] == "ssd"
+    assert params["method_config"] == dataclasses.asdict(expected)
+    assert worker.approximate() == 1
+    assert used and set(used) == {expected}
+    job = _approximate_job(api, deletion)
+    assert job["status"] == "succeeded", job
+    assert "`ssd`, named by the request or the model, with alpha=2.5, dampening=0.5" in job["error"]
+    certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    assert {layer["method_reason"] for layer in certificate["layers_approximated"]} == {
+        "`ssd`, named by the request or the model, with alpha=2.5, dampening=0.5"
+    }
+
+    # Another method than the model's: the model's settings are not its own.
+    worker.drain()
+    other = api.ok(api.delete(model_id, sample_ids=["s007"], method="iau"), 202)
+    other_params = _params(worker, _approximate_job(api, other)["id"])
+    assert other_params["method"] == "iau"
+    assert other_params["method_config"] == dataclasses.asdict(IAUConfig())
+
+
+@pytest.mark.parametrize(
+    ("target", "mentions"),
+    [
+        ({"method": "ssd", "method_config": {"alpha": "x"}}, "`alpha` must be a finite number"),
+        ({"method": "ssd", "method_config": {"alpha": 0}}, "`alpha` must be positive"),
+        ({"method": "ssd", "method_config": {"lr": 0.1}}, "`lr` is not a setting of `ssd`"),
+        ({"method": "iau", "method_config": {"batch_size": 1.5}}, "`batch_size` must be an"),
+        ({"method": "auto", "method_config": {"alpha": 5}}, "`auto` chooses"),
+        ({"method_config": {"alpha": 5}}, "`auto` chooses"),  # the model's method is `auto`
+        ({"method": "ssd", "method_config": ["alpha"]}, "method_config"),
+    ],
+)
+def test_a_bad_method_config_is_a_422(
+    api: Api, worker: InProcessWorker, target: dict[str, Any], mentions: str
+) -> None:
+    model_id = trained_model(api, worker, samples(N_SAMPLES))
+    body = problem(api.delete(model_id, sample_ids=GONE, **target), 422)
+    assert mentions in str(body), body
+    assert api.ok(api.get("/deletions"))["items"] == [], "nothing was recorded"

@@ -29,7 +29,6 @@ from tests.integration.api import (
     trained_without,
 )
 from unlearning.approx.prefix_pass import (
-    Method,
     approximate_stages,
     chain_statistics,
     examples_of,
@@ -130,7 +129,7 @@ def test_a_pass_with_the_statistics_is_bitwise_the_pass_from_the_data(
                 int(planned["from_stage"]) - 1,
                 examples_of(backbone, config, forget),
                 None,
-                Method(params["method"]),
+                params["method"],
                 statistics=chain_statistics(backbone, config, stages, data),
             )
             payload = next(p for p in served if p["statistics"] == statistics_ref)

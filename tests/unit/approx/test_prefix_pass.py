@@ -8,11 +8,14 @@ from typing import get_args
 import pytest
 import torch
 
-from service.db.models import ApproximateMethod
+from service.db.models import Model
 from service.models.schemas import MethodName
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
-from unlearning.approx import UnlearningInputError
-from unlearning.approx.prefix_pass import Method, approximate_stages, examples_of, unfit
+from unlearning.approx import UnlearningInputError, registry
+from unlearning.approx.model import PrefixModel
+from unlearning.approx.prefix_pass import approximate_stages, examples_of, unfit
+from unlearning.approx.registry import UnknownMethodError
+from unlearning.approx.ssd import SSDConfig, authors_order, ssd
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.s3t.config import Task
@@ -47,9 +50,9 @@ def regression_prefix(tmp_path_factory: pytest.TempPathFactory) -> list[StageWei
     return [engine.load_stage(layer.artifact) for layer in sorted(layers, key=lambda x: x.stage)]
 
 
-@pytest.mark.parametrize("method", list(Method))
+@pytest.mark.parametrize("method", registry.names())
 def test_a_pass_returns_the_edited_stages_only(
-    prefix: list[StageWeights], regression_prefix: list[StageWeights], method: Method
+    prefix: list[StageWeights], regression_prefix: list[StageWeights], method: str
 ) -> None:
     """Every method runs by name: on the classification prefix, or on the regression one
     when it is made for regression."""
@@ -58,9 +61,10 @@ def test_a_pass_returns_the_edited_stages_only(
     config, samples = (CONFIG, SAMPLES) if fits else (REGRESSION, REGRESSION_SAMPLES)
     prefix = prefix if fits else regression_prefix
     forget = samples[:4]
-    if method is Method.concept_poisoning:  # class unlearning: the forget set is one class
+    forgets = registry.get(method).forgets
+    if forgets == "classes":  # class unlearning: the forget set is one class
         forget = [s for s in samples if s.target == 0][:4]
-    if method in (Method.suppress_class, Method.refit_head):  # the whole class leaves
+    if forgets == "whole_classes":  # the whole class leaves
         forget = [s for s in samples if s.target == 0]
     retain = [s for s in samples if s not in forget]
     edited = approximate_stages(
@@ -83,21 +87,61 @@ def test_a_pass_refuses_what_it_cannot_use(prefix: list[StageWeights]) -> None:
     retain = examples_of(backbone, CONFIG, RETAIN)
     with pytest.raises(UnlearningInputError, match="empty"):
         approximate_stages(
-            backbone, CONFIG, prefix, 0, examples_of(backbone, CONFIG, []), retain, Method.ssd
+            backbone, CONFIG, prefix, 0, examples_of(backbone, CONFIG, []), retain, "ssd"
         )
     with pytest.raises(UnlearningInputError, match="no stage 2"):
-        approximate_stages(backbone, CONFIG, prefix, 2, forget, retain, Method.ssd)
+        approximate_stages(backbone, CONFIG, prefix, 2, forget, retain, "ssd")
     with pytest.raises(UnlearningInputError, match="classification"):
-        approximate_stages(backbone, REGRESSION, prefix, 1, forget, retain, Method.random_labels)
+        approximate_stages(backbone, REGRESSION, prefix, 1, forget, retain, "random_labels")
     with pytest.raises(UnlearningInputError, match="regression"):
-        approximate_stages(backbone, CONFIG, prefix, 1, forget, retain, Method.blindspot)
+        approximate_stages(backbone, CONFIG, prefix, 1, forget, retain, "blindspot")
     unlabelled = examples_of(backbone, CONFIG, FORGET)
     unlabelled = dataclasses.replace(unlabelled, targets=None)
     with pytest.raises(UnlearningInputError, match="no labels"):
-        approximate_stages(backbone, CONFIG, prefix, 1, unlabelled, retain, Method.ssd)
-    assert approximate_stages(backbone, CONFIG, prefix, 1, unlabelled, retain, Method.laf)
+        approximate_stages(backbone, CONFIG, prefix, 1, unlabelled, retain, "ssd")
+    assert approximate_stages(backbone, CONFIG, prefix, 1, unlabelled, retain, "laf")
 
 
-def test_the_service_offers_exactly_the_library_methods_and_auto() -> None:
-    assert [m.value for m in ApproximateMethod] == [*(m.value for m in Method), "auto"]
-    assert sorted(get_args(MethodName)) == sorted(m.value for m in ApproximateMethod)  # OpenAPI
+def test_an_unknown_method_is_refused_by_name(prefix: list[StageWeights]) -> None:
+    backbone = tiny_backbone(4)
+    forget = examples_of(backbone, CONFIG, FORGET)
+    with pytest.raises(UnknownMethodError, match="no approximate method `nope`"):
+        approximate_stages(backbone, CONFIG, prefix, 1, forget, None, "nope")
+    with pytest.raises(UnknownMethodError):
+        unfit("nope", Task.CLASSIFICATION)
+
+
+def test_a_pass_runs_with_the_given_config(prefix: list[StageWeights]) -> None:
+    """A config override reaches the method: SSD with another `alpha` edits as SSD called
+    directly with it does, and differently from the defaults."""
+    backbone = tiny_backbone(4)
+    forget = examples_of(backbone, CONFIG, FORGET)
+    retain = examples_of(backbone, CONFIG, RETAIN)
+    config = registry.get("ssd").configure({"alpha": 1.0})
+    assert config == SSDConfig(alpha=1.0)
+    edited = approximate_stages(
+        backbone, CONFIG, prefix, 1, forget, retain, "ssd", method_config=config
+    )
+    model = PrefixModel(backbone, prefix, editable=[1], target_modules=CONFIG.target_modules)
+    ssd(model, forget, authors_order(forget, retain), SSDConfig(alpha=1.0))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(_tensors(edited[0]), _tensors(model.export()[1]), strict=True)
+    )
+    default = approximate_stages(backbone, CONFIG, prefix, 1, forget, retain, "ssd")
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(_tensors(edited[0]), _tensors(default[0]), strict=True)
+    )
+    with pytest.raises(TypeError, match="SSDConfig"):
+        approximate_stages(
+            backbone, CONFIG, prefix, 1, forget, retain, "ssd", method_config=SSDConfig
+        )
+
+
+def test_the_service_offers_exactly_the_registered_methods_and_auto() -> None:
+    assert list(get_args(MethodName)) == ["auto", *registry.names()]  # the OpenAPI enum
+    assert Model(approximate_method="ssd").approximate_method == "ssd"
+    assert Model(approximate_method="auto").approximate_method == "auto"
+    with pytest.raises(ValueError, match="not a registered method"):
+        Model(approximate_method="nope")
