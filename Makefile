@@ -54,11 +54,12 @@ test: $(VENV)/.installed-dev system-deps
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"
 	$(BIN)/pytest -m serial
 
-## check: the developer loop: lint, types and the unit tests (no database, broker, browser or
-## deployment tools; under 90 s on an idle 2-core machine)
+## check: the developer loop: lint, types and the unit tests but the slow ones (the real
+## backbone, the bench's smoke runs) and the deployment checks; no database, broker or browser;
+## under 90 s on an idle 2-core machine. `make test` runs everything.
 check: $(VENV)/.installed-dev
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit -m "not deployment"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit -m "not deployment and not slow"
 
 ## test-gpu: the CUDA tests (tests/gpu: exactness, reproducibility, passes and serving on a
 ## GPU) with GPU_PYTHON, an interpreter whose torch is a CUDA build and that has the project

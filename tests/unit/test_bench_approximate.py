@@ -65,6 +65,8 @@ def _metrics(report: dict[str, Any]) -> dict[str, float]:
     }
 
 
+pytestmark = pytest.mark.slow  # the bench three times over: `make test` runs it, `make check` not
+
 TINY = [
     "--shard=120",
     "--test=30",
