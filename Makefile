@@ -51,7 +51,7 @@ system-deps:
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed-dev system-deps
 	$(MAKE) --no-print-directory lint alembic-check
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial"
 	$(BIN)/pytest -m serial
 
 ## check: the developer loop: lint, types and the unit tests but the slow ones (the real

@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 CHANNEL = "unlearn:serving"
 
 
+def channel(url: str) -> str:
+    """The channel of the Redis database ``url`` names: pub/sub ignores database numbers, so
+    services that share a Redis server on different databases would hear each other's models."""
+    db = redis.ConnectionPool.from_url(url).connection_kwargs.get("db", 0)
+    return f"{CHANNEL}:{db}"
+
+
 #: Collected artifacts announced per message.
 COLLECTED_PER_MESSAGE = 100
 
@@ -47,7 +54,7 @@ def _publish(url: str, messages: list[dict[str, Any]]) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         try:
             for message in messages:
-                client.publish(CHANNEL, json.dumps(message))
+                client.publish(channel(url), json.dumps(message))
         finally:
             client.close()
     except redis.RedisError as error:
@@ -82,7 +89,7 @@ class ChangeListener:
             try:
                 client = redis.Redis.from_url(self._url, socket_connect_timeout=2)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                pubsub.subscribe(CHANNEL)
+                pubsub.subscribe(channel(self._url))
                 while not self._stopped.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None:

@@ -24,7 +24,7 @@ from tests.integration.api import TINY_MODEL, auth, issue_keys, samples
 from tests.integration.services import free_port, stop, unlearn, wait_for
 from tests.integration.stack import WorkerStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.xdist_group("processes")]
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("UNLEARN_E2E_ARTIFACTS", ROOT / "var" / "test-artifacts" / "e2e"))

@@ -20,8 +20,8 @@ T = TypeVar("T")
 
 
 def _redis_url() -> str:
-    """The tests' Redis database: 15 by default, one lower for each further xdist worker (the
-    workers flush theirs; pub/sub channels are shared, and carry only ids)."""
+    """The tests' Redis database: 15 by default, one lower for each further xdist worker (each
+    flushes its own; the serving channel is per database too)."""
     url = os.environ.get("UNLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     offset = int(worker.removeprefix("gw") or 0)

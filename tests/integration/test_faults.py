@@ -42,7 +42,7 @@ from tests.tiny_models import tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import S3TEngine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("processes")]
 TIMEOUT_S = 180
 ROWS = samples(24)
 GONE = {"s003", "s010"}

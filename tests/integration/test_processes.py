@@ -18,6 +18,9 @@ from tests.integration.services import free_port, require_redis, stop, unlearn, 
 from unlearning.device import local_profile
 from workers.celery_app import create_celery
 
+# They start `unlearn` processes: one at a time beside the in-process tests (`make test`).
+pytestmark = pytest.mark.xdist_group("processes")
+
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -31,3 +31,30 @@ def test_collected_artifacts_and_changes_are_announced() -> None:
         wait_for(announce, 30, "the announcements")
     finally:
         listener.stop()
+
+
+def test_a_service_on_another_redis_database_hears_nothing() -> None:
+    """Pub/sub ignores database numbers: the channel carries the database's, so two services on
+    one Redis server (or two test workers) never preload each other's models."""
+    url = require_redis()
+    base, _, db = url.rpartition("/")
+    other = f"{base}/{(int(db or 0) + 1) % 16}"
+    mine: list[uuid.UUID] = []
+    theirs: list[uuid.UUID] = []
+    listeners = [ChangeListener(url, mine.append), ChangeListener(other, theirs.append)]
+    for listener in listeners:
+        listener.start()
+    try:
+        model_id = uuid.uuid4()
+
+        def announce() -> bool:  # until the listener has subscribed
+            publish_change(url, model_id, 1)
+            return model_id in mine
+
+        wait_for(announce, 30, "the announcement")
+        publish_change(url, model_id, 2)  # the other listener has had time to subscribe too
+        wait_for(lambda: len(mine) >= 2, 30, "the second announcement")
+        assert theirs == []
+    finally:
+        for listener in listeners:
+            listener.stop()

@@ -36,6 +36,9 @@ from tests.integration.api import (
 )
 from tests.integration.services import free_port, stop, unlearn, wait_for
 
+# They start `unlearn` processes: one at a time beside the in-process tests (`make test`).
+pytestmark = pytest.mark.xdist_group("processes")
+
 DELETIONS = 6
 
 

@@ -39,7 +39,7 @@ from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import S3TEngine
 from unlearning.sharding import assign
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("processes")]
 TIMEOUT_S = 180
 
 
