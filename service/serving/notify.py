@@ -53,8 +53,9 @@ def _publish(url: str, messages: list[dict[str, Any]]) -> None:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         try:
+            name = channel(url)
             for message in messages:
-                client.publish(channel(url), json.dumps(message))
+                client.publish(name, json.dumps(message))
         finally:
             client.close()
     except redis.RedisError as error:
