@@ -26,7 +26,7 @@ FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
     UNLEARN_DATA_DIR=/var/lib/unlearn UNLEARN_ARTIFACTS_DIR=/var/lib/unlearn/artifacts \
-    UNLEARN_HOST=0.0.0.0 UNLEARN_PORT=8000
+    UNLEARN_HOST=0.0.0.0 UNLEARN_PORT=8000 UNLEARN_HEALTH_PORT=8001
 # One UID in every image: the shared artifacts volume takes this directory's owner.
 RUN groupadd --system --gid 10001 unlearn \
     && useradd --system --no-log-init --uid 10001 --gid 10001 --create-home unlearn \
@@ -39,7 +39,8 @@ COPY docker/entrypoint.sh /usr/local/bin/entrypoint.sh
 USER 10001:10001
 WORKDIR /var/lib/unlearn
 EXPOSE 8000
-# Role-aware: /healthz for `serve`, a Celery ping of this node for `worker`.
+# Role-aware: /healthz on 8000 for `serve`; on 8001 (a thread that answers while a job runs)
+# for `worker` and `housekeeper`.
 HEALTHCHECK --interval=15s --timeout=20s --start-period=60s --retries=4 \
     CMD ["/usr/local/bin/entrypoint.sh", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]

@@ -2,7 +2,9 @@
 # The entrypoint of both images.
 #   migrate        wait for the database and upgrade it to head (compose's one-shot service)
 #   healthcheck    the image HEALTHCHECK, by the role of this container's main process (PID 1):
-#                  `serve` asks /healthz, `worker` pings its own Celery node, others pass
+#                  `serve` asks its /healthz on UNLEARN_PORT; `worker` and `housekeeper` ask
+#                  theirs on UNLEARN_HEALTH_PORT (a thread: it answers while a job runs, and
+#                  fails once the heartbeat stops reaching the database); others pass
 #   a program      runs as is (`sh`, `celery ...`, `python ...`)
 #   anything else  is an `unlearn` command: `serve`, `worker --queues deletions`, `db upgrade`
 # HEALTHCHECK_TIMEOUT_S bounds each check (default 10); HEALTHCHECK_PID names the main process.
@@ -26,21 +28,15 @@ healthcheck() {
     export HEALTHCHECK_TIMEOUT_S="${HEALTHCHECK_TIMEOUT_S:-10}"
     role=" $(tr '\0' ' ' <"/proc/${HEALTHCHECK_PID:-1}/cmdline") "
     case "$role" in
-        *" serve "*)
-            exec python -c 'import os, sys, urllib.request
-url = "http://127.0.0.1:%s/healthz" % os.environ.get("UNLEARN_PORT", "8000")
+        *" serve "*) port="${UNLEARN_PORT:-8000}" ;;
+        *" worker "* | *" housekeeper "*) port="${UNLEARN_HEALTH_PORT:-8001}" ;;
+        *) return 0 ;;
+    esac
+    export HEALTHCHECK_PORT="$port"
+    exec python -c 'import os, sys, urllib.request
+url = "http://127.0.0.1:%s/healthz" % os.environ["HEALTHCHECK_PORT"]
 timeout = float(os.environ["HEALTHCHECK_TIMEOUT_S"])
 sys.exit(urllib.request.urlopen(url, timeout=timeout).status != 200)'
-            ;;
-        *" worker "*)
-            # Celery names the node celery@<hostname>; a solo pool answers between tasks only.
-            exec python -c 'import os, socket, sys
-from workers.app import app
-node = "celery@" + socket.gethostname()
-timeout = float(os.environ["HEALTHCHECK_TIMEOUT_S"])
-sys.exit(not app.control.ping(destination=[node], timeout=timeout))'
-            ;;
-    esac
 }
 
 [ "$#" -gt 0 ] || set -- serve

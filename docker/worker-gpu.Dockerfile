@@ -51,11 +51,11 @@ COPY docker/entrypoint.sh /usr/local/bin/entrypoint.sh
 
 USER 10001:10001
 WORKDIR /var/lib/unlearn
-# A Celery ping of this worker's node. A solo-pool worker answers it only between tasks.
+# The worker's /healthz on UNLEARN_HEALTH_PORT: a thread answers while a job trains.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=120s --retries=4 \
     CMD ["/usr/local/bin/entrypoint.sh", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
 # One process per GPU: the solo pool keeps the CUDA state in the worker process itself. It
 # consumes the queues of its CUDA compute profile (`unlearn profile`), training and passes.
-ENV UNLEARN_DEVICE=cuda
+ENV UNLEARN_DEVICE=cuda UNLEARN_HEALTH_PORT=8001
 CMD ["worker", "--queues", "deletions,training", "--pool", "solo"]

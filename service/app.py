@@ -1,14 +1,14 @@
 """The FastAPI application factory. Engines and threads start in the lifespan, never at import.
 
 The lifespan owns the process's parts: the database engine, the outbox relay (sends the jobs
-that committed requests queued, and housekeeps: artifact collection among others), the serving
-registry (backbone loaded on first prediction) and, with Redis, the listener that preloads
-retrained layers and drops collected ones.
+that committed requests queued and, unless ``UNLEARN_API_HOUSEKEEPING`` is off, housekeeps while
+this process leads: artifact collection among others), the serving registry (backbone loaded on
+first prediction) and, with Redis, the listener that preloads retrained layers and drops
+collected ones.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +23,7 @@ from service import housekeeping
 from service.api import health
 from service.api.limits import BodySizeLimit
 from service.api.problems import install_problem_handlers, unstorable_value
-from service.api.ratelimit import RateLimiter
+from service.api.ratelimit import rate_limiter
 from service.dashboard import endpoints as dashboard
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import class_router as class_deletions_router
@@ -60,11 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         factory = make_session_factory(engine)
         celery = create_celery(settings)
+        housekeeper = (
+            housekeeping.Housekeeper(factory, settings) if settings.api_housekeeping else None
+        )
         relay = OutboxRelay(
             factory,
             celery_publisher(celery),
             interval_s=settings.relay_interval_s,
-            housekeeping=functools.partial(housekeeping.housekeep, factory, settings),
+            housekeeping=housekeeper,
             housekeeping_s=housekeeping.interval_s(settings),
         )
         serving = ServingRegistry(factory, cache(lambda: build_engine(settings)))
@@ -87,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if listener is not None:
                 listener.stop()
             relay.stop()
+            if housekeeper is not None:
+                housekeeper.close()
             celery.close()
             engine.dispose()
 
@@ -97,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.rate_limiter = RateLimiter(settings.write_rate_per_minute)
+    app.state.rate_limiter = rate_limiter(settings.write_rate_per_minute, settings.rate_limit_url)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outside the body limit: a 413 has its request id too

@@ -215,6 +215,23 @@ def worker(queues: str, concurrency: int, pool: str, name: str) -> None:
 
 
 @main.command()
+def housekeeper() -> None:
+    """Start a housekeeper: re-sends jobs silent past their lease, purges overdue payloads,
+    collects dead artifacts and relays the outbox. Run one or more anywhere (one leads at a
+    time); then API processes may leave it (UNLEARN_API_HOUSEKEEPING=false)."""
+    import signal
+    import threading
+
+    from service.housekeeping import run_housekeeper
+
+    stopped = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopped.set())
+    click.echo("housekeeper: started")
+    run_housekeeper(get_settings(), stopped)
+
+
+@main.command()
 def profile() -> None:
     """Print this machine's compute profile for UNLEARN_DEVICE (what its workers consume)."""
     from unlearning.device import DeviceError, local_profile

@@ -1,18 +1,26 @@
-"""Periodic upkeep run by every API process's relay thread: payloads past their deadline are
-purged, live jobs silent past their lease are sent again, parked retrains whose time has come are
-sent, and artifacts nothing live names any more (dead layers' weights, stale pass statistics)
-are deleted from the store (``service.artifacts.collection``) and announced, so that every
-process drops them from memory."""
+"""Periodic upkeep: payloads past their deadline are purged, live jobs silent past their lease
+are sent again, parked retrains whose time has come are sent, and artifacts nothing live names
+any more (dead layers' weights, stale pass statistics) are deleted from the store
+(``service.artifacts.collection``) and announced, so that every process drops them from memory.
+
+It runs in ``unlearn housekeeper`` processes (a role of its own: nothing else needs to be up)
+and, unless ``UNLEARN_API_HOUSEKEEPING`` is off, in the API processes' relay threads, as the
+embedded ``make run`` does. However many run it, one leads at a time
+(:class:`~service.db.leader.LeaderLock`): the others skip their rounds until it stops."""
 
 from __future__ import annotations
 
 import functools
+import threading
+import time
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.approximation.service import purge_overdue
 from service.artifacts.collection import collect
 from service.db.engine import unit_of_work
+from service.db.leader import LeaderLock
 from service.engine import artifacts_dir
 from service.serving.notify import publish_collected
 from service.settings import Settings
@@ -39,3 +47,76 @@ def interval_s(settings: Settings) -> float:
     that dead artifacts go within 30 s even while no worker finishes a job (workers collect
     after each job; a deletion that completes in its request wakes a round at once)."""
     return min(30.0, settings.job_lease_s / 4)
+
+
+class Housekeeper:
+    """Rounds of :func:`housekeep`, acted on only while this process leads."""
+
+    LOCK = "housekeeper"
+
+    def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
+        self._factory = factory
+        self._settings = settings
+        self._lock = LeaderLock(settings.database_url, self.LOCK)
+        self.rounds = 0  # the rounds this process acted on (it led)
+        self.checked_at: float | None = None  # monotonic time of the last round, led or not
+
+    def __call__(self) -> list[str]:
+        leads = self._lock.held()
+        self.checked_at = time.monotonic()
+        if not leads:
+            return []
+        collected = housekeep(self._factory, self._settings)
+        self.rounds += 1
+        return collected
+
+    def close(self) -> None:
+        """Give the lead up (another housekeeper takes it at its next round)."""
+        self._lock.release()
+
+
+def run_housekeeper(settings: Settings, stopped: threading.Event) -> None:
+    """The `unlearn housekeeper` role until ``stopped``: relays the outbox (any number of
+    relays may run) and housekeeps while it leads; answers `/healthz` on
+    ``UNLEARN_HEALTH_PORT``. It needs the database and the broker, no API process."""
+    from service.db.engine import make_engine, make_session_factory
+    from service.observability.health_server import HealthServer
+    from service.relay import OutboxRelay, celery_publisher
+    from workers.celery_app import create_celery
+
+    engine = make_engine(
+        settings.database_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s
+    )
+    factory = make_session_factory(engine)
+    celery = create_celery(settings)
+    housekeeper = Housekeeper(factory, settings)
+    every_s = interval_s(settings)
+    relay = OutboxRelay(
+        factory,
+        celery_publisher(celery),
+        interval_s=settings.relay_interval_s,
+        housekeeping=housekeeper,
+        housekeeping_s=every_s,
+    )
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        checked = housekeeper.checked_at
+        age = None if checked is None else time.monotonic() - checked
+        healthy = age is not None and age < 3 * every_s + settings.relay_interval_s
+        return healthy, {"rounds_led": housekeeper.rounds, "round_age_s": age}
+
+    server = (
+        HealthServer(settings.host, settings.health_port, health) if settings.health_port else None
+    )
+    if server is not None:
+        server.start()
+    relay.start()
+    try:
+        stopped.wait()
+    finally:
+        relay.stop()
+        housekeeper.close()
+        if server is not None:
+            server.stop()
+        celery.close()
+        engine.dispose()

@@ -79,7 +79,26 @@ class Settings(BaseSettings):
         600,
         ge=0,
         description="Write calls (create, register, train, delete, key changes) each API key "
-        "may make per minute in each API process; more are a 429 problem. 0 turns it off.",
+        "may make per minute, across all API processes when `rate_limit_url` is set (else in "
+        "each process); more are a 429 problem. 0 turns it off.",
+    )
+    rate_limit_url: str = Field(
+        "",
+        description="Redis URL holding the write rate limit's buckets, shared by every API "
+        "replica; default the broker URL when it is Redis, otherwise a bucket per process.",
+    )
+    api_housekeeping: bool = Field(
+        True,
+        description="API processes housekeep too (re-send silent jobs, purge overdue payloads, "
+        "collect dead artifacts; one process leads at a time). Turn it off where `unlearn "
+        "housekeeper` runs; the embedded `make run` keeps it.",
+    )
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port on which `unlearn worker` and `unlearn housekeeper` answer "
+        "`GET /healthz` (also while a job runs); 0: none.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,
@@ -195,8 +214,11 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{data_dir / 'lineage.sqlite3'}"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.sqlite3'}"
-        if not self.pubsub_url and self.broker_url.startswith(("redis://", "rediss://")):
+        redis_broker = self.broker_url.startswith(("redis://", "rediss://"))
+        if not self.pubsub_url and redis_broker:
             self.pubsub_url = self.broker_url
+        if not self.rate_limit_url and redis_broker:
+            self.rate_limit_url = self.broker_url
         if self.log_format is None:
             production = self.environment is Environment.production
             self.log_format = LogFormat.json if production else LogFormat.text

@@ -11,6 +11,7 @@ from kombu import Exchange
 from kombu import Queue as KombuQueue
 
 from service.observability import logs
+from service.observability.health_server import HealthCheck, HealthServer
 from service.queues import Queue
 from service.settings import Settings, get_settings
 from unlearning.device import local_profile, make_deterministic
@@ -60,6 +61,7 @@ def _deterministic(**_: Any) -> None:
 
 
 _presence: list[Presence] = []
+_health_servers: list[HealthServer] = []
 
 
 def _announce(sender: Any, **_: Any) -> None:
@@ -75,6 +77,10 @@ def _announce(sender: Any, **_: Any) -> None:
         queues,
         interval_s=settings.worker_heartbeat_s,
     )
+    if settings.health_port:
+        health = HealthServer(settings.host, settings.health_port, _health(presence))
+        health.start()
+        _health_servers.append(health)
     try:
         presence.start()
     except Exception:  # serving jobs matters more than being listed
@@ -83,9 +89,19 @@ def _announce(sender: Any, **_: Any) -> None:
     _presence.append(presence)
 
 
+def _health(presence: Presence) -> HealthCheck:
+    def check() -> tuple[bool, dict[str, Any]]:
+        healthy, details = presence.health()
+        return healthy, {**details, "jobs": sorted(_running_jobs.values())}
+
+    return check
+
+
 def _leave(**_: Any) -> None:
     while _presence:
         _presence.pop().stop()
+    while _health_servers:
+        _health_servers.pop().stop()
 
 
 def _keep_service_logging(**_: Any) -> None:
@@ -93,17 +109,20 @@ def _keep_service_logging(**_: Any) -> None:
 
 
 _job_tokens: dict[str, Token[str | None]] = {}
+_running_jobs: dict[str, str] = {}  # task id -> job id, for the health answer
 
 
 def _enter_job(task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], **_: Any) -> None:
     """Every record a job's task writes carries its ``job_id`` (the tasks' one argument)."""
     job = kwargs.get("job_id", args[0] if args else None)
     if isinstance(job, str):
+        _running_jobs[task_id] = job
         _job_tokens[task_id] = logs.job_id.set(job)
         log.info("job task started", extra={"task_id": task_id})
 
 
 def _leave_job(task_id: str, state: str | None = None, **_: Any) -> None:
+    _running_jobs.pop(task_id, None)
     token = _job_tokens.pop(task_id, None)
     if token is not None:
         log.info("job task ended", extra={"task_id": task_id, "state": state})

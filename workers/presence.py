@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +34,7 @@ class Presence:
         self._factory = factory
         self.name, self.profile, self.queues = name, profile, list(queues)
         self._interval_s = interval_s
+        self.beat_at: float | None = None  # monotonic time of the last beat that was written
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-presence", daemon=True)
 
@@ -45,6 +47,14 @@ class Presence:
             WorkerRepository.from_session(session).announce(
                 self.name, self.profile, self.queues, self._interval_s
             )
+        self.beat_at = time.monotonic()
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Healthy while the heartbeat reaches the database: the last one is under three
+        intervals old (what the service itself counts as gone), even while a job runs."""
+        age = None if self.beat_at is None else time.monotonic() - self.beat_at
+        healthy = age is not None and age < 3 * self._interval_s
+        return healthy, {"worker": self.name, "profile": self.profile, "heartbeat_age_s": age}
 
     def stop(self) -> None:
         self._stopped.set()
