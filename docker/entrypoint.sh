@@ -35,8 +35,10 @@ healthcheck() {
     export HEALTHCHECK_PORT="$port"
     exec python -c 'import os, sys, urllib.request
 url = "http://127.0.0.1:%s/healthz" % os.environ["HEALTHCHECK_PORT"]
-timeout = float(os.environ["HEALTHCHECK_TIMEOUT_S"])
-sys.exit(urllib.request.urlopen(url, timeout=timeout).status != 200)'
+try:
+    urllib.request.urlopen(url, timeout=float(os.environ["HEALTHCHECK_TIMEOUT_S"]))
+except OSError as error:  # refused, timed out, or an HTTP error status (503: failing)
+    sys.exit("unhealthy: %s" % error)'
 }
 
 [ "$#" -gt 0 ] || set -- serve

@@ -631,20 +631,28 @@ def test_healthcheck_of_the_api_asks_healthz(
     assert healthcheck(main_process, tmp_path, {"UNLEARN_PORT": str(closed_port)}).returncode != 0
 
 
-@pytest.mark.parametrize("main_process", [["worker", "--queues", "deletions"]], indirect=True)
-def test_healthcheck_of_a_worker_pings_its_node(main_process: int, tmp_path: Path) -> None:
-    """No worker answers on this broker: unhealthy, and for that reason, not a crash."""
-    env = {"UNLEARN_BROKER_URL": "memory://", "UNLEARN_DATA_DIR": str(tmp_path)}
-    result = healthcheck(main_process, tmp_path, env)
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-
-
-def test_healthcheck_pings_the_node_name_celery_gives_a_worker() -> None:
-    from celery.utils.nodenames import default_nodename
-
-    assert default_nodename("") == "celery@" + socket.gethostname()
-    assert 'node = "celery@" + socket.gethostname()' in ENTRYPOINT.read_text()
+@pytest.mark.parametrize(
+    "main_process", [["worker", "--queues", "deletions"], ["housekeeper"]], indirect=True
+)
+def test_healthcheck_of_a_worker_or_housekeeper_asks_its_health_port(
+    main_process: int, api_port: int, tmp_path: Path
+) -> None:
+    """Their /healthz is a thread of theirs on UNLEARN_HEALTH_PORT: it answers mid-job."""
+    assert (
+        healthcheck(main_process, tmp_path, {"UNLEARN_HEALTH_PORT": str(api_port)}).returncode == 0
+    )
+    _Health.status = 503
+    try:
+        failing = healthcheck(main_process, tmp_path, {"UNLEARN_HEALTH_PORT": str(api_port)})
+    finally:
+        _Health.status = 200
+    assert failing.returncode != 0
+    assert "Traceback" not in failing.stderr, failing.stderr
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed_port = free.getsockname()[1]
+    refused = healthcheck(main_process, tmp_path, {"UNLEARN_HEALTH_PORT": str(closed_port)})
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize("main_process", [["db", "upgrade"]], indirect=True)
