@@ -62,6 +62,8 @@ MAX_SAMPLES_PER_REQUEST = 10_000
 #: Bytes of JSON per samples batch: well under the service's 32 MiB body limit.
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 
+#: The transport errors worth another attempt (not, e.g., an unsupported URL scheme).
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _Resource = TypeVar("_Resource", bound=Mapping[str, Any])
 WaitPhase = Literal["deactivated", "approximated", "retraining", "completed"]
 _PHASES: tuple[str, ...] = ("deactivated", "approximated", "retraining", "completed")
@@ -458,7 +460,8 @@ class UnlearnClient:
                     method, path, json=json, params=params, headers=headers
                 )
             except httpx.TransportError as exc:
-                if not retryable or attempt >= self.retries:
+                transient = isinstance(exc, _TRANSIENT)
+                if not (retryable and transient) or attempt >= self.retries:
                     raise NetworkError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
                 self._sleep(self._backoff(attempt))
                 attempt += 1

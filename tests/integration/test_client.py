@@ -23,6 +23,7 @@ from tests.integration.services import free_port, stop, unlearn, wait_for
 from unlearn_client import (
     AuthenticationError,
     ConflictError,
+    Delivery,
     NotFoundError,
     PermissionDeniedError,
     UnlearnClient,
@@ -250,8 +251,12 @@ def test_webhooks_signed_by_the_service_verify(stack: Stack) -> None:
             forged = body.replace(b"completed", b"failed")
             with pytest.raises(WebhookSignatureError):
                 verify_webhook(forged, headers["Unlearn-Signature"], hook["secret"])
-            deliveries = api.list_webhook_deliveries(hook["id"])
-            assert {d["state"] for d in deliveries} == {"delivered"}
+
+            def delivered() -> list[Delivery]:
+                found = api.list_webhook_deliveries(hook["id"])
+                return found if [d["state"] for d in found] == ["delivered"] * 2 else []
+
+            deliveries = wait_for(delivered, 30, "both deliveries recorded as delivered")
             detail = api.get_webhook_delivery(deliveries[0]["id"])
             assert detail["attempts"] and detail["attempts"][0]["status_code"] == 204
             rotated = api.rotate_webhook_secret(hook["id"])

@@ -345,6 +345,16 @@ def test_reads_are_retried_until_the_retries_run_out(
     assert dict(client.get_model("m1")) == {"id": "m1"} and len(connect.requests) == 2
 
 
+def test_a_transport_error_that_would_recur_is_not_retried(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    service = Recorder(httpx.UnsupportedProtocol("no such scheme"), httpx.Response(200, json={}))
+    client, slept = make_client(service)
+    with pytest.raises(NetworkError, match="UnsupportedProtocol"):
+        client.get_model("m1")
+    assert len(service.requests) == 1 and slept == []
+
+
 def test_predict_and_verify_are_reads_and_retried(
     make_client: Callable[..., tuple[UnlearnClient, list[float]]],
 ) -> None:
