@@ -14,8 +14,11 @@ $(VENV)/.installed-run: pyproject.toml constraints/cpu.txt | $(BIN)/python
 	$(PIP_INSTALL) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml constraints/cpu.txt | $(BIN)/python
+# The dev environment also holds the Python client (client/: its own package; its tests run
+# against the service).
+$(VENV)/.installed-dev: pyproject.toml client/pyproject.toml constraints/cpu.txt | $(BIN)/python
 	$(PIP_INSTALL) -e '.[dev]'
+	$(PIP_INSTALL) -e ./client
 	touch $@ $(VENV)/.installed-run
 
 ## run: install, migrate the embedded SQLite database under var/, seed the demo model, and

@@ -4,6 +4,7 @@ lineage rules (service/lineage/) are pure."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,11 @@ def test_the_scan_sees_imports() -> None:
     )
     assert _files("service/lineage")
     assert "service.db.hashing" in _modules(ROOT / "service" / "db" / "repositories" / "lineage.py")
+
+
+@pytest.mark.parametrize(
+    "path", _files("client/unlearn_client"), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_the_client_stands_alone(path: Path) -> None:
+    """client/ is its own distribution (httpx only): it imports nothing of the service."""
+    assert _imports(path) - sys.stdlib_module_names <= {"httpx", "unlearn_client"}

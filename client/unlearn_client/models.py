@@ -1,0 +1,366 @@
+"""The shapes of the service's JSON, as ``TypedDict``s (requests) and response types.
+
+Responses are returned as the decoded JSON, typed here: a field the service adds later is still
+in the dict, and nothing is lost or renamed. Times are ISO 8601 strings and ids strings, as on
+the wire. These types are written from the service's OpenAPI schemas; the client imports
+nothing of the service, so that it installs on its own.
+
+:class:`WebhookEvent`, what :func:`unlearn_client.verify_webhook` returns, is a parsed object
+(``datetime``, ``uuid.UUID``) because the receiver builds it from bytes it checked itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, NotRequired, TypedDict
+
+# --- requests -------------------------------------------------------------------------------
+
+
+class SampleIn(TypedDict):
+    """A training sample: ``text`` (or ``features``), its ``label`` (a class name or index, or a
+    regression target) and optionally its data subject."""
+
+    external_id: str
+    label: str | int | float
+    text: NotRequired[str]
+    features: NotRequired[list[float]]
+    subject_id: NotRequired[str]
+
+
+# --- models and samples ---------------------------------------------------------------------
+
+ModelState = Literal["created", "training", "ready", "failed"]
+
+
+class Model(TypedDict):
+    id: str
+    name: str
+    task: str
+    labels: list[str] | None
+    n_shards: int
+    n_slices: int
+    budget: int
+    sequence_orders: list[list[int]]
+    config: dict[str, Any]
+    status: ModelState
+    serving_generation: int
+    unlearning_policy: str
+    approximate_method: str
+    method_config: dict[str, Any] | None
+    placement: str
+    min_live_shards: int
+    compute_profile: str
+    created_at: str
+
+
+class SampleRowError(TypedDict):
+    """A refused row; ``row`` is its index in the list given to the call (across batches)."""
+
+    row: int
+    external_id: str | None
+    type: str
+    title: str
+    detail: str
+
+
+class SliceBalance(TypedDict):
+    sizes: list[list[int]]
+    mean: float
+    unbalanced: list[str]
+
+
+class SamplesResult(TypedDict):
+    """How many rows were stored, each refused row, and the model's slice balance afterwards."""
+
+    stored: int
+    errors: list[SampleRowError]
+    balance: SliceBalance
+
+
+class TrainAccepted(TypedDict):
+    job_id: str
+    job_url: str
+    model_status: str
+
+
+class PendingJob(TypedDict):
+    job_id: str
+    kind: str
+    status: str
+    from_stage: int | None
+    waiting: str | None
+    waits_until: str | None
+
+
+class SequenceStatus(TypedDict):
+    index: int
+    order: list[int]
+    valid_prefix: int
+    exact_prefix: int
+    pending: list[PendingJob]
+
+
+class ServingChoice(TypedDict):
+    sequence: int
+    stages: int
+    approximate_stages: int
+
+
+class ShardStatus(TypedDict):
+    index: int
+    serving: ServingChoice | None
+    deleted_samples: int
+    sequences: list[SequenceStatus]
+
+
+class EstimatedQuality(TypedDict):
+    answering: bool
+    min_live_shards: int
+    live_shards: float
+    served_depth: float
+    approximate_depth: float
+
+
+class ComputeStatus(TypedDict):
+    profile: str
+    live_workers: int
+    waiting: str | None
+
+
+class ModelStatus(TypedDict):
+    model_id: str
+    status: ModelState
+    serving_generation: int
+    unlearning_policy: str
+    compute: ComputeStatus
+    placement: str
+    pending_retrains: int
+    shards: list[ShardStatus]
+    estimated_quality: EstimatedQuality
+    warnings: list[str]
+
+
+class Prediction(TypedDict):
+    label: str | None
+    scores: list[float] | None
+    value: float | None
+
+
+class ShardAnswer(TypedDict):
+    shard: int
+    sequence: int
+    stages: int
+    approximate_stages: int
+    layers: list[int]
+
+
+class PredictResponse(TypedDict):
+    serving_generation: int
+    shards: list[ShardAnswer]
+    predictions: list[Prediction]
+
+
+class Job(TypedDict):
+    id: str
+    model_id: str
+    kind: str
+    status: str
+    sequence_id: str | None
+    from_stage: int | None
+    stages_done: int
+    stages_total: int
+    progress: float
+    eta_s: float | None
+    attempts: int
+    error: str | None
+    children: int
+    compute_profile: str
+    parked: str | None
+    parked_until: str | None
+    waiting_for_worker: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+# --- deletions and certificates -------------------------------------------------------------
+
+DeletionState = Literal[
+    "received", "deactivated", "approximated", "retraining", "completed", "failed"
+]
+
+
+class DeletionCounts(TypedDict):
+    requested: int
+    deleted: int
+    already_deleted: int
+    unknown: int
+
+
+class Deletion(TypedDict):
+    id: str
+    model_id: str
+    status: DeletionState
+    partial: bool
+    unknown_ids: list[str]
+    subject: Literal["deleted", "already_deleted", "unknown"] | None
+    counts: DeletionCounts
+    failure_reason: str | None
+    serving_generation: int | None
+    jobs: list[str]
+    layers_invalidated: list[int]
+    received_at: str
+    deactivated_at: str | None
+    approximated_at: str | None
+    retraining_at: str | None
+    completed_at: str | None
+    failed_at: str | None
+
+
+class DeletionPage(TypedDict):
+    items: list[Deletion]
+    next_cursor: str | None
+
+
+class CertifiedLayer(TypedDict):
+    layer_id: int
+    artifact: str | None
+    artifact_deleted: bool
+    collected_at: str | None
+    artifact_in_use: bool
+
+
+class ApproximateLayer(CertifiedLayer):
+    method: str | None
+    method_reason: str | None
+    served: bool
+
+
+class AuditLink(TypedDict):
+    seq: int
+    action: str
+    hash: str
+
+
+class Certificate(TypedDict):
+    """What a deletion removed, as counts, keyed hashes and artifact digests (no personal data)."""
+
+    deletion_id: str
+    model_id: str
+    status: DeletionState
+    issued_at: str
+    received_at: str
+    deactivated_at: str | None
+    approximated_at: str | None
+    completed_at: str | None
+    unlearning: Literal["pending", "approximate", "exact"]
+    counts: DeletionCounts
+    hash_scheme: str
+    sample_id_hashes: list[str]
+    subject_hash: str | None
+    payloads_deleted: bool
+    payloads_purged_at: str | None
+    layers_invalidated: list[CertifiedLayer]
+    invalidated_artifacts_deleted: bool
+    layers_approximated: list[ApproximateLayer]
+    layers_retrained: list[CertifiedLayer]
+    jobs: list[str]
+    audit_chain: str
+    audit_entries: list[AuditLink]
+    audit_chain_verified: bool
+    exactness_audits: list[dict[str, Any]]
+
+
+class DeletionVerification(TypedDict):
+    deletion_id: str
+    included: bool
+    scheme: str
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+class ApiKey(TypedDict):
+    id: str
+    name: str
+    prefix: str
+    role: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class IssuedKey(TypedDict):
+    key: ApiKey
+    token: str
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+WebhookEventType = Literal[
+    "deletion.deactivated",
+    "deletion.approximated",
+    "deletion.completed",
+    "deletion.failed",
+    "model.ready",
+    "exactness_audit.finished",
+]
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
+    "deletion.deactivated",
+    "deletion.approximated",
+    "deletion.completed",
+    "deletion.failed",
+    "model.ready",
+    "exactness_audit.finished",
+)
+
+
+class Webhook(TypedDict):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    created_at: str
+    secret_rotated_at: str | None
+
+
+class WebhookWithSecret(Webhook):
+    """A webhook as created or rotated: ``secret`` (``whsec_...``) appears only in this answer."""
+
+    secret: str
+
+
+class DeliveryAttempt(TypedDict):
+    at: str
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+class Delivery(TypedDict):
+    id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    state: Literal["pending", "delivered", "failed"]
+    attempt_count: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    created_at: str
+    delivered_at: str | None
+    attempts: NotRequired[list[DeliveryAttempt]]
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified webhook delivery's body."""
+
+    id: str
+    type: str
+    created_at: datetime
+    tenant_id: uuid.UUID
+    data: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False, compare=False)
