@@ -75,7 +75,7 @@ def unlearn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 _logs: dict[int, IO[str]] = {}
 
 
-def wait_for(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
+def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:
     """Poll until ``predicate`` returns something truthy, and return it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
