@@ -27,7 +27,7 @@ from tests.integration.receiver import Receiver
 from tests.integration.services import wait_for
 
 pytestmark = pytest.mark.integration
-FAST = {
+FAST: dict[str, Any] = {
     "webhook_backoff_s": 0.05,
     "webhook_backoff_max_s": 0.2,
     "webhook_max_attempts": 3,
@@ -92,9 +92,9 @@ def _deliveries(admin: Api, webhook_id: str) -> list[dict[str, Any]]:
 
 
 def _settled(admin: Api, webhook_id: str, n: int, state: str) -> list[dict[str, Any]]:
-    def done() -> list[dict[str, Any]] | None:
+    def done() -> list[dict[str, Any]]:
         found = _deliveries(admin, webhook_id)
-        return found if len(found) == n and all(d["state"] == state for d in found) else None
+        return found if len(found) == n and all(d["state"] == state for d in found) else []
 
     return wait_for(done, 30, f"{n} deliveries {state}")
 
