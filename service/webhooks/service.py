@@ -130,6 +130,14 @@ def list_deliveries(
     return [delivery_public(d) for d in webhooks.deliveries_of(webhook.id, limit=limit)]
 
 
+def recent_deliveries(
+    session: Session, tenant_id: uuid.UUID, *, limit: int
+) -> list[DeliveryPublic]:
+    """The tenant's latest deliveries over all its endpoints (the dashboard's list)."""
+    webhooks = WebhookRepository.from_session(session)
+    return [delivery_public(d) for d in webhooks.recent_of_tenant(tenant_id, limit=limit)]
+
+
 def get_delivery(session: Session, tenant_id: uuid.UUID, delivery_id: uuid.UUID) -> DeliveryDetail:
     webhooks = WebhookRepository.from_session(session)
     delivery = webhooks.delivery(delivery_id, tenant_id=tenant_id)

@@ -315,3 +315,46 @@ def test_only_subscribed_endpoints_get_an_event_and_deleting_one_cancels_its_del
             detail = admin.ok(admin.get(f"/webhook-deliveries/{delivery['id']}"))
             assert detail["state"] == "failed" and detail["attempts"] == []
             problem(admin.post(f"/webhook-deliveries/{delivery['id']}/redeliver"), 409)
+
+
+def test_the_dashboard_lists_webhooks_and_deliveries_and_redelivers(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    receiver = Receiver(tmp_path, script=["500"])
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    _emit(settings, "deletion.completed")
+    (delivery,) = _settled(admin, webhook["id"], 1, "delivered")
+    html = admin.get("/dashboard?part=webhooks").text
+    assert receiver.url in html and webhook["secret"] not in html
+    row = f'data-delivery-id="{delivery["id"]}" data-state="delivered" data-attempts="2"'
+    assert row in html
+    assert f'action="/dashboard/webhook-deliveries/{delivery["id"]}/redeliver"' in html
+    assert "webhooks" in admin.get("/dashboard").text  # the overview includes the part
+
+    pressed = admin.client.post(
+        f"/dashboard/webhook-deliveries/{delivery['id']}/redeliver",
+        headers=admin.headers,
+        follow_redirects=False,
+    )
+    assert pressed.status_code == 303 and pressed.headers["location"] == "/dashboard"
+    receiver.wait_for(3)
+    anonymous = admin.client.post(
+        f"/dashboard/webhook-deliveries/{delivery['id']}/redeliver", follow_redirects=False
+    )
+    assert anonymous.status_code == 303  # to the login form; nothing queued
+    assert anonymous.headers["location"].startswith("/dashboard/login")
+
+
+def test_an_endpoint_gets_its_events_in_order_through_retries(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    """Three events at once; the first is refused twice: the younger ones wait for it (a
+    delivery goes only when the older ones of its endpoint are settled)."""
+    receiver = Receiver(tmp_path, script=["500", "503"])
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    emitted = _emit(settings, "deletion.completed", 3)
+    _settled(admin, webhook["id"], 3, "delivered")
+    arrived = [r["headers"]["Unlearn-Event-Id"] for r in receiver.wait_for(5)]
+    assert arrived == [emitted[0]] * 3 + emitted[1:]
