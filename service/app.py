@@ -46,7 +46,7 @@ from service.settings import Settings, get_settings
 from service.webhooks.delivery import WebhookDispatcher
 from service.webhooks.endpoints import deliveries_router as webhook_deliveries_router
 from service.webhooks.endpoints import router as webhooks_router
-from service.webhooks.events import EMITTED
+from service.webhooks.events import EMITTED, ENDPOINTS
 from workers.celery_app import create_celery
 
 API_VERSION = "0.2.0"
@@ -147,9 +147,11 @@ def _wake_after_events(factory: sessionmaker[Session], dispatcher: WebhookDispat
 
     @event.listens_for(factory, "after_commit")
     def _committed(session: Session) -> None:
+        session.info.pop(ENDPOINTS, None)
         if session.info.pop(EMITTED, False):
             dispatcher.wake()
 
     @event.listens_for(factory, "after_rollback")
     def _rolled_back(session: Session) -> None:
         session.info.pop(EMITTED, None)
+        session.info.pop(ENDPOINTS, None)

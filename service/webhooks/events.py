@@ -16,7 +16,7 @@ from typing import Any, Final, Literal, get_args
 
 from sqlalchemy.orm import Session
 
-from service.db.models import DeletionRequest, Job, Model, WebhookEvent
+from service.db.models import DeletionRequest, Job, Model, Webhook, WebhookEvent
 from service.db.models.base import utcnow
 from service.db.repositories import WebhookRepository
 
@@ -32,6 +32,7 @@ EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 #: ``session.info`` key set when a transaction wrote events: after its commit the API wakes
 #: its dispatcher (``service.app``).
 EMITTED: Final = "webhook_events"
+ENDPOINTS: Final = "webhook_endpoints"  # session.info: a transaction's endpoints per tenant
 
 
 def new_event_id() -> str:
@@ -48,7 +49,7 @@ def emit(
     """Write the event and a pending delivery for each of the tenant's endpoints subscribed to
     it, at the next flush; None (nothing written) when no endpoint wants it."""
     webhooks = WebhookRepository.from_session(session)
-    subscribed = [w for w in webhooks.of_tenant(tenant_id) if type_ in w.events]
+    subscribed = [w for w in _endpoints(session, tenant_id) if type_ in w.events]
     if not subscribed:
         return None
     created_at = utcnow()
@@ -70,6 +71,17 @@ def emit(
     webhooks.add_event(event, subscribed)
     session.info[EMITTED] = True
     return event
+
+
+def _endpoints(session: Session, tenant_id: uuid.UUID) -> list[Webhook]:
+    """The tenant's live endpoints, read once per transaction (a deletion that completes in its
+    202 emits twice: one more statement, not two) and without flushing the change's own writes
+    early (they go in its one batched flush)."""
+    cache: dict[uuid.UUID, list[Webhook]] = session.info.setdefault(ENDPOINTS, {})
+    if tenant_id not in cache:
+        with session.no_autoflush:
+            cache[tenant_id] = WebhookRepository.from_session(session).of_tenant(tenant_id)
+    return cache[tenant_id]
 
 
 def deletion_data(request: DeletionRequest) -> dict[str, Any]:
