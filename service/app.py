@@ -3,8 +3,9 @@
 The lifespan owns the process's parts: the database engine, the outbox relay (sends the jobs
 that committed requests queued and, unless ``UNLEARN_API_HOUSEKEEPING`` is off, housekeeps while
 this process leads: artifact collection among others), the serving registry (backbone loaded on
-first prediction) and, with Redis, the listener that preloads retrained layers and drops
-collected ones.
+first prediction), the webhook dispatcher (delivers committed events, woken after each commit
+that wrote some; ``UNLEARN_WEBHOOK_DELIVERY``) and, with Redis, the listener that preloads
+retrained layers and drops collected ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from functools import cache
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy import event
 from sqlalchemy.exc import DataError
+from sqlalchemy.orm import Session, sessionmaker
 
 from service import housekeeping
 from service.api import health
@@ -40,6 +43,10 @@ from service.relay import OutboxRelay, celery_publisher
 from service.serving.notify import ChangeListener
 from service.serving.registry import ServingRegistry
 from service.settings import Settings, get_settings
+from service.webhooks.delivery import WebhookDispatcher
+from service.webhooks.endpoints import deliveries_router as webhook_deliveries_router
+from service.webhooks.endpoints import router as webhooks_router
+from service.webhooks.events import EMITTED, ENDPOINTS
 from workers.celery_app import create_celery
 
 API_VERSION = "0.2.0"
@@ -76,12 +83,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.pubsub_url
             else None
         )
+        dispatcher = WebhookDispatcher(factory, settings) if settings.webhook_delivery else None
+        if dispatcher is not None:
+            _wake_after_events(factory, dispatcher)
         app.state.engine = engine
         app.state.session_factory = factory
         app.state.relay = relay
         app.state.serving = serving
         app.state.metrics = app_registry(factory)
+        app.state.webhooks = dispatcher
         relay.start()
+        if dispatcher is not None:
+            dispatcher.start()
         if listener is not None:
             listener.start()
         try:
@@ -89,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if listener is not None:
                 listener.stop()
+            if dispatcher is not None:
+                dispatcher.stop()
             relay.stop()
             if housekeeper is not None:
                 housekeeper.close()
@@ -124,7 +139,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exactness_router,
         jobs_router,
         keys_router,
+        webhooks_router,
+        webhook_deliveries_router,
     ):
         app.include_router(router)
     dashboard.install(app)
     return app
+
+
+def _wake_after_events(factory: sessionmaker[Session], dispatcher: WebhookDispatcher) -> None:
+    """After a commit that wrote webhook events (or queued a redelivery), deliver at once."""
+
+    @event.listens_for(factory, "after_commit")
+    def _committed(session: Session) -> None:
+        session.info.pop(ENDPOINTS, None)
+        if session.info.pop(EMITTED, False):
+            dispatcher.wake()
+
+    @event.listens_for(factory, "after_rollback")
+    def _rolled_back(session: Session) -> None:
+        session.info.pop(EMITTED, None)
+        session.info.pop(ENDPOINTS, None)

@@ -278,5 +278,37 @@ def keys_create(tenant_name: str, role: str, name: str) -> None:
     click.echo(issued.token)
 
 
+@main.group()
+def webhooks() -> None:
+    """Webhook delivery."""
+
+
+@webhooks.command("deliver")
+def webhooks_deliver() -> None:
+    """Deliver webhook events until SIGTERM (beside, or instead of, the API's dispatchers:
+    several never send one delivery twice)."""
+    import signal
+
+    from service.db.engine import make_engine, make_session_factory
+    from service.webhooks.delivery import WebhookDispatcher
+
+    settings = get_settings()
+    engine = make_engine(
+        settings.database_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s
+    )
+    dispatcher = WebhookDispatcher(make_session_factory(engine), settings)
+
+    def _stop(_signum: int, _frame: object) -> None:
+        dispatcher.stop(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    click.echo("webhooks: delivering until SIGTERM")
+    try:
+        dispatcher.run()
+    finally:
+        engine.dispose()
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -202,6 +202,45 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Time budget of each /readyz check (database, broker)."
     )
 
+    webhook_delivery: bool = Field(
+        True,
+        description="Run the webhook dispatcher in each API process (`unlearn webhooks "
+        "deliver` runs it alone); several dispatchers never send one delivery twice.",
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Time limit of each webhook POST (connect, send, read)."
+    )
+    webhook_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="A claimed webhook delivery whose dispatcher died is sent again after this "
+        "long; must exceed `UNLEARN_WEBHOOK_TIMEOUT_S`.",
+    )
+    webhook_backoff_s: float = Field(
+        30.0,
+        gt=0,
+        description="Base of the exponential back-off between webhook attempts (full jitter: "
+        "a random wait up to base x 2^(attempts-1), capped at `UNLEARN_WEBHOOK_BACKOFF_MAX_S`).",
+    )
+    webhook_backoff_max_s: float = Field(
+        3600.0, gt=0, description="Longest wait between two attempts of a webhook delivery."
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts of a webhook delivery before it is `failed`."
+    )
+    webhook_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the webhook dispatcher looks for due deliveries (it also runs "
+        "right after each API commit that wrote events).",
+    )
+    webhook_secret_overlap_s: float = Field(
+        86400.0,
+        ge=0,
+        description="After a webhook secret rotation the previous secret signs too (a second "
+        "`v1=`) for this long, so receivers switch without losing events.",
+    )
+
     @field_validator("compute_profile", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -226,6 +265,11 @@ class Settings(BaseSettings):
             self.dashboard_session_secret = SecretStr(secrets.token_urlsafe(32))
         if self.artifacts_dir is None:
             self.artifacts_dir = data_dir / "artifacts"
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError(
+                "UNLEARN_WEBHOOK_LEASE_S must exceed UNLEARN_WEBHOOK_TIMEOUT_S (a delivery in "
+                "flight would be claimed again)"
+            )
         if self.environment is Environment.production and self.database_url.startswith("sqlite"):
             raise ValueError(
                 "UNLEARN_DATABASE_URL must name a server database (PostgreSQL) in production"
@@ -248,6 +292,10 @@ class Settings(BaseSettings):
         from unlearning.device import local_profile
 
         return self.compute_profile or local_profile(self.device)
+
+    @property
+    def production(self) -> bool:
+        return self.environment is Environment.production
 
     @property
     def uses_sqlite(self) -> bool:

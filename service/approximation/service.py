@@ -72,6 +72,7 @@ from service.engine import training_sample
 from service.errors import InvalidInputError
 from service.training import scheduling
 from service.training.service import NewLayer, read_sequence_job, record_chain, slice_indices
+from service.webhooks import events
 from unlearning.approx import registry
 from unlearning.approx.prefix_pass import MethodName, RequestShape, choose_method
 from unlearning.approx.registry import MethodConfigError
@@ -359,6 +360,9 @@ def mark_approximated(session: Session, request_id: uuid.UUID) -> None:
         deletions.advance(request, DeletionStatus.approximated)
     elif request.approximated_at is None:
         request.approximated_at = utcnow()
+    else:
+        return  # an earlier sequence's pass reported it
+    events.emit(session, request.tenant_id, "deletion.approximated", events.deletion_data(request))
 
 
 def purge_overdue(session: Session, *, limit: int = 100) -> int:

@@ -18,12 +18,13 @@ from service.api.deps import SessionDep, SettingsDep
 from service.dashboard import session as cookies
 from service.dashboard import views
 from service.dashboard.auth import DashboardAdmin, LoginRequired, login
+from service.webhooks import service as webhooks
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
-OverviewPart = Literal["models", "charts", "deletions", "jobs"]
+OverviewPart = Literal["models", "charts", "deletions", "jobs", "webhooks"]
 ModelPart = Literal["grid", "deletions", "jobs", "exactness", "audit"]
 
 
@@ -112,6 +113,15 @@ def job(
 ) -> HTMLResponse:
     job = views.job_page(session, admin.tenant_id, job_id)
     return _render(request, "job", part, settings, admin=admin, job=job)
+
+
+@router.post("/webhook-deliveries/{delivery_id}/redeliver")
+def redeliver(delivery_id: uuid.UUID, admin: DashboardAdmin, session: SessionDep) -> Response:
+    """The overview's redeliver button: queue the delivery again, back to the overview (the
+    login cookie is SameSite=strict: another site cannot post this form)."""
+    webhooks.redeliver(session, admin.tenant_id, delivery_id)
+    session.commit()  # wakes the dispatcher (service.app)
+    return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/login")

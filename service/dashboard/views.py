@@ -31,6 +31,8 @@ from service.models.schemas import ModelStatusPublic, SequenceStatus, ShardStatu
 from service.models.service import get_model
 from service.models.status import model_status
 from service.observability.metrics import RECENT_PREDICTIONS
+from service.webhooks import service as webhooks
+from service.webhooks.schemas import DeliveryPublic, WebhookPublic
 
 #: Cell states, in the legend's order.
 STATES = ("valid", "approximate", "retraining", "training", "parked", "invalid")
@@ -109,6 +111,19 @@ class Overview:
     @cached_property
     def charts(self) -> list[charts.Chart]:
         return _charts(self.session, self.tenant_id)
+
+    @cached_property
+    def webhooks(self) -> list[WebhookPublic]:
+        return webhooks.list_webhooks(self.session, self.tenant_id)
+
+    @cached_property
+    def endpoint_urls(self) -> dict[uuid.UUID, str]:
+        """The live endpoints' URLs (a deleted endpoint's deliveries show without one)."""
+        return {w.id: w.url for w in self.webhooks}
+
+    @cached_property
+    def deliveries(self) -> list[DeliveryPublic]:
+        return webhooks.recent_deliveries(self.session, self.tenant_id, limit=LIST_LIMIT)
 
 
 class ModelPage:

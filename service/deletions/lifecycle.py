@@ -28,6 +28,7 @@ from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.errors import ConflictError
 from service.training.scheduling import ensure_retrain
+from service.webhooks import events
 
 
 def retry_deletion(session: Session, request: DeletionRequest, *, actor: str) -> list[Job]:
@@ -93,6 +94,9 @@ def settle_deletions(
         if failed:
             reason = f"retrain job {failed[0].id} failed: {failed[0].error}"
             deletions.advance(request, DeletionStatus.failed, reason=reason)
+            events.emit(
+                session, request.tenant_id, "deletion.failed", events.deletion_data(request)
+            )
         else:
             done.append(request)
     complete_deletions(session, done, retrained=True)
@@ -113,6 +117,7 @@ def complete_deletions(
         ):
             deletions.advance(request, DeletionStatus.retraining)
         deletions.advance(request, DeletionStatus.completed)
+        events.emit(session, request.tenant_id, "deletion.completed", events.deletion_data(request))
         purge_payloads(session, request, reason="completed")
     AuditRepository.from_session(session).append(
         audit_chain(requests[0].model_id),

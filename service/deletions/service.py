@@ -63,6 +63,7 @@ from service.errors import ConflictError, InvalidInputError
 from service.exactness.service import certified_audits
 from service.models.schemas import MethodName
 from service.training import scheduling
+from service.webhooks import events
 from unlearning.approx.prefix_pass import RequestShape
 
 
@@ -209,6 +210,7 @@ def request_deletion(
             "serving_generation": model.serving_generation,
         },
     )
+    events.emit(session, tenant_id, "deletion.deactivated", events.deletion_data(request))
     if not jobs:
         lifecycle.complete_deletions(session, [request], retrained=False)
     unknown = [external_id for external_id, _, o in items if o is ItemOutcome.unknown]

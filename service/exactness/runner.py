@@ -39,6 +39,7 @@ from service.db.repositories.jobs import LIVE_STATUSES
 from service.exactness.schemas import AuditResult, LayerCheck
 from service.jobs.runner import Transaction, claim_job, failure_recorded
 from service.training.service import SequenceJob, read_sequence_job
+from service.webhooks import events
 from unlearning.artifacts import LocalArtifactStore, stored_ref
 from unlearning.s3t import S3TEngine
 
@@ -124,7 +125,7 @@ def run_exactness_audit(
     """Retrain the job's shards into a scratch store and record the comparison; None when the
     job had already finished (a redelivered message changes nothing). The audit changes no
     lineage: a failure locks the job alone."""
-    with failure_recorded(transaction, job_id, lock_model=False):
+    with failure_recorded(transaction, job_id, lock_model=False, on_failure=_finished):
         with transaction() as session:
             work = _start(session, job_id)
             if work is None:
@@ -291,4 +292,11 @@ def _record(
     }
     jobs.progress(job, job.stages_total)
     jobs.finish(job, JobStatus.succeeded, result.note())
+    _finished(session, job)
     return result
+
+
+def _finished(session: Session, job: Job) -> None:
+    """The audit ended (succeeded, or failed and recorded by ``failure_recorded``)."""
+    tenant_id = ModelRepository.from_session(session).get(job.model_id).tenant_id
+    events.emit(session, tenant_id, "exactness_audit.finished", events.audit_data(job))

@@ -64,6 +64,13 @@ PREDICTION_SECONDS = Histogram(
     buckets=REQUEST_BUCKETS,
     registry=PROCESS_REGISTRY,
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "unlearn_webhook_attempts",
+    "Webhook delivery attempts made by this process, by outcome: `delivered` (a 2xx), "
+    "`retried` (another attempt follows) or `failed` (the last attempt failed).",
+    ["outcome"],
+    registry=PROCESS_REGISTRY,
+)
 
 #: Which queue carries which job kind (service/training and service/approximation send them).
 QUEUE_OF_KIND = {

@@ -49,6 +49,7 @@ from service.jobs.runner import JobOutcome, Transaction, claim_job, failure_reco
 from service.queues import Priority
 from service.training import scheduling
 from service.training.service import SequenceJob, read_sequence_job, record_layers
+from service.webhooks import events
 from unlearning.approx.prefix_pass import chain_statistics
 from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import S3TEngine, TrainedLayer
@@ -229,3 +230,4 @@ def _settle_parent(session: Session, model: Model, parent_id: uuid.UUID) -> None
     else:
         jobs.finish(parent, JobStatus.succeeded)
         model.status = ModelStatus.ready
+        events.emit(session, model.tenant_id, "model.ready", events.model_data(model))

@@ -30,6 +30,13 @@ from service.db.models.lineage import (
 from service.db.models.outbox import OutboxMessage
 from service.db.models.samples import Sample, SamplePayload
 from service.db.models.tenancy import ApiKey, Role, Tenant, TenantSecret
+from service.db.models.webhooks import (
+    DeliveryState,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
+)
 from service.db.models.workers import WorkerPresence
 
 __all__ = [
@@ -42,6 +49,7 @@ __all__ = [
     "DeletionJob",
     "DeletionRequest",
     "DeletionStatus",
+    "DeliveryState",
     "ItemOutcome",
     "Job",
     "JobKind",
@@ -65,5 +73,9 @@ __all__ = [
     "Tenant",
     "TenantSecret",
     "UnlearningPolicy",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEvent",
     "WorkerPresence",
 ]

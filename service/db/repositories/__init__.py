@@ -11,6 +11,7 @@ from service.db.repositories.outbox import OutboxRepository
 from service.db.repositories.samples import NewSample, SampleRepository
 from service.db.repositories.statistics import StatisticsRepository
 from service.db.repositories.tenants import ApiKeyRepository, TenantRepository
+from service.db.repositories.webhooks import WebhookRepository
 from service.db.repositories.workers import WorkerRepository
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "SampleRepository",
     "StatisticsRepository",
     "TenantRepository",
+    "WebhookRepository",
     "WorkerRepository",
 ]

@@ -1,0 +1,235 @@
+"""Webhooks: endpoints, events and their deliveries, claimed by dispatchers with a lease.
+
+A delivery is due when it is `pending`, its time has come, no live lease holds it, and it is
+the oldest pending delivery of its endpoint (deliveries to one endpoint go in the order their
+events occurred; a `failed` one no longer blocks). Claims lock with ``FOR UPDATE SKIP LOCKED``
+on PostgreSQL (SQLite serialises writers), so two dispatchers never claim one delivery.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import aliased
+
+from service.db.models import (
+    DeliveryState,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
+)
+from service.db.models.base import utcnow
+from service.db.repositories.base import Repository
+from service.errors import NotFoundError
+
+#: Why a pending delivery stopped without a 2xx when its endpoint went.
+CANCELLED = "cancelled: the webhook was deleted"
+
+
+class WebhookNotFoundError(NotFoundError):
+    title = "Webhook not found"
+    slug = "webhook-not-found"
+
+
+class DeliveryNotFoundError(NotFoundError):
+    title = "Webhook delivery not found"
+    slug = "webhook-delivery-not-found"
+
+
+class WebhookRepository(Repository):
+    # Endpoints
+
+    def add(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        url: str,
+        events: list[str],
+        description: str | None,
+        secret: str,
+    ) -> Webhook:
+        webhook = Webhook(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            url=url,
+            events=events,
+            description=description,
+            secret=secret,
+            created_at=utcnow(),
+        )
+        self.session.add(webhook)
+        self.session.flush()
+        return webhook
+
+    def get(self, webhook_id: uuid.UUID, *, tenant_id: uuid.UUID) -> Webhook:
+        """The tenant's live endpoint (another tenant's, or a deleted one, is not found)."""
+        webhook = self.session.get(Webhook, webhook_id)
+        if webhook is None or webhook.tenant_id != tenant_id or webhook.deleted_at is not None:
+            raise WebhookNotFoundError(f"no webhook {webhook_id}")
+        return webhook
+
+    def of_tenant(self, tenant_id: uuid.UUID) -> list[Webhook]:
+        """The tenant's live endpoints, oldest first."""
+        return list(
+            self.session.scalars(
+                sa.select(Webhook)
+                .where(Webhook.tenant_id == tenant_id, Webhook.deleted_at.is_(None))
+                .order_by(Webhook.created_at, Webhook.id)
+            )
+        )
+
+    def delete(self, webhook: Webhook) -> int:
+        """Mark the endpoint deleted and cancel its pending deliveries; returns how many."""
+        now = utcnow()
+        webhook.deleted_at = now
+        result = self.session.execute(
+            sa.update(WebhookDelivery)
+            .where(
+                WebhookDelivery.webhook_id == webhook.id,
+                WebhookDelivery.state == DeliveryState.pending,
+            )
+            .values(state=DeliveryState.failed, last_error=CANCELLED, leased_until=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # Events
+
+    def add_event(
+        self,
+        event: WebhookEvent,
+        webhooks: Sequence[Webhook],
+    ) -> None:
+        """The event and one pending delivery per endpoint, inserted at the next flush."""
+        self.session.add(event)
+        now = utcnow()
+        for webhook in webhooks:
+            self.session.add(
+                WebhookDelivery(
+                    id=uuid.uuid4(),
+                    webhook_id=webhook.id,
+                    event=event,
+                    state=DeliveryState.pending,
+                    attempt_count=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+
+    # Deliveries
+
+    def due(self, limit: int, *, now: datetime | None = None) -> list[WebhookDelivery]:
+        """Due deliveries (see the module), oldest event first, locked against other
+        dispatchers; at most one per endpoint."""
+        now = now or utcnow()
+        older = aliased(WebhookDelivery)
+        query = (
+            sa.select(WebhookDelivery)
+            .where(
+                WebhookDelivery.state == DeliveryState.pending,
+                WebhookDelivery.next_attempt_at <= now,
+                sa.or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until <= now),
+                ~sa.exists().where(
+                    older.webhook_id == WebhookDelivery.webhook_id,
+                    older.state == DeliveryState.pending,
+                    older.event_seq < WebhookDelivery.event_seq,
+                ),
+            )
+            .order_by(WebhookDelivery.event_seq)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+        return list(self.session.scalars(query).unique())
+
+    def lease(self, delivery: WebhookDelivery, lease: timedelta) -> uuid.UUID:
+        """Claim the delivery for ``lease``; the returned id proves the claim when recording."""
+        delivery.lease_id = uuid.uuid4()
+        delivery.leased_until = utcnow() + lease
+        return delivery.lease_id
+
+    def get_for_update(self, delivery_id: uuid.UUID) -> WebhookDelivery | None:
+        query = sa.select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update(of=WebhookDelivery)
+        return self.session.scalars(query).unique().one_or_none()
+
+    def webhook(self, webhook_id: uuid.UUID) -> Webhook:
+        return self.session.get_one(Webhook, webhook_id)
+
+    def record_attempt(
+        self,
+        delivery: WebhookDelivery,
+        *,
+        at: datetime,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
+    ) -> None:
+        self.session.add(
+            WebhookAttempt(
+                delivery_id=delivery.id,
+                at=at,
+                status_code=status_code,
+                error=error[:2000] if error else None,
+                duration_ms=duration_ms,
+            )
+        )
+        delivery.attempt_count += 1
+        delivery.last_status_code = status_code
+        delivery.last_error = error[:2000] if error else None
+        delivery.leased_until = None
+        delivery.lease_id = None
+
+    def delivery(self, delivery_id: uuid.UUID, *, tenant_id: uuid.UUID) -> WebhookDelivery:
+        """The tenant's delivery (through its endpoint, even a deleted one)."""
+        delivery = self.session.get(WebhookDelivery, delivery_id)
+        if delivery is None or self.webhook(delivery.webhook_id).tenant_id != tenant_id:
+            raise DeliveryNotFoundError(f"no webhook delivery {delivery_id}")
+        return delivery
+
+    def deliveries_of(self, webhook_id: uuid.UUID, *, limit: int) -> list[WebhookDelivery]:
+        """An endpoint's deliveries, newest event first."""
+        return list(
+            self.session.scalars(
+                sa.select(WebhookDelivery)
+                .where(WebhookDelivery.webhook_id == webhook_id)
+                .order_by(WebhookDelivery.event_seq.desc())
+                .limit(limit)
+            ).unique()
+        )
+
+    def recent_of_tenant(self, tenant_id: uuid.UUID, *, limit: int) -> list[WebhookDelivery]:
+        """The tenant's latest deliveries over all its endpoints, newest event first."""
+        return list(
+            self.session.scalars(
+                sa.select(WebhookDelivery)
+                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+                .where(Webhook.tenant_id == tenant_id)
+                .order_by(WebhookDelivery.event_seq.desc())
+                .limit(limit)
+            ).unique()
+        )
+
+    def attempts(self, delivery_id: uuid.UUID) -> list[WebhookAttempt]:
+        return list(
+            self.session.scalars(
+                sa.select(WebhookAttempt)
+                .where(WebhookAttempt.delivery_id == delivery_id)
+                .order_by(WebhookAttempt.id)
+            )
+        )
+
+    def pending_count(self) -> int:
+        return (
+            self.session.scalar(
+                sa.select(sa.func.count())
+                .select_from(WebhookDelivery)
+                .where(WebhookDelivery.state == DeliveryState.pending)
+            )
+            or 0
+        )

@@ -1,0 +1,360 @@
+"""Webhooks over HTTP on SQLite and PostgreSQL, delivered by the app's dispatcher to a real
+receiver process on loopback (``tests/integration/receiver.py``): registration and its
+refusals, retries with back-off until a 2xx, a final `failed`, redelivery, secret rotation,
+and deletion cancelling what was pending. Back-off, timeout and lease are a fraction of a
+second here."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.db.engine import make_engine, make_session_factory, unit_of_work
+from service.db.models import Role
+from service.db.repositories import TenantRepository
+from service.settings import Environment, Settings
+from service.webhooks import events, signing
+from tests.conftest import FreshDatabase
+from tests.integration.api import Api, issue_keys, problem
+from tests.integration.receiver import Receiver
+from tests.integration.services import wait_for
+
+pytestmark = pytest.mark.integration
+FAST: dict[str, Any] = {
+    "webhook_backoff_s": 0.05,
+    "webhook_backoff_max_s": 0.2,
+    "webhook_max_attempts": 3,
+    "webhook_poll_s": 0.05,
+    "webhook_timeout_s": 0.5,
+    "webhook_lease_s": 1.0,
+}
+
+
+@pytest.fixture
+def settings(fresh_db: FreshDatabase, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=fresh_db.url(), **FAST)
+
+
+@pytest.fixture
+def admin(client: TestClient, settings: Settings) -> Api:
+    return Api(client, issue_keys(settings, Role.admin)["a"])
+
+
+@pytest.fixture
+def receivers(tmp_path: Path) -> Iterator[list[Receiver]]:
+    started: list[Receiver] = []
+    yield started
+    for receiver in started:
+        receiver.stop()
+
+
+def _emit(settings: Settings, type_: events.EventType, n: int = 1) -> list[str]:
+    """Commit ``n`` events of tenant a (as a state change would), as a worker process does:
+    the dispatcher finds them when it next looks."""
+    engine = make_engine(settings.database_url)
+    ids = []
+    with unit_of_work(make_session_factory(engine)) as session:
+        tenant = TenantRepository.from_session(session).by_name("a")
+        for i in range(n):
+            event = events.emit(session, tenant.id, type_, {"deletion": {"n": i}})
+            if event is not None:
+                ids.append(event.id)
+    engine.dispose()
+    return ids
+
+
+def _register(admin: Api, url: str, events_: list[str] | None = None) -> dict[str, Any]:
+    body = {"url": url, "events": events_ or ["deletion.completed"], "description": "test"}
+    created: dict[str, Any] = admin.ok(admin.post("/webhooks", body), 201)
+    return created
+
+
+def _verified(request: dict[str, Any], *secrets: str) -> list[str]:
+    """The secrets (of ``secrets``) whose signature is in the request's header."""
+    header = request["headers"]["Unlearn-Signature"]
+    parts = [p.split("=", 1) for p in header.split(",")]
+    (t,) = [v for k, v in parts if k == "t"]
+    v1 = [v for k, v in parts if k == "v1"]
+    body = request["body"].encode()
+    return [s for s in secrets if signing.signature(s, int(t), body) in v1]
+
+
+def _deliveries(admin: Api, webhook_id: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = admin.ok(admin.get(f"/webhooks/{webhook_id}/deliveries"))
+    return found
+
+
+def _settled(admin: Api, webhook_id: str, n: int, state: str) -> list[dict[str, Any]]:
+    def done() -> list[dict[str, Any]]:
+        found = _deliveries(admin, webhook_id)
+        return found if len(found) == n and all(d["state"] == state for d in found) else []
+
+    return wait_for(done, 30, f"{n} deliveries {state}")
+
+
+def test_register_read_and_delete(admin: Api, settings: Settings) -> None:
+    created = _register(admin, "http://127.0.0.1:9/hook", ["deletion.completed", "model.ready"])
+    assert created["secret"].startswith("whsec_")
+    assert set(created) == {
+        "id",
+        "url",
+        "events",
+        "description",
+        "created_at",
+        "secret_rotated_at",
+        "secret",
+    }
+    listed = admin.ok(admin.get("/webhooks"))
+    assert [w["id"] for w in listed] == [created["id"]]
+    assert "secret" not in listed[0] and created["secret"] not in str(listed)
+    one = admin.ok(admin.get(f"/webhooks/{created['id']}"))
+    assert "secret" not in one and one["events"] == ["deletion.completed", "model.ready"]
+
+    # Another tenant's admin does not see it; an app key may not manage webhooks.
+    other = issue_keys(settings, Role.admin)["b"]
+    problem(admin.client.get(f"/webhooks/{created['id']}", headers=_auth(other)), 404)
+    app_key = issue_keys(settings)["a"]
+    problem(admin.client.get("/webhooks", headers=_auth(app_key)), 403)
+
+    assert (
+        admin.client.delete(f"/webhooks/{created['id']}", headers=admin.headers).status_code == 204
+    )
+    problem(admin.get(f"/webhooks/{created['id']}"), 404)
+    assert admin.ok(admin.get("/webhooks")) == []
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "http://127.0.0.1:9/", "events": ["deletion.exploded"]},
+        {"url": "http://127.0.0.1:9/", "events": []},
+        {"url": "ftp://127.0.0.1/", "events": ["model.ready"]},
+        {"url": "http://10.0.0.1/", "events": ["model.ready"]},  # private, even in development
+        {"url": "http://169.254.169.254/latest", "events": ["model.ready"]},
+        {"url": "http://u:p@127.0.0.1/", "events": ["model.ready"]},
+        {"url": "not a url", "events": ["model.ready"]},
+        {"url": "http://127.0.0.1/", "events": ["model.ready"], "extra": 1},
+    ],
+)
+def test_bad_registrations_are_422_problems(admin: Api, body: dict[str, Any]) -> None:
+    problem(admin.post("/webhooks", body), 422)
+    assert admin.ok(admin.get("/webhooks")) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.example.com/",  # http
+        "https://127.0.0.1/hook",  # loopback literal
+        "https://localhost/hook",  # a name resolving to loopback
+        "https://10.0.0.1/hook",
+        "https://[::1]/hook",
+        "https://[fd00::1]/hook",
+        "https://169.254.169.254/hook",
+    ],
+)
+def test_production_refuses_http_loopback_and_private_urls(settings: Settings, url: str) -> None:
+    # model_copy: the environment alone changes (the embedded database stays, for the test).
+    production = settings.model_copy(update={"environment": Environment.production})
+    with TestClient(create_app(production), raise_server_exceptions=False) as client:
+        admin = Api(client, issue_keys(settings, Role.admin)["a"])
+        body = problem(admin.post("/webhooks", {"url": url, "events": ["model.ready"]}), 422)
+        assert "refused" in body["detail"]
+        assert admin.ok(admin.get("/webhooks")) == []
+
+
+def test_500_twice_then_200_is_delivered_on_the_third_attempt(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    receiver = Receiver(tmp_path, script=["500", "500", "200"])
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    (event_id,) = _emit(settings, "deletion.completed")
+    (delivery,) = _settled(admin, webhook["id"], 1, "delivered")
+    assert delivery["attempt_count"] == 3 and delivery["last_status_code"] == 200
+    assert delivery["event_id"] == event_id and delivery["event_type"] == "deletion.completed"
+    detail = admin.ok(admin.get(f"/webhook-deliveries/{delivery['id']}"))
+    assert [a["status_code"] for a in detail["attempts"]] == [500, 500, 200]
+    assert [a["error"] for a in detail["attempts"]] == ["HTTP 500", "HTTP 500", None]
+    requests = receiver.wait_for(3)
+    assert len(requests) == 3
+    for request in requests:
+        assert request["headers"]["Unlearn-Event-Id"] == event_id
+        assert request["headers"]["User-Agent"] == "unlearn-webhooks/1"
+        assert request["headers"]["Content-Type"] == "application/json"
+        assert _verified(request, webhook["secret"]) == [webhook["secret"]]
+
+
+@pytest.mark.parametrize("answer", ["500", "hang"])
+def test_a_receiver_that_never_succeeds_ends_failed(
+    admin: Api,
+    settings: Settings,
+    tmp_path: Path,
+    receivers: list[Receiver],
+    answer: str,
+) -> None:
+    receiver = Receiver(tmp_path, then=answer)
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    _emit(settings, "deletion.completed")
+    (delivery,) = _settled(admin, webhook["id"], 1, "failed")
+    assert delivery["attempt_count"] == settings.webhook_max_attempts
+    assert delivery["next_attempt_at"] is None
+    attempts = admin.ok(admin.get(f"/webhook-deliveries/{delivery['id']}"))["attempts"]
+    assert len(attempts) == settings.webhook_max_attempts
+    if answer == "hang":
+        assert all(a["status_code"] is None and "timed out" in a["error"] for a in attempts)
+    else:
+        assert all(a["status_code"] == 500 for a in attempts)
+    time.sleep(0.3)  # nothing more is tried
+    assert len(receiver.requests()) == settings.webhook_max_attempts
+
+
+def test_a_redirect_is_not_followed(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    receiver = Receiver(tmp_path, then="302")
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    _emit(settings, "deletion.completed")
+    (delivery,) = _settled(admin, webhook["id"], 1, "failed")
+    attempts = admin.ok(admin.get(f"/webhook-deliveries/{delivery['id']}"))["attempts"]
+    assert all(a["status_code"] == 302 and "redirect" in a["error"] for a in attempts)
+
+
+def test_redeliver_sends_it_again(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    receiver = Receiver(tmp_path)
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    (event_id,) = _emit(settings, "deletion.completed")
+    (delivery,) = _settled(admin, webhook["id"], 1, "delivered")
+    queued = admin.ok(admin.post(f"/webhook-deliveries/{delivery['id']}/redeliver"), 202)
+    assert queued["id"] == delivery["id"]
+    requests = receiver.wait_for(2)
+    assert [r["headers"]["Unlearn-Event-Id"] for r in requests] == [event_id, event_id]
+    assert requests[0]["body"] == requests[1]["body"]
+    (again,) = _settled(admin, webhook["id"], 1, "delivered")
+    detail = admin.ok(admin.get(f"/webhook-deliveries/{again['id']}"))
+    assert [a["status_code"] for a in detail["attempts"]] == [200, 200]
+    problem(admin.post(f"/webhook-deliveries/{uuid.uuid4()}/redeliver"), 404)
+    other = issue_keys(settings, Role.admin)["b"]
+    response = admin.client.post(
+        f"/webhook-deliveries/{delivery['id']}/redeliver", headers=_auth(other)
+    )
+    problem(response, 404)
+
+
+def test_rotation_signs_with_both_secrets_during_the_overlap(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    receiver = Receiver(tmp_path)
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    rotated = admin.ok(admin.post(f"/webhooks/{webhook['id']}/rotate"), 201)
+    assert rotated["id"] == webhook["id"] and rotated["secret"] != webhook["secret"]
+    assert rotated["secret_rotated_at"] is not None
+    _emit(settings, "deletion.completed")
+    (request,) = receiver.wait_for(1)
+    assert request["headers"]["Unlearn-Signature"].count("v1=") == 2
+    assert _verified(request, rotated["secret"], webhook["secret"]) == [
+        rotated["secret"],
+        webhook["secret"],
+    ]
+
+
+def test_rotation_without_overlap_signs_with_the_new_secret_only(
+    fresh_db: FreshDatabase, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=fresh_db.url(),
+        webhook_secret_overlap_s=0,
+        **FAST,
+    )
+    receiver = Receiver(tmp_path)
+    receivers.append(receiver)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        admin = Api(client, issue_keys(settings, Role.admin)["a"])
+        webhook = _register(admin, receiver.url)
+        rotated = admin.ok(admin.post(f"/webhooks/{webhook['id']}/rotate"), 201)
+        _emit(settings, "deletion.completed")
+        (request,) = receiver.wait_for(1)
+        assert _verified(request, rotated["secret"], webhook["secret"]) == [rotated["secret"]]
+
+
+def test_only_subscribed_endpoints_get_an_event_and_deleting_one_cancels_its_deliveries(
+    fresh_db: FreshDatabase, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path, database_url=fresh_db.url(), webhook_delivery=False, **FAST
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        admin = Api(client, issue_keys(settings, Role.admin)["a"])
+        wants = _register(admin, "http://127.0.0.1:9/a", ["deletion.completed"])
+        other = _register(admin, "http://127.0.0.1:9/b", ["model.ready"])
+        assert _emit(settings, "deletion.failed") == []  # nobody subscribed: nothing written
+        _emit(settings, "deletion.completed", 2)
+        pending = _deliveries(admin, wants["id"])
+        assert [d["state"] for d in pending] == ["pending", "pending"]
+        assert _deliveries(admin, other["id"]) == []
+        assert client.delete(f"/webhooks/{wants['id']}", headers=admin.headers).status_code == 204
+        for delivery in pending:
+            detail = admin.ok(admin.get(f"/webhook-deliveries/{delivery['id']}"))
+            assert detail["state"] == "failed" and detail["attempts"] == []
+            problem(admin.post(f"/webhook-deliveries/{delivery['id']}/redeliver"), 409)
+
+
+def test_the_dashboard_lists_webhooks_and_deliveries_and_redelivers(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    receiver = Receiver(tmp_path, script=["500"])
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    _emit(settings, "deletion.completed")
+    (delivery,) = _settled(admin, webhook["id"], 1, "delivered")
+    html = admin.get("/dashboard?part=webhooks").text
+    assert receiver.url in html and webhook["secret"] not in html
+    row = f'data-delivery-id="{delivery["id"]}" data-state="delivered" data-attempts="2"'
+    assert row in html
+    assert f'action="/dashboard/webhook-deliveries/{delivery["id"]}/redeliver"' in html
+    assert "webhooks" in admin.get("/dashboard").text  # the overview includes the part
+
+    pressed = admin.client.post(
+        f"/dashboard/webhook-deliveries/{delivery['id']}/redeliver",
+        headers=admin.headers,
+        follow_redirects=False,
+    )
+    assert pressed.status_code == 303 and pressed.headers["location"] == "/dashboard"
+    receiver.wait_for(3)
+    anonymous = admin.client.post(
+        f"/dashboard/webhook-deliveries/{delivery['id']}/redeliver", follow_redirects=False
+    )
+    assert anonymous.status_code == 303  # to the login form; nothing queued
+    assert anonymous.headers["location"].startswith("/dashboard/login")
+
+
+def test_an_endpoint_gets_its_events_in_order_through_retries(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    """Three events at once; the first is refused twice: the younger ones wait for it (a
+    delivery goes only when the older ones of its endpoint are settled)."""
+    receiver = Receiver(tmp_path, script=["500", "503"])
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    emitted = _emit(settings, "deletion.completed", 3)
+    _settled(admin, webhook["id"], 3, "delivered")
+    arrived = [r["headers"]["Unlearn-Event-Id"] for r in receiver.wait_for(5)]
+    assert arrived == [emitted[0]] * 3 + emitted[1:]

@@ -1,0 +1,169 @@
+"""The webhook URL policy (SSRF) as pure functions, DNS stubbed: production wants https and a
+host whose every address is global; development also allows http and loopback; never
+userinfo. A refused URL at delivery time is a failed attempt that says why."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from service.webhooks import delivery, urls
+
+
+def resolving(*addresses: str) -> urls.Resolver:
+    def resolve(_host: str, _port: int) -> list[str]:
+        return list(addresses)
+
+    return resolve
+
+
+def failing(_host: str, _port: int) -> list[str]:
+    raise OSError("Name or service not known")
+
+
+PUBLIC = resolving("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946")
+REFUSED_ADDRESSES = [
+    "10.1.2.3",  # private
+    "172.16.0.1",
+    "192.168.1.1",
+    "127.0.0.1",  # loopback
+    "169.254.169.254",  # link-local: the cloud metadata service
+    "0.0.0.0",  # unspecified
+    "224.0.0.1",  # multicast
+    "240.0.0.1",  # reserved
+    "100.64.0.1",  # shared address space (carrier-grade NAT): not global
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",  # unique local
+    "ff02::1",
+    "::ffff:10.0.0.1",  # IPv4 inside IPv6
+    "::ffff:127.0.0.1",
+]
+
+
+def test_production_accepts_https_to_a_public_host() -> None:
+    target = urls.check("https://hooks.example.com/x?y=1", production=True, resolver=PUBLIC)
+    assert (target.scheme, target.host, target.port) == ("https", "hooks.example.com", 443)
+    assert target.addresses == ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946")
+
+
+@pytest.mark.parametrize("address", REFUSED_ADDRESSES)
+def test_production_refuses_a_host_resolving_to_a_non_global_address(address: str) -> None:
+    with pytest.raises(urls.UrlRefusedError, match="resolves to"):
+        urls.check("https://hooks.example.com/", production=True, resolver=resolving(address))
+
+
+@pytest.mark.parametrize("address", REFUSED_ADDRESSES)
+def test_every_resolved_address_is_checked(address: str) -> None:
+    mixed = resolving("93.184.216.34", address)
+    with pytest.raises(urls.UrlRefusedError):
+        urls.check("https://hooks.example.com/", production=True, resolver=mixed)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/x",
+        "https://10.0.0.1/x",
+        "https://[::1]:8443/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::ffff:192.168.0.1]/",
+    ],
+)
+def test_production_refuses_ip_literals_in_those_ranges(url: str) -> None:
+    with pytest.raises(urls.UrlRefusedError):
+        urls.check(url, production=True, resolver=failing)  # no DNS for a literal
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://hooks.example.com/", "scheme must be https"),
+        ("ftp://hooks.example.com/", "scheme"),
+        ("https://user:pw@hooks.example.com/", "user name or password"),
+        ("https://user@hooks.example.com/", "user name or password"),
+        ("https:///nohost", "no host"),
+        ("https://hooks.example.com:99999/", "not a valid URL"),
+        ("https://hooks.example.com/\nx", "control"),
+        ("https://hooks.example.com/" + "a" * 3000, "longer"),
+    ],
+)
+def test_production_refuses_bad_urls(url: str, why: str) -> None:
+    with pytest.raises(urls.UrlRefusedError, match=why):
+        urls.check(url, production=True, resolver=PUBLIC)
+
+
+def test_a_name_that_does_not_resolve_is_refused() -> None:
+    with pytest.raises(urls.UrlRefusedError, match="does not resolve"):
+        urls.check("https://nowhere.invalid/", production=True, resolver=failing)
+
+
+def test_development_allows_http_and_loopback_only() -> None:
+    assert urls.check("http://127.0.0.1:8080/hook", production=False).port == 8080
+    assert urls.check("http://[::1]:8080/hook", production=False).host == "::1"
+    local = urls.check("http://localhost:9/", production=False, resolver=resolving("127.0.0.1"))
+    assert local.addresses == ("127.0.0.1",)
+    for address in ("10.0.0.1", "169.254.169.254", "0.0.0.0"):
+        with pytest.raises(urls.UrlRefusedError):
+            urls.check(f"http://{address}/", production=False)
+    with pytest.raises(urls.UrlRefusedError, match="user name"):
+        urls.check("http://a:b@127.0.0.1/", production=False)
+
+
+def test_a_refused_url_at_delivery_time_is_a_failed_attempt_saying_why() -> None:
+    """Registered when the name was public; by delivery time it resolves to a private address
+    (DNS rebinding): no connection is made, the attempt's error says why."""
+    policy = delivery.DeliveryPolicy(
+        timeout_s=1,
+        lease_s=2,
+        backoff_s=1,
+        backoff_max_s=1,
+        max_attempts=3,
+        secret_overlap_s=0,
+        production=True,
+    )
+    claimed = delivery.Claimed(
+        delivery_id=uuid.uuid4(),
+        lease_id=uuid.uuid4(),
+        url="https://hooks.example.com/x",
+        secrets=("whsec_x",),
+        event_id="evt_1",
+        event_type="deletion.completed",
+        body=b"{}",
+    )
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    ok = delivery.post(claimed, policy, client, resolver=PUBLIC)
+    assert ok.ok and len(sent) == 1
+    refused = delivery.post(claimed, policy, client, resolver=resolving("10.0.0.7"))
+    assert refused.status_code is None and not refused.ok
+    assert refused.error is not None and "refused" in refused.error and "private" in refused.error
+    assert len(sent) == 1  # nothing was sent
+
+
+def test_the_connection_goes_to_the_checked_address() -> None:
+    """The POST is made to the address the policy checked, with the name in `Host` and as the
+    TLS server name: a second DNS answer cannot redirect it."""
+    target = urls.check("https://hooks.example.com:8443/x?q=1", production=True, resolver=PUBLIC)
+    url, headers, extensions = delivery._pinned(target)
+    assert url == "https://93.184.216.34:8443/x?q=1"
+    assert headers == {"Host": "hooks.example.com:8443"}
+    assert extensions == {"sni_hostname": "hooks.example.com"}
+    v6 = urls.check("http://h.example/", production=False, resolver=resolving("2606:2800::1"))
+    assert delivery._pinned(v6)[0] == "http://[2606:2800::1]/"
+
+
+def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    assert delivery.backoff(1, 2.0, 100.0, lambda: 1.0) == 2.0
+    assert delivery.backoff(3, 2.0, 100.0, lambda: 1.0) == 8.0
+    assert delivery.backoff(3, 2.0, 100.0, lambda: 0.5) == 4.0
+    assert delivery.backoff(30, 2.0, 100.0, lambda: 1.0) == 100.0
+    assert delivery.backoff(1000, 2.0, 100.0, lambda: 0.0) == 0.0
