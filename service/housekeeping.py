@@ -77,11 +77,14 @@ class Housekeeper:
 
 def run_housekeeper(settings: Settings, stopped: threading.Event) -> None:
     """The `unlearn housekeeper` role until ``stopped``: relays the outbox (any number of
-    relays may run) and housekeeps while it leads; answers `/healthz` on
-    ``UNLEARN_HEALTH_PORT``. It needs the database and the broker, no API process."""
+    relays may run), housekeeps while it leads, and delivers webhook events (with
+    ``UNLEARN_WEBHOOK_DELIVERY``; dispatchers claim deliveries under a lease, so any number may
+    run); answers `/healthz` on ``UNLEARN_HEALTH_PORT``. It needs the database and the broker,
+    no API process."""
     from service.db.engine import make_engine, make_session_factory
     from service.observability.health_server import HealthServer
     from service.relay import OutboxRelay, celery_publisher
+    from service.webhooks.delivery import WebhookDispatcher
     from workers.celery_app import create_celery
 
     engine = make_engine(
@@ -108,12 +111,17 @@ def run_housekeeper(settings: Settings, stopped: threading.Event) -> None:
     server = (
         HealthServer(settings.host, settings.health_port, health) if settings.health_port else None
     )
+    dispatcher = WebhookDispatcher(factory, settings) if settings.webhook_delivery else None
     if server is not None:
         server.start()
     relay.start()
+    if dispatcher is not None:
+        dispatcher.start()
     try:
         stopped.wait()
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
         relay.stop()
         housekeeper.close()
         if server is not None:

@@ -204,8 +204,9 @@ class Settings(BaseSettings):
 
     webhook_delivery: bool = Field(
         True,
-        description="Run the webhook dispatcher in each API process (`unlearn webhooks "
-        "deliver` runs it alone); several dispatchers never send one delivery twice.",
+        description="Run the webhook dispatcher in each API process and `unlearn housekeeper` "
+        "(`unlearn webhooks deliver` runs it alone); several dispatchers never send one "
+        "delivery twice.",
     )
     webhook_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Time limit of each webhook POST (connect, send, read)."
