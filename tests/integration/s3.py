@@ -70,8 +70,8 @@ class S3Server:
             )
             if self._wait_until_answering():
                 return self
-            self.stop()
-        raise RuntimeError("moto's S3 server did not start: is moto[server] installed?")
+            output = self.stop()
+        raise RuntimeError(f"moto's S3 server did not start (moto[server] installed?):\n{output}")
 
     def _wait_until_answering(self) -> bool:
         deadline = time.monotonic() + self.start_timeout_s
@@ -177,14 +177,14 @@ class S3Server:
 
 class FaultyProxy:
     """A loopback HTTP proxy in front of an S3 server: it answers ``status`` (a 5xx) to the first
-    ``times`` requests of a method whose path ends with a suffix, forwards every other request,
-    and counts every request that reached it by (method, path): the evidence that a client
-    really retried."""
+    ``times`` requests of a method whose path ends with a suffix (:meth:`fail`), or cuts their
+    answers' bodies short (:meth:`cut`), forwards every other request, and counts every request
+    that reached it by (method, path): the evidence that a client really retried."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._faults: list[list[Any]] = []  # [method, suffix, times left, status]
+        self._faults: list[list[Any]] = []  # [method, suffix, times left, status; 0: cut]
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -196,6 +196,10 @@ class FaultyProxy:
     def fail(self, method: str, path_suffix: str, times: int = 1, status: int = 503) -> None:
         with self._lock:
             self._faults.append([method, path_suffix, times, status])
+
+    def cut(self, method: str, path_suffix: str, times: int = 1) -> None:
+        """Forward, but send only half of the answer's body, then close the connection."""
+        self.fail(method, path_suffix, times, status=0)
 
     def count(self, method: str, path_suffix: str) -> int:
         with self._lock:
@@ -230,7 +234,7 @@ class FaultyProxy:
                 body = self._body()
                 path = urllib.parse.urlsplit(self.path).path
                 status = proxy._fault(self.command, path)
-                if status is not None:
+                if status:
                     self._answer(status, {"Content-Type": "application/xml"}, _error_xml(status))
                     return
                 upstream = http.client.HTTPConnection(
@@ -252,6 +256,10 @@ class FaultyProxy:
                     }
                     if self.command == "HEAD":
                         kept["Content-Length"] = answer.getheader("Content-Length", "0")
+                    if status == 0:  # the full length announced, half the bytes sent
+                        kept["Content-Length"] = str(len(data))
+                        data = data[: len(data) // 2]
+                        self.close_connection = True
                     self._answer(answer.status, kept, data)
                 finally:
                     upstream.close()
