@@ -39,6 +39,7 @@ from service.models.endpoints import router as models_router
 from service.observability.endpoints import router as metrics_router
 from service.observability.metrics import app_registry
 from service.observability.requests import RequestContext
+from service.readiness import artifacts_probe
 from service.relay import OutboxRelay, celery_publisher
 from service.serving.notify import ChangeListener
 from service.serving.registry import ServingRegistry
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if dispatcher is not None:
             _wake_after_events(factory, dispatcher)
         app.state.engine = engine
+        app.state.artifacts_probe = artifacts_probe(settings)
         app.state.session_factory = factory
         app.state.relay = relay
         app.state.serving = serving

@@ -1,17 +1,20 @@
 """The bridge between the service and the S3T engine: the engine a process uses, built from the
-settings (device, backbone, artifact store), and the engine's view of what the lineage database
-stores (a model's settings, a sample's text and target)."""
+settings (device, backbone, artifact store: :func:`artifact_store`), and the engine's view of
+what the lineage database stores (a model's settings, a sample's text and target)."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from service.db.models import Model, Sample, SamplePayload, Task
 from service.errors import LineageError
 from service.settings import Settings
-from unlearning.artifacts import LocalArtifactStore
+from unlearning.artifacts import ArtifactStore, LocalArtifactStore
 from unlearning.device import resolve_device
+from unlearning.object_store import S3ArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample, load_backbone
 
 
@@ -20,11 +23,37 @@ def artifacts_dir(settings: Settings) -> Path:
     return settings.artifacts_dir
 
 
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The store every process of a deployment shares: the object store ``artifacts_url``
+    names, or else the local folder (one machine only)."""
+    if settings.artifacts_url:
+        return _object_store(
+            os.getpid(),
+            settings.artifacts_url,
+            settings.s3_endpoint_url,
+            settings.s3_region,
+            settings.s3_max_attempts,
+        )
+    return LocalArtifactStore(artifacts_dir(settings))
+
+
+@functools.cache
+def _object_store(
+    _pid: int, url: str, endpoint_url: str, region: str, max_attempts: int
+) -> S3ArtifactStore:
+    """One client per process and configuration (building one takes about 0.1 s of CPU, and
+    housekeeping asks every round); keyed by the process id, so that a forked child never shares
+    its parent's connections."""
+    return S3ArtifactStore.from_url(
+        url, endpoint_url=endpoint_url or None, region=region, max_attempts=max_attempts
+    )
+
+
 def build_engine(settings: Settings) -> S3TEngine:
     """Starts CUDA when ``UNLEARN_DEVICE`` picks a GPU: call it in the process that computes
     (a pool child after its fork), never in one that forks later."""
     backbone = load_backbone(settings.backbone_path, resolve_device(settings.device))
-    return S3TEngine(backbone, LocalArtifactStore(artifacts_dir(settings)))
+    return S3TEngine(backbone, artifact_store(settings))
 
 
 def model_spec(model: Model, orders: Sequence[Sequence[int]]) -> ModelSpec:

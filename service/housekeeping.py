@@ -21,12 +21,11 @@ from service.approximation.service import purge_overdue
 from service.artifacts.collection import collect
 from service.db.engine import unit_of_work
 from service.db.leader import LeaderLock
-from service.engine import artifacts_dir
+from service.engine import artifact_store
 from service.serving.notify import publish_collected
 from service.settings import Settings
 from service.training.recovery import resend_stalled
 from service.training.scheduling import release_due
-from unlearning.artifacts import LocalArtifactStore
 
 
 def housekeep(factory: sessionmaker[Session], settings: Settings) -> list[str]:
@@ -35,8 +34,7 @@ def housekeep(factory: sessionmaker[Session], settings: Settings) -> list[str]:
         purge_overdue(session)
         resend_stalled(session, settings.job_lease_s)
         release_due(session)
-    store = LocalArtifactStore(artifacts_dir(settings))
-    collected = collect(functools.partial(unit_of_work, factory), store)
+    collected = collect(functools.partial(unit_of_work, factory), artifact_store(settings))
     if collected and settings.pubsub_url:
         publish_collected(settings.pubsub_url, collected)
     return collected

@@ -54,7 +54,28 @@ class Settings(BaseSettings):
         "", description="Celery broker URL; default kombu's SQLAlchemy transport in data_dir."
     )
     artifacts_dir: Path | None = Field(
-        None, description="Local artifact store folder; default data_dir/artifacts."
+        None,
+        description="Local artifact store folder (when `artifacts_url` is empty); default "
+        "data_dir/artifacts.",
+    )
+    artifacts_url: str = Field(
+        "",
+        description="Where artifacts live: empty for the local folder `artifacts_dir` (one "
+        "machine), or `s3://bucket/optional/prefix` for an S3-compatible object store that "
+        "every process on every machine reads (credentials: the standard `AWS_*` variables).",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="The S3-compatible server of `artifacts_url` (MinIO: `http://minio:9000`); "
+        "empty: AWS S3.",
+    )
+    s3_region: str = Field("us-east-1", description="Region of the `artifacts_url` bucket.")
+    s3_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="Tries of each object-store call, the first included, on 5xx answers, "
+        "throttling, timeouts and connection errors (botocore's standard retry mode).",
     )
     backbone_path: Path | None = Field(
         None,
@@ -199,7 +220,7 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How long a SQLite writer waits for the file lock."
     )
     readiness_timeout_s: float = Field(
-        2.0, gt=0, description="Time budget of each /readyz check (database, broker)."
+        2.0, gt=0, description="Time budget of each /readyz check (database, broker, object store)."
     )
 
     webhook_delivery: bool = Field(
@@ -246,6 +267,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _an_s3_url(cls, value: str) -> str:
+        if value:
+            from unlearning.object_store import parse_s3_url
+
+            parse_s3_url(value)  # a ValueError says what is wrong
+        return value
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

@@ -2,7 +2,8 @@
 
 An artifact's reference is ``sha256:<hex digest of its bytes>``: the same bytes always get the
 same name and different bytes never share one, so nothing is ever overwritten and a reference
-proves the content. Backends implement :class:`ArtifactStore`; this module has the local folder.
+proves the content. Backends implement :class:`ArtifactStore`; this module has the local folder,
+:mod:`unlearning.object_store` an S3-compatible object store (several machines).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ class ArtifactNotFoundError(KeyError):
     pass
 
 
+class ArtifactStoreError(OSError):
+    """The store could not be read or written (unreachable, refused, timed out), after the
+    retries its backend makes: nothing is known about the artifact, only about the store."""
+
+
 class ArtifactCorruptError(ValueError):
     """The bytes stored under a reference are not the bytes it names; ``actual`` is the
     reference of the bytes found."""
@@ -34,7 +40,8 @@ def artifact_ref(data: bytes) -> str:
     return PREFIX + hashlib.sha256(data).hexdigest()
 
 
-def _digest(ref: str) -> str:
+def ref_digest(ref: str) -> str:
+    """The hex digest a reference names; ValueError when it is not a reference."""
     digest = ref.removeprefix(PREFIX)
     if (
         not ref.startswith(PREFIX)
@@ -83,7 +90,7 @@ class LocalArtifactStore:
         self.root = Path(root)
 
     def _path(self, ref: str) -> Path:
-        digest = _digest(ref)
+        digest = ref_digest(ref)
         return self.root / digest[:2] / digest
 
     def put(self, data: bytes) -> str:

@@ -38,7 +38,7 @@ def healthz() -> Health:
     responses={503: {"model": Problem, "description": "a dependency is unreachable"}},
 )
 def readyz(request: Request, settings: SettingsDep) -> Readiness | JSONResponse:
-    """Readiness: the lineage database and the broker both answer."""
+    """Readiness: the lineage database, the broker and the object store (if any) answer."""
     engine = request.app.state.engine
     checks: dict[str, str] = {}
     failures: list[str] = []
@@ -46,6 +46,9 @@ def readyz(request: Request, settings: SettingsDep) -> Readiness | JSONResponse:
         "database": partial(check_database, engine),
         "broker": partial(check_broker, settings.broker_url, settings.readiness_timeout_s),
     }
+    artifacts: Callable[[], None] | None = getattr(request.app.state, "artifacts_probe", None)
+    if artifacts is not None:
+        probes["artifacts"] = artifacts
     for name, probe in probes.items():
         try:
             probe()

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import DomainError
+from unlearning.artifacts import ArtifactStoreError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://unlearn.dev/problems/"
@@ -113,6 +114,18 @@ async def unstorable_value(_request: Request, _exc: Exception) -> JSONResponse:
     )
 
 
+async def _artifact_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The object store failed past its retries (a prediction reading weights it has not cached):
+    # the service's dependency, not a bug of the request or the server.
+    log.warning("artifact store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        503,
+        "Artifact store unavailable",
+        "the artifact store did not answer; retry later",
+        slug="artifact-store-unavailable",
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "Internal server error", "the error was logged", slug="internal")
@@ -122,4 +135,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ArtifactStoreError, _artifact_store_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

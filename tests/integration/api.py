@@ -16,12 +16,12 @@ from service.artifacts.collection import collect
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
+from service.engine import artifact_store
 from service.errors import TenantNotFoundError
 from service.exactness.runner import run_exactness_audit
 from service.settings import Settings
 from service.training.runner import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
-from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.sharding import place
 
@@ -81,12 +81,12 @@ def samples(n: int, *, subjects: dict[int, str] | None = None) -> list[dict[str,
 
 
 class InProcessWorker:
-    """Runs queued sequence jobs here, as a worker would, on the tiny backbone; like a worker's
-    task, each job is followed by artifact collection (unless ``collect`` is off)."""
+    """Runs queued sequence jobs here, as a worker would, on the tiny backbone and the settings'
+    artifact store; like a worker's task, each job is followed by artifact collection (unless
+    ``collect`` is off)."""
 
     def __init__(self, settings: Settings, *, collect: bool = True) -> None:
-        assert settings.artifacts_dir is not None
-        self.engine = S3TEngine(tiny_backbone(4), LocalArtifactStore(settings.artifacts_dir))
+        self.engine = S3TEngine(tiny_backbone(4), artifact_store(settings))
         self._db = make_engine(settings.database_url)
         self.factory = make_session_factory(self._db)
         self.collect = collect

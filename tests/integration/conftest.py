@@ -13,6 +13,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import issue_keys
+from tests.integration.s3 import S3Server
 
 
 @pytest.fixture
@@ -30,3 +31,18 @@ def keys(settings: Settings) -> dict[str, str]:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in a child process on loopback, for the session (buckets per test)."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the S3 server; the test's environment holds the server's credentials."""
+    for name, value in s3_server.credentials().items():
+        monkeypatch.setenv(name, value)
+    return s3_server.create_bucket()

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.db import migrate
 from service.settings import Settings
+from tests.integration.s3 import S3Server
 
 
 @pytest.fixture
@@ -59,3 +60,27 @@ def test_unknown_path_is_a_problem(client: TestClient) -> None:
 def test_openapi_documents_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/healthz", "/readyz"} <= set(paths)
+
+
+def test_readyz_checks_the_object_store(
+    settings: Settings, s3_server: S3Server, s3_bucket: str
+) -> None:
+    on_s3 = settings.model_copy(
+        update={
+            "artifacts_url": s3_server.url(s3_bucket, "p"),
+            "s3_endpoint_url": s3_server.endpoint_url,
+        }
+    )
+    with TestClient(create_app(on_s3)) as client:
+        assert client.get("/readyz").json()["checks"] == {
+            "database": "ok",
+            "broker": "ok",
+            "artifacts": "ok",
+        }
+    missing = on_s3.model_copy(update={"artifacts_url": "s3://no-such-bucket"})
+    with TestClient(create_app(missing)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["artifacts"] == "unreachable"
+    assert "artifacts: ArtifactStoreError" in body["detail"]

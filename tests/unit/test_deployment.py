@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from service.queues import Queue
+from service.settings import Settings
 
 pytestmark = pytest.mark.deployment
 
@@ -41,6 +42,8 @@ CPU_CONSTRAINTS = ROOT / "constraints" / "cpu.txt"
 REQUIRED_SERVICES = {
     "postgres",
     "redis",
+    "minio",
+    "minio-init",
     "migrate",
     "api",
     "worker-cpu",
@@ -49,6 +52,7 @@ REQUIRED_SERVICES = {
     "flower",
 }
 APP_SERVICES = ("api", "worker-cpu", "worker-cpu-passes", "worker-gpu")
+ONE_SHOT_SERVICES = ("migrate", "minio-init")
 # Variables the compose file interpolates: unset, so the defaults are what is checked.
 COMPOSE_VARIABLES = (
     "POSTGRES_PASSWORD",
@@ -56,6 +60,11 @@ COMPOSE_VARIABLES = (
     "UNLEARN_REGISTRY",
     "UNLEARN_TAG",
     "UNLEARN_LOG_LEVEL",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "S3_BUCKET",
+    "S3_ACCESS_KEY",
+    "S3_SECRET_KEY",
 )
 
 
@@ -407,13 +416,15 @@ def test_start_order_follows_health_and_migration(compose: dict[str, Any]) -> No
         return {dep: spec["condition"] for dep, spec in svc[name]["depends_on"].items()}
 
     assert conditions("migrate") == {"postgres": "service_healthy"}
+    assert conditions("minio-init") == {"minio": "service_healthy"}
     for name in APP_SERVICES:
         assert conditions(name) == {
             "migrate": "service_completed_successfully",
+            "minio-init": "service_completed_successfully",
             "redis": "service_healthy",
         }, name
     assert conditions("flower") == {"redis": "service_healthy"}
-    for name in ("postgres", "redis"):
+    for name in ("postgres", "redis", "minio"):
         assert svc[name]["healthcheck"]["test"], name
 
 
@@ -426,21 +437,56 @@ def test_app_services_run_in_production_on_postgres_and_redis(compose: dict[str,
         assert env["UNLEARN_BROKER_URL"].startswith("redis://redis:6379/"), name
 
 
-def test_api_and_workers_share_the_artifacts_volume(compose: dict[str, Any]) -> None:
+def test_api_and_workers_share_the_object_store(compose: dict[str, Any]) -> None:
+    """Artifacts live in MinIO's bucket, which minio-init creates with the services' own key:
+    every app service names that bucket, that endpoint and that key, and mounts no artifact
+    folder (a folder is one machine's)."""
     svc = services(compose)
-    declared = set(compose["volumes"])
-    image_dir = env_of(final_stage(DOCKERFILES["api"]))["UNLEARN_ARTIFACTS_DIR"]
-    shared: set[tuple[str, str]] = set()
+    init = svc["minio-init"]["environment"]
+    stores = set()
     for name in APP_SERVICES:
-        artifacts_dir = svc[name]["environment"]["UNLEARN_ARTIFACTS_DIR"]
-        volume = mounts(svc[name]).get(artifacts_dir)
-        assert volume is not None and volume in declared, f"{name}: {artifacts_dir} not on a volume"
-        # Mounted where the image created the directory for its user: the volume takes its owner.
-        dockerfile = dockerfile_of(svc[name])
-        assert dockerfile is not None
-        assert env_of(final_stage(dockerfile))["UNLEARN_ARTIFACTS_DIR"] == artifacts_dir, name
-        shared.add((volume, artifacts_dir))
-    assert shared == {(next(iter(shared))[0], image_dir)}, shared
+        env = svc[name]["environment"]
+        settings = Settings(artifacts_url=env["UNLEARN_ARTIFACTS_URL"])  # validates the URL
+        stores.add(
+            (
+                settings.artifacts_url,
+                env["UNLEARN_S3_ENDPOINT_URL"],
+                env["AWS_ACCESS_KEY_ID"],
+                env["AWS_SECRET_ACCESS_KEY"],
+            )
+        )
+        image_dir = env_of(final_stage(DOCKERFILES["api"]))["UNLEARN_ARTIFACTS_DIR"]
+        assert image_dir not in mounts(svc[name]), f"{name} still mounts an artifact folder"
+    assert stores == {
+        (
+            f"s3://{init['S3_BUCKET']}",
+            "http://minio:9000",
+            init["S3_ACCESS_KEY"],
+            init["S3_SECRET_KEY"],
+        )
+    }, stores
+    assert init["S3_ACCESS_KEY"] != svc["minio"]["environment"]["MINIO_ROOT_USER"]
+    assert mounts(svc["minio"]).get("/data") in set(compose["volumes"])
+    assert "artifacts" not in compose["volumes"]
+
+
+def minio_init_script(compose: dict[str, Any]) -> str:
+    """minio-init's shell script as the container runs it (compose turns `$$` into `$`)."""
+    init = services(compose)["minio-init"]
+    assert init["entrypoint"] == ["/bin/sh", "-ceu"]
+    script: str = init["command"][0]
+    return script.replace("$$", "$")
+
+
+def test_minio_init_creates_the_bucket_and_key_idempotently(compose: dict[str, Any]) -> None:
+    script = minio_init_script(compose)
+    assert 'mc mb --ignore-existing "store/$S3_BUCKET"' in script
+    assert 'mc admin user add store "$S3_ACCESS_KEY" "$S3_SECRET_KEY"' in script
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed")
+    result = run([shellcheck, "--shell=sh", "-"], input=script)
+    assert result.returncode == 0, result.stdout
 
 
 def test_database_lives_on_a_named_volume(compose: dict[str, Any]) -> None:
@@ -481,7 +527,7 @@ def test_workers_consume_every_queue_of_their_profile(compose: dict[str, Any]) -
 
 def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
     for name, service in services(compose).items():
-        if name == "migrate":
+        if name in ONE_SHOT_SERVICES:
             assert service.get("restart") == "no"
             continue
         in_compose = service.get("healthcheck", {})

@@ -48,3 +48,40 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNLEARN_PORT", "70000")
     with pytest.raises(ValidationError, match="port"):
         Settings()
+
+
+def test_artifacts_url_selects_an_object_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.engine import artifact_store
+    from unlearning.artifacts import LocalArtifactStore
+    from unlearning.object_store import S3ArtifactStore
+
+    assert isinstance(artifact_store(Settings()), LocalArtifactStore)
+    monkeypatch.setenv("UNLEARN_ARTIFACTS_URL", "s3://unlearn-artifacts/prod/")
+    monkeypatch.setenv("UNLEARN_S3_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("UNLEARN_S3_MAX_ATTEMPTS", "2")
+    store = artifact_store(Settings())
+    assert isinstance(store, S3ArtifactStore)
+    assert (store.bucket, store.prefix, store.max_attempts) == ("unlearn-artifacts", "prod", 2)
+    assert store.client.meta.endpoint_url == "http://minio:9000"
+    retries = getattr(store.client.meta.config, "retries", None)  # not in the stubs
+    assert retries == {"mode": "standard", "total_max_attempts": 2}
+    assert store is artifact_store(Settings()), "one client per process and configuration"
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("/var/lib/unlearn/artifacts", "not an s3:// URL"),
+        ("http://minio:9000/bucket", "not an s3:// URL"),
+        ("s3://", "names no valid bucket"),
+        ("s3://Upper_Case", "names no valid bucket"),
+        ("s3://ab/prefix", "names no valid bucket"),
+        ("s3://bucket/prefix?versionId=1", "no query or fragment"),
+    ],
+)
+def test_a_bad_artifacts_url_is_refused(
+    url: str, error: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNLEARN_ARTIFACTS_URL", url)
+    with pytest.raises(ValidationError, match=error):
+        Settings()
