@@ -201,22 +201,22 @@ def test_two_apis_two_workers_sharing_only_postgres_redis_and_s3(cluster: Cluste
             predictions += 1
 
     deletions = []
-    killed: tuple[str, str] | None = None
     for i, sample_ids in enumerate(DELETIONS):
         through = apis[i % 2]
         accepted = _ok(
             through.post("/deletions", json={"model_id": model["id"], "sample_ids": sample_ids}),
             202,
         )
-        assert accepted["layers_invalidated"], "the deletion turned no layer off"
+        # Later ones may find their layers off already (their retrain has not run yet).
+        assert accepted["layers_invalidated"] or i, "the deletion turned no layer off"
         invalidated |= set(accepted["layers_invalidated"])
         deletions.append(accepted)
         served_fresh()
-        if killed is None:
-            # Mid-retrain: a worker's health check answers while it trains; then it is killed.
-            killed = wait_for(lambda: cluster.running_on(workers), TIMEOUT_S, "a retrain")
-            cluster.kill(killed[0])
-            served_fresh()
+    # Mid-retrain (its health check answers while it trains), a worker is killed. No deletion
+    # follows that could cancel its job: only the housekeeper's re-send finishes it.
+    killed = wait_for(lambda: cluster.running_on(workers), TIMEOUT_S, "a retrain")
+    cluster.kill(killed[0])
+    served_fresh()
 
     # The other worker finishes everything once the housekeeper re-sends the killed job.
     def all_done() -> bool:
@@ -248,7 +248,6 @@ def test_two_apis_two_workers_sharing_only_postgres_redis_and_s3(cluster: Cluste
         assert not any((cluster.tmp / node / "artifacts").glob("*/*")), node
 
     # The killed worker's job was run again by the other; one housekeeper led.
-    assert killed is not None
     with cluster.db.connect() as conn:
         attempts = conn.scalar(sa.select(Job.attempts).where(Job.id == uuid.UUID(killed[1])))
     assert (attempts or 0) >= 2
