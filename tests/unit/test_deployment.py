@@ -46,12 +46,13 @@ REQUIRED_SERVICES = {
     "minio-init",
     "migrate",
     "api",
+    "housekeeper",
     "worker-cpu",
     "worker-cpu-passes",
     "worker-gpu",
     "flower",
 }
-APP_SERVICES = ("api", "worker-cpu", "worker-cpu-passes", "worker-gpu")
+APP_SERVICES = ("api", "housekeeper", "worker-cpu", "worker-cpu-passes", "worker-gpu")
 ONE_SHOT_SERVICES = ("migrate", "minio-init")
 # Variables the compose file interpolates: unset, so the defaults are what is checked.
 COMPOSE_VARIABLES = (
@@ -435,6 +436,16 @@ def test_app_services_run_in_production_on_postgres_and_redis(compose: dict[str,
         assert env["UNLEARN_DATABASE_URL"].startswith("postgresql+psycopg://"), name
         assert "@postgres:5432/" in env["UNLEARN_DATABASE_URL"], name
         assert env["UNLEARN_BROKER_URL"].startswith("redis://redis:6379/"), name
+
+
+def test_the_housekeeper_housekeeps_and_the_api_replicas_do_not(compose: dict[str, Any]) -> None:
+    """API replicas scale without multiplying housekeeping; the housekeeper needs no API."""
+    svc = services(compose)
+    assert svc["housekeeper"]["command"] == ["housekeeper"]
+    off = svc["api"]["environment"]["UNLEARN_API_HOUSEKEEPING"]
+    assert Settings(api_housekeeping=off).api_housekeeping is False
+    assert "UNLEARN_API_HOUSEKEEPING" not in svc["housekeeper"]["environment"]
+    assert "api" not in svc["housekeeper"]["depends_on"]
 
 
 def test_api_and_workers_share_the_object_store(compose: dict[str, Any]) -> None:
