@@ -17,20 +17,14 @@ from fastapi.testclient import TestClient
 from service.db.models import Role
 from service.settings import Settings
 from service.webhooks import signing
+from service.webhooks.events import EVENT_TYPES
 from tests.conftest import FreshDatabase
 from tests.integration.api import Api, InProcessWorker, issue_keys, samples, trained_model
 from tests.integration.receiver import Receiver
 from tests.integration.services import wait_for
 
 pytestmark = pytest.mark.integration
-EVENTS = [
-    "deletion.deactivated",
-    "deletion.approximated",
-    "deletion.completed",
-    "deletion.failed",
-    "model.ready",
-    "exactness_audit.finished",
-]
+EVENTS = list(EVENT_TYPES)
 SUBJECT = "subject-alice-7f3a@example.com"
 SECRET_TEXTS = ["alice's diary entry 4242 good", "alice's bank statement 9191 bad"]
 LIFE = [
