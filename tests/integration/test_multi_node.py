@@ -48,7 +48,11 @@ from tests.tiny_models import tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import S3TEngine
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("processes")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("processes"),
+    pytest.mark.timeout(600),  # about 90 s alone; more beside the rest of the suite
+]
 TIMEOUT_S = 240
 ROWS = samples(24)
 #: The deletions, in order; even ones through the first API, odd ones through the second.
