@@ -1,7 +1,8 @@
 """Periodic upkeep: payloads past their deadline are purged, live jobs silent past their lease
-are sent again, parked retrains whose time has come are sent, and artifacts nothing live names
-any more (dead layers' weights, stale pass statistics) are deleted from the store
-(``service.artifacts.collection``) and announced, so that every process drops them from memory.
+are sent again, parked retrains whose time has come are sent, webhook events past their
+retention are deleted, and artifacts nothing live names any more (dead layers' weights, stale
+pass statistics) are deleted from the store (``service.artifacts.collection``) and announced,
+so that every process drops them from memory.
 
 It runs in ``unlearn housekeeper`` processes (a role of its own: nothing else needs to be up)
 and, unless ``UNLEARN_API_HOUSEKEEPING`` is off, in the API processes' relay threads, as the
@@ -26,6 +27,7 @@ from service.serving.notify import publish_collected
 from service.settings import Settings
 from service.training.recovery import resend_stalled
 from service.training.scheduling import release_due
+from service.webhooks.service import forget_old_events
 
 
 def housekeep(factory: sessionmaker[Session], settings: Settings) -> list[str]:
@@ -34,6 +36,7 @@ def housekeep(factory: sessionmaker[Session], settings: Settings) -> list[str]:
         purge_overdue(session)
         resend_stalled(session, settings.job_lease_s)
         release_due(session)
+        forget_old_events(session, settings.webhook_retention_s)
     collected = collect(functools.partial(unit_of_work, factory), artifact_store(settings))
     if collected and settings.pubsub_url:
         publish_collected(settings.pubsub_url, collected)

@@ -256,6 +256,12 @@ class Settings(BaseSettings):
         description="How often the webhook dispatcher looks for due deliveries (it also runs "
         "right after each API commit that wrote events).",
     )
+    webhook_retention_s: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="Webhook events, their deliveries and attempts are kept this long after "
+        "the event (a pending delivery until it ends); then housekeeping deletes them.",
+    )
     webhook_secret_overlap_s: float = Field(
         86400.0,
         ge=0,

@@ -165,3 +165,10 @@ def redeliver(session: Session, tenant_id: uuid.UUID, delivery_id: uuid.UUID) ->
         delivery.attempt_count = 0
         session.info[EMITTED] = True  # the API wakes its dispatcher after the commit
     return delivery_public(delivery)
+
+
+def forget_old_events(session: Session, retention_s: float) -> int:
+    """Housekeeping: events older than the retention that are no longer pending anywhere go,
+    with their deliveries and attempts (a pending one stays until it is delivered or fails)."""
+    cutoff = utcnow() - timedelta(seconds=retention_s)
+    return WebhookRepository.from_session(session).forget_before(cutoff)

@@ -233,3 +233,28 @@ class WebhookRepository(Repository):
             )
             or 0
         )
+
+    def forget_before(self, cutoff: datetime, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` events older than ``cutoff`` none of whose deliveries is still
+        pending, with their deliveries and attempts; returns how many events went."""
+        pending = sa.exists().where(
+            WebhookDelivery.event_seq == WebhookEvent.seq,
+            WebhookDelivery.state == DeliveryState.pending,
+        )
+        seqs = list(
+            self.session.scalars(
+                sa.select(WebhookEvent.seq)
+                .where(WebhookEvent.created_at < cutoff, ~pending)
+                .order_by(WebhookEvent.seq)
+                .limit(limit)
+            )
+        )
+        if not seqs:
+            return 0
+        deliveries = sa.select(WebhookDelivery.id).where(WebhookDelivery.event_seq.in_(seqs))
+        self.session.execute(
+            sa.delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(deliveries))
+        )
+        self.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.event_seq.in_(seqs)))
+        self.session.execute(sa.delete(WebhookEvent).where(WebhookEvent.seq.in_(seqs)))
+        return len(seqs)
