@@ -75,6 +75,28 @@ def unlearn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 _logs: dict[int, IO[str]] = {}
 
 
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the ``unlearn`` CLI of this interpreter to its end (``env`` only, and a bare PATH)."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now (a process still starting does not)."""
+    import httpx
+
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:
     """Poll until ``predicate`` returns something truthy, and return it."""
     deadline = time.monotonic() + timeout_s

@@ -6,10 +6,9 @@ answer is lost on the way back, retried with the same Idempotency-Key: one delet
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.api import TINY_MODEL, samples, save_tiny_backbone
-from tests.integration.services import free_port, stop, unlearn, wait_for
+from tests.integration.services import answers, free_port, run_cli, stop, unlearn, wait_for
 from unlearn_client import (
     AuthenticationError,
     ConflictError,
@@ -56,14 +55,7 @@ class Stack:
 
 
 def _cli(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        env={**env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(args, env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -87,14 +79,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     processes = [unlearn(["serve", "--port", str(port)], env), unlearn(["worker"], env)]
     base_url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{base_url}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
     try:
-        wait_for(healthy, 90, "the API to answer /healthz")
+        wait_for(
+            functools.partial(answers, f"{base_url}/healthz"), 90, "the API to answer /healthz"
+        )
         yield Stack(base_url, admin_key)
     finally:
         output = "".join(stop(p) for p in processes)

@@ -43,7 +43,14 @@ from tests.integration.api import (
     used_layers,
 )
 from tests.integration.s3 import S3Server
-from tests.integration.services import free_port, require_redis, stop, unlearn, wait_for
+from tests.integration.services import (
+    answers,
+    free_port,
+    require_redis,
+    stop,
+    unlearn,
+    wait_for,
+)
 from tests.tiny_models import tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.s3t import S3TEngine
@@ -115,7 +122,9 @@ class Cluster:
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
         )
-        wait_for(functools.partial(_answers, client, "/healthz"), 90, f"{node} to answer")
+        wait_for(
+            functools.partial(answers, f"http://127.0.0.1:{port}/healthz"), 90, f"{node} to answer"
+        )
         return client
 
     def health(self, node: str) -> dict[str, Any] | None:
@@ -278,10 +287,3 @@ def _ok(response: httpx.Response, status: int = 200) -> Any:
 def _final(client: httpx.Client, url: str, final: tuple[str, ...]) -> Any:
     body = _ok(client.get(url))
     return body if body["status"] in final else None
-
-
-def _answers(client: httpx.Client, path: str) -> bool:
-    try:
-        return client.get(path).status_code == 200
-    except httpx.TransportError:
-        return False

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,15 @@ import torch
 
 from service.settings import Settings
 from tests.integration.api import save_tiny_backbone
-from tests.integration.services import free_port, require_redis, stop, unlearn, wait_for
+from tests.integration.services import (
+    answers,
+    free_port,
+    require_redis,
+    run_cli,
+    stop,
+    unlearn,
+    wait_for,
+)
 from unlearning.device import local_profile
 from workers.celery_app import create_celery
 
@@ -22,45 +29,31 @@ from workers.celery_app import create_celery
 pytestmark = pytest.mark.xdist_group("processes")
 
 
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        env={**env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_db_upgrade_tenant_and_key(tmp_path: Path) -> None:
     env = {"UNLEARN_DATA_DIR": str(tmp_path)}
-    assert _run(["db", "upgrade"], env).returncode == 0
+    assert run_cli(["db", "upgrade"], env).returncode == 0
     assert (tmp_path / "lineage.sqlite3").exists()
-    created = _run(["tenants", "create", "acme"], env)
+    created = run_cli(["tenants", "create", "acme"], env)
     assert created.returncode == 0, created.stderr
-    again = _run(["tenants", "create", "acme"], env)
+    again = run_cli(["tenants", "create", "acme"], env)
     assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
-    key = _run(["keys", "create", "--tenant", "acme", "--role", "admin"], env)
+    key = run_cli(["keys", "create", "--tenant", "acme", "--role", "admin"], env)
     assert key.returncode == 0 and key.stdout.startswith("ul_")
-    missing = _run(["keys", "create", "--tenant", "nobody"], env)
+    missing = run_cli(["keys", "create", "--tenant", "nobody"], env)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
 
 
 def test_serve_answers_health_on_embedded_defaults(tmp_path: Path) -> None:
     env = {"UNLEARN_DATA_DIR": str(tmp_path)}
-    assert _run(["db", "upgrade"], env).returncode == 0
+    assert run_cli(["db", "upgrade"], env).returncode == 0
     port = free_port()
     server = unlearn(["serve", "--port", str(port)], env)
     try:
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, 60, "the API to answer /healthz")
+        wait_for(
+            functools.partial(answers, f"http://127.0.0.1:{port}/healthz"),
+            60,
+            "the API to answer /healthz",
+        )
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
         assert ready.status_code == 200, ready.text
     finally:
@@ -82,8 +75,8 @@ def test_worker_consumes_its_profiles_queues_from_redis_and_announces_itself(
 ) -> None:
     broker = require_redis()
     env = {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_BROKER_URL": broker}
-    assert _run(["db", "upgrade"], env).returncode == 0
-    profile = _run(["profile"], env)
+    assert run_cli(["db", "upgrade"], env).returncode == 0
+    profile = run_cli(["profile"], env)
     assert profile.returncode == 0 and profile.stdout.strip() == local_profile("cpu")
     worker = unlearn(["worker"], env)
     app = create_celery(Settings(data_dir=tmp_path, broker_url=broker))
@@ -103,13 +96,13 @@ def test_worker_consumes_its_profiles_queues_from_redis_and_announces_itself(
 def test_a_worker_asked_for_a_missing_gpu_says_so(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = _run(["worker"], {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_DEVICE": "cuda"})
+    result = run_cli(["worker"], {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_DEVICE": "cuda"})
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "cannot use device 'cuda'" in result.stderr and "CUDA is not available" in result.stderr
 
 
 def test_bad_configuration_is_a_message_not_a_traceback(tmp_path: Path) -> None:
-    result = _run(["db", "upgrade"], {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_PORT": "abc"})
+    result = run_cli(["db", "upgrade"], {"UNLEARN_DATA_DIR": str(tmp_path), "UNLEARN_PORT": "abc"})
     assert result.returncode != 0
     assert "invalid configuration" in result.stderr and "Traceback" not in result.stderr
 

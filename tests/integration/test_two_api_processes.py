@@ -34,7 +34,7 @@ from tests.integration.api import (
     trained_model,
     used_layers,
 )
-from tests.integration.services import free_port, stop, unlearn, wait_for
+from tests.integration.services import answers, free_port, stop, unlearn, wait_for
 
 # They start `unlearn` processes: one at a time beside the in-process tests (`make test`).
 pytestmark = pytest.mark.xdist_group("processes")
@@ -67,8 +67,12 @@ def stack(fresh_db: FreshDatabase, tmp_path: Path) -> Iterator[dict[str, Any]]:
         for port in ports
     ]
     try:
-        for client in clients:
-            wait_for(functools.partial(_healthy, client), 90, "an API process to answer /healthz")
+        for port in ports:
+            wait_for(
+                functools.partial(answers, f"http://127.0.0.1:{port}/healthz"),
+                90,
+                "an API process to answer /healthz",
+            )
         yield {
             "clients": clients,
             "model_id": model_id,
@@ -115,10 +119,3 @@ def test_a_deletion_through_one_process_is_never_served_by_the_other(
 def _active_layers(engine: sa.Engine) -> set[int]:
     with engine.connect() as conn:
         return set(conn.scalars(sa.select(Layer.id).where(Layer.state == LayerState.active)))
-
-
-def _healthy(client: httpx.Client) -> bool:
-    try:
-        return client.get("/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
