@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import unit_of_work
 from service.db.repositories import WorkerRepository
+from service.db.repositories.workers import MISSED_HEARTBEATS
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,10 @@ class Presence:
         self.beat_at = time.monotonic()
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Healthy while the heartbeat reaches the database: the last one is under three
-        intervals old (what the service itself counts as gone), even while a job runs."""
+        """Healthy while the heartbeat reaches the database: the last one is younger than the
+        service's own limit for a gone worker (``MISSED_HEARTBEATS``), even while a job runs."""
         age = None if self.beat_at is None else time.monotonic() - self.beat_at
-        healthy = age is not None and age < 3 * self._interval_s
+        healthy = age is not None and age < MISSED_HEARTBEATS * self._interval_s
         return healthy, {"worker": self.name, "profile": self.profile, "heartbeat_age_s": age}
 
     def stop(self) -> None:
