@@ -22,7 +22,6 @@ HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
 class HealthServer:
     def __init__(self, host: str, port: int, check: HealthCheck) -> None:
-        self._check = check
         handler = type("Handler", (_Handler,), {"check": staticmethod(check)})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
