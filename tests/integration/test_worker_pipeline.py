@@ -110,9 +110,17 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
         body = _ok(client.get(f"/deletions/{deletion_id}", headers=headers))
         return body if body["status"] in ("completed", "failed") else None
 
-    # One after the other: a pass edits only layers no other deletion touched since.
+    # One after the other: a pass edits only layers no other deletion touched since. The shard's
+    # other orders follow the served one at once here (restore delay 0): the next deletion waits
+    # for them too, or it would join a retrain already running instead of waiting for its pass.
     done = wait_for(functools.partial(finished, deletion["id"]), TIMEOUT_S, "the retrain")
     assert done["status"] == "completed", done
+    status_url = f"/models/{model_id}/status"
+    wait_for(
+        lambda: _ok(client.get(status_url, headers=headers))["pending_retrains"] == 0,
+        TIMEOUT_S,
+        "the parked orders",
+    )
     subject = _ok(
         client.post(
             "/deletions", json={"model_id": model_id, "subject_id": "bob"}, headers=headers
