@@ -65,8 +65,9 @@ CASES = (
     "unknown",
     "replay",
 )
-#: Threads whose statements are not the request's: the relay sends messages after the commit.
-BACKGROUND_THREADS = ("outbox-relay",)
+#: Threads whose statements are not the request's: the relay sends messages (and housekeeps)
+#: after the commit, the webhook dispatcher delivers the events a commit wrote.
+BACKGROUND_THREADS = ("outbox-relay", "webhook-dispatcher")
 
 
 class StatementCounter:
