@@ -14,6 +14,7 @@ from service.api.problems import problem_responses
 from service.api.ratelimit import WriterKey
 from service.approximation.service import ApproximationSettings
 from service.db.models import DeletionStatus
+from service.db.repositories.deletions import key_race_lost
 from service.deletions import service
 from service.deletions.schemas import (
     ClassDeletionCreate,
@@ -56,16 +57,17 @@ def create_deletion(
     on no prediction uses a layer that saw them. Their retraining continues in the background;
     poll the `Location`.
     """
-    accepted = service.request_deletion(
-        session,
-        key.tenant_id,
-        body,
-        actor=f"key:{key.prefix}",
-        idempotency_key=idempotency_key,
-        approximation=_approximation(settings),
-        retrain=settings.retrain_policy,
-    )
-    return _accepted(session, request, response, accepted)
+    with key_race_lost():
+        accepted = service.request_deletion(
+            session,
+            key.tenant_id,
+            body,
+            actor=f"key:{key.prefix}",
+            idempotency_key=idempotency_key,
+            approximation=_approximation(settings),
+            retrain=settings.retrain_policy,
+        )
+        return _accepted(session, request, response, accepted)
 
 
 @class_router.post(
@@ -83,17 +85,18 @@ def create_class_deletion(
 ) -> DeletionPublic:
     """Every live sample of one class leaves the model: one deletion request (202, as for
     `POST /deletions`); on the `approximate` path a class-unlearning pass runs first."""
-    accepted = service.request_class_deletion(
-        session,
-        key.tenant_id,
-        model_id,
-        body,
-        actor=f"key:{key.prefix}",
-        idempotency_key=idempotency_key,
-        approximation=_approximation(settings),
-        retrain=settings.retrain_policy,
-    )
-    return _accepted(session, request, response, accepted)
+    with key_race_lost():
+        accepted = service.request_class_deletion(
+            session,
+            key.tenant_id,
+            model_id,
+            body,
+            actor=f"key:{key.prefix}",
+            idempotency_key=idempotency_key,
+            approximation=_approximation(settings),
+            retrain=settings.retrain_policy,
+        )
+        return _accepted(session, request, response, accepted)
 
 
 def _approximation(settings: Settings) -> ApproximationSettings:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from service.db.hashing import HashScheme, TenantHasher
 from service.db.models import (
@@ -41,6 +43,23 @@ _TIMESTAMP = {
 }
 
 
+KEY_REUSED = "this Idempotency-Key was used for a different request"
+
+
+@contextmanager
+def key_race_lost() -> Iterator[None]:
+    """Around the transaction that inserts a request: losing the race for its Idempotency-Key
+    to a concurrent request (for another model, so another body: one model's requests queue on
+    its row lock and find the earlier one) is an IdempotencyConflictError, not an
+    IntegrityError. Only the unique key on ``idempotency_key`` is translated."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if "idempotency_key" not in str(exc.orig):
+            raise
+        raise IdempotencyConflictError(KEY_REUSED) from exc
+
+
 class DeletionRepository(Repository):
     def by_key(
         self, tenant_id: uuid.UUID, idempotency_key: str, body: str, hasher: TenantHasher
@@ -55,7 +74,7 @@ class DeletionRepository(Repository):
             )
         )
         if earlier is not None and earlier.body_hash != hasher.under(earlier.hash_scheme, body):
-            raise IdempotencyConflictError("this Idempotency-Key was used for a different request")
+            raise IdempotencyConflictError(KEY_REUSED)
         return earlier
 
     def new(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.db.models import Layer, LayerState, Model, Sample, SamplePayload
+from service.db.repositories import DeletionRepository
 from service.deletions.schemas import DeletionCreate
 from service.deletions.service import request_deletion
 from tests.integration.api import (
@@ -122,6 +123,24 @@ def test_idempotency_keys(api: Api, worker: InProcessWorker) -> None:
     assert partial["partial"] and partial["unknown_ids"] == ["nope"]
     listed = api.ok(api.get("/deletions", params={"model_id": model_id}))
     assert [d["id"] for d in listed["items"]] == [partial["id"], first["id"]]
+
+
+def test_a_key_raced_for_another_model_is_a_conflict(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests for two models do not queue on one row lock, so with one key the second's lookup
+    can miss the first's request, not yet committed: it loses at the unique key, a 409 problem
+    (never a 500), and nothing of it stays."""
+    models = [api.ok(api.post("/models", TINY_MODEL), 201)["id"] for _ in range(2)]
+    for model_id in models:
+        api.ok(api.post(f"/models/{model_id}/samples", {"samples": samples(2)}))
+    api.ok(api.delete(models[0], "k-race", sample_ids=["s001"]), 202)
+    with monkeypatch.context() as patch:  # the lookup ran before the first request committed
+        patch.setattr(DeletionRepository, "by_key", lambda *_args, **_kwargs: None)
+        body = problem(api.delete(models[1], "k-race", sample_ids=["s001"]), 409)
+    assert "Idempotency-Key" in body["detail"]
+    after = api.ok(api.delete(models[1], sample_ids=["s001"]), 202)
+    assert after["counts"]["deleted"] == 1
 
 
 def _pending(api: Api, model_id: str) -> list[dict[str, Any]]:
