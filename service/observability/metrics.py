@@ -27,7 +27,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import unit_of_work
-from service.db.models import DeletionStatus, JobKind
+from service.db.models import DeletionStatus, DeliveryState, JobKind
+from service.db.models.base import utcnow
 from service.db.repositories import MetricsRepository
 from service.db.repositories.metrics import Histogram as DbHistogram
 from service.queues import Queue
@@ -210,6 +211,27 @@ class LineageCollector(Collector):
             served.add_metric([str(model_id)], depth_share)
         yield live_shards
         yield served
+        yield from _webhooks(repo)
+
+
+def _webhooks(repo: MetricsRepository) -> Iterator[Metric]:
+    by_state, oldest = repo.webhook_deliveries()
+    deliveries = GaugeMetricFamily(
+        "unlearn_webhook_deliveries",
+        "Webhook deliveries by state (`pending`, `delivered`, `failed`), whichever process "
+        "delivers them; events older than the retention are forgotten with their deliveries.",
+        labels=["state"],
+    )
+    for state in DeliveryState:
+        deliveries.add_metric([state.value], by_state.get(state, 0))
+    yield deliveries
+    lag = GaugeMetricFamily(
+        "unlearn_webhook_oldest_pending_seconds",
+        "Age of the oldest webhook delivery still pending (0 when none): grows while no "
+        "dispatcher runs or an endpoint keeps failing.",
+    )
+    lag.add_metric([], 0.0 if oldest is None else (utcnow() - oldest).total_seconds())
+    yield lag
 
 
 def _histogram(name: str, documentation: str, histogram: DbHistogram) -> HistogramMetricFamily:

@@ -1,6 +1,7 @@
 """A dispatcher killed mid-delivery loses no event: ``unlearn webhooks deliver`` (a child
 process, SQLite and PostgreSQL) is SIGKILLed while the receiver holds its POST open; its claim
-is a lease, and a second dispatcher delivers the event once the lease has ended, not before."""
+is a lease, and a second dispatcher delivers the event once the lease has ended, not before.
+The metrics any API process exposes count the deliveries these other processes made."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import signal
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.repositories import TenantRepository, WebhookRepository
+from service.observability.metrics import LineageCollector
 from service.webhooks import events, service
 from service.webhooks.schemas import WebhookCreate
 from tests.conftest import FreshDatabase
@@ -21,6 +24,16 @@ from tests.integration.services import stop, unlearn, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("processes")]
 LEASE_S = 4.0
+
+
+def _webhook_figures(factory: sessionmaker[Session]) -> dict[tuple[str, str | None], float]:
+    """The webhook samples of a scrape, by (name, state)."""
+    return {
+        (sample.name, sample.labels.get("state")): sample.value
+        for family in LineageCollector(factory).collect()
+        for sample in family.samples
+        if sample.name.startswith("unlearn_webhook")
+    }
 
 
 def test_a_killed_dispatcher_loses_no_event(fresh_db: FreshDatabase, tmp_path: Path) -> None:
@@ -43,6 +56,10 @@ def test_a_killed_dispatcher_loses_no_event(fresh_db: FreshDatabase, tmp_path: P
         "UNLEARN_WEBHOOK_POLL_S": "0.1",
         "UNLEARN_WEBHOOK_BACKOFF_S": "0.1",
     }
+    before = _webhook_figures(factory)
+    assert before[("unlearn_webhook_deliveries", "pending")] == 1
+    assert before[("unlearn_webhook_deliveries", "delivered")] == 0
+    assert before[("unlearn_webhook_oldest_pending_seconds", None)] > 0
     first = unlearn(["webhooks", "deliver"], env)
     second = None
     try:
@@ -72,6 +89,10 @@ def test_a_killed_dispatcher_loses_no_event(fresh_db: FreshDatabase, tmp_path: P
             assert delivery.leased_until is None
             (attempt,) = webhooks.attempts(delivery.id)
             assert attempt.status_code == 200
+        after = _webhook_figures(factory)
+        assert after[("unlearn_webhook_deliveries", "pending")] == 0
+        assert after[("unlearn_webhook_deliveries", "delivered")] == 1
+        assert after[("unlearn_webhook_oldest_pending_seconds", None)] == 0
     finally:
         output = stop(second) if second is not None else ""
         receiver.stop()

@@ -15,6 +15,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from service.db.models import (
     DeletionRequest,
     DeletionStatus,
+    DeliveryState,
     Job,
     JobKind,
     JobStatus,
@@ -22,6 +23,7 @@ from service.db.models import (
     Model,
     Shard,
     SliceSequence,
+    WebhookDelivery,
 )
 from service.db.repositories.base import Repository
 from service.db.repositories.jobs import IS_WORK, LIVE_STATUSES
@@ -95,6 +97,17 @@ class MetricsRepository(Repository):
             .group_by(Job.kind, Job.status)
         ).all()
         return {(kind, status): n for kind, status, n in rows}
+
+    def webhook_deliveries(self) -> tuple[dict[DeliveryState, int], datetime | None]:
+        """Webhook deliveries per state (whichever process delivers them), and when the oldest
+        one still pending was created (None: none pending)."""
+        rows = self.session.execute(
+            sa.select(
+                WebhookDelivery.state, sa.func.count(), sa.func.min(WebhookDelivery.created_at)
+            ).group_by(WebhookDelivery.state)
+        ).all()
+        oldest = next((first for state, _, first in rows if state is DeliveryState.pending), None)
+        return {state: n for state, n, _ in rows}, oldest
 
     def layers_by_model(self) -> dict[tuple[uuid.UUID, str], int]:
         rows = self.session.execute(
