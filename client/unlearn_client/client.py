@@ -39,6 +39,7 @@ from unlearn_client.models import (
     DeletionPage,
     DeletionVerification,
     Delivery,
+    ExactnessAudit,
     IssuedKey,
     Job,
     Model,
@@ -385,6 +386,55 @@ class UnlearnClient:
             DeletionVerification,
             self._call("POST", f"/deletions/{deletion_id}/verify", json=body, retry=True),
         )
+
+    # --- exactness audits (requests need an admin key) ---------------------------------------
+
+    def request_exactness_audit(
+        self, model_id: str | uuid.UUID, *, shards: Sequence[int] | None = None
+    ) -> ExactnessAudit:
+        """Retrain ``shards`` (default: all) from scratch on today's live samples and compare
+        each active exact layer with what is served (409 unless the model is trained). Not
+        retried: each call queues an audit."""
+        body = {"shards": list(shards)} if shards is not None else None
+        path = f"/models/{model_id}/exactness-audits"
+        return cast(ExactnessAudit, self._call("POST", path, json=body))
+
+    def list_exactness_audits(
+        self, model_id: str | uuid.UUID, *, limit: int = 20
+    ) -> list[ExactnessAudit]:
+        """The model's audits, newest first."""
+        path = f"/models/{model_id}/exactness-audits"
+        return cast(list[ExactnessAudit], self._call("GET", path, params={"limit": limit}))
+
+    def get_exactness_audit(
+        self, model_id: str | uuid.UUID, audit_id: str | uuid.UUID
+    ) -> ExactnessAudit:
+        """Status, result and the per-layer comparison of one audit."""
+        path = f"/models/{model_id}/exactness-audits/{audit_id}"
+        return cast(ExactnessAudit, self._call("GET", path))
+
+    def wait_for_exactness_audit(
+        self,
+        model_id: str | uuid.UUID,
+        audit_id: str | uuid.UUID,
+        *,
+        timeout: float = 1800.0,
+        interval: float = 1.0,
+        max_interval: float = 15.0,
+    ) -> ExactnessAudit:
+        """Poll an audit until it has a ``result`` (``passed``, ``failed`` or ``inconclusive``:
+        a ``failed`` result is an answer, returned). Raises :class:`OperationFailedError` when
+        its job failed (its ``note`` says why), :class:`WaitTimeout` after ``timeout``."""
+
+        def check() -> tuple[bool, ExactnessAudit]:
+            audit = self.get_exactness_audit(model_id, audit_id)
+            if audit["status"] in ("failed", "cancelled"):
+                message = f"exactness audit {audit_id} {audit['status']}: {audit['note']}"
+                raise OperationFailedError(message, audit)
+            return audit["result"] is not None, audit
+
+        what = f"exactness audit {audit_id} to finish"
+        return self._wait(check, what, timeout, interval, max_interval)
 
     # --- keys (admin keys) -------------------------------------------------------------------
 

@@ -245,6 +245,22 @@ class AuditLink(TypedDict):
     hash: str
 
 
+AuditResult = Literal["passed", "failed", "inconclusive"]
+
+
+class CertifiedAudit(TypedDict):
+    """An exactness audit on a certificate: after the deletion completed, its shards' layers
+    retrained from scratch and compared."""
+
+    job_id: str
+    at: str
+    result: AuditResult
+    layers_checked: int
+    mismatched: list[int]
+    audit_seq: int
+    audit_hash: str
+
+
 class Certificate(TypedDict):
     """What a deletion removed, as counts, keyed hashes and artifact digests (no personal data)."""
 
@@ -271,7 +287,44 @@ class Certificate(TypedDict):
     audit_chain: str
     audit_entries: list[AuditLink]
     audit_chain_verified: bool
-    exactness_audits: list[dict[str, Any]]
+    exactness_audits: list[CertifiedAudit]
+
+
+# --- exactness audits ------------------------------------------------------------------------
+
+
+class LayerCheck(TypedDict):
+    """One layer of an audit: its recorded digest against the one retrained from scratch."""
+
+    layer_id: int
+    shard: int
+    sequence: int
+    position: int
+    artifact: str | None
+    recomputed: str | None
+    stored_digest: str | None
+    match: bool | None
+    problem: str | None
+    skipped: str | None
+
+
+class ExactnessAudit(TypedDict):
+    id: str
+    model_id: str
+    status: str  # the job's: queued, running, succeeded, failed
+    result: AuditResult | None
+    shards: list[int]
+    layers_checked: int | None
+    layers_skipped: int | None
+    mismatched: list[int]
+    note: str | None
+    layers: list[LayerCheck]
+    audit_seq: int | None
+    job_url: str
+    audit_url: str
+    requested_at: str
+    started_at: str | None
+    finished_at: str | None
 
 
 class DeletionVerification(TypedDict):

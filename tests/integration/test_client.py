@@ -92,7 +92,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_the_readme_flow_through_the_client(stack: Stack) -> None:
     """Create, register (a bad row and a duplicate reported at their index in the caller's
     list, across batches), train and wait, predict, delete a subject, wait for the exact
-    retrain, and the certificate and verification of that deletion."""
+    retrain, the certificate and verification of that deletion, and an exactness audit that
+    passes and joins the certificate."""
     rows = samples(24, subjects={1: "user-07", 4: "user-07"})
     rows.insert(13, {"external_id": "bad", "label": "no-such-label", "text": "a text"})
     rows.insert(21, {**rows[0]})  # s000 again: a duplicate
@@ -128,6 +129,13 @@ def test_the_readme_flow_through_the_client(stack: Stack) -> None:
         assert not api.verify_deletion(deletion["id"], sample_id="s002")["included"]
         listed = api.list_deletions(model_id=model["id"])
         assert [d["id"] for d in listed["items"]] == [deletion["id"]]
+
+        audit = api.request_exactness_audit(model["id"])
+        finished = api.wait_for_exactness_audit(model["id"], audit["id"], timeout=TIMEOUT_S)
+        assert finished["result"] == "passed" and finished["layers_checked"]
+        assert [a["id"] for a in api.list_exactness_audits(model["id"])] == [audit["id"]]
+        (certified,) = api.get_certificate(deletion["id"])["exactness_audits"]
+        assert certified["job_id"] == audit["id"] and certified["result"] == "passed"
 
 
 class LosesTheFirstDeletionAnswer(httpx.BaseTransport):

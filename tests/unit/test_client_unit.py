@@ -661,3 +661,60 @@ def test_a_retried_delete_that_finds_nothing_succeeded(
     client, _ = make_client(Recorder(problem(404, "Not found")))
     with pytest.raises(NotFoundError):
         client.delete_webhook("w1")  # the first attempt's 404 is a 404
+
+
+# --- exactness audits -----------------------------------------------------------------------
+
+
+def audit(status: str, result: str | None = None, note: str | None = None) -> dict[str, Any]:
+    return {"id": "a1", "model_id": "m1", "status": status, "result": result, "note": note}
+
+
+def test_exactness_audit_methods_call_the_contracts_routes(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    service = Recorder(
+        httpx.Response(202, json=audit("queued")),
+        httpx.Response(202, json=audit("queued")),
+        httpx.Response(200, json=[audit("queued")]),
+        httpx.Response(200, json=audit("succeeded", "passed")),
+    )
+    client, _ = make_client(service)
+    assert client.request_exactness_audit("m1", shards=[0, 2])["status"] == "queued"
+    client.request_exactness_audit("m1")
+    assert client.list_exactness_audits("m1", limit=5) == [audit("queued")]
+    assert client.get_exactness_audit("m1", "a1")["result"] == "passed"
+    assert [(r.method, str(r.url)) for r in service.requests] == [
+        ("POST", "http://unlearn.test/models/m1/exactness-audits"),
+        ("POST", "http://unlearn.test/models/m1/exactness-audits"),
+        ("GET", "http://unlearn.test/models/m1/exactness-audits?limit=5"),
+        ("GET", "http://unlearn.test/models/m1/exactness-audits/a1"),
+    ]
+    assert json.loads(service.requests[0].content) == {"shards": [0, 2]}
+    assert service.requests[1].content == b""  # all shards: no body
+
+
+def test_an_audit_request_is_not_retried(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    client, _ = make_client(Recorder(problem(503, "Unavailable")))
+    with pytest.raises(ServerError):
+        client.request_exactness_audit("m1")
+
+
+def test_wait_for_an_audit_returns_its_result_even_failed(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    answers = [audit("queued"), audit("running"), audit("succeeded", "failed")]
+    client, clock, service = waiting_client(make_client, *answers)
+    assert client.wait_for_exactness_audit("m1", "a1", interval=1.0)["result"] == "failed"
+    assert clock.slept == [1.0, 1.5] and len(service.requests) == 3
+
+
+def test_a_failed_audit_job_ends_the_wait(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    client, _, _ = waiting_client(make_client, audit("failed", note="no backbone"))
+    with pytest.raises(OperationFailedError, match="no backbone") as raised:
+        client.wait_for_exactness_audit("m1", "a1")
+    assert raised.value.resource["status"] == "failed"
