@@ -230,7 +230,11 @@ class Settings(BaseSettings):
         "delivery twice.",
     )
     webhook_timeout_s: float = Field(
-        10.0, gt=0, le=300, description="Time limit of each webhook POST (connect, send, read)."
+        10.0,
+        gt=0,
+        le=300,
+        description="Time limit of each webhook POST: of each phase (connect, send, read) and of "
+        "the whole attempt (a receiver that drips its answer is cut off).",
     )
     webhook_lease_s: float = Field(
         30.0,

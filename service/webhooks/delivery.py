@@ -9,7 +9,8 @@ One delivery goes through three steps:
    is lost (a receiver may see an event twice: it deduplicates on ``Unlearn-Event-Id``).
 2. **POST** with no transaction open: the URL is checked again (``urls.check``: DNS may have
    changed since registration) and the connection goes to the address that was checked;
-   ``httpx`` with a timeout and no redirects; the answer's body is never read.
+   ``httpx`` with no redirects, within ``UNLEARN_WEBHOOK_TIMEOUT_S`` in all (each phase, and
+   the whole attempt: :mod:`service.webhooks.deadline`); the answer's body is never read.
 3. **Record** (one short transaction, the delivery locked, the lease still ours): an attempt row;
    a 2xx is `delivered`, anything else waits an exponential back-off with full jitter, and
    after ``UNLEARN_WEBHOOK_MAX_ATTEMPTS`` the delivery is `failed`.
@@ -41,6 +42,7 @@ from service.db.repositories.webhooks import CANCELLED
 from service.observability.metrics import WEBHOOK_ATTEMPTS
 from service.settings import Settings
 from service.webhooks import signing, urls
+from service.webhooks.deadline import Deadline
 
 log = logging.getLogger(__name__)
 USER_AGENT = "unlearn-webhooks/1"
@@ -173,16 +175,21 @@ def post(
         signing.HEADER: signing.signature_header(claimed.secrets, timestamp, claimed.body),
         **host,
     }
-    try:
-        request = client.build_request(
-            "POST", url, content=claimed.body, headers=headers, extensions=extensions
-        )
-        response = client.send(request, stream=True)  # the answer's body is never read
-        response.close()
-    except httpx.TimeoutException:
-        return Outcome(None, f"timed out after {policy.timeout_s:g} s", took())
-    except httpx.HTTPError as error:
-        return Outcome(None, f"{type(error).__name__}: {error}"[:500], took())
+    with Deadline(policy.timeout_s) as deadline:
+        try:
+            request = client.build_request(
+                "POST",
+                url,
+                content=claimed.body,
+                headers=headers,
+                extensions={**extensions, "trace": deadline.trace},
+            )
+            response = client.send(request, stream=True)  # the answer's body is never read
+            response.close()
+        except httpx.HTTPError as error:
+            if deadline.expired or isinstance(error, httpx.TimeoutException):
+                return Outcome(None, f"timed out after {policy.timeout_s:g} s", took())
+            return Outcome(None, f"{type(error).__name__}: {error}"[:500], took())
     status = response.status_code
     if 200 <= status < 300:
         return Outcome(status, None, took())

@@ -4,7 +4,9 @@ Run as ``python -m tests.integration.receiver --port P --log FILE --script 500,5
 POST is appended to ``FILE`` as one JSON line (arrival time, path, headers, body as text) the
 moment it arrives, then answered with the next step of the script; after the script, every
 request gets ``--then`` (default 200). A step is a status code, ``sleep:<seconds>:<status>``
-(answer after a delay) or ``hang`` (hold the request open for an hour).
+(answer after a delay), ``hang`` (hold the request open for an hour) or ``drip`` (send the
+status line, then a header a byte at a time, one every ``DRIP_S``, for an hour: each read
+returns well within any timeout, the answer never ends).
 
 :class:`Receiver` starts one and reads what it received::
 
@@ -27,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 HANG_S = 3600.0
+DRIP_S = 0.1
 
 
 class _Script:
@@ -60,6 +63,12 @@ def _serve(port: int, log: Path, script: _Script) -> None:
             if step == "hang":
                 time.sleep(HANG_S)
                 status = 200
+            elif step == "drip":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                for _ in range(int(HANG_S / DRIP_S)):
+                    time.sleep(DRIP_S)
+                    self.wfile.write(b"x")
+                return
             elif step.startswith("sleep:"):
                 _, seconds, code = step.split(":")
                 time.sleep(float(seconds))
