@@ -6,6 +6,7 @@ second here."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.db.engine import make_engine, make_session_factory, unit_of_work
-from service.db.models import Role
+from service.db.models import Role, WebhookEvent
 from service.db.repositories import TenantRepository
+from service.deletions import service as deletions_service
 from service.settings import Environment, Settings
 from service.webhooks import events, signing
 from tests.conftest import FreshDatabase
-from tests.integration.api import Api, issue_keys, problem
+from tests.integration.api import TINY_MODEL, Api, issue_keys, problem, samples
 from tests.integration.receiver import Receiver
 from tests.integration.services import wait_for
 
@@ -359,3 +362,41 @@ def test_an_endpoint_gets_its_events_in_order_through_retries(
     _settled(admin, webhook["id"], 3, "delivered")
     arrived = [r["headers"]["Unlearn-Event-Id"] for r in receiver.wait_for(5)]
     assert arrived == [emitted[0]] * 3 + emitted[1:]
+
+
+def test_a_rolled_back_request_writes_no_event(
+    admin: Api,
+    settings: Settings,
+    tmp_path: Path,
+    receivers: list[Receiver],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Events go in the transaction of the change they announce: a deletion that fails after
+    it emitted `deletion.deactivated`, before its commit, leaves no event stored or sent."""
+    receiver = Receiver(tmp_path)
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url, ["deletion.deactivated"])
+    model_id = admin.ok(admin.post("/models", TINY_MODEL), 201)["id"]
+    admin.ok(admin.post(f"/models/{model_id}/samples", {"samples": samples(3)}))
+    emitted: list[str] = []
+    real_emit = events.emit
+
+    def counting_emit(*args: Any, **kwargs: Any) -> Any:
+        emitted.append(args[2])
+        return real_emit(*args, **kwargs)
+
+    def crash(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the process failed before the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(events, "emit", counting_emit)
+        patch.setattr(deletions_service, "accepted_public", crash)
+        assert admin.delete(model_id, sample_ids=["s001"]).status_code == 500
+    assert "deletion.deactivated" in emitted  # the failed request did emit
+    later = admin.ok(admin.delete(model_id, sample_ids=["s002"]), 202)
+    _settled(admin, webhook["id"], 1, "delivered")
+    time.sleep(0.3)  # the dispatcher polls every 0.05 s: a second event would have gone
+    (request,) = receiver.requests()
+    assert json.loads(request["body"])["data"]["deletion"]["id"] == later["id"]
+    with unit_of_work(make_session_factory(make_engine(settings.database_url))) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent)) == 1
