@@ -6,6 +6,7 @@
 ...     certificate = api.get_certificate(deletion["id"])
 """
 
+from unlearn_client.audit import GENESIS_HASH, ChainCheck, entry_hash, verify_audit_chain
 from unlearn_client.client import MAX_SAMPLES_PER_REQUEST, RETRY_STATUSES, UnlearnClient
 from unlearn_client.errors import (
     ApiError,
@@ -26,6 +27,9 @@ from unlearn_client.errors import (
 from unlearn_client.models import (
     WEBHOOK_EVENT_TYPES,
     ApiKey,
+    AuditEntry,
+    AuditPage,
+    AuditVerification,
     Certificate,
     Deletion,
     DeletionPage,
@@ -52,14 +56,19 @@ from unlearn_client.webhooks import SIGNATURE_HEADER, sign_webhook, verify_webho
 __version__ = "0.1.0"
 
 __all__ = [
+    "GENESIS_HASH",
     "MAX_SAMPLES_PER_REQUEST",
     "RETRY_STATUSES",
     "SIGNATURE_HEADER",
     "WEBHOOK_EVENT_TYPES",
     "ApiError",
     "ApiKey",
+    "AuditEntry",
+    "AuditPage",
+    "AuditVerification",
     "AuthenticationError",
     "Certificate",
+    "ChainCheck",
     "ConflictError",
     "Deletion",
     "DeletionPage",
@@ -92,6 +101,8 @@ __all__ = [
     "WebhookEvent",
     "WebhookSignatureError",
     "WebhookWithSecret",
+    "entry_hash",
     "sign_webhook",
+    "verify_audit_chain",
     "verify_webhook",
 ]

@@ -24,6 +24,7 @@ from typing import Any, Literal, Self, TypeVar, cast
 
 import httpx
 
+from unlearn_client.audit import ChainCheck, verify_audit_chain
 from unlearn_client.errors import (
     ApiError,
     NetworkError,
@@ -34,6 +35,8 @@ from unlearn_client.errors import (
 )
 from unlearn_client.models import (
     ApiKey,
+    AuditEntry,
+    AuditPage,
     Certificate,
     Deletion,
     DeletionPage,
@@ -386,6 +389,38 @@ class UnlearnClient:
             DeletionVerification,
             self._call("POST", f"/deletions/{deletion_id}/verify", json=body, retry=True),
         )
+
+    # --- the audit log -------------------------------------------------------------------------
+
+    def audit_log(
+        self, model_id: str | uuid.UUID, *, after_seq: int = 0, limit: int = 100
+    ) -> AuditPage:
+        """One page of the model's hash-chained audit log (entries after ``after_seq``), with
+        the service's verification of the whole chain."""
+        params = {"after_seq": after_seq, "limit": limit}
+        return cast(AuditPage, self._call("GET", f"/models/{model_id}/audit", params=params))
+
+    def iter_audit_log(self, model_id: str | uuid.UUID) -> Iterator[AuditEntry]:
+        """Every entry of the model's audit log, oldest first, page after page."""
+        for page in self._audit_pages(model_id):
+            yield from page["entries"]
+
+    def verify_audit_log(
+        self, model_id: str | uuid.UUID, *, pinned: tuple[int, str] | None = None
+    ) -> ChainCheck:
+        """Read the whole log and recompute every link here, trusting nothing the service says
+        of it (:func:`unlearn_client.verify_audit_chain`); keep the result's ``head`` and pass
+        it as ``pinned`` next time to know the history before it was not rewritten."""
+        pages = list(self._audit_pages(model_id))
+        entries = [entry for page in pages for entry in page["entries"]]
+        return verify_audit_chain(pages[0]["chain"], entries, pinned=pinned)
+
+    def _audit_pages(self, model_id: str | uuid.UUID) -> Iterator[AuditPage]:
+        after_seq: int | None = 0
+        while after_seq is not None:
+            page = self.audit_log(model_id, after_seq=after_seq, limit=500)
+            yield page
+            after_seq = page["next_after_seq"]
 
     # --- exactness audits (requests need an admin key) ---------------------------------------
 

@@ -290,6 +290,35 @@ class Certificate(TypedDict):
     exactness_audits: list[CertifiedAudit]
 
 
+# --- the audit log --------------------------------------------------------------------------
+
+
+class AuditEntry(TypedDict):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditVerification(TypedDict):
+    """The service's own check of the whole chain (:func:`verify_audit_chain` is yours)."""
+
+    ok: bool
+    entries: int
+    first_bad_seq: int | None
+    reason: str | None
+
+
+class AuditPage(TypedDict):
+    chain: str
+    entries: list[AuditEntry]
+    next_after_seq: int | None
+    verification: AuditVerification
+
+
 # --- exactness audits ------------------------------------------------------------------------
 
 

@@ -10,13 +10,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
 from unlearn_client import (
+    GENESIS_HASH,
     ApiError,
+    AuditEntry,
     AuthenticationError,
     ConflictError,
     NetworkError,
@@ -29,6 +31,8 @@ from unlearn_client import (
     ValidationError,
     WaitTimeout,
     WebhookSignatureError,
+    entry_hash,
+    verify_audit_chain,
     verify_webhook,
 )
 
@@ -718,3 +722,70 @@ def test_a_failed_audit_job_ends_the_wait(
     with pytest.raises(OperationFailedError, match="no backbone") as raised:
         client.wait_for_exactness_audit("m1", "a1")
     assert raised.value.resource["status"] == "failed"
+
+
+# --- the audit log, checked here ------------------------------------------------------------
+
+
+def chain_of(n: int, chain: str = "model:m1") -> list[dict[str, Any]]:
+    """``n`` linked entries (the hash formula itself is checked against the service's real
+    chain in tests/integration/test_client_audit.py)."""
+    entries: list[dict[str, Any]] = []
+    previous = GENESIS_HASH
+    for seq in range(1, n + 1):
+        at = f"2026-11-28T10:00:0{seq}.000001Z"
+        entry = {"seq": seq, "at": at, "actor": "key:ab", "action": "x", "payload": {"n": seq},
+                 "prev_hash": previous}  # fmt: skip
+        entry["hash"] = previous = entry_hash(chain, cast(AuditEntry, entry))
+        entries.append(entry)
+    return entries
+
+
+def check(entries: list[dict[str, Any]], **options: Any) -> tuple[bool, int | None, str | None]:
+    result = verify_audit_chain("model:m1", cast(list[AuditEntry], entries), **options)
+    return result.ok, result.first_bad_seq, result.reason
+
+
+def test_a_whole_chain_verifies_and_reports_its_head() -> None:
+    entries = chain_of(4)
+    result = verify_audit_chain("model:m1", cast(list[AuditEntry], entries))
+    assert (result.ok, result.entries, result.head) == (True, 4, (4, entries[-1]["hash"]))
+    assert verify_audit_chain("model:m1", []).ok  # a model with no entries yet
+
+
+def test_a_removed_a_reordered_and_an_edited_entry_break_it() -> None:
+    entries = chain_of(4)
+    assert check(entries[:1] + entries[2:]) == (False, 3, "seq 2 is missing")
+    assert check([entries[0], entries[2], entries[1], entries[3]])[:2] == (False, 3)
+    edited = chain_of(4)
+    edited[2]["actor"] = "key:zz"
+    assert check(edited) == (False, 3, "hash does not match content")
+    relinked = chain_of(4)
+    relinked[1]["prev_hash"] = "f" * 64
+    assert check(relinked) == (False, 2, "prev_hash does not link")
+    assert check(chain_of(2, chain="model:other"))[:2] == (False, 1)  # another model's chain
+
+
+def test_a_pin_holds_while_the_log_only_grows() -> None:
+    entries = chain_of(5)
+    pinned = (3, entries[2]["hash"])
+    assert check(entries, pinned=pinned) == (True, None, None)
+    assert check(entries[:2], pinned=pinned) == (False, 3, "the pinned entry is gone")
+    assert check(chain_of(5), pinned=(3, "0" * 63 + "1")) == (False, 3, "the pinned entry changed")
+
+
+def test_audit_log_pages_are_read_to_the_end(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    entries = chain_of(3)
+    verification = {"ok": True, "entries": 3, "first_bad_seq": None, "reason": None}
+    pages: list[dict[str, Any]] = [
+        {"chain": "model:m1", "entries": entries[:2], "next_after_seq": 2},
+        {"chain": "model:m1", "entries": entries[2:], "next_after_seq": None},
+    ]
+    service = Recorder(*(httpx.Response(200, json={**p, "verification": verification})
+                         for p in pages))  # fmt: skip
+    client, _ = make_client(service)
+    result = client.verify_audit_log("m1")
+    assert (result.ok, result.entries) == (True, 3)
+    assert [r.url.params["after_seq"] for r in service.requests] == ["0", "2"]
