@@ -510,6 +510,11 @@ class UnlearnClient:
         """A new secret; the previous one keeps signing too for a while (a second ``v1=``)."""
         return cast(WebhookWithSecret, self._call("POST", f"/webhooks/{webhook_id}/rotate"))
 
+    def ping_webhook(self, webhook_id: str | uuid.UUID) -> Delivery:
+        """Send the endpoint a signed ``webhook.ping`` event (whatever it subscribed to), to test
+        a receiver; follow the returned delivery. Not retried."""
+        return cast(Delivery, self._call("POST", f"/webhooks/{webhook_id}/ping"))
+
     def list_webhook_deliveries(self, webhook_id: str | uuid.UUID) -> list[Delivery]:
         """The endpoint's deliveries, newest first."""
         return cast(list[Delivery], self._call("GET", f"/webhooks/{webhook_id}/deliveries"))

@@ -68,6 +68,18 @@ def rotate_secret(
     return rotated
 
 
+@router.post("/{webhook_id}/ping", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
+def ping_webhook(
+    webhook_id: uuid.UUID, key: AdminWriterKey, session: SessionDep, response: Response
+) -> DeliveryPublic:
+    """Send the endpoint a signed `webhook.ping` event (whatever it subscribed to), to test the
+    receiver; follow the delivery at its `Location`."""
+    delivery = service.ping(session, key.tenant_id, webhook_id)
+    session.commit()
+    response.headers["Location"] = f"/webhook-deliveries/{delivery.id}"
+    return delivery
+
+
 @router.get("/{webhook_id}/deliveries", responses=PROBLEMS)
 def list_deliveries(
     webhook_id: uuid.UUID,

@@ -16,7 +16,14 @@ from typing import Any, Final, Literal, get_args
 
 from sqlalchemy.orm import Session
 
-from service.db.models import DeletionRequest, Job, Model, Webhook, WebhookEvent
+from service.db.models import (
+    DeletionRequest,
+    Job,
+    Model,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+)
 from service.db.models.base import utcnow
 from service.db.repositories import WebhookRepository
 
@@ -29,6 +36,8 @@ EventType = Literal[
     "exactness_audit.finished",
 ]
 EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
+#: Sent to one endpoint on request (``POST /webhooks/{id}/ping``), whatever it subscribed to.
+PING: Final = "webhook.ping"
 #: ``session.info`` key set when a transaction wrote events: after its commit the API wakes
 #: its dispatcher (``service.app``).
 EMITTED: Final = "webhook_events"
@@ -48,10 +57,27 @@ def emit(
 ) -> WebhookEvent | None:
     """Write the event and a pending delivery for each of the tenant's endpoints subscribed to
     it, at the next flush; None (nothing written) when no endpoint wants it."""
-    webhooks = WebhookRepository.from_session(session)
     subscribed = [w for w in _endpoints(session, tenant_id) if type_ in w.events]
     if not subscribed:
         return None
+    event, _ = _write(session, tenant_id, type_, data, subscribed)
+    return event
+
+
+def ping(session: Session, webhook: Webhook) -> WebhookDelivery:
+    """A ``webhook.ping`` event for this one endpoint (to test a receiver): its delivery."""
+    data = {"webhook": {"id": str(webhook.id), "url": webhook.url}}
+    _, (delivery,) = _write(session, webhook.tenant_id, PING, data, [webhook])
+    return delivery
+
+
+def _write(
+    session: Session,
+    tenant_id: uuid.UUID,
+    type_: str,
+    data: dict[str, Any],
+    webhooks: list[Webhook],
+) -> tuple[WebhookEvent, list[WebhookDelivery]]:
     created_at = utcnow()
     event_id = new_event_id()
     body = {
@@ -68,9 +94,9 @@ def emit(
         created_at=created_at,
         body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
     )
-    webhooks.add_event(event, subscribed)
+    deliveries = WebhookRepository.from_session(session).add_event(event, webhooks)
     session.info[EMITTED] = True
-    return event
+    return event, deliveries
 
 
 def _endpoints(session: Session, tenant_id: uuid.UUID) -> list[Webhook]:

@@ -15,7 +15,7 @@ from service.db.models import DeliveryState, Webhook, WebhookDelivery
 from service.db.models.base import utcnow
 from service.db.repositories import WebhookRepository
 from service.errors import ConflictError, InvalidInputError
-from service.webhooks import signing, urls
+from service.webhooks import events, signing, urls
 from service.webhooks.events import EMITTED
 from service.webhooks.schemas import (
     AttemptPublic,
@@ -165,6 +165,12 @@ def redeliver(session: Session, tenant_id: uuid.UUID, delivery_id: uuid.UUID) ->
         delivery.attempt_count = 0
         session.info[EMITTED] = True  # the API wakes its dispatcher after the commit
     return delivery_public(delivery)
+
+
+def ping(session: Session, tenant_id: uuid.UUID, webhook_id: uuid.UUID) -> DeliveryPublic:
+    """Queue a signed ``webhook.ping`` to the endpoint alone (404 for a deleted one)."""
+    webhook = WebhookRepository.from_session(session).get(webhook_id, tenant_id=tenant_id)
+    return delivery_public(events.ping(session, webhook))
 
 
 def forget_old_events(session: Session, retention_s: float) -> int:

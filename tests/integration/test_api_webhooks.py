@@ -400,3 +400,36 @@ def test_a_rolled_back_request_writes_no_event(
     assert json.loads(request["body"])["data"]["deletion"]["id"] == later["id"]
     with unit_of_work(make_session_factory(make_engine(settings.database_url))) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent)) == 1
+
+
+def test_a_ping_goes_to_that_endpoint_alone_signed(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    pinged, other = Receiver(tmp_path), Receiver(tmp_path)
+    receivers += [pinged, other]
+    webhook = _register(admin, pinged.url, ["model.ready"])
+    _register(admin, other.url, ["model.ready"])
+    response = admin.post(f"/webhooks/{webhook['id']}/ping", None)
+    queued = admin.ok(response, 202)
+    assert response.headers["Location"] == f"/webhook-deliveries/{queued['id']}"
+    assert (queued["event_type"], queued["state"]) == ("webhook.ping", "pending")
+    (delivery,) = _settled(admin, webhook["id"], 1, "delivered")
+    assert delivery["id"] == queued["id"]
+    (request,) = pinged.wait_for(1)
+    assert _verified(request, webhook["secret"]) == [webhook["secret"]]
+    body = json.loads(request["body"])
+    assert body["type"] == "webhook.ping" and body["id"] == queued["event_id"]
+    assert body["data"] == {"webhook": {"id": webhook["id"], "url": pinged.url}}
+    time.sleep(0.3)
+    assert other.requests() == []
+
+
+def test_a_ping_needs_an_admin_key_and_a_live_endpoint(
+    admin: Api, client: TestClient, settings: Settings
+) -> None:
+    webhook = _register(admin, "http://127.0.0.1:9/hook")
+    app = Api(client, issue_keys(settings)["a"])
+    problem(app.post(f"/webhooks/{webhook['id']}/ping", None), 403)
+    assert client.delete(f"/webhooks/{webhook['id']}", headers=admin.headers).status_code == 204
+    problem(admin.post(f"/webhooks/{webhook['id']}/ping", None), 404)
+    problem(admin.post(f"/webhooks/{uuid.uuid4()}/ping", None), 404)

@@ -244,6 +244,7 @@ def test_webhooks_signed_by_the_service_verify(stack: Stack) -> None:
             assert [e.type for e in events] == ["deletion.deactivated", "deletion.completed"]
             assert events[1].data["deletion"]["id"] == deletion["id"]
             body, headers = Receiver.deliveries[1]
+            completed = body
             forged = body.replace(b"completed", b"failed")
             with pytest.raises(WebhookSignatureError):
                 verify_webhook(forged, headers["Unlearn-Signature"], hook["secret"])
@@ -255,11 +256,18 @@ def test_webhooks_signed_by_the_service_verify(stack: Stack) -> None:
             deliveries = wait_for(delivered, 30, "both deliveries recorded as delivered")
             detail = api.get_webhook_delivery(deliveries[0]["id"])
             assert detail["attempts"] and detail["attempts"][0]["status_code"] == 204
+            ping = api.ping_webhook(hook["id"])
+            assert ping["event_type"] == "webhook.ping"
+            wait_for(lambda: len(Receiver.deliveries) >= 3, 60, "the ping")
+            body, headers = Receiver.deliveries[2]
+            assert verify_webhook(body, headers["Unlearn-Signature"], hook["secret"]).type == (
+                "webhook.ping"
+            )
             rotated = api.rotate_webhook_secret(hook["id"])
             assert rotated["secret"] != hook["secret"]
             api.delete_webhook(hook["id"])
             assert api.list_webhooks() == []
-            assert json.loads(body)["type"] == "deletion.completed"
+            assert json.loads(completed)["type"] == "deletion.completed"
     finally:
         server.shutdown()
         server.server_close()

@@ -623,6 +623,7 @@ def test_webhook_methods_call_the_contracts_routes(
         httpx.Response(200, json=[DELIVERY]),
         httpx.Response(200, json={**DELIVERY, "attempts": []}),
         httpx.Response(202, json={**DELIVERY, "state": "pending"}),
+        httpx.Response(202, json={**DELIVERY, "state": "pending", "event_type": "webhook.ping"}),
         httpx.Response(204),
     )
     client, _ = make_client(service)
@@ -636,6 +637,7 @@ def test_webhook_methods_call_the_contracts_routes(
     assert client.list_webhook_deliveries("w1") == [DELIVERY]
     assert client.get_webhook_delivery("dl1")["attempts"] == []
     assert client.redeliver_webhook_delivery("dl1")["state"] == "pending"
+    assert client.ping_webhook("w1")["event_type"] == "webhook.ping"
     client.delete_webhook("w1")
     assert [(r.method, r.url.path) for r in service.requests] == [
         ("POST", "/webhooks"),
@@ -645,6 +647,7 @@ def test_webhook_methods_call_the_contracts_routes(
         ("GET", "/webhooks/w1/deliveries"),
         ("GET", "/webhook-deliveries/dl1"),
         ("POST", "/webhook-deliveries/dl1/redeliver"),
+        ("POST", "/webhooks/w1/ping"),
         ("DELETE", "/webhooks/w1"),
     ]
     assert json.loads(service.requests[0].content) == {

@@ -103,22 +103,24 @@ class WebhookRepository(Repository):
         self,
         event: WebhookEvent,
         webhooks: Sequence[Webhook],
-    ) -> None:
+    ) -> list[WebhookDelivery]:
         """The event and one pending delivery per endpoint, inserted at the next flush."""
         self.session.add(event)
         now = utcnow()
-        for webhook in webhooks:
-            self.session.add(
-                WebhookDelivery(
-                    id=uuid.uuid4(),
-                    webhook_id=webhook.id,
-                    event=event,
-                    state=DeliveryState.pending,
-                    attempt_count=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
+        deliveries = [
+            WebhookDelivery(
+                id=uuid.uuid4(),
+                webhook_id=webhook.id,
+                event=event,
+                state=DeliveryState.pending,
+                attempt_count=0,
+                next_attempt_at=now,
+                created_at=now,
             )
+            for webhook in webhooks
+        ]
+        self.session.add_all(deliveries)
+        return deliveries
 
     # Deliveries
 
