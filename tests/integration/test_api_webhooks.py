@@ -218,7 +218,8 @@ def test_a_receiver_that_never_succeeds_ends_failed(
     assert len(attempts) == settings.webhook_max_attempts
     if answer in ("hang", "drip"):  # a drip never trips a read's timeout: the whole one's
         assert all(a["status_code"] is None and "timed out" in a["error"] for a in attempts)
-        assert all(a["duration_ms"] < 1000 * settings.webhook_timeout_s + 500 for a in attempts)
+        # bounded near the limit (a drip would otherwise run for an hour); slack for a busy CI
+        assert all(a["duration_ms"] < 1000 * (settings.webhook_timeout_s + 2) for a in attempts)
     else:
         assert all(a["status_code"] == 500 for a in attempts)
     time.sleep(0.3)  # nothing more is tried
