@@ -124,6 +124,14 @@ def redeliver(delivery_id: uuid.UUID, admin: DashboardAdmin, session: SessionDep
     return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
 
 
+@router.post("/webhooks/{webhook_id}/ping")
+def ping(webhook_id: uuid.UUID, admin: DashboardAdmin, session: SessionDep) -> Response:
+    """The overview's ping button: send the endpoint a `webhook.ping`, back to the overview."""
+    webhooks.ping(session, admin.tenant_id, webhook_id)
+    session.commit()  # wakes the dispatcher (service.app)
+    return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
+
+
 @router.get("/login")
 def login_form(
     request: Request,

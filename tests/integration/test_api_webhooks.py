@@ -350,6 +350,13 @@ def test_the_dashboard_lists_webhooks_and_deliveries_and_redelivers(
     assert anonymous.status_code == 303  # to the login form; nothing queued
     assert anonymous.headers["location"].startswith("/dashboard/login")
 
+    assert f'action="/dashboard/webhooks/{webhook["id"]}/ping"' in html
+    pinged = admin.client.post(
+        f"/dashboard/webhooks/{webhook['id']}/ping", headers=admin.headers, follow_redirects=False
+    )
+    assert pinged.status_code == 303 and pinged.headers["location"] == "/dashboard"
+    assert json.loads(receiver.wait_for(4)[3]["body"])["type"] == "webhook.ping"
+
 
 def test_an_endpoint_gets_its_events_in_order_through_retries(
     admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
