@@ -11,9 +11,9 @@ from types import ModuleType
 from tests.conftest import FreshDatabase
 
 BENCH = Path(__file__).resolve().parents[3] / "bench" / "deletion_statements.py"
-#: Measured on PostgreSQL 24 / 23-24 / 23 / 14 / 14 / 7 (SQLite: a subject's 26, a replay's 8;
-#: which orders a deletion parks depends on the placement); before the lean transaction
-#: 42 / 32-34 / 41 / 23 / 23 / 5.
+#: Measured on PostgreSQL 25 / 23-25 / 24 / 15 / 15 / 7, on SQLite 25 / 23 / 27 / 14 / 14 / 8
+#: (6 runs each; which orders a deletion parks depends on the placement; the webhook endpoints
+#: are read once per transaction); before the lean transaction 42 / 32-34 / 41 / 23 / 23 / 5.
 BUDGET = {
     "first_on_shard": 25,
     "joins_queued_retrain": 25,
