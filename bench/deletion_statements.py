@@ -65,9 +65,10 @@ CASES = (
     "unknown",
     "replay",
 )
-#: Threads whose statements are not the request's: the relay sends messages (and housekeeps)
-#: after the commit, the webhook dispatcher delivers the events a commit wrote.
-BACKGROUND_THREADS = ("outbox-relay", "webhook-dispatcher")
+#: Thread name prefixes whose statements are not the request's: the relay sends messages (and
+#: housekeeps) after the commit; the webhook dispatcher and its POST pool deliver the events a
+#: commit wrote.
+BACKGROUND_THREADS = ("outbox-relay", "webhook-")
 
 
 class StatementCounter:
@@ -78,7 +79,7 @@ class StatementCounter:
         self._lock = threading.Lock()
 
     def _record(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if threading.current_thread().name in BACKGROUND_THREADS:
+        if threading.current_thread().name.startswith(BACKGROUND_THREADS):
             return
         with self._lock:
             self.statements.append(statement)
