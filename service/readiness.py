@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from kombu import Connection
 
 from service.settings import Settings
-from unlearning.object_store import S3ArtifactStore, parse_s3_url
+from unlearning.object_store import S3ArtifactStore
 
 
 def check_database(engine: sa.Engine) -> None:
@@ -27,10 +27,8 @@ def artifacts_probe(settings: Settings) -> Callable[[], None] | None:
     folder: nothing to reach."""
     if not settings.artifacts_url:
         return None
-    bucket, prefix = parse_s3_url(settings.artifacts_url)
-    store = S3ArtifactStore(
-        bucket,
-        prefix,
+    store = S3ArtifactStore.from_url(
+        settings.artifacts_url,
         endpoint_url=settings.s3_endpoint_url or None,
         region=settings.s3_region,
         max_attempts=1,

@@ -131,11 +131,19 @@ class S3ArtifactStore:
         endpoint_url: str | None = None,
         region: str = "us-east-1",
         max_attempts: int = 5,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 60.0,
     ) -> S3ArtifactStore:
         """The store of ``s3://bucket/optional/prefix``."""
         bucket, prefix = parse_s3_url(url)
         return cls(
-            bucket, prefix, endpoint_url=endpoint_url, region=region, max_attempts=max_attempts
+            bucket,
+            prefix,
+            endpoint_url=endpoint_url,
+            region=region,
+            max_attempts=max_attempts,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
         )
 
     def key(self, ref: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 # --- requests -------------------------------------------------------------------------------
 
@@ -390,14 +390,7 @@ WebhookEventType = Literal[
     "model.ready",
     "exactness_audit.finished",
 ]
-WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
-    "deletion.deactivated",
-    "deletion.approximated",
-    "deletion.completed",
-    "deletion.failed",
-    "model.ready",
-    "exactness_audit.finished",
-)
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = get_args(WebhookEventType)
 
 
 class Webhook(TypedDict):

@@ -16,7 +16,6 @@ from service.db.models.base import utcnow
 from service.db.repositories import WebhookRepository
 from service.errors import ConflictError, InvalidInputError
 from service.webhooks import events, signing, urls
-from service.webhooks.events import EMITTED
 from service.webhooks.schemas import (
     AttemptPublic,
     DeliveryDetail,
@@ -163,7 +162,7 @@ def redeliver(session: Session, tenant_id: uuid.UUID, delivery_id: uuid.UUID) ->
         delivery.next_attempt_at = now
         delivery.delivered_at = None
         delivery.attempt_count = 0
-        session.info[EMITTED] = True  # the API wakes its dispatcher after the commit
+        session.info[events.EMITTED] = True  # the API wakes its dispatcher after the commit
     return delivery_public(delivery)
 
 

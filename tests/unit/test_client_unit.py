@@ -17,6 +17,7 @@ import pytest
 
 from unlearn_client import (
     GENESIS_HASH,
+    WEBHOOK_EVENT_TYPES,
     ApiError,
     AuditEntry,
     AuthenticationError,
@@ -792,3 +793,9 @@ def test_audit_log_pages_are_read_to_the_end(
     result = client.verify_audit_log("m1")
     assert (result.ok, result.entries) == (True, 3)
     assert [r.url.params["after_seq"] for r in service.requests] == ["0", "2"]
+
+
+def test_the_clients_event_types_are_the_services() -> None:
+    from service.webhooks.events import EVENT_TYPES
+
+    assert WEBHOOK_EVENT_TYPES == EVENT_TYPES

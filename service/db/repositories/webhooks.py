@@ -226,16 +226,6 @@ class WebhookRepository(Repository):
             )
         )
 
-    def pending_count(self) -> int:
-        return (
-            self.session.scalar(
-                sa.select(sa.func.count())
-                .select_from(WebhookDelivery)
-                .where(WebhookDelivery.state == DeliveryState.pending)
-            )
-            or 0
-        )
-
     def forget_before(self, cutoff: datetime, *, limit: int = 1000) -> int:
         """Delete up to ``limit`` events older than ``cutoff`` none of whose deliveries is still
         pending, with their deliveries and attempts; returns how many events went."""
