@@ -2,24 +2,43 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch lies on this machine's disk; GPU images install their own first.
-PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints/cpu.txt
+# Every dependency comes from the lock (requirements/, made by `make lock`), pinned with hashes:
+# a release upstream never changes what a clone installs. The CPU build of torch lies on this
+# machine's disk (requirements/torch-cpu.txt); GPU images install their own and skip that file.
+PIP := $(BIN)/pip install --disable-pip-version-check -q
+LOCKED := $(PIP) --require-hashes --no-deps -r requirements/torch-cpu.txt
+# The project itself (and the client), built with the locked setuptools
+EDITABLE := $(PIP) --no-deps --no-build-isolation
 
-.PHONY: run serve worker test check test-gpu system-deps lint alembic-check bench clean
+.PHONY: run serve worker test check test-gpu system-deps lint lock lock-upgrade lock-check \
+	alembic-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: pyproject.toml constraints/cpu.txt | $(BIN)/python
-	$(PIP_INSTALL) -e .
+$(VENV)/.installed-run: pyproject.toml requirements/run.txt requirements/torch-cpu.txt | $(BIN)/python
+	$(LOCKED) -r requirements/run.txt
+	$(EDITABLE) -e .
 	touch $@
 
 # The dev environment also holds the Python client (client/: its own package; its tests run
 # against the service).
-$(VENV)/.installed-dev: pyproject.toml client/pyproject.toml constraints/cpu.txt | $(BIN)/python
-	$(PIP_INSTALL) -e '.[dev]'
-	$(PIP_INSTALL) -e ./client
+$(VENV)/.installed-dev: pyproject.toml client/pyproject.toml requirements/dev.txt requirements/torch-cpu.txt | $(BIN)/python
+	$(LOCKED) -r requirements/dev.txt
+	$(EDITABLE) -e . -e ./client
 	touch $@ $(VENV)/.installed-run
+
+## lock: compile requirements/*.txt from pyproject.toml (keeping the pinned versions where they
+## still fit); lock-upgrade takes the newest releases. Commit the result.
+lock: $(VENV)/.installed-dev
+	$(BIN)/python requirements/lock.py compile
+
+lock-upgrade: $(VENV)/.installed-dev
+	$(BIN)/python requirements/lock.py compile --upgrade
+
+## lock-check: the lock agrees with pyproject.toml (exact pins, hashes, inputs unchanged)
+lock-check: $(VENV)/.installed-dev
+	$(BIN)/python requirements/lock.py check
 
 ## run: install, migrate the embedded SQLite database under var/, seed the demo model, and
 ## start a worker process and the API on :8000 (no database or broker server needed)
@@ -53,7 +72,7 @@ system-deps:
 ## the few that restart a machine service, alone
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed-dev system-deps
-	$(MAKE) --no-print-directory lint alembic-check
+	$(MAKE) --no-print-directory lock-check lint alembic-check
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial"
 	$(BIN)/pytest -m serial
 

@@ -11,15 +11,18 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN python -m venv /opt/venv
 WORKDIR /src
 
-# torch first, in its own layer: the pin lives in constraints/cpu.txt only.
-COPY constraints ./constraints
-RUN pip install --index-url "$TORCH_INDEX_URL" --constraint constraints/cpu.txt torch
+# Exactly the lock (requirements/, pinned with hashes): torch first, in its own layer, from
+# the CPU index; then the rest; then the project itself, built with the locked setuptools.
+COPY requirements/torch-cpu.txt requirements/run.txt ./requirements/
+RUN pip install --require-hashes --no-deps --index-url "$TORCH_INDEX_URL" \
+        -r requirements/torch-cpu.txt
+RUN pip install --require-hashes --no-deps -r requirements/run.txt
 COPY pyproject.toml README.md ./
 COPY unlearning ./unlearning
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install --constraint constraints/cpu.txt .
+RUN pip install --no-deps --no-build-isolation .
 
 # --- runtime ---------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm

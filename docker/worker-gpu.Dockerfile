@@ -19,17 +19,21 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 WORKDIR /src
 
-# The torch build for the base image's CUDA; keep TORCH_VERSION equal to constraints/cpu.txt.
+# The torch build for the base image's CUDA (the image chooses it, and the CUDA libraries it
+# needs); keep TORCH_VERSION equal to constraints/cpu.txt.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 ARG TORCH_VERSION=2.13.0
 RUN pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"
+# Everything else exactly as locked (requirements/run.txt, with hashes; it holds no torch);
+# then the project itself, built with the locked setuptools.
+COPY requirements/run.txt ./requirements/
+RUN pip install --require-hashes --no-deps -r requirements/run.txt
 COPY pyproject.toml README.md ./
 COPY unlearning ./unlearning
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
-# The torch installed above satisfies the dependency: pip keeps it.
-RUN pip install .
+RUN pip install --no-deps --no-build-isolation .
 
 # --- runtime ---------------------------------------------------------------------------
 FROM ${CUDA_IMAGE}

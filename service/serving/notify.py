@@ -89,7 +89,7 @@ class ChangeListener:
         while not self._stopped.is_set():
             try:
                 client = redis.Redis.from_url(self._url, socket_connect_timeout=2)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(channel(self._url))
                 while not self._stopped.is_set():
                     message = pubsub.get_message(timeout=0.5)

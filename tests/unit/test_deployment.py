@@ -247,16 +247,29 @@ def test_api_image_installs_the_cpu_build_of_torch() -> None:
     torch_runs = [r for r in runs if re.search(r"\btorch\b", r)]
     assert torch_runs, "no RUN installs torch"
     assert all('--index-url "$TORCH_INDEX_URL"' in r for r in torch_runs), torch_runs
-    # The pin of constraints/cpu.txt applies to the torch install and to the project's.
+    # Everything comes from the lock, with hashes; the project itself adds nothing to it.
     pip_installs = [r for r in runs if "pip install" in r]
-    assert all("--constraint constraints/cpu.txt" in r for r in pip_installs), pip_installs
     assert torch_runs[0] == pip_installs[0], "torch must come from the CPU index before ."
+    assert "-r requirements/torch-cpu.txt" in torch_runs[0], torch_runs
+    assert_installs_exactly_the_lock(pip_installs)
+
+
+def assert_installs_exactly_the_lock(pip_installs: list[str]) -> None:
+    locked = [r for r in pip_installs if "-r requirements/" in r]
+    assert any("-r requirements/run.txt" in r for r in locked), pip_installs
+    assert all("--require-hashes" in r and "--no-deps" in r for r in locked), locked
+    rest = [r for r in pip_installs if r not in locked]
+    assert rest and all("--no-deps" in r and "--no-build-isolation" in r for r in rest), rest
 
 
 def test_gpu_image_pairs_a_cuda_base_with_the_torch_build_of_that_cuda() -> None:
     dockerfile = DOCKERFILES["worker-gpu"]
     steps = [ins.args for ins in instructions(dockerfile) if ins.keyword in ("RUN", "COPY")]
-    assert not any("constraints" in step for step in steps), steps
+    assert not any("constraints" in step or "torch-cpu" in step for step in steps), steps
+    # torch (and the CUDA libraries it brings) is the image's own choice; the rest is locked.
+    assert_installs_exactly_the_lock(
+        [s for s in steps if "pip install" in s and "$TORCH_INDEX_URL" not in s]
+    )
     defaults = arg_defaults(dockerfile)
     base = re.fullmatch(
         r"nvidia/cuda:(\d+)\.(\d+)\.\d+-runtime-ubuntu[\d.]+", defaults["CUDA_IMAGE"]
