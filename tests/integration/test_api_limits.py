@@ -82,6 +82,23 @@ class TestBodyLimit:
         assert answer.status == 413 and b"body-too-large" in body
 
 
+def test_the_413_comes_once_the_headers_say_the_body_is_too_large(settings: Settings) -> None:
+    """A raw client that announces 34 MiB, sends its headers and 1 MiB, then reads: the 413
+    comes at once (it used to wait for the rest of the body, which never came)."""
+    settings = settings.model_copy(update={"max_body_bytes": LIMIT})
+    with (
+        _serving(create_app(settings)) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(
+            b"POST /models HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (34 * 1024 * 1024) + b"x" * (1024 * 1024)
+        )
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()  # a timeout here (10 s) is the old behaviour
+        assert answer.status == 413 and b"body-too-large" in answer.read()
+
+
 @contextmanager
 def _serving(app: Any) -> Iterator[int]:
     """The app on a real uvicorn server on loopback, in a thread."""
