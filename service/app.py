@@ -21,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import event
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service import housekeeping
 from service.api import health
@@ -130,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
+    # Outermost: the client's address and scheme (https behind a TLS proxy) from the forwarded
+    # headers of the configured proxies only; `unlearn serve` turns uvicorn's own reading off.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     # The database refused a value the schema let through (NUL in text, a number out of range).
     app.add_exception_handler(DataError, unstorable_value)
     for router in (

@@ -90,6 +90,7 @@ def _serve(host: str | None, port: int | None) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,  # keep the service's handlers (logs.configure)
         access_log=False,  # service.access writes one record per request, with its id
+        proxy_headers=False,  # the app reads them, from UNLEARN_TRUSTED_PROXIES only
     )
 
 

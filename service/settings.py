@@ -203,7 +203,13 @@ class Settings(BaseSettings):
     )
     metrics_token: SecretStr | None = Field(
         None,
-        description="When set, `/metrics` wants `Authorization: Bearer <token>`; open otherwise.",
+        description="When set, `/metrics` wants `Authorization: Bearer <token>`; open otherwise. "
+        "Required in production.",
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1",
+        description="Comma-separated addresses (or `*`) of the reverse proxies whose "
+        "`X-Forwarded-For` and `X-Forwarded-Proto` are believed; anyone else's are ignored.",
     )
     dashboard_session_secret: SecretStr | None = Field(
         None,
@@ -287,6 +293,11 @@ class Settings(BaseSettings):
             parse_s3_url(value)  # a ValueError says what is wrong
         return value
 
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         data_dir = self.data_dir.resolve()
@@ -314,6 +325,10 @@ class Settings(BaseSettings):
         if self.environment is Environment.production and self.database_url.startswith("sqlite"):
             raise ValueError(
                 "UNLEARN_DATABASE_URL must name a server database (PostgreSQL) in production"
+            )
+        if self.environment is Environment.production and self.metrics_token is None:
+            raise ValueError(
+                "UNLEARN_METRICS_TOKEN must be set in production: /metrics would be open to all"
             )
         return self
 

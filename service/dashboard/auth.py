@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,7 +11,7 @@ from service.api.auth import admin_key, current_key
 from service.api.deps import SessionDep, SettingsDep
 from service.dashboard import session as cookies
 from service.db.models import ApiKey, Role
-from service.db.repositories import ApiKeyRepository
+from service.db.repositories import ApiKeyRepository, DashboardSessionRepository
 
 
 class LoginRequired(Exception):  # noqa: N818 (a signal to redirect, not an error report)
@@ -22,12 +23,12 @@ def dashboard_admin(request: Request, session: SessionDep, settings: SettingsDep
         return admin_key(current_key(request, session))
     cookie = request.cookies.get(cookies.COOKIE)
     assert settings.dashboard_session_secret is not None
-    key_id = (
+    login_id = (
         cookies.verify(cookie, settings.dashboard_session_secret.get_secret_value())
         if cookie
         else None
     )
-    key = ApiKeyRepository.from_session(session).live(key_id) if key_id else None
+    key = DashboardSessionRepository.from_session(session).key_of(login_id) if login_id else None
     if key is None or key.role is not Role.admin:
         raise LoginRequired
     return key
@@ -37,6 +38,24 @@ def login(session: SessionDep, token: str) -> ApiKey | None:
     """The admin key behind a pasted token, or None."""
     key = ApiKeyRepository.from_session(session).authenticate(token.strip())
     return key if key is not None and key.role is Role.admin else None
+
+
+def start_login(session: SessionDep, key: ApiKey, settings: SettingsDep) -> str:
+    """A new server-side login for ``key``: the signed cookie value that names it."""
+    assert settings.dashboard_session_secret is not None
+    ttl = settings.dashboard_session_ttl_s
+    logins = DashboardSessionRepository.from_session(session)
+    login_row = logins.start(key.id, timedelta(seconds=ttl))
+    return cookies.sign(login_row.id, settings.dashboard_session_secret.get_secret_value(), ttl)
+
+
+def end_login(session: SessionDep, cookie: str | None, settings: SettingsDep) -> None:
+    """End the login a (well-signed) cookie names, so that no copy of it works any more."""
+    assert settings.dashboard_session_secret is not None
+    secret = settings.dashboard_session_secret.get_secret_value()
+    login_id = cookies.verify(cookie, secret) if cookie else None
+    if login_id is not None:
+        DashboardSessionRepository.from_session(session).end(login_id)
 
 
 DashboardAdmin = Annotated[ApiKey, Depends(dashboard_admin)]

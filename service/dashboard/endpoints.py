@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from service.api.deps import SessionDep, SettingsDep
 from service.dashboard import session as cookies
 from service.dashboard import views
-from service.dashboard.auth import DashboardAdmin, LoginRequired, login
+from service.dashboard.auth import DashboardAdmin, LoginRequired, end_login, login, start_login
 from service.webhooks import service as webhooks
 
 HERE = Path(__file__).parent
@@ -152,27 +152,28 @@ async def login_submit(request: Request, session: SessionDep, settings: Settings
         )
         response.status_code = status.HTTP_401_UNAUTHORIZED
         return response
-    session.commit()  # the key's last use
-    assert settings.dashboard_session_secret is not None
+    cookie = start_login(session, key, settings)
+    session.commit()  # the login and the key's last use
     redirect = RedirectResponse(next_page, status_code=status.HTTP_303_SEE_OTHER)
     redirect.set_cookie(
         cookies.COOKIE,
-        cookies.sign(
-            key.id,
-            settings.dashboard_session_secret.get_secret_value(),
-            settings.dashboard_session_ttl_s,
-        ),
+        cookie,
         max_age=settings.dashboard_session_ttl_s,
         path="/dashboard",
         httponly=True,
         samesite="strict",
+        # https as the client sees it: behind a TLS proxy the scheme comes from its forwarded
+        # headers, trusted only from UNLEARN_TRUSTED_PROXIES (service/app.py)
         secure=request.url.scheme == "https",
     )
     return redirect
 
 
 @router.post("/logout")
-def logout() -> RedirectResponse:
+def logout(request: Request, session: SessionDep, settings: SettingsDep) -> RedirectResponse:
+    """End the login on the server too: a copy of the cookie no longer works."""
+    end_login(session, request.cookies.get(cookies.COOKIE), settings)
+    session.commit()
     response = RedirectResponse("/dashboard/login", status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(cookies.COOKIE, path="/dashboard")
     return response

@@ -277,7 +277,7 @@ def _charts(session: Session, tenant_id: uuid.UUID) -> list[charts.Chart]:
         for t in times
         if t.deactivated_at is not None
     ]
-    minutes = RECENT_PREDICTIONS.snapshot()
+    minutes = RECENT_PREDICTIONS.snapshot(tenant_id)
     predictions = [(datetime.fromtimestamp(b.minute * 60, UTC), float(b.count)) for b in minutes]
     worst = [(datetime.fromtimestamp(b.minute * 60, UTC), b.worst * 1000) for b in minutes]
     return [

@@ -112,7 +112,7 @@ def predict(
     """Predictions of the current valid ensemble; `serving_generation` says which one answered."""
     service.get_model(session, key.tenant_id, model_id)  # 404 for another tenant's model
     session.commit()  # no transaction stays open while the model computes
-    return service.predict(registry, model_id, body.texts)
+    return service.predict(registry, key.tenant_id, model_id, body.texts)
 
 
 @router.get("/{model_id}/audit", responses=PROBLEMS)

@@ -210,13 +210,15 @@ def audit_page(
     )
 
 
-def predict(registry: ServingRegistry, model_id: uuid.UUID, texts: list[str]) -> PredictResponse:
+def predict(
+    registry: ServingRegistry, tenant_id: uuid.UUID, model_id: uuid.UUID, texts: list[str]
+) -> PredictResponse:
     """Predictions of the model's current valid ensemble, with the generation that answered.
 
     Runs outside the request's transaction: the registry reads the generation itself."""
     started = time.perf_counter()
     served = registry.predict(model_id, texts)
-    observe_prediction(len(texts), time.perf_counter() - started)
+    observe_prediction(tenant_id, len(texts), time.perf_counter() - started)
     outputs = served.prediction.outputs
     labels = served.model.labels
     if labels is not None:

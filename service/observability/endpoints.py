@@ -23,7 +23,9 @@ def metrics(request: Request, settings: SettingsDep) -> Response:
     predictions and HTTP latency. The lineage figures are read from the database."""
     if settings.metrics_token is not None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        expected = settings.metrics_token.get_secret_value()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+        expected = settings.metrics_token.get_secret_value().encode()
+        # bytes: a header may carry any octet, which compare_digest refuses in a str
+        sent = token.strip().encode("utf-8", "replace")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent, expected):
             raise UnauthenticatedError("send the metrics token as `Authorization: Bearer <token>`")
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

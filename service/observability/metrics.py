@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,34 +92,38 @@ class MinuteBucket:
 
 
 class RecentCalls:
-    """Calls per minute over the last hour in this process, for the dashboard's charts."""
+    """Calls per minute over the last hour in this process, per tenant, for the dashboard's
+    charts (a tenant's admin sees its own tenant's calls, never another's)."""
 
     def __init__(self, minutes: int = 60) -> None:
-        self._buckets: deque[MinuteBucket] = deque(maxlen=minutes)
+        self._minutes = minutes
+        self._buckets: dict[uuid.UUID, deque[MinuteBucket]] = {}
         self._lock = Lock()
 
-    def observe(self, seconds: float, *, now: float | None = None) -> None:
+    def observe(self, tenant_id: uuid.UUID, seconds: float, *, now: float | None = None) -> None:
         minute = int((time.time() if now is None else now) // 60)
         with self._lock:
-            if not self._buckets or self._buckets[-1].minute != minute:
-                self._buckets.append(MinuteBucket(minute))
-            bucket = self._buckets[-1]
+            buckets = self._buckets.setdefault(tenant_id, deque(maxlen=self._minutes))
+            if not buckets or buckets[-1].minute != minute:
+                buckets.append(MinuteBucket(minute))
+            bucket = buckets[-1]
             bucket.count += 1
             bucket.seconds += seconds
             bucket.worst = max(bucket.worst, seconds)
 
-    def snapshot(self) -> list[MinuteBucket]:
+    def snapshot(self, tenant_id: uuid.UUID) -> list[MinuteBucket]:
         with self._lock:
-            return [MinuteBucket(b.minute, b.count, b.seconds, b.worst) for b in self._buckets]
+            buckets = self._buckets.get(tenant_id, ())
+            return [MinuteBucket(b.minute, b.count, b.seconds, b.worst) for b in buckets]
 
 
 RECENT_PREDICTIONS = RecentCalls()
 
 
-def observe_prediction(texts: int, seconds: float) -> None:
+def observe_prediction(tenant_id: uuid.UUID, texts: int, seconds: float) -> None:
     PREDICTIONS.inc(texts)
     PREDICTION_SECONDS.observe(seconds)
-    RECENT_PREDICTIONS.observe(seconds)
+    RECENT_PREDICTIONS.observe(tenant_id, seconds)
 
 
 class LineageCollector(Collector):

@@ -29,7 +29,7 @@ from service.db.models.lineage import (
 )
 from service.db.models.outbox import OutboxMessage
 from service.db.models.samples import Sample, SamplePayload
-from service.db.models.tenancy import ApiKey, Role, Tenant, TenantSecret
+from service.db.models.tenancy import ApiKey, DashboardSession, Role, Tenant, TenantSecret
 from service.db.models.webhooks import (
     DeliveryState,
     Webhook,
@@ -45,6 +45,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "CollectedArtifact",
+    "DashboardSession",
     "DeletionItem",
     "DeletionJob",
     "DeletionRequest",

@@ -52,3 +52,16 @@ class ApiKey(UuidPk, CreatedAt, Base):
     role: Mapped[Role] = mapped_column(str_enum(Role))
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+
+
+class DashboardSession(UuidPk, CreatedAt, Base):
+    """A dashboard login: the cookie names this row, so logging out ends it on the server (a
+    copied cookie stops working), and revoking the key ends every session of it."""
+
+    __tablename__ = "dashboard_sessions"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]

@@ -10,7 +10,11 @@ from service.db.repositories.models import ModelRepository
 from service.db.repositories.outbox import OutboxRepository
 from service.db.repositories.samples import NewSample, SampleRepository
 from service.db.repositories.statistics import StatisticsRepository
-from service.db.repositories.tenants import ApiKeyRepository, TenantRepository
+from service.db.repositories.tenants import (
+    ApiKeyRepository,
+    DashboardSessionRepository,
+    TenantRepository,
+)
 from service.db.repositories.webhooks import WebhookRepository
 from service.db.repositories.workers import WorkerRepository
 
@@ -18,6 +22,7 @@ __all__ = [
     "ApiKeyRepository",
     "ArtifactRepository",
     "AuditRepository",
+    "DashboardSessionRepository",
     "DeletionRepository",
     "JobRepository",
     "LineageRepository",

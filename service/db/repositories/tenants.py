@@ -12,7 +12,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from service.db.hashing import TenantHasher
-from service.db.models import ApiKey, Role, Tenant, TenantSecret
+from service.db.models import ApiKey, DashboardSession, Role, Tenant, TenantSecret
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.errors import DuplicateTenantError, KeyNotFoundError, TenantNotFoundError
@@ -99,11 +99,6 @@ class ApiKeyRepository(Repository):
             raise KeyNotFoundError(f"no API key {key_id}")
         return key
 
-    def live(self, key_id: uuid.UUID) -> ApiKey | None:
-        """The key with this id unless it was revoked (a dashboard login names its key)."""
-        key = self.session.get(ApiKey, key_id)
-        return key if key is not None and key.revoked_at is None else None
-
     def of_tenant(self, tenant_id: uuid.UUID) -> list[ApiKey]:
         return list(
             self.session.scalars(
@@ -115,3 +110,32 @@ class ApiKeyRepository(Repository):
         key = self.session.get(ApiKey, key_id)
         if key is not None and key.revoked_at is None:
             key.revoked_at = utcnow()
+
+
+class DashboardSessionRepository(Repository):
+    """Dashboard logins, kept on the server so that a logout ends one for good."""
+
+    def start(self, key_id: uuid.UUID, ttl: timedelta) -> DashboardSession:
+        now = utcnow()
+        self.session.execute(  # ended or expired logins are of no use to anyone
+            sa.delete(DashboardSession).where(
+                sa.or_(DashboardSession.expires_at <= now, DashboardSession.ended_at.is_not(None))
+            )
+        )
+        login = DashboardSession(key_id=key_id, expires_at=now + ttl)
+        self.session.add(login)
+        self.session.flush()
+        return login
+
+    def key_of(self, session_id: uuid.UUID) -> ApiKey | None:
+        """The live key behind a login that has neither ended nor expired, else None."""
+        login = self.session.get(DashboardSession, session_id)
+        if login is None or login.ended_at is not None or login.expires_at <= utcnow():
+            return None
+        key = self.session.get(ApiKey, login.key_id)
+        return key if key is not None and key.revoked_at is None else None
+
+    def end(self, session_id: uuid.UUID) -> None:
+        login = self.session.get(DashboardSession, session_id)
+        if login is not None and login.ended_at is None:
+            login.ended_at = utcnow()
