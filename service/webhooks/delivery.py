@@ -12,7 +12,7 @@ One delivery goes through three steps:
    ``httpx`` with no redirects, within ``UNLEARN_WEBHOOK_TIMEOUT_S`` in all (each phase, and
    the whole attempt: :mod:`service.webhooks.deadline`); the answer's body is never read.
 3. **Record** (one short transaction, the delivery locked, the lease still ours): an attempt row;
-   a 2xx is `delivered`, anything else waits an exponential back-off with full jitter, and
+   a 2xx is `delivered`, anything else waits an exponential back-off (capped, jittered), and
    after ``UNLEARN_WEBHOOK_MAX_ATTEMPTS`` the delivery is `failed`.
 
 :class:`WebhookDispatcher` runs these in a daemon thread (the API's lifespan starts one) or in
@@ -100,9 +100,12 @@ class Outcome:
 
 
 def backoff(attempts: int, base_s: float, cap_s: float, rng: Callable[[], float]) -> float:
-    """Full jitter: a wait drawn uniformly in [0, min(cap, base x 2^(attempts-1))]."""
+    """Exponential with a cap and "equal" jitter: a wait drawn uniformly between half and all of
+    ``min(cap, base x 2^(attempts-1))``. Half at least, so the attempts span a known minimum
+    (the defaults: over 24 h before `failed`); random in the other half, so the retries of many
+    deliveries that failed together (a receiver that was down) spread out."""
     exponent = min(max(attempts - 1, 0), 62)
-    return rng() * min(cap_s, base_s * 2.0**exponent)
+    return (0.5 + 0.5 * rng()) * min(cap_s, base_s * 2.0**exponent)
 
 
 def claim(factory: sessionmaker[Session], policy: DeliveryPolicy, limit: int) -> list[Claimed]:
@@ -161,21 +164,28 @@ def post(
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    try:
-        target = urls.check(claimed.url, production=policy.production, resolver=resolver)
-    except urls.UrlRefusedError as error:
-        return Outcome(None, f"refused: {error}", took())
-    url, host, extensions = _pinned(target)
     timestamp = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "Unlearn-Event-Id": claimed.event_id,
-        "Unlearn-Event-Type": claimed.event_type,
-        signing.HEADER: signing.signature_header(claimed.secrets, timestamp, claimed.body),
-        **host,
-    }
     with Deadline(policy.timeout_s) as deadline:
+        try:
+            target = urls.check(
+                claimed.url,
+                production=policy.production,
+                resolver=resolver,
+                timeout_s=deadline.remaining(),
+            )
+        except urls.ResolveTimeoutError:
+            return Outcome(None, f"timed out after {policy.timeout_s:g} s (DNS lookup)", took())
+        except urls.UrlRefusedError as error:
+            return Outcome(None, f"refused: {error}", took())
+        url, host, extensions = _pinned(target)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **signing.headers(
+                claimed.secrets, claimed.event_id, claimed.event_type, timestamp, claimed.body
+            ),
+            **host,
+        }
         try:
             request = client.build_request(
                 "POST",
