@@ -262,9 +262,12 @@ def test_dns_resolution_at_delivery_runs_inside_the_attempts_deadline() -> None:
         return ["93.184.216.34"]
 
     sent: list[httpx.Request] = []
-    client = httpx.Client(
-        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))
-    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
     started = time.monotonic()
     outcome = delivery.post(claimed, policy, client, resolver=slow)
     took = time.monotonic() - started
