@@ -7,6 +7,8 @@ and by default 4 of the dispatcher's 8 slots), and a claim serves first the tena
 fewest in flight; so another tenant's event is claimed as soon as it is committed (the
 dispatcher's next look, ``poll_s``) and arrives after its own POST, long before any silent
 endpoint's attempt times out (``timeout_s``, 5 s here). Asserted: under ``BOUND_S`` = 2 s.
+When two such tenants hold every slot, the waiting tenant gets the first slot that frees (it has
+none in flight, they have their share): asserted under ``timeout_s`` + 1.5 s.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Role
-from service.db.repositories import TenantRepository
+from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.settings import Settings
 from service.webhooks import events
 from tests.conftest import FreshDatabase
@@ -90,6 +92,51 @@ def test_a_tenant_with_silent_endpoints_does_not_delay_another_tenants_event(
             # The noisy tenant never had more than its share in flight.
             assert in_flight == SHARE
             assert len(silent.requests()) <= SHARE
+    finally:
+        silent.stop()
+        healthy.stop()
+
+
+def test_when_every_slot_is_held_the_next_free_one_goes_to_the_waiting_tenant(
+    fresh_db: FreshDatabase, tmp_path: Path, record_property: Any
+) -> None:
+    """Two tenants with silent endpoints fill all 8 slots (4 each); a third tenant's event waits
+    for the first slot that frees (a silent attempt timing out), and gets it before either
+    noisy tenant's next delivery. The bound: ``TIMEOUT_S`` + 1.5 s after its commit."""
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=fresh_db.url(),
+        webhook_timeout_s=TIMEOUT_S,
+        webhook_lease_s=TIMEOUT_S + 5,
+        webhook_poll_s=0.05,
+        webhook_tenant_in_flight=SHARE,
+    )
+    silent = Receiver(tmp_path, then="hang")
+    healthy = Receiver(tmp_path)
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            admins = issue_keys(settings, Role.admin)
+            engine = make_engine(settings.database_url)
+            with unit_of_work(make_session_factory(engine)) as session:
+                tenant_c = TenantRepository.from_session(session).create("c")
+                token_c = ApiKeyRepository.from_session(session).issue(tenant_c.id, "k", Role.admin)
+            engine.dispose()
+            noisy = [Api(client, admins["a"]), Api(client, token_c.token)]
+            for n, admin in enumerate(noisy):
+                for i in range(10):
+                    _register(admin, f"{silent.url}/{n}/{i}")
+            _register(Api(client, admins["b"]), healthy.url)
+            _emit(settings, "a")
+            _emit(settings, "c")
+            silent.wait_for(2 * SHARE)
+            time.sleep(0.5)
+            assert len(silent.requests()) == 2 * SHARE  # every slot held
+            _, committed = _emit(settings, "b")
+            (arrived,) = healthy.wait_for(1, timeout_s=60)
+            latency = arrived["at"] - committed
+            record_property("healthy_latency_all_slots_held_s", round(latency, 3))
+            print(f"with every slot held, it arrived {latency:.3f} s after its commit")
+            assert latency < TIMEOUT_S + 1.5, latency
     finally:
         silent.stop()
         healthy.stop()
