@@ -251,14 +251,29 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(
         30.0,
         gt=0,
-        description="Base of the exponential back-off between webhook attempts (full jitter: "
-        "a random wait up to base x 2^(attempts-1), capped at `UNLEARN_WEBHOOK_BACKOFF_MAX_S`).",
+        description="Base of the exponential back-off between webhook attempts: a random wait "
+        "between half and all of base x 2^(attempts-1), capped at "
+        "`UNLEARN_WEBHOOK_BACKOFF_MAX_S` (the defaults retry for 25 to 50 h).",
     )
     webhook_backoff_max_s: float = Field(
-        3600.0, gt=0, description="Longest wait between two attempts of a webhook delivery."
+        6 * 3600.0, gt=0, description="Longest wait between two attempts of a webhook delivery."
     )
     webhook_max_attempts: int = Field(
-        8, ge=1, le=100, description="Attempts of a webhook delivery before it is `failed`."
+        18,
+        ge=1,
+        le=100,
+        description="Attempts of a webhook delivery before it is `failed` (with the default "
+        "back-off, 18 attempts span at least 25 h).",
+    )
+    webhook_tenant_in_flight: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Webhook POSTs of one tenant in flight at once, over all dispatchers (a "
+        "tenant whose endpoints never answer holds no more dispatcher slots than this).",
+    )
+    webhook_max_endpoints: int = Field(
+        20, ge=1, le=10_000, description="Live webhook endpoints per tenant (more: a 409)."
     )
     webhook_poll_s: float = Field(
         1.0,

@@ -51,7 +51,12 @@ from unlearn_client.models import (
     WebhookEvent,
     WebhookWithSecret,
 )
-from unlearn_client.webhooks import SIGNATURE_HEADER, sign_webhook, verify_webhook
+from unlearn_client.webhooks import (
+    SIGNATURE_HEADER,
+    sign_webhook,
+    standard_signature,
+    verify_webhook,
+)
 
 __version__ = "0.1.0"
 
@@ -103,6 +108,7 @@ __all__ = [
     "WebhookWithSecret",
     "entry_hash",
     "sign_webhook",
+    "standard_signature",
     "verify_audit_chain",
     "verify_webhook",
 ]

@@ -127,9 +127,10 @@ class WaitTimeout(UnlearnError, TimeoutError):  # noqa: N818 - the name the call
 
 
 class WebhookSignatureError(UnlearnError):
-    """A webhook delivery that must be rejected: a malformed ``Unlearn-Signature`` header, no
-    signature matching a secret, a timestamp outside the tolerance (a replay), or a signed body
-    that is not an event."""
+    """A webhook delivery that must be rejected: a missing or malformed signature header (the
+    Standard Webhooks ``webhook-*`` ones or ``Unlearn-Signature``; a timestamp that is no unix
+    time), no signature matching a secret, a timestamp outside the tolerance (a replay), or a
+    signed body that is not an event (or whose id is not the signed ``webhook-id``)."""
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

@@ -59,3 +59,13 @@ def end_login(session: SessionDep, cookie: str | None, settings: SettingsDep) ->
 
 
 DashboardAdmin = Annotated[ApiKey, Depends(dashboard_admin)]
+
+
+def dashboard_writer(request: Request, admin: DashboardAdmin) -> ApiKey:
+    """A dashboard button that writes (ping, redeliver): it spends the key's write rate limit as
+    the API's routes do, whether the key came by cookie or Bearer header; beyond it a 429."""
+    request.app.state.rate_limiter.take(admin.id)
+    return admin
+
+
+DashboardWriter = Annotated[ApiKey, Depends(dashboard_writer)]

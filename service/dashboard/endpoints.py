@@ -17,7 +17,14 @@ from fastapi.templating import Jinja2Templates
 from service.api.deps import SessionDep, SettingsDep
 from service.dashboard import session as cookies
 from service.dashboard import views
-from service.dashboard.auth import DashboardAdmin, LoginRequired, end_login, login, start_login
+from service.dashboard.auth import (
+    DashboardAdmin,
+    DashboardWriter,
+    LoginRequired,
+    end_login,
+    login,
+    start_login,
+)
 from service.webhooks import service as webhooks
 
 HERE = Path(__file__).parent
@@ -116,17 +123,19 @@ def job(
 
 
 @router.post("/webhook-deliveries/{delivery_id}/redeliver")
-def redeliver(delivery_id: uuid.UUID, admin: DashboardAdmin, session: SessionDep) -> Response:
+def redeliver(delivery_id: uuid.UUID, admin: DashboardWriter, session: SessionDep) -> Response:
     """The overview's redeliver button: queue the delivery again, back to the overview (the
-    login cookie is SameSite=strict: another site cannot post this form)."""
+    login cookie is SameSite=strict: another site cannot post this form); rate-limited as a
+    write."""
     webhooks.redeliver(session, admin.tenant_id, delivery_id)
     session.commit()  # wakes the dispatcher (service.app)
     return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/webhooks/{webhook_id}/ping")
-def ping(webhook_id: uuid.UUID, admin: DashboardAdmin, session: SessionDep) -> Response:
-    """The overview's ping button: send the endpoint a `webhook.ping`, back to the overview."""
+def ping(webhook_id: uuid.UUID, admin: DashboardWriter, session: SessionDep) -> Response:
+    """The overview's ping button: send the endpoint a `webhook.ping`, back to the overview;
+    rate-limited as a write."""
     webhooks.ping(session, admin.tenant_id, webhook_id)
     session.commit()  # wakes the dispatcher (service.app)
     return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)

@@ -1,10 +1,12 @@
-"""A time limit on one whole webhook POST.
+"""A time limit on one whole webhook POST, its DNS lookup included.
 
 httpx's timeout bounds each phase and each read from the socket, so a receiver that drips its
 answer (a byte of the status line or of a header every few seconds) never trips it and could
-hold a dispatcher slot for hours. :class:`Deadline` learns the connection's socket through
-httpcore's ``trace`` extension and shuts it down when the time is up; the blocked read then
-fails at once and the attempt is recorded as timed out.
+hold a dispatcher slot for hours. The deadline starts before the DNS lookup, which gets what is
+left of it (``remaining``), so a slow resolver cannot outlive the attempt (nor its lease)
+either. :class:`Deadline` learns the connection's socket through httpcore's ``trace``
+extension and shuts it down when the time is up; the blocked read then fails at once and the
+attempt is recorded as timed out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,7 +31,14 @@ class Deadline:
         self._socket: socket.socket | None = None
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
+        self._seconds = seconds
+        self._started = time.monotonic()
         self.expired = False
+
+    def remaining(self) -> float:
+        """Seconds left (0 once the time is up): what a step before the connection (the DNS
+        lookup) may still take."""
+        return max(self._seconds - (time.monotonic() - self._started), 0.0)
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
         """httpcore calls this at each step of the request (in the sending thread)."""
@@ -49,6 +59,7 @@ class Deadline:
             _cut(sock)
 
     def __enter__(self) -> Self:
+        self._started = time.monotonic()
         self._timer.start()
         return self
 

@@ -3,16 +3,19 @@
 One delivery goes through three steps:
 
 1. **Claim** (one short transaction): the due deliveries (``WebhookRepository.due``: pending,
-   due, not leased, the oldest pending one of its endpoint) get a lease (``leased_until``, a
-   ``lease_id``) and the claim commits. A dispatcher that dies from here on leaves a lease that
+   due, not leased, the oldest pending one of its endpoint, none of its endpoint in flight;
+   fair across tenants: at most ``UNLEARN_WEBHOOK_TENANT_IN_FLIGHT`` of a tenant in flight,
+   the least busy tenant first) get a lease (``leased_until``, a ``lease_id``) and the claim
+   commits. A dispatcher that dies from here on leaves a lease that
    ends after ``UNLEARN_WEBHOOK_LEASE_S``; then another claims the delivery again, so nothing
-   is lost (a receiver may see an event twice: it deduplicates on ``Unlearn-Event-Id``).
+   is lost (a receiver may see an event twice: it deduplicates on ``webhook-id``).
 2. **POST** with no transaction open: the URL is checked again (``urls.check``: DNS may have
    changed since registration) and the connection goes to the address that was checked;
-   ``httpx`` with no redirects, within ``UNLEARN_WEBHOOK_TIMEOUT_S`` in all (each phase, and
-   the whole attempt: :mod:`service.webhooks.deadline`); the answer's body is never read.
+   ``httpx`` with no redirects, within ``UNLEARN_WEBHOOK_TIMEOUT_S`` in all (the DNS lookup,
+   each phase, and the whole attempt: :mod:`service.webhooks.deadline`); the answer's body is
+   never read. Signed twice: Standard Webhooks and ``Unlearn-Signature`` (:mod:`signing`).
 3. **Record** (one short transaction, the delivery locked, the lease still ours): an attempt row;
-   a 2xx is `delivered`, anything else waits an exponential back-off with full jitter, and
+   a 2xx is `delivered`, anything else waits an exponential back-off (capped, jittered), and
    after ``UNLEARN_WEBHOOK_MAX_ATTEMPTS`` the delivery is `failed`.
 
 :class:`WebhookDispatcher` runs these in a daemon thread (the API's lifespan starts one) or in
@@ -60,6 +63,7 @@ class DeliveryPolicy:
     secret_overlap_s: float
     production: bool
     poll_s: float = 1.0
+    tenant_in_flight: int = 4
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryPolicy:
@@ -72,6 +76,7 @@ class DeliveryPolicy:
             secret_overlap_s=settings.webhook_secret_overlap_s,
             production=settings.production,
             poll_s=settings.webhook_poll_s,
+            tenant_in_flight=settings.webhook_tenant_in_flight,
         )
 
 
@@ -100,9 +105,12 @@ class Outcome:
 
 
 def backoff(attempts: int, base_s: float, cap_s: float, rng: Callable[[], float]) -> float:
-    """Full jitter: a wait drawn uniformly in [0, min(cap, base x 2^(attempts-1))]."""
+    """Exponential with a cap and "equal" jitter: a wait drawn uniformly between half and all of
+    ``min(cap, base x 2^(attempts-1))``. Half at least, so the attempts span a known minimum
+    (the defaults: over 24 h before `failed`); random in the other half, so the retries of many
+    deliveries that failed together (a receiver that was down) spread out."""
     exponent = min(max(attempts - 1, 0), 62)
-    return rng() * min(cap_s, base_s * 2.0**exponent)
+    return (0.5 + 0.5 * rng()) * min(cap_s, base_s * 2.0**exponent)
 
 
 def claim(factory: sessionmaker[Session], policy: DeliveryPolicy, limit: int) -> list[Claimed]:
@@ -110,8 +118,9 @@ def claim(factory: sessionmaker[Session], policy: DeliveryPolicy, limit: int) ->
     claimed = []
     with unit_of_work(factory) as session:
         webhooks = WebhookRepository.from_session(session)
+        webhooks.lock_claims()
         now = utcnow()
-        for delivery in webhooks.due(limit, now=now):
+        for delivery in webhooks.due(limit, per_tenant=policy.tenant_in_flight, now=now):
             webhook = webhooks.webhook(delivery.webhook_id)
             if webhook.deleted_at is not None:  # deleted while it was being redelivered
                 delivery.state = DeliveryState.failed
@@ -161,21 +170,28 @@ def post(
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    try:
-        target = urls.check(claimed.url, production=policy.production, resolver=resolver)
-    except urls.UrlRefusedError as error:
-        return Outcome(None, f"refused: {error}", took())
-    url, host, extensions = _pinned(target)
     timestamp = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "Unlearn-Event-Id": claimed.event_id,
-        "Unlearn-Event-Type": claimed.event_type,
-        signing.HEADER: signing.signature_header(claimed.secrets, timestamp, claimed.body),
-        **host,
-    }
     with Deadline(policy.timeout_s) as deadline:
+        try:
+            target = urls.check(
+                claimed.url,
+                production=policy.production,
+                resolver=resolver,
+                timeout_s=deadline.remaining(),
+            )
+        except urls.ResolveTimeoutError:
+            return Outcome(None, f"timed out after {policy.timeout_s:g} s (DNS lookup)", took())
+        except urls.UrlRefusedError as error:
+            return Outcome(None, f"refused: {error}", took())
+        url, host, extensions = _pinned(target)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **signing.headers(
+                claimed.secrets, claimed.event_id, claimed.event_type, timestamp, claimed.body
+            ),
+            **host,
+        }
         try:
             request = client.build_request(
                 "POST",

@@ -31,7 +31,14 @@ def create_webhook(
     body: WebhookCreate, key: AdminWriterKey, session: SessionDep, settings: SettingsDep
 ) -> WebhookSecretPublic:
     """Register an endpoint for some events; its signing secret is in this answer only."""
-    created = service.create_webhook(session, key.tenant_id, body, production=settings.production)
+    created = service.create_webhook(
+        session,
+        key.tenant_id,
+        body,
+        production=settings.production,
+        max_endpoints=settings.webhook_max_endpoints,
+        timeout_s=settings.webhook_timeout_s,
+    )
     session.commit()
     return created
 

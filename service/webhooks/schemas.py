@@ -21,7 +21,8 @@ class WebhookCreate(BaseModel):
         min_length=1,
         max_length=2048,
         description="Where events are POSTed: `https` (also `http` and loopback in "
-        "development); never a private, loopback or link-local address in production.",
+        "development); never a private, loopback, link-local or transition (6to4, NAT64, "
+        "Teredo) address in production.",
     )
     events: list[EventType] = Field(min_length=1, max_length=20)
     description: str | None = Field(None, max_length=500)
@@ -38,7 +39,8 @@ class WebhookPublic(BaseModel):
 
 class WebhookSecretPublic(WebhookPublic):
     secret: str = Field(
-        description="`whsec_…`: the HMAC key of `Unlearn-Signature`; shown this once only."
+        description="`whsec_<base64>`: the signing secret of `webhook-signature` (Standard "
+        "Webhooks) and `Unlearn-Signature`; shown this once only."
     )
 
 

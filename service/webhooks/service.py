@@ -31,6 +31,11 @@ class InvalidWebhookUrlError(InvalidInputError):
     slug = "webhook-url-refused"
 
 
+class TooManyWebhooksError(ConflictError):
+    title = "Too many webhook endpoints"
+    slug = "webhook-limit-reached"
+
+
 def webhook_public(webhook: Webhook) -> WebhookPublic:
     return WebhookPublic(
         id=webhook.id,
@@ -46,9 +51,22 @@ def _with_secret(webhook: Webhook) -> WebhookSecretPublic:
     return WebhookSecretPublic(**webhook_public(webhook).model_dump(), secret=webhook.secret)
 
 
-def check_url(url: str, *, production: bool, resolver: urls.Resolver | None = None) -> None:
+def check_url(
+    url: str,
+    *,
+    production: bool,
+    resolver: urls.Resolver | None = None,
+    timeout_s: float | None = None,
+) -> None:
     try:
-        urls.check(url, production=production, resolver=resolver or urls.system_resolver)
+        urls.check(
+            url,
+            production=production,
+            resolver=resolver or urls.system_resolver,
+            timeout_s=timeout_s,
+        )
+    except urls.ResolveTimeoutError:
+        raise InvalidWebhookUrlError("`url` refused: its host did not resolve in time") from None
     except urls.UrlRefusedError as error:
         raise InvalidWebhookUrlError(f"`url` refused: {error}") from None
 
@@ -59,10 +77,22 @@ def create_webhook(
     body: WebhookCreate,
     *,
     production: bool,
+    max_endpoints: int,
     resolver: urls.Resolver | None = None,
+    timeout_s: float | None = None,
 ) -> WebhookSecretPublic:
-    check_url(body.url, production=production, resolver=resolver)
-    webhook = WebhookRepository.from_session(session).add(
+    """Register the endpoint: its URL checked (a 422), the tenant under ``max_endpoints`` live
+    ones (a 409: each endpoint is a delivery per event, and a tenant's endpoints share its
+    dispatcher slots)."""
+    check_url(body.url, production=production, resolver=resolver, timeout_s=timeout_s)
+    webhooks = WebhookRepository.from_session(session)
+    live = webhooks.live_count(tenant_id)
+    if live >= max_endpoints:
+        raise TooManyWebhooksError(
+            f"the tenant has {live} webhook endpoints, the most UNLEARN_WEBHOOK_MAX_ENDPOINTS "
+            f"({max_endpoints}) allows; delete one first"
+        )
+    webhook = webhooks.add(
         tenant_id,
         url=body.url,
         events=list(dict.fromkeys(body.events)),

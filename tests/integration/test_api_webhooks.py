@@ -441,3 +441,89 @@ def test_a_ping_needs_an_admin_key_and_a_live_endpoint(
     assert client.delete(f"/webhooks/{webhook['id']}", headers=admin.headers).status_code == 204
     problem(admin.post(f"/webhooks/{webhook['id']}/ping", None), 404)
     problem(admin.post(f"/webhooks/{uuid.uuid4()}/ping", None), 404)
+
+
+def test_deliveries_verify_with_the_standardwebhooks_package(
+    admin: Api, settings: Settings, tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    """What a receiver gets verifies with the spec's maintained library (not our code), and
+    the event id it deduplicates on (`webhook-id`, = `Unlearn-Event-Id`) is what is signed."""
+    import standardwebhooks
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    receiver = Receiver(tmp_path, script=["500"])
+    receivers.append(receiver)
+    webhook = _register(admin, receiver.url)
+    (event_id,) = _emit(settings, "deletion.completed")
+    requests = receiver.wait_for(2)  # a retry signs again, with the same id
+    verifier = standardwebhooks.Webhook(webhook["secret"])
+    for request in requests:
+        headers = request["headers"]
+        assert verifier.verify(request["body"].encode(), headers)["id"] == event_id
+        assert headers["webhook-id"] == headers["Unlearn-Event-Id"] == event_id
+        assert _verified(request, webhook["secret"]) == [webhook["secret"]]  # the old one too
+        with pytest.raises(WebhookVerificationError):  # another id under the same signature
+            verifier.verify(request["body"].encode(), {**headers, "webhook-id": "evt_forged"})
+    rotated = admin.ok(admin.post(f"/webhooks/{webhook['id']}/rotate"), 201)
+    _emit(settings, "deletion.completed")
+    (after,) = receiver.wait_for(3)[2:]
+    for secret in (rotated["secret"], webhook["secret"]):  # both sign during the overlap
+        standardwebhooks.Webhook(secret).verify(after["body"].encode(), after["headers"])
+
+
+def test_the_dashboards_ping_and_redeliver_spend_the_write_rate_limit(
+    fresh_db: FreshDatabase, tmp_path: Path
+) -> None:
+    """The dashboard's buttons (by login cookie or Bearer key) spend the key's write budget like
+    the API's routes: beyond it a 429 and nothing queued."""
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=fresh_db.url(),
+        write_rate_per_minute=3,
+        webhook_delivery=False,
+        **FAST,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        token = issue_keys(settings, Role.admin)["a"]
+        admin = Api(client, token)
+        webhook = _register(admin, "http://127.0.0.1:9/hook")  # 1 of 3
+        _emit(settings, "deletion.completed")
+        (delivery,) = _deliveries(admin, webhook["id"])
+        login = client.post("/dashboard/login", data={"key": token}, follow_redirects=False)
+        assert login.status_code == 303  # the cookie now names the key
+        ping = f"/dashboard/webhooks/{webhook['id']}/ping"
+        redeliver = f"/dashboard/webhook-deliveries/{delivery['id']}/redeliver"
+        pressed = [
+            client.post(ping, follow_redirects=False).status_code,  # cookie: 2 of 3
+            client.post(redeliver, follow_redirects=False).status_code,  # cookie: 3 of 3
+            client.post(ping, follow_redirects=False).status_code,
+            client.post(redeliver, follow_redirects=False).status_code,
+        ]
+        assert pressed == [303, 303, 429, 429]
+        client.cookies.clear()
+        by_key = client.post(ping, headers=admin.headers, follow_redirects=False)
+        assert by_key.status_code == 429 and int(by_key.headers["retry-after"]) >= 1
+        problem(admin.post(f"/webhooks/{webhook['id']}/ping", None), 429)
+        assert len(_deliveries(admin, webhook["id"])) == 2  # the event's and one ping
+
+
+def test_endpoints_per_tenant_are_capped(fresh_db: FreshDatabase, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=fresh_db.url(),
+        webhook_max_endpoints=2,
+        webhook_delivery=False,
+        **FAST,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        admin = Api(client, issue_keys(settings, Role.admin)["a"])
+        first = _register(admin, "http://127.0.0.1:9/1")
+        _register(admin, "http://127.0.0.1:9/2")
+        body = {"url": "http://127.0.0.1:9/3", "events": ["model.ready"]}
+        refused = problem(admin.post("/webhooks", body), 409)
+        assert "2" in refused["detail"] and "UNLEARN_WEBHOOK_MAX_ENDPOINTS" in refused["detail"]
+        assert len(admin.ok(admin.get("/webhooks"))) == 2
+        other = Api(client, issue_keys(settings, Role.admin)["b"])
+        _register(other, "http://127.0.0.1:9/b")  # another tenant has its own count
+        assert client.delete(f"/webhooks/{first['id']}", headers=admin.headers).status_code == 204
+        _register(admin, "http://127.0.0.1:9/3")  # a deleted endpoint no longer counts

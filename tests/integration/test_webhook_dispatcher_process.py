@@ -44,7 +44,7 @@ def test_a_killed_dispatcher_loses_no_event(fresh_db: FreshDatabase, tmp_path: P
     with unit_of_work(factory) as session:
         tenant = TenantRepository.from_session(session).create("a")
         body = WebhookCreate(url=receiver.url, events=["deletion.completed"], description=None)
-        hook = service.create_webhook(session, tenant.id, body, production=False)
+        hook = service.create_webhook(session, tenant.id, body, production=False, max_endpoints=1)
         event = events.emit(session, tenant.id, "deletion.completed", {"deletion": {"id": "d"}})
         assert event is not None
     env = {

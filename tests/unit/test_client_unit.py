@@ -17,6 +17,7 @@ import pytest
 
 from unlearn_client import (
     GENESIS_HASH,
+    SIGNATURE_HEADER,
     WEBHOOK_EVENT_TYPES,
     ApiError,
     AuditEntry,
@@ -799,3 +800,50 @@ def test_the_clients_event_types_are_the_services() -> None:
     from service.webhooks.events import EVENT_TYPES
 
     assert WEBHOOK_EVENT_TYPES == EVENT_TYPES
+
+
+@pytest.mark.parametrize("digits", [20, 5000, 100_000])
+def test_a_huge_timestamp_is_a_signature_error(digits: int) -> None:
+    """`t=` of thousands of digits: WebhookSignatureError, never ValueError or OverflowError."""
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(BODY, f"t={'9' * digits},v1={'0' * 64}", SECRET, now=NOW)
+
+
+def standard_headers(secret: str, t: int, msg_id: str = str(EVENT["id"])) -> dict[str, str]:
+    """The Standard Webhooks headers, signed with the spec's own library."""
+    import standardwebhooks
+
+    stamp = datetime.fromtimestamp(t, tz=UTC)
+    signature = standardwebhooks.Webhook(secret).sign(msg_id, stamp, BODY)
+    return {"Webhook-Id": msg_id, "Webhook-Timestamp": str(t), "Webhook-Signature": signature}
+
+
+STD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_standard_webhooks_headers_are_verified() -> None:
+    headers = standard_headers(STD_SECRET, NOW)
+    assert verify_webhook(BODY, headers, STD_SECRET, now=NOW).id == EVENT["id"]
+    other = "whsec_" + "C" * 32
+    rotated = {
+        **headers,
+        "Webhook-Signature": standard_headers(other, NOW)["Webhook-Signature"]
+        + " "
+        + headers["Webhook-Signature"],
+    }
+    assert verify_webhook(BODY, rotated, [other], now=NOW).id == EVENT["id"]
+    with pytest.raises(WebhookSignatureError, match="no signature matches"):
+        verify_webhook(BODY, headers, other, now=NOW)
+    with pytest.raises(WebhookSignatureError, match="no signature matches"):  # the id is signed
+        verify_webhook(BODY, {**headers, "Webhook-Id": "evt_other"}, STD_SECRET, now=NOW)
+    with pytest.raises(WebhookSignatureError, match="replayed"):
+        verify_webhook(BODY, headers, STD_SECRET, now=NOW + 3600)
+    with pytest.raises(WebhookSignatureError, match="not the signed"):  # a validly signed other id
+        verify_webhook(BODY, standard_headers(STD_SECRET, NOW, "evt_x"), STD_SECRET, now=NOW)
+    huge = {**headers, "Webhook-Timestamp": "9" * 5000}
+    with pytest.raises(WebhookSignatureError, match="malformed"):
+        verify_webhook(BODY, huge, STD_SECRET, now=NOW)
+    with pytest.raises(WebhookSignatureError, match="no signature header"):
+        verify_webhook(BODY, {"Content-Type": "application/json"}, STD_SECRET, now=NOW)
+    legacy = {SIGNATURE_HEADER: header(NOW, hand_signed(BODY, SECRET, NOW))}
+    assert verify_webhook(BODY, legacy, SECRET, now=NOW).id == EVENT["id"]

@@ -161,9 +161,133 @@ def test_the_connection_goes_to_the_checked_address() -> None:
     assert delivery._pinned(v6)[0] == "http://[2606:2800::1]/"
 
 
-def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+def test_backoff_is_exponential_with_equal_jitter_and_capped() -> None:
     assert delivery.backoff(1, 2.0, 100.0, lambda: 1.0) == 2.0
     assert delivery.backoff(3, 2.0, 100.0, lambda: 1.0) == 8.0
-    assert delivery.backoff(3, 2.0, 100.0, lambda: 0.5) == 4.0
+    assert delivery.backoff(3, 2.0, 100.0, lambda: 0.0) == 4.0  # half at least
+    assert delivery.backoff(3, 2.0, 100.0, lambda: 0.5) == 6.0
     assert delivery.backoff(30, 2.0, 100.0, lambda: 1.0) == 100.0
-    assert delivery.backoff(1000, 2.0, 100.0, lambda: 0.0) == 0.0
+    assert delivery.backoff(1000, 2.0, 100.0, lambda: 0.0) == 50.0
+
+
+#: Addresses the stdlib calls global (or only "reserved") that reach private IPv4 or a local
+#: network: the policy's own deny ranges refuse them.
+TRANSITION_ADDRESSES = [
+    "fec0::1",  # site-local (deprecated, still routed on some networks)
+    "2002:a9fe:a9fe::1",  # 6to4 wrapping 169.254.169.254
+    "2002:0a00:0001::1",  # 6to4 wrapping 10.0.0.1
+    "2002:7f00:0001::1",  # 6to4 wrapping 127.0.0.1
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "64:ff9b::a9fe:a9fe",  # NAT64 well-known prefix: 169.254.169.254
+    "64:ff9b::5db8:d822",  # NAT64 of a public address: refused too (any IPv4 could be behind)
+    "64:ff9b:1::a00:1",  # NAT64 local-use prefix
+    "::a9fe:a9fe",  # IPv4-compatible ::169.254.169.254
+    "::ffff:0:a9fe:a9fe",  # IPv4-translated (SIIT)
+    "fd12:3456::1",  # unique local
+    "fe80::1%eth0",  # link-local with a zone
+    "192.0.0.8",  # IETF protocol assignments
+    "192.88.99.1",  # 6to4 relay anycast
+    "198.18.0.1",  # benchmarking
+    "2001:db8::1",  # documentation
+    "100::1",  # discard-only
+]
+
+
+@pytest.mark.parametrize("address", TRANSITION_ADDRESSES)
+def test_transition_and_site_local_ranges_are_refused(address: str) -> None:
+    with pytest.raises(urls.UrlRefusedError, match="resolves to"):
+        urls.check("https://hooks.example.com/", production=True, resolver=resolving(address))
+    with pytest.raises(urls.UrlRefusedError):  # loopback allowed in development: not these
+        urls.check("http://hooks.example.com/", production=False, resolver=resolving(address))
+
+
+def test_6to4_of_a_public_ipv4_is_allowed() -> None:
+    """2002::/16 is checked by the IPv4 it embeds, not refused as a whole."""
+    target = urls.check(
+        "https://hooks.example.com/", production=True, resolver=resolving("2002:5db8:d822::1")
+    )
+    assert target.addresses == ("2002:5db8:d822::1",)
+
+
+@pytest.mark.parametrize("address", ["10.1.2.3", "fec0::1", "2002:a9fe:a9fe::1", "not-an-ip"])
+def test_a_refusal_never_names_the_resolved_address(address: str) -> None:
+    """A tenant must not map internal DNS names by registering them and reading the error."""
+    with pytest.raises(urls.UrlRefusedError) as refused:
+        urls.check("https://internal.example.com/", production=True, resolver=resolving(address))
+    message = str(refused.value)
+    assert address not in message
+    assert ipaddress_in(message) == []
+
+
+def ipaddress_in(text: str) -> list[str]:
+    """Anything in ``text`` that parses as an IP address (bare words, brackets, parentheses)."""
+    import ipaddress
+    import re
+
+    found = []
+    for word in re.split(r"[\s()\[\]'\",]+", text):
+        try:
+            ipaddress.ip_address(word.split("%", 1)[0])
+        except ValueError:
+            continue
+        found.append(word)
+    return found
+
+
+def test_dns_resolution_at_delivery_runs_inside_the_attempts_deadline() -> None:
+    """A resolver that hangs does not hold the attempt past its timeout (nor the lease)."""
+    import time
+
+    policy = delivery.DeliveryPolicy(
+        timeout_s=0.5,
+        lease_s=2,
+        backoff_s=1,
+        backoff_max_s=1,
+        max_attempts=3,
+        secret_overlap_s=0,
+        production=True,
+    )
+    claimed = delivery.Claimed(
+        delivery_id=uuid.uuid4(),
+        lease_id=uuid.uuid4(),
+        url="https://slow-dns.example.com/x",
+        secrets=("whsec_x",),
+        event_id="evt_1",
+        event_type="deletion.completed",
+        body=b"{}",
+    )
+
+    def slow(_host: str, _port: int) -> list[str]:
+        time.sleep(3)
+        return ["93.184.216.34"]
+
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    started = time.monotonic()
+    outcome = delivery.post(claimed, policy, client, resolver=slow)
+    took = time.monotonic() - started
+    assert took < 1.5, took
+    assert not outcome.ok and outcome.error is not None and "timed out" in outcome.error
+    assert sent == []
+
+
+def test_default_retries_span_at_least_a_day() -> None:
+    """With the default settings, a delivery to a receiver that is down is retried for at least
+    24 h whatever the jitter draws (the shortest waits), and the longest wait is capped."""
+    from service.settings import Settings
+
+    settings = Settings()
+    shortest = sum(
+        delivery.backoff(n, settings.webhook_backoff_s, settings.webhook_backoff_max_s, lambda: 0.0)
+        for n in range(1, settings.webhook_max_attempts)
+    )
+    assert shortest >= 24 * 3600, shortest / 3600
+    longest = delivery.backoff(
+        1000, settings.webhook_backoff_s, settings.webhook_backoff_max_s, lambda: 1.0
+    )
+    assert longest == settings.webhook_backoff_max_s

@@ -2,8 +2,10 @@
 
 A delivery is due when it is `pending`, its time has come, no live lease holds it, and it is
 the oldest pending delivery of its endpoint (deliveries to one endpoint go in the order their
-events occurred; a `failed` one no longer blocks). Claims lock with ``FOR UPDATE SKIP LOCKED``
-on PostgreSQL (SQLite serialises writers), so two dispatchers never claim one delivery.
+events occurred; a `failed` one no longer blocks). Claims are fair across tenants (``due``: a
+cap on each tenant's POSTs in flight, the least busy tenant first), take one advisory lock on
+PostgreSQL so their in-flight counts are exact, and lock their rows with ``FOR UPDATE SKIP
+LOCKED`` (SQLite serialises writers), so two dispatchers never claim one delivery.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy.orm import aliased
 
 from service.db.models import (
     DeliveryState,
+    Tenant,
     Webhook,
     WebhookAttempt,
     WebhookDelivery,
@@ -26,6 +29,8 @@ from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.errors import NotFoundError
 
+#: The advisory lock a claim takes on PostgreSQL (a fixed 64-bit key: "webhook claims").
+CLAIM_LOCK = 0x776831636C61696D
 #: Why a pending delivery stopped without a 2xx when its endpoint went.
 CANCELLED = "cancelled: the webhook was deleted"
 
@@ -82,6 +87,22 @@ class WebhookRepository(Repository):
             )
         )
 
+    def live_count(self, tenant_id: uuid.UUID) -> int:
+        """How many live endpoints the tenant has, its row locked first on PostgreSQL so that
+        two registrations at once cannot both pass the cap (SQLite serialises writers)."""
+        if self.dialect == "postgresql":
+            self.session.execute(
+                sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update()
+            )
+        return int(
+            self.session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Webhook)
+                .where(Webhook.tenant_id == tenant_id, Webhook.deleted_at.is_(None))
+            )
+            or 0
+        )
+
     def delete(self, webhook: Webhook) -> int:
         """Mark the endpoint deleted and cancel its pending deliveries; returns how many."""
         now = utcnow()
@@ -124,29 +145,95 @@ class WebhookRepository(Repository):
 
     # Deliveries
 
-    def due(self, limit: int, *, now: datetime | None = None) -> list[WebhookDelivery]:
-        """Due deliveries (see the module), oldest event first, locked against other
-        dispatchers; at most one per endpoint."""
+    def due(
+        self, limit: int, *, per_tenant: int, now: datetime | None = None
+    ) -> list[WebhookDelivery]:
+        """Up to ``limit`` due deliveries (see the module), fairly across tenants, locked
+        against other dispatchers.
+
+        A tenant never has more than ``per_tenant`` in flight (leased, over all dispatchers):
+        each candidate gets the rank ``in flight + its place among the tenant's due ones``, and
+        the lowest ranks go first (the oldest event among equals). So one claim takes the
+        oldest due delivery of each tenant before the second of any, and the slot that frees
+        next goes to the tenant with the fewest POSTs in flight, not to the one with the oldest
+        backlog. An endpoint has at most one attempt in flight: its oldest pending delivery
+        only, and none while another of its deliveries is leased (a redelivered older one)."""
         now = now or utcnow()
-        older = aliased(WebhookDelivery)
-        query = (
-            sa.select(WebhookDelivery)
-            .where(
-                WebhookDelivery.state == DeliveryState.pending,
-                WebhookDelivery.next_attempt_at <= now,
-                sa.or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until <= now),
-                ~sa.exists().where(
-                    older.webhook_id == WebhookDelivery.webhook_id,
-                    older.state == DeliveryState.pending,
-                    older.event_seq < WebhookDelivery.event_seq,
-                ),
-            )
-            .order_by(WebhookDelivery.event_seq)
-            .limit(limit)
+        leased = sa.and_(
+            WebhookDelivery.state == DeliveryState.pending,
+            WebhookDelivery.leased_until.is_not(None),
+            WebhookDelivery.leased_until > now,
         )
+        in_flight = (
+            sa.select(Webhook.tenant_id, sa.func.count().label("n"))
+            .select_from(WebhookDelivery)
+            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+            .where(leased)
+            .group_by(Webhook.tenant_id)
+            .subquery()
+        )
+        older = aliased(WebhookDelivery)
+        place = sa.func.row_number().over(
+            partition_by=Webhook.tenant_id, order_by=WebhookDelivery.event_seq
+        )
+        candidates = (
+            sa.select(
+                WebhookDelivery.id.label("id"),
+                WebhookDelivery.event_seq.label("event_seq"),
+                (sa.func.coalesce(in_flight.c.n, 0) + place).label("rank"),
+            )
+            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+            .outerjoin(in_flight, in_flight.c.tenant_id == Webhook.tenant_id)
+            .where(self._due(now), ~sa.exists().where(*self._busy(older, now)))
+            .subquery()
+        )
+        ranked = self.session.execute(
+            sa.select(candidates.c.id)
+            .where(candidates.c.rank <= per_tenant)
+            .order_by(candidates.c.rank, candidates.c.event_seq)
+            .limit(limit)
+        ).all()
+        ids = [row.id for row in ranked]
+        if not ids:
+            return []
+        # Lock them, checking again (another dispatcher may have claimed one meanwhile).
+        query = sa.select(WebhookDelivery).where(WebhookDelivery.id.in_(ids), self._due(now))
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
-        return list(self.session.scalars(query).unique())
+        order = {delivery_id: i for i, delivery_id in enumerate(ids)}
+        return sorted(self.session.scalars(query).unique(), key=lambda d: order[d.id])
+
+    @staticmethod
+    def _due(now: datetime) -> sa.ColumnElement[bool]:
+        """Pending, its time come, no live lease, the oldest pending one of its endpoint."""
+        older = aliased(WebhookDelivery)
+        return sa.and_(
+            WebhookDelivery.state == DeliveryState.pending,
+            WebhookDelivery.next_attempt_at <= now,
+            sa.or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until <= now),
+            ~sa.exists().where(
+                older.webhook_id == WebhookDelivery.webhook_id,
+                older.state == DeliveryState.pending,
+                older.event_seq < WebhookDelivery.event_seq,
+            ),
+        )
+
+    @staticmethod
+    def _busy(other: type[WebhookDelivery], now: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+        """``other`` is a delivery of the same endpoint in flight (leased)."""
+        return (
+            other.webhook_id == WebhookDelivery.webhook_id,
+            other.state == DeliveryState.pending,
+            other.leased_until.is_not(None),
+            other.leased_until > now,
+        )
+
+    def lock_claims(self) -> None:
+        """Serialise claims across dispatchers for this transaction (PostgreSQL: an advisory
+        lock; SQLite's writers are serialised already), so the in-flight counts a claim reads
+        are those the claim before it left and the per-tenant cap holds exactly."""
+        if self.dialect == "postgresql":
+            self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
 
     def lease(self, delivery: WebhookDelivery, lease: timedelta) -> uuid.UUID:
         """Claim the delivery for ``lease``; the returned id proves the claim when recording."""
