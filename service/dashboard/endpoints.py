@@ -120,7 +120,6 @@ def redeliver(delivery_id: uuid.UUID, admin: DashboardAdmin, session: SessionDep
     """The overview's redeliver button: queue the delivery again, back to the overview (the
     login cookie is SameSite=strict: another site cannot post this form)."""
     webhooks.redeliver(session, admin.tenant_id, delivery_id)
-    session.commit()  # wakes the dispatcher (service.app)
     return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
 
 
@@ -128,7 +127,6 @@ def redeliver(delivery_id: uuid.UUID, admin: DashboardAdmin, session: SessionDep
 def ping(webhook_id: uuid.UUID, admin: DashboardAdmin, session: SessionDep) -> Response:
     """The overview's ping button: send the endpoint a `webhook.ping`, back to the overview."""
     webhooks.ping(session, admin.tenant_id, webhook_id)
-    session.commit()  # wakes the dispatcher (service.app)
     return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
 
 
@@ -152,7 +150,6 @@ async def login_submit(request: Request, session: SessionDep, settings: Settings
         )
         response.status_code = status.HTTP_401_UNAUTHORIZED
         return response
-    session.commit()  # the key's last use
     assert settings.dashboard_session_secret is not None
     redirect = RedirectResponse(next_page, status_code=status.HTTP_303_SEE_OTHER)
     redirect.set_cookie(
