@@ -4,8 +4,9 @@ dispatcher are woken by the commit itself, never by the code that wrote their ro
 The writer marks its session (``relay``: it added outbox messages, or ``housekeep``: a deletion
 completed, so its artifacts should be collected at once; ``deliver``: it wrote webhook
 deliveries due now); :func:`install` listens for commits on a session factory and wakes that
-process's relay and dispatcher when the committed transaction was marked. A rolled-back
-transaction's marks are dropped: nothing it wrote exists. A process without a listener (a
+process's relay and dispatcher when the committed transaction was marked (its outermost
+commit: a SAVEPOINT's is not one). A rolled-back transaction's marks are dropped: nothing it
+wrote exists. A process without a listener (a
 Celery worker) leaves the marks unread; its rows are found by the relay's and the dispatcher's
 polls.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import Final, Protocol
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 RELAY: Final = "after_commit.relay"
 HOUSEKEEP: Final = "after_commit.housekeep"
@@ -56,13 +57,23 @@ def install(
 
     @event.listens_for(factory, "after_commit")
     def _committed(session: Session) -> None:
-        marks = {mark: session.info.pop(mark, False) for mark in _MARKS}
+        if session.in_nested_transaction():  # a SAVEPOINT's: the transaction goes on
+            return
+        marks = {mark: session.info.get(mark, False) for mark in _MARKS}
         if relay is not None and (marks[RELAY] or marks[HOUSEKEEP]):
             relay.wake(housekeep=marks[HOUSEKEEP])
         if dispatcher is not None and marks[DELIVER]:
             dispatcher.wake()
 
-    @event.listens_for(factory, "after_rollback")
-    def _rolled_back(session: Session) -> None:
-        for mark in _MARKS:
-            session.info.pop(mark, None)
+    @event.listens_for(factory, "after_transaction_end")
+    def _ended(session: Session, transaction: SessionTransaction) -> None:
+        forget(session, transaction, _MARKS)
+
+
+def forget(session: Session, transaction: SessionTransaction, keys: tuple[str, ...]) -> None:
+    """Drop ``keys`` from ``session.info`` when ``transaction`` is the session's outermost
+    (committed: read already, or rolled back: nothing it wrote exists); a SAVEPOINT's end leaves
+    them (SQLAlchemy fires ``after_commit`` and ``after_rollback`` for SAVEPOINTs too)."""
+    if transaction.parent is None:
+        for key in keys:
+            session.info.pop(key, None)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Final, Literal, get_args
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from service.db import after_commit
 from service.db.models import (
@@ -43,11 +43,10 @@ PING: Final = "webhook.ping"
 ENDPOINTS: Final = "webhook_endpoints"  # session.info: a transaction's endpoints per tenant
 
 
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_endpoints(session: Session) -> None:
+@event.listens_for(Session, "after_transaction_end")
+def _forget_endpoints(session: Session, transaction: SessionTransaction) -> None:
     """The endpoints read by a transaction are its own: the next one reads them again."""
-    session.info.pop(ENDPOINTS, None)
+    after_commit.forget(session, transaction, (ENDPOINTS,))
 
 
 def new_event_id() -> str:

@@ -95,3 +95,21 @@ def test_a_rolled_back_transaction_wakes_nothing(
     with pytest.raises(RuntimeError, match="the request failed"):
         _fail_after_queueing(factory)
     assert (woken.relay, woken.dispatcher) == ([], 0)
+
+
+def test_savepoints_wake_nothing_and_keep_the_marks(
+    factory: sessionmaker[Session], woken: Woken
+) -> None:
+    """SQLAlchemy reports a SAVEPOINT's commit and rollback as ``after_commit`` and
+    ``after_rollback`` too: neither wakes anybody early, nor drops what the transaction asked
+    for; its one real commit wakes the relay once."""
+    with unit_of_work(factory) as session:
+        OutboxRepository.from_session(session).add("t", "training", {"n": 1})
+        with session.begin_nested():
+            OutboxRepository.from_session(session).add("t", "training", {"n": 2})
+        assert woken.relay == []
+        savepoint = session.begin_nested()
+        session.flush()
+        savepoint.rollback()
+        assert woken.relay == []
+    assert (woken.relay, woken.dispatcher) == ([False], 0)
