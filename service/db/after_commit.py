@@ -6,9 +6,8 @@ completed, so its artifacts should be collected at once; ``deliver``: it wrote w
 deliveries due now); :func:`install` listens for commits on a session factory and wakes that
 process's relay and dispatcher when the committed transaction was marked (its outermost
 commit: a SAVEPOINT's is not one). A rolled-back transaction's marks are dropped: nothing it
-wrote exists. A process without a listener (a
-Celery worker) leaves the marks unread; its rows are found by the relay's and the dispatcher's
-polls.
+wrote exists. A process without a listener (a Celery worker) leaves the marks unread; its rows
+are found by the relay's and the dispatcher's polls.
 """
 
 from __future__ import annotations
