@@ -3,9 +3,10 @@
 The lifespan owns the process's parts: the database engine, the outbox relay (sends the jobs
 that committed requests queued and, unless ``UNLEARN_API_HOUSEKEEPING`` is off, housekeeps while
 this process leads: artifact collection among others), the serving registry (backbone loaded on
-first prediction), the webhook dispatcher (delivers committed events, woken after each commit
-that wrote some; ``UNLEARN_WEBHOOK_DELIVERY``) and, with Redis, the listener that preloads
-retrained layers and drops collected ones.
+first prediction), the webhook dispatcher (delivers committed events;
+``UNLEARN_WEBHOOK_DELIVERY``) and, with Redis, the listener that preloads retrained layers and
+drops collected ones. The relay and the dispatcher are woken by the commits that wrote their rows
+(``service.db.after_commit``), never by the routes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from functools import cache
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from sqlalchemy import event
 from sqlalchemy.exc import DataError
-from sqlalchemy.orm import Session, sessionmaker
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service import housekeeping
@@ -29,6 +28,7 @@ from service.api.limits import BodySizeLimit
 from service.api.problems import install_problem_handlers, unstorable_value
 from service.api.ratelimit import rate_limiter
 from service.dashboard import endpoints as dashboard
+from service.db import after_commit
 from service.db.engine import make_engine, make_session_factory
 from service.deletions.endpoints import class_router as class_deletions_router
 from service.deletions.endpoints import router as deletions_router
@@ -48,7 +48,6 @@ from service.settings import Settings, get_settings
 from service.webhooks.delivery import WebhookDispatcher
 from service.webhooks.endpoints import deliveries_router as webhook_deliveries_router
 from service.webhooks.endpoints import router as webhooks_router
-from service.webhooks.events import EMITTED, ENDPOINTS
 from workers.celery_app import create_celery
 
 API_VERSION = "0.2.0"
@@ -86,8 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         dispatcher = WebhookDispatcher(factory, settings) if settings.webhook_delivery else None
-        if dispatcher is not None:
-            _wake_after_events(factory, dispatcher)
+        after_commit.install(factory, relay=relay, dispatcher=dispatcher)
         app.state.engine = engine
         app.state.artifacts_probe = artifacts_probe(settings)
         app.state.session_factory = factory
@@ -151,18 +149,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     dashboard.install(app)
     return app
-
-
-def _wake_after_events(factory: sessionmaker[Session], dispatcher: WebhookDispatcher) -> None:
-    """After a commit that wrote webhook events (or queued a redelivery), deliver at once."""
-
-    @event.listens_for(factory, "after_commit")
-    def _committed(session: Session) -> None:
-        session.info.pop(ENDPOINTS, None)
-        if session.info.pop(EMITTED, False):
-            dispatcher.wake()
-
-    @event.listens_for(factory, "after_rollback")
-    def _rolled_back(session: Session) -> None:
-        session.info.pop(EMITTED, None)
-        session.info.pop(ENDPOINTS, None)

@@ -82,6 +82,7 @@ def run_housekeeper(settings: Settings, stopped: threading.Event) -> None:
     ``UNLEARN_WEBHOOK_DELIVERY``; dispatchers claim deliveries under a lease, so any number may
     run); answers `/healthz` on ``UNLEARN_HEALTH_PORT``. It needs the database and the broker,
     no API process."""
+    from service.db import after_commit
     from service.db.engine import make_engine, make_session_factory
     from service.observability.health_server import HealthServer
     from service.relay import OutboxRelay, celery_publisher
@@ -113,6 +114,7 @@ def run_housekeeper(settings: Settings, stopped: threading.Event) -> None:
         HealthServer(settings.host, settings.health_port, health) if settings.health_port else None
     )
     dispatcher = WebhookDispatcher(factory, settings) if settings.webhook_delivery else None
+    after_commit.install(factory, relay=relay, dispatcher=dispatcher)
     if server is not None:
         server.start()
     relay.start()

@@ -25,4 +25,8 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+#: ``scope="function"``: the transaction ends when the route function has returned and its
+#: answer is serialized, *before* the answer is sent (the default, ``"request"``, would commit
+#: after it: a client told 201 could find nothing, and a failed commit would lose what it was
+#: told is stored). A commit that fails is then an error answer, never a success.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -128,7 +128,6 @@ def redeliver(delivery_id: uuid.UUID, admin: DashboardWriter, session: SessionDe
     login cookie is SameSite=strict: another site cannot post this form); rate-limited as a
     write."""
     webhooks.redeliver(session, admin.tenant_id, delivery_id)
-    session.commit()  # wakes the dispatcher (service.app)
     return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
 
 
@@ -137,7 +136,6 @@ def ping(webhook_id: uuid.UUID, admin: DashboardWriter, session: SessionDep) -> 
     """The overview's ping button: send the endpoint a `webhook.ping`, back to the overview;
     rate-limited as a write."""
     webhooks.ping(session, admin.tenant_id, webhook_id)
-    session.commit()  # wakes the dispatcher (service.app)
     return RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
 
 
@@ -162,7 +160,6 @@ async def login_submit(request: Request, session: SessionDep, settings: Settings
         response.status_code = status.HTTP_401_UNAUTHORIZED
         return response
     cookie = start_login(session, key, settings)
-    session.commit()  # the login and the key's last use
     redirect = RedirectResponse(next_page, status_code=status.HTTP_303_SEE_OTHER)
     redirect.set_cookie(
         cookies.COOKIE,
@@ -182,7 +179,6 @@ async def login_submit(request: Request, session: SessionDep, settings: Settings
 def logout(request: Request, session: SessionDep, settings: SettingsDep) -> RedirectResponse:
     """End the login on the server too: a copy of the cookie no longer works."""
     end_login(session, request.cookies.get(cookies.COOKIE), settings)
-    session.commit()
     response = RedirectResponse("/dashboard/login", status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(cookies.COOKIE, path="/dashboard")
     return response

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from service.api.auth import CurrentKey
 from service.api.deps import SessionDep, SettingsDep
@@ -46,7 +46,6 @@ def create_deletion(
     body: DeletionCreate,
     key: WriterKey,
     session: SessionDep,
-    request: Request,
     response: Response,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
@@ -67,7 +66,7 @@ def create_deletion(
             approximation=_approximation(settings),
             retrain=settings.retrain_policy,
         )
-        return _accepted(session, request, response, accepted)
+        return _accepted(session, response, accepted)
 
 
 @class_router.post(
@@ -78,7 +77,6 @@ def create_class_deletion(
     body: ClassDeletionCreate,
     key: WriterKey,
     session: SessionDep,
-    request: Request,
     response: Response,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
@@ -96,7 +94,7 @@ def create_class_deletion(
             approximation=_approximation(settings),
             retrain=settings.retrain_policy,
         )
-        return _accepted(session, request, response, accepted)
+        return _accepted(session, response, accepted)
 
 
 def _approximation(settings: Settings) -> ApproximationSettings:
@@ -108,29 +106,22 @@ def _approximation(settings: Settings) -> ApproximationSettings:
 
 
 def _accepted(
-    session: SessionDep, request: Request, response: Response, accepted: service.Accepted
+    session: SessionDep, response: Response, accepted: service.Accepted
 ) -> DeletionPublic:
-    """Commit, wake the relay for the queued jobs (and to collect the invalidated layers' weights
-    at once when the deletion completed without a retrain), and point at the request."""
+    """The request's view, pointing at it (read inside ``key_race_lost``: the flush that loses
+    a race for the key happens here at the latest)."""
     public = service.accepted_public(session, accepted)
-    session.commit()
-    request.app.state.relay.wake(housekeep=accepted.request.status is DeletionStatus.completed)
     response.headers["Location"] = f"/deletions/{accepted.request.id}"
     return public
 
 
 @router.post("/{deletion_id}/retry", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
-def retry_deletion(
-    deletion_id: uuid.UUID, key: WriterKey, session: SessionDep, request: Request
-) -> DeletionPublic:
+def retry_deletion(deletion_id: uuid.UUID, key: WriterKey, session: SessionDep) -> DeletionPublic:
     """Retry a `failed` deletion: its shards are retrained again (409 unless it failed)."""
     deletion = service.retry_deletion(
         session, key.tenant_id, deletion_id, actor=f"key:{key.prefix}"
     )
-    public = service.deletion_public(session, deletion)
-    session.commit()
-    request.app.state.relay.wake()
-    return public
+    return service.deletion_public(session, deletion)
 
 
 @router.get("", responses=PROBLEMS)

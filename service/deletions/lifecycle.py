@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from service.db import after_commit
 from service.db.models import DeletionRequest, DeletionStatus, Job, JobKind, JobStatus
 from service.db.models.base import utcnow
 from service.db.repositories import (
@@ -106,9 +107,11 @@ def complete_deletions(
     session: Session, requests: list[DeletionRequest], *, retrained: bool
 ) -> None:
     """Mark requests completed (through `retraining` when they waited for retrains), with one
-    audit entry for the batch; payloads an approximate pass did not read yet go now."""
+    audit entry for the batch; payloads an approximate pass did not read yet go now, and the
+    invalidated layers' weights in the housekeeping round that follows the commit."""
     if not requests:
         return
+    after_commit.relay(session, housekeep=True)
     deletions = DeletionRepository.from_session(session)
     for request in requests:
         if retrained and request.status in (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from service.api.auth import CurrentKey
 from service.api.deps import SessionDep
@@ -27,7 +27,6 @@ def request_exactness_audit(
     model_id: uuid.UUID,
     key: AdminWriterKey,
     session: SessionDep,
-    request: Request,
     response: Response,
     body: ExactnessAuditCreate | None = None,
 ) -> ExactnessAuditPublic:
@@ -42,8 +41,6 @@ def request_exactness_audit(
         actor=f"key:{key.prefix}",
     )
     audit = service.describe(session, job)
-    session.commit()
-    request.app.state.relay.wake()
     response.headers["Location"] = audit.audit_url
     return audit
 

@@ -26,22 +26,17 @@ def list_keys(key: AdminKey, session: SessionDep) -> list[KeyPublic]:
 @router.post("", status_code=status.HTTP_201_CREATED, responses=PROBLEMS)
 def issue_key(body: KeyCreate, key: AdminWriterKey, session: SessionDep) -> IssuedKeyPublic:
     """Issue a key of this tenant; its token is in this answer only."""
-    issued = service.issue_key(session, key.tenant_id, body)
-    session.commit()
-    return issued
+    return service.issue_key(session, key.tenant_id, body)
 
 
 @router.post("/{key_id}/rotate", status_code=status.HTTP_201_CREATED, responses=PROBLEMS)
 def rotate_key(key_id: uuid.UUID, key: AdminWriterKey, session: SessionDep) -> IssuedKeyPublic:
     """A new key with the same name and role; the old one stops working at once."""
-    issued = service.rotate_key(session, key.tenant_id, key_id)
-    session.commit()
-    return issued
+    return service.rotate_key(session, key.tenant_id, key_id)
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
 def revoke_key(key_id: uuid.UUID, key: AdminWriterKey, session: SessionDep) -> Response:
     """Revoke a key: every later call with it is a 401."""
     service.revoke_key(session, key.tenant_id, key_id)
-    session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -85,13 +85,9 @@ def register_samples(
 
 
 @router.post("/{model_id}/train", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
-def train_model(
-    model_id: uuid.UUID, key: WriterKey, session: SessionDep, request: Request
-) -> TrainAccepted:
+def train_model(model_id: uuid.UUID, key: WriterKey, session: SessionDep) -> TrainAccepted:
     """Train every shard, sequence and stage on the workers; poll the job for progress."""
     job = service.train_model(session, key.tenant_id, model_id, actor=f"key:{key.prefix}")
-    session.commit()
-    request.app.state.relay.wake()
     return TrainAccepted(job_id=job.id, job_url=f"/jobs/{job.id}", model_status="training")
 
 

@@ -31,7 +31,7 @@ def create_webhook(
     body: WebhookCreate, key: AdminWriterKey, session: SessionDep, settings: SettingsDep
 ) -> WebhookSecretPublic:
     """Register an endpoint for some events; its signing secret is in this answer only."""
-    created = service.create_webhook(
+    return service.create_webhook(
         session,
         key.tenant_id,
         body,
@@ -39,8 +39,6 @@ def create_webhook(
         max_endpoints=settings.webhook_max_endpoints,
         timeout_s=settings.webhook_timeout_s,
     )
-    session.commit()
-    return created
 
 
 @router.get("", responses=PROBLEMS)
@@ -59,7 +57,6 @@ def read_webhook(webhook_id: uuid.UUID, key: AdminKey, session: SessionDep) -> W
 def delete_webhook(webhook_id: uuid.UUID, key: AdminWriterKey, session: SessionDep) -> Response:
     """Delete an endpoint; its pending deliveries are cancelled."""
     service.delete_webhook(session, key.tenant_id, webhook_id)
-    session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -68,11 +65,9 @@ def rotate_secret(
     webhook_id: uuid.UUID, key: AdminWriterKey, session: SessionDep, settings: SettingsDep
 ) -> WebhookSecretPublic:
     """A new signing secret; the previous one signs too (a second `v1=`) during the overlap."""
-    rotated = service.rotate_secret(
+    return service.rotate_secret(
         session, key.tenant_id, webhook_id, overlap_s=settings.webhook_secret_overlap_s
     )
-    session.commit()
-    return rotated
 
 
 @router.post("/{webhook_id}/ping", status_code=status.HTTP_202_ACCEPTED, responses=PROBLEMS)
@@ -82,7 +77,6 @@ def ping_webhook(
     """Send the endpoint a signed `webhook.ping` event (whatever it subscribed to), to test the
     receiver; follow the delivery at its `Location`."""
     delivery = service.ping(session, key.tenant_id, webhook_id)
-    session.commit()
     response.headers["Location"] = f"/webhook-deliveries/{delivery.id}"
     return delivery
 
@@ -109,6 +103,4 @@ def read_delivery(delivery_id: uuid.UUID, key: AdminKey, session: SessionDep) ->
 )
 def redeliver(delivery_id: uuid.UUID, key: AdminWriterKey, session: SessionDep) -> DeliveryPublic:
     """Queue a delivery again, due now (a delivered or failed one too)."""
-    queued = service.redeliver(session, key.tenant_id, delivery_id)
-    session.commit()  # wakes the dispatcher (service.app)
-    return queued
+    return service.redeliver(session, key.tenant_id, delivery_id)

@@ -14,8 +14,10 @@ import uuid
 from datetime import datetime
 from typing import Any, Final, Literal, get_args
 
-from sqlalchemy.orm import Session
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 
+from service.db import after_commit
 from service.db.models import (
     DeletionRequest,
     Job,
@@ -38,10 +40,13 @@ EventType = Literal[
 EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 #: Sent to one endpoint on request (``POST /webhooks/{id}/ping``), whatever it subscribed to.
 PING: Final = "webhook.ping"
-#: ``session.info`` key set when a transaction wrote events: after its commit the API wakes
-#: its dispatcher (``service.app``).
-EMITTED: Final = "webhook_events"
 ENDPOINTS: Final = "webhook_endpoints"  # session.info: a transaction's endpoints per tenant
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_endpoints(session: Session, transaction: SessionTransaction) -> None:
+    """The endpoints read by a transaction are its own: the next one reads them again."""
+    after_commit.forget(session, transaction, (ENDPOINTS,))
 
 
 def new_event_id() -> str:
@@ -95,7 +100,7 @@ def _write(
         body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
     )
     deliveries = WebhookRepository.from_session(session).add_event(event, webhooks)
-    session.info[EMITTED] = True
+    after_commit.deliver(session)
     return event, deliveries
 
 

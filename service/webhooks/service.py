@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from service.db import after_commit
 from service.db.models import DeliveryState, Webhook, WebhookDelivery
 from service.db.models.base import utcnow
 from service.db.repositories import WebhookRepository
@@ -192,7 +193,7 @@ def redeliver(session: Session, tenant_id: uuid.UUID, delivery_id: uuid.UUID) ->
         delivery.next_attempt_at = now
         delivery.delivered_at = None
         delivery.attempt_count = 0
-        session.info[events.EMITTED] = True  # the API wakes its dispatcher after the commit
+        after_commit.deliver(session)
     return delivery_public(delivery)
 
 

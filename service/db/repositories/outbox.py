@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from service.db import after_commit
 from service.db.models import OutboxMessage
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
@@ -33,6 +34,7 @@ class OutboxRepository(Repository):
             available_at=utcnow() + (delay or timedelta()),
         )
         self.session.add(message)
+        after_commit.relay(self.session)
         return message
 
     def due(self, limit: int = 100, *, now: datetime | None = None) -> list[OutboxMessage]:
