@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.db.models import (
     ApiKey,
+    DashboardSession,
     DeletionRequest,
     DeletionStatus,
     Job,
@@ -57,7 +58,6 @@ HOOK = {"url": "http://127.0.0.1:9/hook", "events": ["deletion.completed"]}
 READS = {
     "POST /models/{model_id}/predict",
     "POST /deletions/{deletion_id}/verify",
-    "POST /dashboard/logout",
 }
 
 
@@ -219,6 +219,12 @@ def _revoked(w: World, conn: sa.Connection) -> bool:
     return w.count(conn, ApiKey, *revoked) == 1
 
 
+def _logged_in(w: World) -> None:
+    token = w.admin.headers["Authorization"].removeprefix("Bearer ")
+    login = w.client.post("/dashboard/login", data={"key": token}, follow_redirects=False)
+    assert login.status_code == 303, login.text
+
+
 def _admin_used(w: World, conn: sa.Connection) -> bool:
     return w.count(conn, ApiKey, ApiKey.role == Role.admin, ApiKey.last_used_at.is_not(None)) == 1
 
@@ -362,7 +368,16 @@ CASES = [
             follow_redirects=False,
         ),
         303,
-        _admin_used,
+        lambda w, conn: _admin_used(w, conn) and w.count(conn, DashboardSession) == 1,
+    ),
+    Case(
+        "POST /dashboard/logout",
+        _logged_in,
+        lambda w: w.client.post("/dashboard/logout", follow_redirects=False),
+        303,
+        lambda w, conn: (
+            w.count(conn, DashboardSession, DashboardSession.ended_at.is_not(None)) == 1
+        ),
     ),
 ]
 
