@@ -113,6 +113,7 @@ class OutboxRelay:
         self._housekeep_now = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self.rounds = 0  # rounds finished (tests wait for the first one)
 
     def start(self) -> None:
         self._thread.start()
@@ -144,4 +145,5 @@ class OutboxRelay:
                     self._housekeeping()
             except Exception:  # the database may be restarting; try again next round
                 log.exception("outbox relay round failed")
+            self.rounds += 1
             self._wake.wait(self._interval_s)

@@ -184,7 +184,10 @@ def test_the_api_stops_before_its_relay_sent_the_job(stack: Stack) -> None:
     with _app(stack) as client:
         model = stack.trained(client, TINY_MODEL)
     with _app(stack, relay_interval_s=3600.0) as client:  # it relays once, at start
-        client.app.state.relay.wake = lambda **_: None  # type: ignore[attr-defined]
+        relay = client.app.state.relay  # type: ignore[attr-defined]
+        relay.wake = lambda **_: None
+        # that first round is over before the deletion commits (a slow start would send it)
+        wait_for(lambda: relay.rounds >= 1, 60, "the relay's first round")
         deletion = stack.delete(client, model)
     with stack.db.connect() as conn:  # committed, never sent
         assert conn.scalar(
