@@ -2,7 +2,8 @@
 are sent again, parked retrains whose time has come are sent, webhook events past their
 retention are deleted, and artifacts nothing live names any more (dead layers' weights, stale
 pass statistics) are deleted from the store (``service.artifacts.collection``) and announced,
-so that every process drops them from memory.
+so that every process drops them from memory; now and then, files no row names at all (a job
+that crashed before recording them) are swept.
 
 It runs in ``unlearn housekeeper`` processes (a role of its own: nothing else needs to be up)
 and, unless ``UNLEARN_API_HOUSEKEEPING`` is off, in the API processes' relay threads, as the
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.approximation.service import purge_overdue
-from service.artifacts.collection import collect
+from service.artifacts.collection import collect, sweep
 from service.db.engine import unit_of_work
 from service.db.leader import LeaderLock
 from service.engine import artifact_store
@@ -30,14 +31,21 @@ from service.training.scheduling import release_due
 from service.webhooks.service import forget_old_events
 
 
-def housekeep(factory: sessionmaker[Session], settings: Settings) -> list[str]:
-    """One round of upkeep; returns the artifacts it deleted from the store."""
+def housekeep(
+    factory: sessionmaker[Session], settings: Settings, *, sweeping: bool = False
+) -> list[str]:
+    """One round of upkeep; returns the artifacts it deleted from the store. ``sweeping``: also
+    sweep the files no row names (it lists the whole store: not every round)."""
     with unit_of_work(factory) as session:
         purge_overdue(session)
         resend_stalled(session, settings.job_lease_s)
         release_due(session)
         forget_old_events(session, settings.webhook_retention_s)
-    collected = collect(functools.partial(unit_of_work, factory), artifact_store(settings))
+    transaction = functools.partial(unit_of_work, factory)
+    store = artifact_store(settings)
+    collected = collect(transaction, store)
+    if sweeping:
+        collected += sweep(transaction, store, grace_s=settings.artifact_sweep_grace_s)
     if collected and settings.pubsub_url:
         publish_collected(settings.pubsub_url, collected)
     return collected
@@ -61,13 +69,18 @@ class Housekeeper:
         self._lock = LeaderLock(settings.database_url, self.LOCK)
         self.rounds = 0  # the rounds this process acted on (it led)
         self.checked_at: float | None = None  # monotonic time of the last round, led or not
+        self.swept_at: float | None = None  # monotonic time of the last sweep
 
     def __call__(self) -> list[str]:
         leads = self._lock.held()
         self.checked_at = time.monotonic()
         if not leads:
             return []
-        collected = housekeep(self._factory, self._settings)
+        every_s = self._settings.artifact_sweep_grace_s / 4
+        sweeping = self.swept_at is None or self.checked_at - self.swept_at >= every_s
+        collected = housekeep(self._factory, self._settings, sweeping=sweeping)
+        if sweeping:
+            self.swept_at = self.checked_at
         self.rounds += 1
         return collected
 

@@ -137,6 +137,14 @@ class Settings(BaseSettings):
         description="A queued or running job with no sign of life (sent, started, a stage "
         "done) for this long is sent to the workers again; keep it above the longest stage.",
     )
+    artifact_sweep_grace_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Artifact collection also deletes stored files that no row names (a job "
+        "that wrote them and crashed before recording them) once they are this old, sweeping "
+        "at most every quarter of it; keep it above the longest job, whose files are recorded "
+        "only at its end (a job that loses its files this way trains them again).",
+    )
     approximate_purge_deadline_s: float = Field(
         3600.0,
         gt=0,

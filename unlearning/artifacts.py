@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -65,6 +67,16 @@ class ArtifactStore(Protocol):
 
     def delete(self, ref: str) -> None:
         """Remove ``ref`` (a no-op when absent)."""
+        ...
+
+    def stored_before(self, cutoff: datetime) -> Iterator[str]:
+        """The references of every artifact stored before ``cutoff``, whatever names them: what
+        artifact collection sweeps when no row does (a job that wrote and crashed)."""
+        ...
+
+    def delete_partial(self, cutoff: datetime) -> int:
+        """Remove what writes begun before ``cutoff`` left unfinished (a crash mid-write);
+        returns how many went."""
         ...
 
 
@@ -127,3 +139,26 @@ class LocalArtifactStore:
 
     def delete(self, ref: str) -> None:
         self._path(ref).unlink(missing_ok=True)
+
+    def stored_before(self, cutoff: datetime) -> Iterator[str]:
+        limit = cutoff.timestamp()
+        for path in sorted(self.root.glob("[0-9a-f][0-9a-f]/*")):
+            if path.name.startswith(".tmp-") or not path.name.startswith(path.parent.name):
+                continue
+            try:
+                if path.stat().st_mtime < limit:
+                    yield PREFIX + ref_digest(PREFIX + path.name)
+            except (FileNotFoundError, ValueError):
+                continue  # deleted meanwhile, or not an artifact's name
+
+    def delete_partial(self, cutoff: datetime) -> int:
+        """The temporary files of ``put``s that never reached their rename."""
+        gone = 0
+        for path in self.root.glob("*/.tmp-*"):
+            try:
+                if datetime.fromtimestamp(path.stat().st_mtime, UTC) < cutoff:
+                    path.unlink()
+                    gone += 1
+            except FileNotFoundError:
+                continue
+        return gone

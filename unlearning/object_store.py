@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
@@ -41,6 +43,7 @@ from botocore.exceptions import (
 )
 
 from unlearning.artifacts import (
+    PREFIX,
     ArtifactCorruptError,
     ArtifactNotFoundError,
     ArtifactStoreError,
@@ -221,6 +224,32 @@ class S3ArtifactStore:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as error:
             _unavailable("delete", key, error)
+
+    def stored_before(self, cutoff: datetime) -> Iterator[str]:
+        """Listed page by page (1,000 keys each) under the store's prefix."""
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = item["Key"].removeprefix(start)
+                    head, _, digest = name.partition("/")
+                    if len(head) != 2 or not digest.startswith(head):
+                        continue
+                    try:
+                        ref = PREFIX + ref_digest(PREFIX + digest)
+                    except ValueError:
+                        continue  # not an artifact's name
+                    if item["LastModified"] < cutoff:
+                        yield ref
+        except (ClientError, BotoCoreError) as error:
+            _unavailable("list", start or self.bucket, error)
+
+    def delete_partial(self, cutoff: datetime) -> int:  # noqa: ARG002 (the protocol's)
+        """Nothing to do: an object appears whole or not at all (one PUT, no multipart)."""
+        return 0
 
     def check(self) -> None:
         """Raise :class:`ArtifactStoreError` unless the bucket answers (readiness)."""

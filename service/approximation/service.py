@@ -229,6 +229,7 @@ class SequencePass:
     retain: list[TrainingSample]  # empty when the statistics stand for it
     retain_count: int
     statistics: str | None  # the chain's pass statistics (artifact), valid for this deletion
+    chain: tuple[int, ...] = ()  # the layers edited from (stages 1..L): the new layers' sources
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,7 @@ def read_pass(session: Session, job: Job) -> PassWork:
                     statistics.sample_count - len(forget) if statistics else len(work.samples)
                 ),
                 statistics=statistics.artifact_ref if statistics else None,
+                chain=tuple(chain),
             )
         )
     lifecycle.purge_payloads(session, request, reason="read by the approximate pass")
@@ -316,8 +318,9 @@ def read_pass(session: Session, job: Job) -> PassWork:
 def record_pass(
     session: Session, work: PassWork, sequence: SequencePass, artifacts: list[str]
 ) -> Activation:
-    """Record one sequence's edited stages as approximate layers and serve them if their chain
-    is still current; call with the model row locked."""
+    """Record one sequence's edited stages as approximate layers and serve them, whole, if
+    they are still current and no layer of their chain was withdrawn (its deletion completed
+    meanwhile: the edit derives from its data); call with the model row locked."""
     layer_ids = record_chain(
         session,
         sequence.sequence_id,
@@ -331,7 +334,7 @@ def record_pass(
         approximate=True,
     )
     lineage = LineageRepository.from_session(session)
-    activation = lineage.activate(work.model_id, layer_ids)
+    activation = lineage.activate(work.model_id, layer_ids, sources=sequence.chain)
     lineage.link_deletion(activation.activated_layer_ids, work.request_id)
     refs = lineage.artifact_refs(activation.activated_layer_ids)
     AuditRepository.from_session(session).append(

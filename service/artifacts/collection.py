@@ -24,6 +24,12 @@ The database decides, and a crash at any point loses nothing valid and leaves no
   it (the caller writes the bytes again). Claiming also forgets a collected mark: those bytes
   are stored again.
 
+Files no row names at all (a job wrote them, then crashed before recording them) are swept by
+:func:`sweep`: those stored before a grace period (``UNLEARN_ARTIFACT_SWEEP_GRACE_S``, longer
+than a job runs, so that a running job's fresh files stay) are deleted under the same lock, after
+the unfinished writes the store holds. A job that still meant to record one finds it gone when it
+claims it and trains again, as above.
+
 Collection runs in every API process's housekeeping and, at once, in a worker after each job
 (activations supersede and discard layers; a completing deletion leaves its layers dead).
 """
@@ -36,11 +42,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.db.models import LayerStatistics
+from service.db.models.base import utcnow
 from service.db.repositories import ArtifactRepository, AuditRepository, StatisticsRepository
 from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from unlearning.artifacts import ArtifactNotFoundError, ArtifactStore
@@ -96,6 +104,38 @@ def collect_batch(session: Session, store: ArtifactStore, *, limit: int = BATCH)
         artifacts.mark_collected(ref for ref in deleted if ref not in already)
         _audit(session, deleted, [row for row in stale if row.artifact_ref in deleted])
     return Batch(deleted, failed, full=len(layer_refs) >= limit or len(stale) >= limit)
+
+
+def sweep(
+    transaction: Transaction, store: ArtifactStore, *, grace_s: float, batch: int = BATCH
+) -> list[str]:
+    """Delete the artifacts stored more than ``grace_s`` ago that no row names (and unfinished
+    writes as old), a batch per transaction holding the collection lock; returns the references
+    deleted. The database never knew them: the log says what went."""
+    cutoff = utcnow() - timedelta(seconds=grace_s)
+    partial = store.delete_partial(cutoff)
+    if partial:
+        log.info("swept %d unfinished artifact writes", partial)
+    old = list(store.stored_before(cutoff))
+    deleted: list[str] = []
+    for start in range(0, len(old), batch):
+        refs = old[start : start + batch]
+        with transaction() as session:
+            artifacts = ArtifactRepository.from_session(session)
+            artifacts.lock(exclusive=True)
+            named = artifacts.named_among(refs)
+            for ref in refs:
+                if ref in named:
+                    continue
+                try:
+                    store.delete(ref)
+                except Exception:  # any backend's error: the next sweep tries again
+                    log.exception("unrecorded artifact %s not deleted", ref)
+                else:
+                    deleted.append(ref)
+    if deleted:
+        log.info("swept %d artifacts no row named: %s", len(deleted), ", ".join(deleted))
+    return deleted
 
 
 def claim(session: Session, store: ArtifactStore, refs: Iterable[str]) -> None:

@@ -107,13 +107,20 @@ def complete_deletions(
     session: Session, requests: list[DeletionRequest], *, retrained: bool
 ) -> None:
     """Mark requests completed (through `retraining` when they waited for retrains), with one
-    audit entry for the batch; payloads an approximate pass did not read yet go now, and the
-    invalidated layers' weights in the housekeeping round that follows the commit."""
+    audit entry for the batch; payloads an approximate pass did not read yet go now.
+
+    `completed` means nothing derived from the deleted data remains: each request first
+    withdraws every approximate layer of its shards, whatever order it sits in (an order whose
+    exact retrain is parked falls back to its exact prefix until the retrain restores it), and
+    the layers it invalidated, so that no pass still running serves an edit of them
+    (:meth:`LineageRepository.withdraw`); the housekeeping round that follows the commit
+    deletes their artifacts."""
     if not requests:
         return
     after_commit.relay(session, housekeep=True)
     deletions = DeletionRepository.from_session(session)
     for request in requests:
+        withdraw_derived(session, request)
         if retrained and request.status in (
             DeletionStatus.deactivated,
             DeletionStatus.approximated,
@@ -128,6 +135,32 @@ def complete_deletions(
         action="deletions.completed",
         payload={"deletion_ids": [str(r.id) for r in requests]},
     )
+
+
+def withdraw_derived(session: Session, request: DeletionRequest) -> list[int]:
+    """Withdraw what may derive from the request's data (see :func:`complete_deletions`), with
+    a ``layers.withdrawn`` audit entry when something went; returns the layers' ids."""
+    if not request.n_deleted:
+        return []  # it removed nothing (already deleted, or unknown): nothing derives from it
+    shards = SampleRepository.from_session(session).shards_of(
+        DeletionRepository.from_session(session).deleted_sample_ids(request.id)
+    )
+    lineage = LineageRepository.from_session(session)
+    withdrawn = lineage.withdraw(request.model_id, shards, request.id)
+    if withdrawn:
+        refs = lineage.artifact_refs(withdrawn)
+        model = ModelRepository.from_session(session).get(request.model_id)
+        AuditRepository.from_session(session).append(
+            audit_chain(request.model_id),
+            actor=SYSTEM_ACTOR,
+            action="layers.withdrawn",
+            payload={
+                "deletion_id": str(request.id),
+                "withdrawn": [{"layer_id": i, "artifact": refs.get(i)} for i in withdrawn],
+                "serving_generation": model.serving_generation,
+            },
+        )
+    return withdrawn
 
 
 def purge_payloads(session: Session, request: DeletionRequest, *, reason: str) -> int:

@@ -180,7 +180,10 @@ class ApproximateLayer(CertifiedLayer):
         description="Why this method: named by the request or the model, or what `auto` chose "
         "for the request's shape."
     )
-    served: bool = Field(description="Still served (not yet replaced by the exact retrain).")
+    served: bool = Field(
+        description="Still served: until the exact retrain replaces it, or a deletion of its "
+        "shard completes and withdraws it. Never true on a `completed` certificate."
+    )
 
 
 class AuditLink(BaseModel):
@@ -203,7 +206,11 @@ class DeletionCertificate(BaseModel):
     approximated_at: datetime | None
     completed_at: datetime | None
     unlearning: Literal["pending", "approximate", "exact"] = Field(
-        description="`exact`: every layer that saw the samples was retrained without them. "
+        description="`exact` (the deletion is `completed`): the layers that saw the samples "
+        "are no longer served and every order the deletion waited for was retrained without "
+        "them; every approximate layer of its shards, whatever order it sits in, was withdrawn "
+        "(none is served: each may derive from the samples) and its artifact is collected, so "
+        "orders whose retrain is still parked serve their exact prefixes meanwhile. "
         "`approximate`: some of the served layers are an approximate pass's output for this "
         "deletion, waiting for their exact retrain. `pending`: neither yet (the affected "
         "shards serve their shorter valid prefixes meanwhile)."
@@ -228,7 +235,7 @@ class DeletionCertificate(BaseModel):
     invalidated_artifacts_deleted: bool = Field(
         description="Every invalidated layer's artifact (weights that saw the samples) is gone "
         "from the store; see each layer's `collected_at` and `artifact_in_use`. Approximate "
-        "layers are deleted too once replaced (`layers_approximated`)."
+        "layers are deleted too once replaced or withdrawn (`layers_approximated`)."
     )
     layers_approximated: list[ApproximateLayer]
     layers_retrained: list[CertifiedLayer]

@@ -5,7 +5,10 @@ A layer is valid iff every slice version it recorded equals the slice's current 
 layers at stages 1..n, each the child of the one below (:func:`valid_prefix`). Each shard serves
 the sequence with the longest valid prefix, ties to the one trained last (:func:`choose_served`).
 A retrain's layers are activated only while the versions they saw are current, superseding what
-was active at their stages; the rest are discarded (:func:`plan_activation`).
+was active at their stages; the rest are discarded (:func:`plan_activation`). An approximate
+pass's layers are activated whole or not at all, and never once a layer they were edited from is
+withdrawn. A deletion that completes withdraws what may derive from its data: every approximate
+layer of its shards and the layers it invalidated (:func:`plan_withdrawal`).
 
 ``LineageRepository`` loads the rows, calls these rules and applies their result with set-based
 SQL; the unit property tests (``tests/unit/test_lineage_rules.py``) check the rules themselves.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -27,7 +30,10 @@ class LayerState(StrEnum):
     active = "active"  # valid and servable
     invalidated = "invalidated"  # a slice it saw lost a sample
     superseded = "superseded"  # replaced by a newer layer at the same position
-    discarded = "discarded"  # a retrain result whose slice versions moved before activation
+    # A retrain result whose slice versions moved before activation, or a layer withdrawn when a
+    # deletion completed (an approximate layer that may derive from its data, or a layer it
+    # invalidated: nothing is served from or edited from it again).
+    discarded = "discarded"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,9 @@ class LayerRow:
     state: LayerState
     approximate: bool
     versions: Mapping[uuid.UUID, int] = field(default_factory=dict, hash=False)  # recorded
+    # An approximate layer's: the chain its pass edited (the valid prefix and the invalidated
+    # stages above it), whose weights it derives from. Empty for an exact layer.
+    sources: frozenset[int] = field(default_factory=frozenset, hash=False)
 
 
 @dataclass(frozen=True)
@@ -169,16 +178,19 @@ def plan_activation(
     """Serve newly trained layers, if the slice versions they saw are still current.
 
     ``run``: the layers to activate (state ``training``); ``layers``: the layers of their
-    sequences now (at least the active ones: any other parent is not live); ``versions``: the
-    current version of every slice they recorded.
+    sequences now (at least the active ones: any other parent is not live) and the ``sources``
+    of an approximate run; ``versions``: the current version of every slice they recorded.
 
     For each sequence the layers must form a contiguous run of stages k..j whose first stage
     descends from the active, current stage k-1 (no parent at k = 1). They are activated in
     order until the first stale one (or a broken chain); that one and the rest are discarded.
     The active layers at stages >= k of the sequence are superseded when at least one layer
-    activates; an approximate run is discarded whole instead when any layer is active at a
-    stage >= k (an exact retrain landed first). Raises LineageError for a layer not in state
-    ``training`` or a sequence's layers that are not consecutive stages.
+    activates. An approximate run is activated whole or discarded whole: discarded when any of
+    its layers is stale (a deletion since its pass read the data, which it then derives from),
+    when one of its ``sources`` is withdrawn (``discarded``, or missing from ``layers``: a
+    completed deletion's data), or when any layer is active at a stage >= k (an exact retrain
+    landed first). Raises LineageError for a layer not in state ``training`` or a sequence's
+    layers that are not consecutive stages.
     """
     if any(layer.state is not LayerState.training for layer in run):
         raise LineageError("only layers in state `training` can be activated")
@@ -214,8 +226,10 @@ def plan_activation(
             ),
             key=lambda layer: (layer.position, layer.id),
         )
-        if old and stages[0].approximate:
-            good = 0  # an approximate pass never replaces what is valid (an exact retrain)
+        if stages[0].approximate and (
+            old or good < len(stages) or _withdrawn_source(stages, current)
+        ):
+            good = 0  # never over what is valid (an exact retrain), never in part or withdrawn
         discard.extend(layer.id for layer in stages[good:])
         if good:
             supersede.extend(layer.id for layer in old)
@@ -239,3 +253,40 @@ def _is_live_parent(
         and parent.state is LayerState.active
         and is_current(parent, versions)
     )
+
+
+def _withdrawn_source(stages: Sequence[LayerRow], layers: Mapping[int, LayerRow]) -> bool:
+    """Whether a layer an approximate run was edited from is withdrawn (or unknown)."""
+    sources = {source for layer in stages for source in layer.sources}
+    return any(
+        source not in layers or layers[source].state is LayerState.discarded for source in sources
+    )
+
+
+def plan_withdrawal(
+    layers: Iterable[LayerRow], sequence_ids: Collection[uuid.UUID], invalidated: Collection[int]
+) -> tuple[int, ...]:
+    """What a deletion's completion withdraws (moves to ``discarded``), by id: in the sequences
+    of its shards (``sequence_ids``), every approximate layer that is active or invalidated,
+    and every layer it ``invalidated`` that is still in that state.
+
+    An approximate pass dampens what it edits, it does not remove it: its layers derive from
+    weights trained on the deleted samples (and from the data its pass read), and so, through
+    them, does any later pass edited from them. Passes edit within one shard, so withdrawing
+    every approximate layer of the deletion's shards leaves none that derives from its data
+    (some of another deletion's may go with them: their orders fall back to their exact
+    prefixes until their retrains restore them). Withdrawing the layers it invalidated stops a
+    pass still running on them from serving its result (:func:`plan_activation`).
+    """
+    sequences = set(sequence_ids)
+    cut = set(invalidated)
+    withdraw = [
+        layer.id
+        for layer in layers
+        if layer.sequence_id in sequences
+        and (
+            (layer.approximate and layer.state in (LayerState.active, LayerState.invalidated))
+            or (layer.id in cut and layer.state is LayerState.invalidated)
+        )
+    ]
+    return tuple(sorted(withdraw))

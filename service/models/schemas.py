@@ -207,7 +207,9 @@ class SequenceStatus(BaseModel):
     valid_prefix: int = Field(description="Stages 1..valid_prefix are valid and servable.")
     exact_prefix: int = Field(
         description="Stages 1..exact_prefix are exact; the valid stages above them are the "
-        "output of an approximate pass, until the exact retrain replaces them."
+        "output of an approximate pass, until the exact retrain replaces them or a deletion of "
+        "the shard completes (it withdraws every approximate layer of its shards: the order "
+        "serves its exact prefix until its retrain)."
     )
     pending: list[PendingJob]
 

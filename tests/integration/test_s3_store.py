@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,21 @@ def test_round_trip_under_the_local_layout(s3_server: S3Server, s3_bucket: str) 
         store.get(ref)
     with pytest.raises(ValueError, match="not an artifact reference"):
         store.get("sha256:nothex")
+
+
+def test_stored_before_lists_the_artifacts_under_the_prefix(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    """What the sweep of unrecorded files reads: every artifact of the store's prefix written
+    before the cutoff, nothing of another prefix, nothing newer."""
+    store = s3_server.store(s3_bucket, "models/a")
+    other = s3_server.store(s3_bucket, "models/b")
+    refs = {store.put(f"weights {i}".encode()) for i in range(3)}
+    other.put(b"another store's weights")
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert set(store.stored_before(later)) == refs
+    assert list(store.stored_before(later - timedelta(minutes=30))) == []
+    assert store.delete_partial(later) == 0
 
 
 def test_put_twice_is_one_object_written_once(s3_server: S3Server, s3_bucket: str) -> None:

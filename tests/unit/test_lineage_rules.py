@@ -14,8 +14,13 @@ model promises:
   the prefixes; a shard without one drops out;
 - an activation activates a bottom-up run of current, linked layers and discards the rest;
   when something activates it supersedes exactly what was active at those stages; an
-  approximate pass never replaces an active layer; the generation moves iff something
-  activated; a retrain that no deletion raced restores the full prefix.
+  approximate pass never replaces an active layer, and is served whole or not at all; the
+  generation moves iff something activated; a retrain that no deletion raced restores the full
+  prefix;
+- `completed` means nothing derived from the deleted data remains: once a deletion completes
+  (at any point of the history, its retrains landed or not), no active layer is an approximate
+  layer whose weights derive from its sample (the test follows the samples each pass's output
+  derives from: the chain it edited, transitively, and the data it read), then or later.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from service.lineage.rules import (
     choose_served,
     is_current,
     plan_activation,
+    plan_withdrawal,
     valid_prefix,
     valid_prefixes,
 )
@@ -48,6 +54,8 @@ ALLOWED = {  # a layer's life: training -> active | discarded; active -> superse
     (LayerState.training, LayerState.discarded),
     (LayerState.active, LayerState.superseded),
     (LayerState.active, LayerState.invalidated),
+    (LayerState.active, LayerState.discarded),  # withdrawn: a completed deletion's data
+    (LayerState.invalidated, LayerState.discarded),
 }
 
 
@@ -58,6 +66,16 @@ class Run:
     layers: list[LayerRow]
     approximate: bool
     raced: bool = False  # a deletion touched one of its slices after it read its data
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """One sample leaving one slice, and the layers it invalidated."""
+
+    sample: int
+    slice_id: uuid.UUID
+    shard_index: int
+    invalidated: frozenset[int]
 
 
 @dataclass
@@ -72,8 +90,13 @@ class Lineage:
     live: dict[uuid.UUID, set[int]]  # per slice, its samples not deleted
     layers: dict[int, LayerRow] = field(default_factory=dict)
     saw: dict[int, frozenset[int]] = field(default_factory=dict)  # exact layers' samples
+    # Approximate layers: every sample their weights derive from (the chain they were edited
+    # from, transitively, and the data their pass read).
+    derived: dict[int, frozenset[int]] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     deleted: set[int] = field(default_factory=set)
+    pending: list[Deletion] = field(default_factory=list)
+    completed: list[Deletion] = field(default_factory=list)
     next_id: int = 1
 
     @classmethod
@@ -103,13 +126,19 @@ class Lineage:
     def prefixes(self) -> list[Prefix]:
         return valid_prefixes(self.sequences, self.layers.values(), self.versions)
 
-    def train(self, sequence: SequenceRow, start: int, *, approximate: bool = False) -> Run:
+    def train(
+        self, sequence: SequenceRow, start: int, *, sources: tuple[int, ...] | None = None
+    ) -> Run:
         """Record stages start..L on the current data, each from the one below (stage start-1
-        of the valid prefix); not yet activated."""
+        of the valid prefix); not yet activated. With ``sources`` (the chain it edits) it is an
+        approximate pass's output."""
         prefix = self.prefix(sequence)
         assert 1 <= start <= prefix.length + 1
         parent = prefix.layer_ids[start - 2] if start > 1 else None
+        approximate = sources is not None
         run = Run([], approximate)
+        read = frozenset().union(*(self.live[s] for s in self.orders[sequence.id]))
+        derived = read.union(*(self.weights_of(i) for i in sources or ()))
         for position in range(start, self.n_slices + 1):
             seen = self.orders[sequence.id][:position]
             layer = LayerRow(
@@ -120,15 +149,69 @@ class Lineage:
                 LayerState.training,
                 approximate,
                 {slice_id: self.versions[slice_id] for slice_id in seen},
+                frozenset(sources or ()),
             )
             self.next_id += 1
             self.layers[layer.id] = layer
-            if not approximate:  # a pass edits a layer that saw the deleted samples
+            if approximate:  # a pass edits a layer that saw the deleted samples
+                self.derived[layer.id] = derived
+            else:
                 self.saw[layer.id] = frozenset().union(*(self.live[s] for s in seen))
             run.layers.append(layer)
             parent = layer.id
         self.runs.append(run)
         return run
+
+    def weights_of(self, layer_id: int) -> frozenset[int]:
+        """The samples a layer's weights derive from."""
+        return self.saw.get(layer_id) or self.derived.get(layer_id, frozenset())
+
+    def approximate(self, sequence: SequenceRow) -> Run | None:
+        """A pending deletion's pass, as ``plan_pass`` plans it: it edits the invalidated
+        stages above the sequence's valid prefix, parent-linked up to L, if that deletion alone
+        moved their slices since they were trained; None when there is no such chain."""
+        prefix = self.prefix(sequence)
+        parent = prefix.layer_ids[-1] if prefix.layer_ids else None
+        edited: list[LayerRow] = []
+        for position in range(prefix.length + 1, self.n_slices + 1):
+            below = [
+                layer
+                for layer in self.layers.values()
+                if (layer.sequence_id, layer.position, layer.parent_layer_id)
+                == (sequence.id, position, parent)
+                and layer.state is LayerState.invalidated
+            ]
+            if not below:
+                return None
+            edited.append(max(below, key=lambda layer: layer.id))
+            parent = edited[-1].id
+        moved = {
+            (slice_id, self.versions[slice_id] - version)
+            for layer in edited
+            for slice_id, version in layer.versions.items()
+            if self.versions[slice_id] != version
+        }
+        if len(moved) != 1 or next(iter(moved))[1] != 1:
+            return None  # another deletion also touched them: the exact retrain covers both
+        (slice_id, _), *_ = moved
+        if not any(d.slice_id == slice_id for d in self.pending):
+            return None  # completed: its payloads are gone, the pass reads none
+        chain = (*prefix.layer_ids, *(layer.id for layer in edited))
+        return self.train(sequence, prefix.length + 1, sources=chain) if edited else None
+
+    def complete(self, pick: int) -> None:
+        """A deletion completes (whenever: the rules must not depend on its retrains): the
+        rule withdraws what may derive from its data."""
+        if not self.pending:
+            return
+        deletion = self.pending.pop(pick % len(self.pending))
+        sequence_ids = {s.id for s in self.sequences if s.shard_index == deletion.shard_index}
+        withdraw = plan_withdrawal(self.layers.values(), sequence_ids, deletion.invalidated)
+        assert len(set(withdraw)) == len(withdraw)
+        for layer_id in withdraw:
+            assert self.layers[layer_id].sequence_id in sequence_ids, "another shard's layer"
+            self._move(layer_id, LayerState.discarded)
+        self.completed.append(deletion)
 
     def delete(self, slice_id: uuid.UUID, pick: int) -> None:
         """A deletion: one sample leaves the slice, its version moves, and every active layer
@@ -139,9 +222,13 @@ class Lineage:
         self.live[slice_id].discard(sample)
         self.deleted.add(sample)
         self.versions[slice_id] += 1
+        invalidated = set()
         for layer in list(self.layers.values()):
             if layer.state is LayerState.active and slice_id in layer.versions:
                 self._move(layer.id, LayerState.invalidated)
+                invalidated.add(layer.id)
+        shard = next(s.shard_index for s in self.sequences if slice_id in self.orders[s.id])
+        self.pending.append(Deletion(sample, slice_id, shard, frozenset(invalidated)))
         for run in self.runs:
             run.raced |= any(slice_id in layer.versions for layer in run.layers)
 
@@ -198,6 +285,15 @@ def _check_plan(lineage: Lineage, runs: list[Run], plan: ActivationPlan) -> None
         assert superseded == (old if kept else set()), "supersede exactly what was served there"
         if run.approximate and old:
             assert not kept, "an approximate pass replaced an active layer"
+        withdrawn = any(
+            lineage.layers[source].state is LayerState.discarded
+            for layer in run.layers
+            for source in layer.sources
+        )
+        if run.approximate:
+            assert kept in ([], ids), "an approximate pass is served whole or not at all"
+            if run.raced or withdrawn:
+                assert not kept, "a pass served what derives from data deleted since it read"
         parent = lineage.layers.get(first.parent_layer_id or 0)
         parent_live = start == 1 or (
             parent is not None
@@ -206,11 +302,18 @@ def _check_plan(lineage: Lineage, runs: list[Run], plan: ActivationPlan) -> None
         )
         if not parent_live:
             assert not kept, "a run activated on a parent that is no longer served"
-        if parent_live and not run.raced and not (run.approximate and old):
+        if parent_live and not run.raced and not (run.approximate and (old or withdrawn)):
             assert kept == ids, "a retrain that no deletion raced must be served whole"
 
 
 def _check_invariant(lineage: Lineage) -> None:
+    for deletion in lineage.completed:
+        for layer in lineage.layers.values():
+            if layer.state is LayerState.active and layer.approximate:
+                assert deletion.sample not in lineage.derived[layer.id], (
+                    f"approximate layer {layer.id} derives from the sample of a completed "
+                    "deletion and is still served"
+                )
     active = Counter(
         (layer.sequence_id, layer.position)
         for layer in lineage.layers.values()
@@ -278,7 +381,16 @@ def _check_choice(prefixes: list[Prefix], n_shards: int, choice: dict[int, Prefi
         assert max(served.layer_ids) == newest, "a tie went to a prefix trained earlier"
 
 
-OPS = ["full", "retrain", "approximate", "delete", "finish", "finish_two", "finish_all"]
+OPS = [
+    "full",
+    "retrain",
+    "approximate",
+    "delete",
+    "complete",
+    "finish",
+    "finish_two",
+    "finish_all",
+]
 
 
 @st.composite
@@ -304,10 +416,10 @@ def _step(lineage: Lineage, op: str, a: int, b: int) -> None:
     elif op == "retrain":  # from the first stage that is not valid and exact
         exact = lineage.prefix(sequence).exact
         lineage.train(sequence, exact + 1 if exact < lineage.n_slices else 1)
-    elif op == "approximate":  # edits the stages above the valid prefix
-        prefix = lineage.prefix(sequence)
-        if prefix.length < lineage.n_slices:
-            lineage.train(sequence, prefix.length + 1, approximate=True)
+    elif op == "approximate":  # edits the invalidated stages above the valid prefix
+        lineage.approximate(sequence)
+    elif op == "complete":
+        lineage.complete(b)
     elif lineage.runs:
         runs = lineage.runs
         if op == "finish":
@@ -337,6 +449,55 @@ def test_the_rules_keep_the_lineage_invariant_through_any_history(
     for run in list(lineage.runs):  # whatever is still in flight lands, in some order
         lineage.activate([run])
         _check_invariant(lineage)
+
+
+def _played(ops: list[tuple[str, int, int]]) -> Lineage:
+    """One shard of two slices in both orders, trained, then ``ops``, checked at every step."""
+    lineage = Lineage.create(1, 2, [[0, 1], [1, 0]])
+    for sequence in lineage.sequences:
+        lineage.activate([lineage.train(sequence, 1)])
+    for op, a, b in ops:
+        _step(lineage, op, a, b)
+        _check_invariant(lineage)
+    return lineage
+
+
+def test_completion_withdraws_the_passes_of_the_orders_it_did_not_wait_for() -> None:
+    """The issue's history: a pass edits both orders, the served order's exact retrain lands
+    and the deletion completes while the other order's retrain is parked."""
+    lineage = _played(
+        [
+            ("delete", 0, 0),  # slice 0: order 0 is cut from stage 1, order 1 from stage 2
+            ("approximate", 0, 0),
+            ("approximate", 1, 0),
+            ("finish_all", 0, 0),  # both orders at full depth again, approximately
+            ("retrain", 1, 0),  # the served order's exact retrain
+            ("finish", 0, 0),
+            ("complete", 0, 0),
+        ]
+    )
+    (order0, order1) = lineage.prefixes()
+    assert (order0.length, order0.exact) == (0, 0), "order 0 falls back to its exact prefix"
+    assert (order1.length, order1.exact) == (2, 2)
+
+
+def test_completion_withdraws_what_a_later_pass_would_edit() -> None:
+    """A second deletion invalidated the first one's pass output; once the first completes, the
+    second's pass may not edit it (it derives from the first one's sample)."""
+    lineage = _played(
+        [
+            ("delete", 0, 0),
+            ("approximate", 0, 0),
+            ("finish", 0, 0),
+            ("delete", 0, 0),  # slice 0 again: the pass's output is invalidated
+            ("complete", 0, 0),
+            ("approximate", 0, 0),
+            ("finish_all", 0, 0),
+        ]
+    )
+    assert not any(
+        layer.approximate and layer.state is LayerState.active for layer in lineage.layers.values()
+    )
 
 
 @st.composite

@@ -160,6 +160,20 @@ class ArtifactRepository(Repository):
         )
         return {ref for ref in [*named_by_layer, *named_by_statistics] if ref is not None}
 
+    def named_among(self, refs: Iterable[str]) -> set[str]:
+        """Of these artifacts, those any layer (whatever its state) or statistics row names: the
+        rest are files no job ever recorded."""
+        wanted = list(set(refs))
+        if not wanted:
+            return set()
+        by_layers = self.session.scalars(
+            sa.select(Layer.artifact_ref).where(Layer.artifact_ref.in_(wanted)).distinct()
+        )
+        by_statistics = self.session.scalars(
+            sa.select(LayerStatistics.artifact_ref).where(LayerStatistics.artifact_ref.in_(wanted))
+        )
+        return {ref for ref in [*by_layers, *by_statistics] if ref is not None}
+
     def holders(self, refs: Iterable[str]) -> list[tuple[str, int, uuid.UUID]]:
         """(artifact, layer id, model id) of every layer naming one of these artifacts."""
         rows = self.session.execute(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -47,6 +47,7 @@ from service.lineage.rules import (
     SequenceRow,
     choose_served,
     plan_activation,
+    plan_withdrawal,
     served_shares,
     valid_prefixes,
 )
@@ -323,14 +324,17 @@ class LineageRepository(Repository):
         self.session.flush()
         return layer
 
-    def activate(self, model_id: uuid.UUID, layer_ids: Sequence[int]) -> Activation:
+    def activate(
+        self, model_id: uuid.UUID, layer_ids: Sequence[int], *, sources: Collection[int] = ()
+    ) -> Activation:
         """Serve newly trained layers, if the slice versions they saw are still current.
 
         :func:`service.lineage.rules.plan_activation` decides, on the layers, the active layers
         of their sequences and the slices' current versions, read with the model row locked;
         the plan is applied in a few set-based statements (superseding before activating, for
         the one-active-per-stage index), and the model's ``serving_generation`` moves iff a
-        layer was activated.
+        layer was activated. ``sources``: an approximate pass's, the chain it edited (it is not
+        served once one of them is withdrawn).
         """
         model = ModelRepository.from_session(self.session).get_for_update(model_id)
         ids = set(layer_ids)
@@ -339,12 +343,13 @@ class LineageRepository(Repository):
         layers, versions = self._layer_rows(
             _layers_of_model(model_id).where(
                 sa.or_(
-                    Layer.id.in_(list(ids)),
+                    Layer.id.in_([*ids, *sources]),
                     sa.and_(Layer.sequence_id.in_(sequences), Layer.state == LayerState.active),
                 )
             )
         )
-        run = [layer for layer in layers if layer.id in ids]
+        derived = frozenset(sources)
+        run = [replace(layer, sources=derived) for layer in layers if layer.id in ids]
         if len(run) != len(ids):
             raise LineageError("some layers do not exist or belong to another model")
         plan = plan_activation(run, [layer for layer in layers if layer.id not in ids], versions)
@@ -361,6 +366,41 @@ class LineageRepository(Repository):
             model.serving_generation += 1
         self.session.flush()
         return plan.as_activation()
+
+    def withdraw(
+        self, model_id: uuid.UUID, shard_ids: Collection[uuid.UUID], request_id: uuid.UUID
+    ) -> list[int]:
+        """What a completing deletion withdraws (:func:`service.lineage.rules.plan_withdrawal`):
+        every approximate layer of its shards, served or invalidated, and the layers it
+        invalidated, moved to ``discarded`` (artifact collection then deletes their weights);
+        the model's ``serving_generation`` moves iff a served layer went. Call with the model
+        row locked; returns the withdrawn layers' ids."""
+        model = ModelRepository.from_session(self.session).get_for_update(model_id)
+        sequence_ids = list(
+            self.session.scalars(
+                sa.select(SliceSequence.id).where(SliceSequence.shard_id.in_(list(shard_ids)))
+            )
+        )
+        invalidated = sa.select(LayerInvalidation.layer_id).where(
+            LayerInvalidation.request_id == request_id
+        )
+        candidates = sa.select(Layer).where(
+            Layer.sequence_id.in_(sequence_ids),
+            Layer.state.in_([LayerState.active, LayerState.invalidated]),
+            sa.or_(Layer.approximate.is_(True), Layer.id.in_(invalidated)),
+        )
+        layers, _ = self._layer_rows(candidates)
+        withdrawn = plan_withdrawal(layers, sequence_ids, set(self.session.scalars(invalidated)))
+        if not withdrawn:
+            return []
+        served = any(layer.id in withdrawn and layer.state is LayerState.active for layer in layers)
+        self.session.execute(
+            sa.update(Layer).where(Layer.id.in_(list(withdrawn))).values(state=LayerState.discarded)
+        )
+        if served:
+            model.serving_generation += 1
+        self.session.flush()
+        return list(withdrawn)
 
     def _layer_rows(self, select: sa.Select[Any]) -> tuple[list[LayerRow], dict[uuid.UUID, int]]:
         """The layers ``select`` picks, as the rules' rows (by id), with the current versions

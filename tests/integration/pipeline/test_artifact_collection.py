@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.db.models import Layer, LayerState, LayerStatistics
+from service.engine import artifact_store
 from service.housekeeping import housekeep
 from service.serving.registry import ServingRegistry
 from service.settings import Settings
@@ -133,3 +136,31 @@ def test_an_announced_collection_drops_stages_before_the_next_prediction(
     registry.evict(sorted(cut))  # what the pub/sub listener calls
     assert not _loaded(client) & cut
     assert _predict(api, model_id)["predictions"]
+
+
+def test_housekeeping_sweeps_the_files_a_crashed_job_never_recorded(
+    api: Api, worker: InProcessWorker, settings: Settings
+) -> None:
+    """A job that wrote weights (or began to) and died before recording them leaves files the
+    database never knew: once older than `UNLEARN_ARTIFACT_SWEEP_GRACE_S` they are swept; a
+    running job's fresh files, and every recorded artifact however old, stay."""
+    trained_model(api, worker, samples(N_SAMPLES))
+    root = Path(settings.artifacts_dir or "")
+    store = artifact_store(settings)
+    orphan = store.put(b"stage weights of a job that crashed before recording them")
+    fresh = store.put(b"stage weights a running job has just written")
+    partial = root / orphan.removeprefix("sha256:")[:2] / ".tmp-crashed-mid-write"
+    partial.write_bytes(b"half of a stage")
+    recorded = live(worker)
+    old = time.time() - settings.artifact_sweep_grace_s - 60
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.endswith(fresh.removeprefix("sha256:")):
+            os.utime(path, (old, old))
+
+    housekeep(worker.factory, settings, sweeping=True)  # the API's housekeeper leads here
+
+    kept = stored(settings)
+    assert orphan not in kept, "the crashed job's file is still stored"
+    assert not partial.exists(), "the unfinished write is still stored"
+    assert fresh in kept, "a running job's fresh file was swept"
+    assert recorded and recorded <= kept, "a recorded artifact was swept"
