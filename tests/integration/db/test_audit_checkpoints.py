@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
 from service.audit.service import check_chain, stored_verification, verify_due, verify_fully
+from service.cli import main
+from service.db import migrate
+from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import AuditCheckpoint, AuditEntry
 from service.db.repositories import AuditRepository
 from service.db.repositories.audit import entry_hash
+from service.observability import logs
+from service.settings import Settings, get_settings
+from tests.conftest import FreshDatabase
 
 pytestmark = pytest.mark.integration
 CHAIN = "model:checkpoints"
+REVISION = "b3d5f7a9c1e2"  # the migration that made checkpoints and refs
 
 
 def _disable_guard(session: Session) -> None:
@@ -181,3 +190,74 @@ def test_a_certificate_finds_its_entries_by_reference(session: Session) -> None:
     found = repo.about(CHAIN, ["deletion:d1", "job:j1"])
     assert [e.seq for e in found] == [1, 3, 4]
     assert repo.about("model:elsewhere", ["deletion:d1"]) == []
+
+
+def test_the_migration_fills_checkpoints_and_refs_for_existing_entries(
+    fresh_db: FreshDatabase,
+) -> None:
+    """Entries written before the migration: each chain gets a checkpoint at its start (the
+    first read or full verification covers the rest) and each entry the refs it names."""
+    url = fresh_db.empty_url()
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as session:
+        repo = AuditRepository.from_session(session)
+        repo.append("model:a", actor="a", action="x", payload={"deletion_id": "d1"})
+        repo.append("model:a", actor="a", action="y", payload={"job_id": "j1", "n": 1})
+        repo.append("model:b", actor="a", action="z", payload={"deletion_ids": ["d1", "d2"]})
+    with engine.connect() as conn:
+        written = set(conn.execute(sa.text("SELECT ref, entry_id FROM audit_refs")).all())
+    assert len(written) == 4
+
+    script = ScriptDirectory.from_config(migrate.alembic_config(url))
+    revision = script.get_revision(REVISION)
+    assert revision is not None and isinstance(revision.down_revision, str)
+    migrate.downgrade(url, revision.down_revision)
+    assert "audit_refs" not in sa.inspect(engine).get_table_names()
+    migrate.upgrade(url)
+    with engine.connect() as conn:
+        assert set(conn.execute(sa.text("SELECT ref, entry_id FROM audit_refs")).all()) == written
+        points = conn.execute(
+            sa.text("SELECT chain, verified_seq FROM audit_checkpoints ORDER BY chain")
+        ).all()
+    assert [tuple(p) for p in points] == [("model:a", 0), ("model:b", 0)]
+    with unit_of_work(factory) as session:
+        assert check_chain(session, "model:a").verified_through_seq == 2
+    migrate.check(url)
+    engine.dispose()
+
+
+def test_the_cli_verifies_every_chain_and_fails_on_a_broken_one(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs, "configure", lambda *_: None)  # this process's logging stays
+    monkeypatch.setenv("UNLEARN_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("UNLEARN_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    try:
+        with unit_of_work(factory) as session:
+            _append(session, 3)
+            _append(session, 2, chain="model:other")
+        ok = CliRunner().invoke(main, ["audit", "verify"])
+        assert ok.exit_code == 0, ok.output
+        assert f"{CHAIN}: ok through seq 3" in ok.output
+        assert "model:other: ok through seq 2" in ok.output
+
+        with unit_of_work(factory) as session:
+            _edit(session, 2, action="forged")
+            if session.get_bind().dialect.name == "postgresql":  # the guard back on
+                session.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update"))
+        broken = CliRunner().invoke(main, ["audit", "verify", "--model", "checkpoints"])
+        assert broken.exit_code != 0  # not a model id
+        with unit_of_work(factory) as session:
+            assert not verify_fully(session, CHAIN).ok
+            assert stored_verification(session, CHAIN).first_bad_seq == 2
+        again = CliRunner().invoke(main, ["audit", "verify"])
+        assert again.exit_code == 1
+        assert f"{CHAIN}: BROKEN at seq 2" in again.output
+    finally:
+        engine.dispose()
+        get_settings.cache_clear()
