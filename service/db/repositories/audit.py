@@ -203,11 +203,9 @@ class AuditRepository(Repository):
             )
         return _walk(rows, seq=seq, prev_hash=hash_, counted=1)
 
-    def checkpoint(self, chain: str, *, lock: bool = False) -> AuditCheckpoint:
+    def checkpoint(self, chain: str) -> AuditCheckpoint:
         """The chain's checkpoint, made at the first entry (or here, for chains made before)."""
         query = sa.select(AuditCheckpoint).where(AuditCheckpoint.chain == chain)
-        if lock:
-            query = query.with_for_update()
         found = self.session.scalars(query).first()
         if found is not None:
             return found
