@@ -18,6 +18,7 @@ from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import AuditCheckpoint, AuditEntry
 from service.db.repositories import AuditRepository
 from service.db.repositories.audit import entry_hash
+from service.housekeeping import housekeep
 from service.observability import logs
 from service.settings import Settings, get_settings
 from tests.conftest import FreshDatabase
@@ -261,3 +262,22 @@ def test_the_cli_verifies_every_chain_and_fails_on_a_broken_one(
     finally:
         engine.dispose()
         get_settings.cache_clear()
+
+
+def test_a_housekeeping_round_verifies_a_due_chain(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    try:
+        with unit_of_work(factory) as session:
+            _append(session, 3)
+        housekeep(factory, settings.model_copy(update={"audit_full_verify_interval_s": 0}))
+        with unit_of_work(factory) as session:
+            assert stored_verification(session, CHAIN).full_verification is None  # off
+        housekeep(factory, settings)
+        with unit_of_work(factory) as session:
+            full = stored_verification(session, CHAIN).full_verification
+        assert full is not None
+        assert full.ok
+        assert full.through_seq == 3
+    finally:
+        engine.dispose()
