@@ -124,9 +124,9 @@ class AuditRepository(Repository):
         )
         entry.hash = entry_hash(entry)
         self.session.add(entry)
-        if seq == 1:  # the chain's checkpoint comes with it, so that reads only update it
-            self.session.add(AuditCheckpoint(chain=chain, verified_hash=GENESIS_HASH))
         self.session.flush()
+        if seq == 1:  # the chain's checkpoint comes with it (unless a read made it already)
+            self.checkpoint(chain)
         for ref in sorted(entry_refs(entry.payload)):
             self.session.add(AuditRef(ref=ref, entry_id=entry.id))
         return entry

@@ -281,3 +281,10 @@ def test_a_housekeeping_round_verifies_a_due_chain(settings: Settings) -> None:
         assert full.through_seq == 3
     finally:
         engine.dispose()
+
+
+def test_a_chain_read_before_its_first_entry_still_takes_entries(session: Session) -> None:
+    """A status or audit read of a new model makes the checkpoint; the first append keeps it."""
+    assert check_chain(session, CHAIN).verified_through_seq == 0
+    _append(session, 2)
+    assert check_chain(session, CHAIN).verified_through_seq == 2
