@@ -26,7 +26,7 @@ from service import housekeeping
 from service.api import health
 from service.api.limits import BodySizeLimit
 from service.api.problems import install_problem_handlers, unstorable_value
-from service.api.ratelimit import rate_limiter
+from service.api.ratelimit import rate_limiter, verify_rate_limiter
 from service.dashboard import endpoints as dashboard
 from service.db import after_commit
 from service.db.engine import make_engine, make_session_factory
@@ -119,6 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.rate_limiter = rate_limiter(settings.write_rate_per_minute, settings.rate_limit_url)
+    app.state.verify_rate_limiter = verify_rate_limiter(
+        settings.verify_rate_per_minute, settings.rate_limit_url
+    )
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outside the body limit: a 413 has its request id too

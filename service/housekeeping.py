@@ -1,9 +1,10 @@
 """Periodic upkeep: payloads past their deadline are purged, live jobs silent past their lease
 are sent again, parked retrains whose time has come are sent, webhook events past their
-retention are deleted, and artifacts nothing live names any more (dead layers' weights, stale
-pass statistics) are deleted from the store (``service.artifacts.collection``) and announced,
-so that every process drops them from memory; now and then, files no row names at all (a job
-that crashed before recording them) are swept.
+retention are deleted, the audit chain verified in full longest ago is verified again (one per
+round, each every ``UNLEARN_AUDIT_FULL_VERIFY_INTERVAL_S``), and artifacts nothing live names
+any more (dead layers' weights, stale pass statistics) are deleted from the store
+(``service.artifacts.collection``) and announced, so that every process drops them from memory;
+now and then, files no row names at all (a job that crashed before recording them) are swept.
 
 It runs in ``unlearn housekeeper`` processes (a role of its own: nothing else needs to be up)
 and, unless ``UNLEARN_API_HOUSEKEEPING`` is off, in the API processes' relay threads, as the
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.approximation.service import purge_overdue
 from service.artifacts.collection import collect, sweep
+from service.audit.service import verify_due
 from service.db.engine import unit_of_work
 from service.db.leader import LeaderLock
 from service.engine import artifact_store
@@ -41,6 +43,9 @@ def housekeep(
         resend_stalled(session, settings.job_lease_s)
         release_due(session)
         forget_old_events(session, settings.webhook_retention_s)
+    if settings.audit_full_verify_interval_s > 0:
+        with unit_of_work(factory) as session:  # its own transaction: it may take seconds
+            verify_due(session, settings.audit_full_verify_interval_s)
     transaction = functools.partial(unit_of_work, factory)
     store = artifact_store(settings)
     collected = collect(transaction, store)

@@ -103,6 +103,20 @@ class Settings(BaseSettings):
         "may make per minute, across all API processes when `rate_limit_url` is set (else in "
         "each process); more are a 429 problem. 0 turns it off.",
     )
+    verify_rate_per_minute: int = Field(
+        30,
+        ge=0,
+        description="Identifier checks (`POST /deletions/{id}/verify`) each API key may make "
+        "per minute, shared like the write limit; each one answers whether an identifier was "
+        "deleted, so unthrottled they would test guessed ids in bulk. 0 turns it off.",
+    )
+    audit_full_verify_interval_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="Housekeeping re-hashes each audit chain in full (the one check that looks "
+        "behind the reads' checkpoint) once this often, one chain per round; 0 turns it off "
+        "(then only `POST /models/{id}/audit/verify` or `unlearn audit verify` do).",
+    )
     rate_limit_url: str = Field(
         "",
         description="Redis URL holding the write rate limit's buckets, shared by every API "

@@ -37,6 +37,7 @@ from unlearn_client.models import (
     ApiKey,
     AuditEntry,
     AuditPage,
+    AuditVerification,
     Certificate,
     Deletion,
     DeletionPage,
@@ -393,12 +394,25 @@ class UnlearnClient:
     # --- the audit log -------------------------------------------------------------------------
 
     def audit_log(
-        self, model_id: str | uuid.UUID, *, after_seq: int = 0, limit: int = 100
+        self,
+        model_id: str | uuid.UUID,
+        *,
+        after_seq: int = 0,
+        limit: int = 100,
+        cursor: str | None = None,
     ) -> AuditPage:
-        """One page of the model's hash-chained audit log (entries after ``after_seq``), with
-        the service's verification of the whole chain."""
-        params = {"after_seq": after_seq, "limit": limit}
+        """One page of the model's hash-chained audit log (entries after ``cursor``, a page's
+        ``next_cursor``, or ``after_seq``), with the service's verification of the chain."""
+        params: dict[str, Any] = {"after_seq": after_seq, "limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
         return cast(AuditPage, self._call("GET", f"/models/{model_id}/audit", params=params))
+
+    def verify_audit_log_on_service(self, model_id: str | uuid.UUID) -> AuditVerification:
+        """Have the service re-hash the model's whole chain now and record the result (admin
+        key); reads re-hash only what came after their checkpoint."""
+        path = f"/models/{model_id}/audit/verify"
+        return cast(AuditVerification, self._call("POST", path, retry=True))
 
     def iter_audit_log(self, model_id: str | uuid.UUID) -> Iterator[AuditEntry]:
         """Every entry of the model's audit log, oldest first, page after page."""
@@ -416,11 +430,14 @@ class UnlearnClient:
         return verify_audit_chain(pages[0]["chain"], entries, pinned=pinned)
 
     def _audit_pages(self, model_id: str | uuid.UUID) -> Iterator[AuditPage]:
-        after_seq: int | None = 0
-        while after_seq is not None:
-            page = self.audit_log(model_id, after_seq=after_seq, limit=500)
+        page = self.audit_log(model_id, limit=500)
+        yield page
+        while (after_seq := page["next_after_seq"]) is not None:
+            # ``next_cursor`` where the service gives one; ``after_seq`` for older services
+            page = self.audit_log(
+                model_id, after_seq=after_seq, cursor=page.get("next_cursor"), limit=500
+            )
             yield page
-            after_seq = page["next_after_seq"]
 
     # --- exactness audits (requests need an admin key) ---------------------------------------
 

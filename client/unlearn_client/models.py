@@ -141,6 +141,7 @@ class ModelStatus(TypedDict):
     shards: list[ShardStatus]
     estimated_quality: EstimatedQuality
     warnings: list[str]
+    audit: NotRequired[AuditVerification | None]
 
 
 class Prediction(TypedDict):
@@ -287,6 +288,7 @@ class Certificate(TypedDict):
     audit_chain: str
     audit_entries: list[AuditLink]
     audit_chain_verified: bool
+    audit_verification: NotRequired[AuditVerification | None]
     exactness_audits: list[CertifiedAudit]
 
 
@@ -303,19 +305,34 @@ class AuditEntry(TypedDict):
     hash: str
 
 
+class FullAuditVerification(TypedDict):
+    """The service's last full verification of a chain (every entry re-hashed)."""
+
+    at: str
+    through_seq: int
+    ok: bool
+    first_bad_seq: int | None
+    reason: str | None
+
+
 class AuditVerification(TypedDict):
-    """The service's own check of the whole chain (:func:`verify_audit_chain` is yours)."""
+    """The service's own check of the chain (:func:`verify_audit_chain` is yours): the entries
+    after its checkpoint are re-hashed at each read, the rest by the last full verification."""
 
     ok: bool
     entries: int
     first_bad_seq: int | None
     reason: str | None
+    verified_through_seq: NotRequired[int]
+    verified_at: NotRequired[str | None]
+    full_verification: NotRequired[FullAuditVerification | None]
 
 
 class AuditPage(TypedDict):
     chain: str
     entries: list[AuditEntry]
     next_after_seq: int | None
+    next_cursor: NotRequired[str | None]
     verification: AuditVerification
 
 

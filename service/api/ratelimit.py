@@ -1,7 +1,9 @@
-"""Per-key rate limits on the write routes: a token bucket per API key.
+"""Per-key rate limits on the write routes and identifier checks: a token bucket per API key.
 
 A key may make ``UNLEARN_WRITE_RATE_PER_MINUTE`` write calls per minute (bursts up to that
-many); beyond, a 429 problem with ``Retry-After``. Reads and predictions are not limited here.
+many); beyond, a 429 problem with ``Retry-After``. Identifier checks (``POST
+/deletions/{id}/verify``, a read that answers whether a guessed id was deleted) have buckets of
+their own, ``UNLEARN_VERIFY_RATE_PER_MINUTE``. Other reads and predictions are not limited here.
 
 With Redis (``UNLEARN_RATE_LIMIT_URL``, by default the broker when it is Redis) the buckets live
 there and every API replica spends the same budget: one script reads, refills and spends a
@@ -34,19 +36,20 @@ class RateLimiter(Protocol):
         ...
 
 
-def _limited(capacity: float, tokens: float, rate: float) -> RateLimitedError:
+def _limited(capacity: float, tokens: float, rate: float, what: str) -> RateLimitedError:
     wait = math.ceil((1 - tokens) / rate)
     return RateLimitedError(
-        f"this key may make {int(capacity)} write calls a minute", retry_after_s=wait
+        f"this key may make {int(capacity)} {what} a minute", retry_after_s=wait
     )
 
 
 class LocalRateLimiter:
     """The buckets in this process."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, *, what: str = "write calls") -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
+        self.what = what
         self._buckets: dict[uuid.UUID, tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
 
@@ -60,7 +63,7 @@ class LocalRateLimiter:
             tokens = min(self.capacity, tokens + (now - at) * self.rate)
             if tokens < 1:
                 self._buckets[key_id] = (tokens, now)
-                raise _limited(self.capacity, tokens, self.rate)
+                raise _limited(self.capacity, tokens, self.rate, self.what)
             self._buckets[key_id] = (tokens - 1, now)
 
 
@@ -91,14 +94,24 @@ class RedisRateLimiter:
 
     PREFIX = "unlearn:ratelimit:"
 
-    def __init__(self, per_minute: int, url: str, *, timeout_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        url: str,
+        *,
+        timeout_s: float = 0.5,
+        what: str = "write calls",
+        prefix: str = PREFIX,
+    ) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
+        self.what = what
+        self.prefix = prefix
         self._client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._take = self._client.register_script(_TAKE)
-        self._fallback = LocalRateLimiter(per_minute)
+        self._fallback = LocalRateLimiter(per_minute, what=what)
         self._degraded = False
 
     def take(self, key_id: uuid.UUID) -> None:
@@ -106,7 +119,7 @@ class RedisRateLimiter:
             return
         try:
             spent, tokens = self._take(
-                keys=[self.PREFIX + str(key_id)], args=[self.capacity, self.rate]
+                keys=[self.prefix + str(key_id)], args=[self.capacity, self.rate]
             )
         except redis.RedisError as error:
             if not self._degraded:
@@ -118,7 +131,7 @@ class RedisRateLimiter:
             log.info("rate limit: Redis answers again; the limit is shared again")
             self._degraded = False
         if not int(spent):
-            raise _limited(self.capacity, float(tokens), self.rate)
+            raise _limited(self.capacity, float(tokens), self.rate, self.what)
 
 
 def rate_limiter(per_minute: int, redis_url: str) -> RateLimiter:
@@ -126,6 +139,15 @@ def rate_limiter(per_minute: int, redis_url: str) -> RateLimiter:
     if redis_url and per_minute > 0:
         return RedisRateLimiter(per_minute, redis_url)
     return LocalRateLimiter(per_minute)
+
+
+def verify_rate_limiter(per_minute: int, redis_url: str) -> RateLimiter:
+    """The limit of identifier checks: buckets of their own (a key's writes do not spend them)."""
+    what = "identifier checks"
+    if redis_url and per_minute > 0:
+        prefix = RedisRateLimiter.PREFIX + "verify:"
+        return RedisRateLimiter(per_minute, redis_url, what=what, prefix=prefix)
+    return LocalRateLimiter(per_minute, what=what)
 
 
 def limited_key(request: Request, key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
@@ -143,3 +165,13 @@ def limited_admin(request: Request, key: Annotated[ApiKey, Depends(admin_key)]) 
 
 
 AdminWriterKey = Annotated[ApiKey, Depends(limited_admin)]
+
+
+def limited_verifier(request: Request, key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
+    """Any key of the tenant may check an identifier against a deletion (a read), but each
+    answer says whether a guessed id was deleted: checks are limited on their own budget."""
+    request.app.state.verify_rate_limiter.take(key.id)
+    return key
+
+
+VerifierKey = Annotated[ApiKey, Depends(limited_verifier)]

@@ -9,6 +9,8 @@ from functools import cached_property
 
 from sqlalchemy.orm import Session
 
+from service.audit.schemas import FullVerification
+from service.audit.service import check_chain
 from service.dashboard import charts
 from service.db.models import DeletionStatus, Model
 from service.db.models.base import utcnow
@@ -79,6 +81,8 @@ class AuditView:
     entries: int
     reason: str | None
     latest: list[tuple[int, datetime, str, str]]
+    first_bad_seq: int | None = None
+    full: FullVerification | None = None
 
 
 class Overview:
@@ -252,14 +256,16 @@ def _jobs(
 
 def _audit(session: Session, model_id: uuid.UUID) -> AuditView:
     chain = audit_chain(model_id)
-    audit = AuditRepository.from_session(session)
-    check = audit.verify(chain)
+    latest = AuditRepository.from_session(session).latest(chain, limit=AUDIT_LIMIT)
+    check = check_chain(session, chain, returned=latest[::-1])  # new entries only, and these
     return AuditView(
         chain=chain,
         ok=check.ok,
         entries=check.entries,
         reason=check.reason,
-        latest=[(e.seq, e.at, e.actor, e.action) for e in audit.latest(chain, limit=AUDIT_LIMIT)],
+        latest=[(e.seq, e.at, e.actor, e.action) for e in latest],
+        first_bad_seq=check.first_bad_seq,
+        full=check.full_verification,
     )
 
 

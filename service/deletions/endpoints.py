@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from service.api.auth import CurrentKey
 from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import problem_responses
-from service.api.ratelimit import WriterKey
+from service.api.ratelimit import VerifierKey, WriterKey
 from service.approximation.service import ApproximationSettings
 from service.db.models import DeletionStatus
 from service.db.repositories.deletions import key_race_lost
@@ -156,10 +156,10 @@ def read_certificate(
 @router.post(
     "/{deletion_id}/verify",
     summary="Check whether an identifier was part of a deletion",
-    responses=problem_responses(401, 404, 413, 422),
+    responses=problem_responses(401, 404, 413, 422, 429),
 )
 def verify_deletion(
-    deletion_id: uuid.UUID, body: DeletionVerify, key: CurrentKey, session: SessionDep
+    deletion_id: uuid.UUID, body: DeletionVerify, key: VerifierKey, session: SessionDep
 ) -> DeletionVerification:
     """Answer whether a sample id or a subject id (exactly one) was part of this deletion.
 
@@ -167,6 +167,7 @@ def verify_deletion(
     never leaves the service), which nobody can recompute from a guessed id; this call hashes
     the given identifier the same way and compares. The identifier travels in the body, never
     in the URL, and is neither stored nor logged. A read, as the certificate is: any key of the
-    tenant; another tenant's deletion is a 404.
+    tenant; another tenant's deletion is a 404. Each answer tests one guessed identifier, so a
+    key may make `UNLEARN_VERIFY_RATE_PER_MINUTE` checks a minute (then 429).
     """
     return service.verify_inclusion(session, key.tenant_id, deletion_id, body)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.audit.schemas import AuditVerification
 from service.db.hashing import HashScheme
 from service.exactness.schemas import ExactnessAuditLink
 from service.models.schemas import METHOD_CONFIG_HELP, MethodName
@@ -242,7 +243,11 @@ class DeletionCertificate(BaseModel):
     jobs: list[uuid.UUID]
     audit_chain: str
     audit_entries: list[AuditLink]
-    audit_chain_verified: bool
+    audit_chain_verified: bool = Field(
+        description="`audit_verification.ok`: no broken link known in the chain (its new "
+        "entries and those cited here re-hashed now; the rest by the last full verification)."
+    )
+    audit_verification: AuditVerification | None = None
     exactness_audits: list[ExactnessAuditLink] = Field(
         description="Exactness audits run after the deletion completed that retrained its "
         "shards from scratch and compared the layers serving them: a check, not a claim."

@@ -26,6 +26,7 @@ from service.approximation.service import (
     plan_pass,
     wants_approximation,
 )
+from service.audit.service import check_chain
 from service.db.models import (
     DeletionRequest,
     DeletionStatus,
@@ -384,13 +385,10 @@ def certificate(
     job_ids = {str(job.id) for job in jobs}
     chain = audit_chain(request.model_id)
     audit = AuditRepository.from_session(session)
-    entries = [
-        e
-        for e in audit.entries(chain)
-        if e.payload.get("deletion_id") == str(request.id)
-        or str(request.id) in e.payload.get("deletion_ids", ())
-        or e.payload.get("job_id") in job_ids
-    ]
+    # By index (audit_refs), not by scanning the chain: a certificate costs its own entries.
+    entries = audit.about(
+        chain, [f"deletion:{request.id}", *(f"job:{job_id}" for job_id in sorted(job_ids))]
+    )
     invalidated_layers = [
         layer
         for e in entries
@@ -439,6 +437,7 @@ def certificate(
     else:
         unlearning = "pending"
     sample_ids = [i.sample_id for i in items if i.sample_id is not None]
+    check = check_chain(session, chain, returned=entries)  # the new entries and those cited
     return DeletionCertificate(
         deletion_id=request.id,
         model_id=request.model_id,
@@ -464,7 +463,8 @@ def certificate(
         jobs=[job.id for job in jobs],
         audit_chain=chain,
         audit_entries=[AuditLink(seq=e.seq, action=e.action, hash=e.hash) for e in entries],
-        audit_chain_verified=audit.verify(chain).ok,
+        audit_chain_verified=check.ok,
+        audit_verification=check,
         exactness_audits=certified_audits(session, request),
     )
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from service.api.auth import CurrentKey
 from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import PROBLEM_TYPE_BASE, problem_responses
-from service.api.ratelimit import WriterKey
+from service.api.ratelimit import AdminWriterKey, WriterKey
+from service.audit.schemas import AuditVerification
 from service.models import service
 from service.models.schemas import (
     AuditPage,
@@ -118,6 +119,20 @@ def read_audit(
     session: SessionDep,
     after_seq: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="`next_cursor` of the page before (or `after_seq`)."),
+    ] = None,
 ) -> AuditPage:
     """The model's hash-chained audit log, a page at a time, with the chain's verification."""
-    return service.audit_page(session, key.tenant_id, model_id, after_seq=after_seq, limit=limit)
+    return service.audit_page(
+        session, key.tenant_id, model_id, after_seq=after_seq, limit=limit, cursor=cursor
+    )
+
+
+@router.post("/{model_id}/audit/verify", responses=PROBLEMS)
+def verify_audit(
+    model_id: uuid.UUID, key: AdminWriterKey, session: SessionDep
+) -> AuditVerification:
+    """Re-hash the model's whole audit chain (admin) and record the result for reads and status."""
+    return service.verify_audit(session, key.tenant_id, model_id)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from service.audit.schemas import AuditVerification
 from unlearning.approx import registry
 from unlearning.s3t.config import Task
 
@@ -265,6 +266,11 @@ class ModelStatusPublic(BaseModel):
         description="What an operator should know: slices far from the mean size, jobs that no "
         "live worker can take."
     )
+    audit: AuditVerification | None = Field(
+        None,
+        description="The audit chain as last checked: its checkpoint, the last full "
+        "verification, and any break found (nothing is re-hashed to answer).",
+    )
 
 
 def _not_blank(text: str) -> str:
@@ -318,15 +324,13 @@ class AuditEntryOut(BaseModel):
     hash: str
 
 
-class AuditVerification(BaseModel):
-    ok: bool
-    entries: int
-    first_bad_seq: int | None
-    reason: str | None
-
-
 class AuditPage(BaseModel):
     chain: str
     entries: list[AuditEntryOut]
-    next_after_seq: int | None
+    next_after_seq: int | None = Field(
+        description="The `after_seq` of the next page, or null on the last page."
+    )
+    next_cursor: str | None = Field(
+        None, description="The `cursor` of the next page (the same place), or null."
+    )
     verification: AuditVerification

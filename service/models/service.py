@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 
 from sqlalchemy.orm import Session
 
 from service.approximation.service import check_method
+from service.audit.schemas import AuditVerification
+from service.audit.service import check_chain, verify_fully
 from service.db.models import Job, Model, Task, UnlearningPolicy
 from service.db.repositories import AuditRepository, ModelRepository, NewSample, SampleRepository
 from service.db.repositories.audit import audit_chain
@@ -16,7 +20,6 @@ from service.errors import InvalidInputError, InvalidModelConfigError
 from service.models.schemas import (
     AuditEntryOut,
     AuditPage,
-    AuditVerification,
     ModelCreate,
     ModelPublic,
     PredictionOut,
@@ -178,14 +181,26 @@ def train_model(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID, *, 
 
 
 def audit_page(
-    session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID, *, after_seq: int, limit: int
+    session: Session,
+    tenant_id: uuid.UUID,
+    model_id: uuid.UUID,
+    *,
+    after_seq: int,
+    limit: int,
+    cursor: str | None = None,
 ) -> AuditPage:
-    """A page of the model's audit chain and the verification of the whole chain."""
+    """A page of the model's audit chain and the chain's incremental verification: the entries
+    since the last read and those of the page are re-hashed, not the history."""
     model = get_model(session, tenant_id, model_id)
+    if cursor is not None:
+        after_seq = _decode_audit_cursor(cursor)
     chain = audit_chain(model.id)
-    audit = AuditRepository.from_session(session)
-    entries = audit.entries(chain, after_seq=after_seq, limit=limit + 1)
-    check = audit.verify(chain)
+    entries = AuditRepository.from_session(session).entries(
+        chain, after_seq=after_seq, limit=limit + 1
+    )
+    page = entries[:limit]
+    check = check_chain(session, chain, returned=page)
+    next_after = page[-1].seq if len(entries) > limit else None
     return AuditPage(
         chain=chain,
         entries=[
@@ -198,16 +213,31 @@ def audit_page(
                 prev_hash=e.prev_hash,
                 hash=e.hash,
             )
-            for e in entries[:limit]
+            for e in page
         ],
-        next_after_seq=entries[limit - 1].seq if len(entries) > limit else None,
-        verification=AuditVerification(
-            ok=check.ok,
-            entries=check.entries,
-            first_bad_seq=check.first_bad_seq,
-            reason=check.reason,
-        ),
+        next_after_seq=next_after,
+        next_cursor=_encode_audit_cursor(next_after) if next_after is not None else None,
+        verification=check,
     )
+
+
+def _encode_audit_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"audit|{seq}".encode()).decode()
+
+
+def _decode_audit_cursor(cursor: str) -> int:
+    try:
+        tag, _, seq = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        if tag != "audit" or not seq.isdigit():
+            raise ValueError(cursor)
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise InvalidInputError("`cursor` is not a cursor this API returned") from error
+
+
+def verify_audit(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID) -> AuditVerification:
+    """The full verification of the model's chain, recorded for the reads, status and dashboard."""
+    return verify_fully(session, audit_chain(get_model(session, tenant_id, model_id).id))
 
 
 def predict(

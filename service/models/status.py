@@ -6,6 +6,7 @@ from collections import defaultdict
 
 from sqlalchemy.orm import Session
 
+from service.audit.service import stored_verification
 from service.db.models import Model, ModelStatus
 from service.db.repositories import (
     JobRepository,
@@ -14,6 +15,7 @@ from service.db.repositories import (
     SampleRepository,
     WorkerRepository,
 )
+from service.db.repositories.audit import audit_chain
 from service.db.repositories.lineage import served_shares
 from service.jobs.service import no_worker_reason
 from service.models.schemas import (
@@ -99,6 +101,9 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
     warnings = [f"unbalanced slice: {unbalanced_text(*cell)}" for cell in unbalanced_slices(sizes)]
     if compute.waiting:
         warnings.append(compute.waiting)
+    audit = stored_verification(session, audit_chain(model.id))
+    if not audit.ok:
+        warnings.append(f"audit chain broken at seq {audit.first_bad_seq}: {audit.reason}")
     return ModelStatusPublic(
         model_id=model.id,
         status=model.status.value,
@@ -109,6 +114,7 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
         pending_retrains=pending_total,
         shards=out,
         warnings=warnings,
+        audit=audit,
         estimated_quality=EstimatedQuality(
             answering=round(live_share * model.n_shards) >= model.min_live_shards,
             min_live_shards=model.min_live_shards,

@@ -13,7 +13,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.api import TINY_MODEL, samples
+from service.db.models import Role
+from service.settings import Settings
+from tests.integration.api import TINY_MODEL, issue_keys, samples
 from unlearn_client import GENESIS_HASH, UnlearnClient, entry_hash
 
 pytestmark = pytest.mark.integration
@@ -95,3 +97,28 @@ def test_the_services_chain_verifies_here_and_an_edit_breaks_it(
     assert api.verify_audit_log(model["id"]).ok  # consistent in itself: only a pin shows it
     rewritten = api.verify_audit_log(model["id"], pinned=check.head)
     assert (rewritten.ok, rewritten.reason) == (False, "the pinned entry changed")
+
+
+def test_pages_by_cursor_and_the_services_full_verification(
+    wire: InProcess, settings: Settings
+) -> None:
+    admin_key = issue_keys(settings, Role.admin)["a"]
+    options: dict[str, Any] = {k: v for k, v in TINY_MODEL.items() if k not in ("name", "labels")}
+    with UnlearnClient("http://testserver", admin_key, transport=wire) as admin:
+        model = admin.create_model("tiny", labels=["neg", "pos"], **options)
+        admin.register_samples(model["id"], samples(6))
+        admin.request_deletion(model["id"], sample_ids=["s002"])
+        first = admin.audit_log(model["id"], limit=1)
+        cursor = first.get("next_cursor")
+        assert cursor is not None
+        second = admin.audit_log(model["id"], limit=1, cursor=cursor)
+        assert [e["seq"] for e in first["entries"] + second["entries"]] == [1, 2]
+
+        full = admin.verify_audit_log_on_service(model["id"])
+        done = full.get("full_verification")
+        assert full["ok"]
+        assert done is not None
+        assert done["through_seq"] == len(list(admin.iter_audit_log(model["id"])))
+        audit = admin.model_status(model["id"]).get("audit")
+        assert audit is not None
+        assert audit["full_verification"] == done

@@ -1,7 +1,7 @@
 """ORM models of the lineage database; importing this package registers every table."""
 
 from service.db.models.artifacts import CollectedArtifact
-from service.db.models.audit import AuditEntry
+from service.db.models.audit import AuditCheckpoint, AuditEntry, AuditRef
 from service.db.models.base import Base
 from service.db.models.deletions import (
     DeletionItem,
@@ -42,7 +42,9 @@ from service.db.models.workers import WorkerPresence
 __all__ = [
     "AUTO_METHOD",
     "ApiKey",
+    "AuditCheckpoint",
     "AuditEntry",
+    "AuditRef",
     "Base",
     "CollectedArtifact",
     "DashboardSession",

@@ -11,12 +11,15 @@ import hashlib
 import json
 import uuid
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
-from service.db.models import AuditEntry
+from service.db.models import AuditCheckpoint, AuditEntry, AuditRef
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 
@@ -46,12 +49,54 @@ def entry_hash(entry: AuditEntry) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def entry_refs(payload: dict[str, Any]) -> set[str]:
+    """What an entry is about, as :class:`AuditRef` names: the deletions and the job it names."""
+    refs = set()
+    if isinstance(deletion := payload.get("deletion_id"), str):
+        refs.add(f"deletion:{deletion}")
+    for deletion in payload.get("deletion_ids") or ():
+        if isinstance(deletion, str):
+            refs.add(f"deletion:{deletion}")
+    if isinstance(job := payload.get("job_id"), str):
+        refs.add(f"job:{job}")
+    return refs
+
+
 @dataclass(frozen=True)
 class ChainVerification:
     ok: bool
     entries: int
     first_bad_seq: int | None = None
     reason: str | None = None
+    #: The last entry found intact (0 if none) and its hash: where a checkpoint may advance to.
+    last_seq: int = 0
+    last_hash: str = GENESIS_HASH
+
+
+def _walk(
+    rows: Iterable[AuditEntry], *, seq: int, prev_hash: str, counted: int = 0
+) -> ChainVerification:
+    """Check ``rows`` (ordered by seq) as the continuation of a chain whose entry ``seq`` has the
+    hash ``prev_hash``: each row must be the next seq, link to the one before and hash to what it
+    stores."""
+    count = counted
+    for entry in rows:
+        count += 1
+        expected = seq + 1
+        if entry.seq != expected:
+            return ChainVerification(
+                False, count, entry.seq, f"seq {expected} is missing", seq, prev_hash
+            )
+        if entry.prev_hash != prev_hash:
+            return ChainVerification(
+                False, count, entry.seq, "prev_hash does not link", seq, prev_hash
+            )
+        if entry_hash(entry) != entry.hash:
+            return ChainVerification(
+                False, count, entry.seq, "hash does not match content", seq, prev_hash
+            )
+        seq, prev_hash = entry.seq, entry.hash
+    return ChainVerification(True, count, last_seq=seq, last_hash=prev_hash)
 
 
 class AuditRepository(Repository):
@@ -80,7 +125,27 @@ class AuditRepository(Repository):
         entry.hash = entry_hash(entry)
         self.session.add(entry)
         self.session.flush()
+        if seq == 1:  # the chain's checkpoint comes with it (unless a read made it already)
+            self.checkpoint(chain)
+        for ref in sorted(entry_refs(entry.payload)):
+            self.session.add(AuditRef(ref=ref, entry_id=entry.id))
         return entry
+
+    def about(self, chain: str, refs: Iterable[str]) -> list[AuditEntry]:
+        """The chain's entries that name any of ``refs`` (:func:`entry_refs`), oldest first: an
+        index look-up, whatever the length of the chain."""
+        names = sorted(set(refs))
+        if not names:
+            return []
+        # Two look-ups, so that each planner takes an index: the refs' key, then the entries'.
+        ids = list(
+            self.session.scalars(sa.select(AuditRef.entry_id).where(AuditRef.ref.in_(names)))
+        )
+        if not ids:
+            return []
+        query = sa.select(AuditEntry).where(AuditEntry.id.in_(ids))
+        found = [e for e in self.session.scalars(query) if e.chain == chain]
+        return sorted(found, key=lambda e: e.seq)
 
     def entries(
         self, chain: str, *, after_seq: int = 0, limit: int | None = None
@@ -95,9 +160,11 @@ class AuditRepository(Repository):
         return list(self.session.scalars(query))
 
     def of_action(self, chain: str, action: str) -> list[AuditEntry]:
-        """The chain's entries of one action, oldest first."""
+        """The chain's entries of one action, oldest first, by the index on (chain, action).
+        Sorted here: with an ORDER BY seq, SQLite's planner walks the (chain, seq) index and
+        filters the whole chain instead."""
         query = sa.select(AuditEntry).where(AuditEntry.chain == chain, AuditEntry.action == action)
-        return list(self.session.scalars(query.order_by(AuditEntry.seq)))
+        return sorted(self.session.scalars(query), key=lambda e: e.seq)
 
     def latest(self, chain: str, *, limit: int) -> list[AuditEntry]:
         """The chain's last ``limit`` entries, newest first."""
@@ -105,20 +172,69 @@ class AuditRepository(Repository):
         return list(self.session.scalars(query.order_by(AuditEntry.seq.desc()).limit(limit)))
 
     def verify(self, chain: str) -> ChainVerification:
-        """Recompute every link of ``chain`` from the stored rows."""
-        prev_hash = GENESIS_HASH
-        count = 0
+        """Recompute every link of ``chain`` from the stored rows: the full verification, whose
+        cost grows with the chain (an admin action or a housekeeping round, never a read)."""
         rows = self.session.execute(
-            sa.select(AuditEntry).where(AuditEntry.chain == chain).order_by(AuditEntry.seq)
+            sa.select(AuditEntry)
+            .where(AuditEntry.chain == chain)
+            .order_by(AuditEntry.seq)
+            .execution_options(yield_per=2000)
         ).scalars()
-        for expected_seq, entry in enumerate(rows, start=1):
-            count += 1
-            if entry.seq != expected_seq:
-                return ChainVerification(False, count, entry.seq, f"seq {expected_seq} is missing")
-            if entry.prev_hash != prev_hash:
-                return ChainVerification(False, count, entry.seq, "prev_hash does not link")
-            recomputed = entry_hash(entry)
-            if recomputed != entry.hash:
-                return ChainVerification(False, count, entry.seq, "hash does not match content")
-            prev_hash = entry.hash
-        return ChainVerification(True, count)
+        return _walk(rows, seq=0, prev_hash=GENESIS_HASH)
+
+    def verify_after(self, chain: str, seq: int, hash_: str) -> ChainVerification:
+        """Check the entries after the checkpoint (``seq``, ``hash_``) and the checkpoint's own
+        link: entry ``seq`` must still hash to ``hash_``. Costs the entries since the checkpoint,
+        not the chain; ``entries`` counts the entries re-hashed."""
+        query = sa.select(AuditEntry).where(AuditEntry.chain == chain)
+        if seq == 0:
+            return _walk(
+                self.session.scalars(query.order_by(AuditEntry.seq)), seq=0, prev_hash=hash_
+            )
+        rows = iter(
+            self.session.scalars(query.where(AuditEntry.seq >= seq).order_by(AuditEntry.seq))
+        )
+        anchor = next(rows, None)
+        if anchor is None or anchor.seq != seq:
+            return ChainVerification(False, 0, seq, "the checkpoint's entry is missing", 0, hash_)
+        if anchor.hash != hash_ or entry_hash(anchor) != hash_:
+            return ChainVerification(
+                False, 1, seq, "the checkpoint's entry changed", seq - 1, anchor.prev_hash
+            )
+        return _walk(rows, seq=seq, prev_hash=hash_, counted=1)
+
+    def checkpoint(self, chain: str) -> AuditCheckpoint:
+        """The chain's checkpoint, made at the first entry (or here, for chains made before)."""
+        query = sa.select(AuditCheckpoint).where(AuditCheckpoint.chain == chain)
+        found = self.session.scalars(query).first()
+        if found is not None:
+            return found
+        try:
+            with self.session.begin_nested():
+                self.session.add(AuditCheckpoint(chain=chain, verified_hash=GENESIS_HASH))
+        except IntegrityError:  # made by a concurrent read
+            pass
+        return self.session.scalars(query).one()
+
+    def advance(self, chain: str, *, seq: int, hash_: str, at: datetime) -> None:
+        """Move the checkpoint forward to ``seq`` (never back: a concurrent read may be ahead)."""
+        self.session.execute(
+            sa.update(AuditCheckpoint)
+            .where(AuditCheckpoint.chain == chain, AuditCheckpoint.verified_seq < seq)
+            .values(verified_seq=seq, verified_hash=hash_, verified_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
+    def chains(self) -> list[str]:
+        """Every chain that has a checkpoint (every chain with an entry)."""
+        return list(self.session.scalars(sa.select(AuditCheckpoint.chain).order_by("chain")))
+
+    def due_for_full(self, before: datetime) -> str | None:
+        """The chain whose last full verification is oldest and before ``before`` (never first)."""
+        query = (
+            sa.select(AuditCheckpoint.chain)
+            .where(sa.or_(AuditCheckpoint.full_at.is_(None), AuditCheckpoint.full_at < before))
+            .order_by(AuditCheckpoint.full_at.is_not(None), AuditCheckpoint.full_at)
+            .limit(1)
+        )
+        return self.session.scalars(query).first()

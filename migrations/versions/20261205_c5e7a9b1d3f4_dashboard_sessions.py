@@ -1,7 +1,7 @@
 """Dashboard logins kept on the server (`dashboard_sessions`): a logout ends one for good
 
-Revision ID: b3d5f7a9c1e2
-Revises: a2c4e6f8b0d1
+Revision ID: c5e7a9b1d3f4
+Revises: b3d5f7a9c1e2
 Create Date: 2026-12-05 15:10:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "b3d5f7a9c1e2"
-down_revision: str | None = "a2c4e6f8b0d1"
+revision: str = "c5e7a9b1d3f4"
+down_revision: str | None = "b3d5f7a9c1e2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
