@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.db.models import (
     ApiKey,
+    AuditCheckpoint,
     DashboardSession,
     DeletionRequest,
     DeletionStatus,
@@ -286,6 +287,13 @@ CASES = [
         lambda w: w.admin.post(f"/models/{w.ids['model']}/exactness-audits"),
         202,
         lambda w, conn: w.count(conn, Job, Job.kind == JobKind.exactness_audit) == 1,
+    ),
+    Case(
+        "POST /models/{model_id}/audit/verify",
+        lambda w: w.model(),
+        lambda w: w.admin.post(f"/models/{w.ids['model']}/audit/verify"),
+        200,
+        lambda w, conn: w.count(conn, AuditCheckpoint, AuditCheckpoint.full_at.is_not(None)) == 1,
     ),
     Case(
         "POST /keys",
