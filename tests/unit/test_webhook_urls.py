@@ -113,11 +113,9 @@ def test_development_allows_http_and_loopback_only() -> None:
         urls.check("http://a:b@127.0.0.1/", production=False)
 
 
-def test_a_refused_url_at_delivery_time_is_a_failed_attempt_saying_why() -> None:
-    """Registered when the name was public; by delivery time it resolves to a private address
-    (DNS rebinding): no connection is made, the attempt's error says why."""
-    policy = delivery.DeliveryPolicy(
-        timeout_s=1,
+def _policy(timeout_s: float) -> delivery.DeliveryPolicy:
+    return delivery.DeliveryPolicy(
+        timeout_s=timeout_s,
         lease_s=2,
         backoff_s=1,
         backoff_max_s=1,
@@ -125,15 +123,25 @@ def test_a_refused_url_at_delivery_time_is_a_failed_attempt_saying_why() -> None
         secret_overlap_s=0,
         production=True,
     )
-    claimed = delivery.Claimed(
+
+
+def _claimed(url: str) -> delivery.Claimed:
+    return delivery.Claimed(
         delivery_id=uuid.uuid4(),
         lease_id=uuid.uuid4(),
-        url="https://hooks.example.com/x",
+        url=url,
         secrets=("whsec_x",),
         event_id="evt_1",
         event_type="deletion.completed",
         body=b"{}",
     )
+
+
+def test_a_refused_url_at_delivery_time_is_a_failed_attempt_saying_why() -> None:
+    """Registered when the name was public; by delivery time it resolves to a private address
+    (DNS rebinding): no connection is made, the attempt's error says why."""
+    policy = _policy(timeout_s=1)
+    claimed = _claimed("https://hooks.example.com/x")
     sent: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -238,24 +246,8 @@ def test_dns_resolution_at_delivery_runs_inside_the_attempts_deadline() -> None:
     """A resolver that hangs does not hold the attempt past its timeout (nor the lease)."""
     import time
 
-    policy = delivery.DeliveryPolicy(
-        timeout_s=0.5,
-        lease_s=2,
-        backoff_s=1,
-        backoff_max_s=1,
-        max_attempts=3,
-        secret_overlap_s=0,
-        production=True,
-    )
-    claimed = delivery.Claimed(
-        delivery_id=uuid.uuid4(),
-        lease_id=uuid.uuid4(),
-        url="https://slow-dns.example.com/x",
-        secrets=("whsec_x",),
-        event_id="evt_1",
-        event_type="deletion.completed",
-        body=b"{}",
-    )
+    policy = _policy(timeout_s=0.5)
+    claimed = _claimed("https://slow-dns.example.com/x")
 
     def slow(_host: str, _port: int) -> list[str]:
         time.sleep(3)
