@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import importlib.util
 import shutil
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,3 +78,44 @@ def test_dev_and_run_locks_must_agree(lock: ModuleType) -> None:
     dev = lock.LOCK_DIR / "dev.txt"
     edit(dev, "redis==8.2.0", "redis==8.1.0")
     assert any("dev.txt pins redis==8.1.0, run.txt 8.2.0" in p for p in lock.check())
+
+
+def test_what_the_service_imports_it_declares() -> None:
+    """Every third-party package that unlearning/, service/, workers/ or migrations/ import is
+    a runtime dependency in pyproject.toml, not only a dev one or a dependency of a dependency:
+    `make run` installs requirements/run.txt alone (httpx, used by the webhook dispatcher,
+    was once only in the dev extra, and `make run` failed to start)."""
+    lock = load_lock_module()
+    declared = {canonicalize_name(r.name) for r in lock.requirements(lock.RUN)}
+    distributions = importlib.metadata.packages_distributions()
+    first_party = {"unlearning", "service", "workers", "migrations", "unlearn_client"}
+    missing: dict[str, str] = {}
+    for package in ("unlearning", "service", "workers", "migrations"):
+        for path in (ROOT / package).rglob("*.py"):
+            for name in runtime_imports(ast.parse(path.read_text())):
+                if name in sys.stdlib_module_names or name in first_party:
+                    continue
+                dists = {canonicalize_name(d) for d in distributions.get(name, [name])}
+                if not dists & declared:
+                    missing[name] = str(path.relative_to(ROOT))
+    assert not missing, f"imported but not runtime dependencies: {missing}"
+
+
+def runtime_imports(tree: ast.Module) -> set[str]:
+    """Top-level names of the modules imported, except under ``if TYPE_CHECKING:``."""
+    typing_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for stmt in block.body
+        for node in ast.walk(stmt)
+    }
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
