@@ -36,6 +36,7 @@ from service.engine import build_engine
 from service.exactness.endpoints import router as exactness_router
 from service.jobs.endpoints import router as jobs_router
 from service.keys.endpoints import router as keys_router
+from service.keys.endpoints import tenant_router
 from service.models.endpoints import router as models_router
 from service.observability.endpoints import router as metrics_router
 from service.observability.metrics import app_registry
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exactness_router,
         jobs_router,
         keys_router,
+        tenant_router,
         webhooks_router,
         webhook_deliveries_router,
     ):

@@ -259,6 +259,19 @@ def tenants_create(name: str) -> None:
     click.echo(str(tenant.id))
 
 
+@tenants.command("rotate-secret")
+@click.argument("name")
+def tenants_rotate_secret(name: str) -> None:
+    """Make a new identifier secret current for the tenant (older versions are kept, so that
+    earlier certificates stay verifiable) and print its version, never the secret."""
+    from service.db.repositories import TenantRepository
+
+    with _transaction() as session:
+        tenants = TenantRepository.from_session(session)
+        version = tenants.rotate_secret(tenants.by_name(name).id)
+    click.echo(str(version))
+
+
 @main.group()
 def keys() -> None:
     """API keys."""

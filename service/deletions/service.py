@@ -203,6 +203,7 @@ def request_deletion(
             "counts": _counts(request).model_dump(),
             "ids_digest": hashlib.sha256("\n".join(sorted(map(hasher, ids))).encode()).hexdigest(),
             "hash_scheme": hasher.scheme.value,
+            "secret_version": hasher.version,
             "invalidated": [
                 {"layer_id": layer.id, "artifact": layer.artifact_ref}
                 for layer in deactivation.invalidated
@@ -473,16 +474,18 @@ def verify_inclusion(
     session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID, body: DeletionVerify
 ) -> DeletionVerification:
     """Whether the identifier of ``body`` was part of the tenant's deletion: its hash, under the
-    scheme the deletion was recorded with, is the request's subject hash or one of its items'."""
+    scheme and secret version the deletion was recorded with, is the request's subject hash or
+    one of its items'."""
     deletions = DeletionRepository.from_session(session)
     request = deletions.get(deletion_id, tenant_id=tenant_id)
     hasher = TenantRepository.from_session(session).hasher(tenant_id)
     if body.subject_id is not None:
-        subject = hasher.under(request.hash_scheme, body.subject_id)
+        subject = hasher.under(request.hash_scheme, body.subject_id, request.secret_version)
         included = request.subject_hash is not None and request.subject_hash == subject
     else:
         assert body.sample_id is not None
-        included = deletions.includes(request, hasher.under(request.hash_scheme, body.sample_id))
+        digest = hasher.under(request.hash_scheme, body.sample_id, request.secret_version)
+        included = deletions.includes(request, digest)
     return DeletionVerification(
         deletion_id=request.id, included=included, scheme=request.hash_scheme
     )

@@ -1,4 +1,5 @@
-"""``/keys``: a tenant's API keys, for its admin keys. Another tenant's key is a 404."""
+"""``/keys``: a tenant's API keys, for its admin keys. Another tenant's key is a 404. And
+``/tenant/hash-secret/rotate``: the tenant's other secret, that of its identifier hashes."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from service.api.deps import SessionDep
 from service.api.problems import problem_responses
 from service.api.ratelimit import AdminWriterKey
 from service.keys import service
-from service.keys.schemas import IssuedKeyPublic, KeyCreate, KeyPublic
+from service.keys.schemas import IssuedKeyPublic, KeyCreate, KeyPublic, SecretRotated
 
 router = APIRouter(prefix="/keys", tags=["keys"])
+tenant_router = APIRouter(prefix="/tenant", tags=["keys"])
 PROBLEMS = problem_responses(401, 403, 404, 413, 422, 429)
 
 
@@ -40,3 +42,11 @@ def revoke_key(key_id: uuid.UUID, key: AdminWriterKey, session: SessionDep) -> R
     """Revoke a key: every later call with it is a 401."""
     service.revoke_key(session, key.tenant_id, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@tenant_router.post("/hash-secret/rotate", responses=problem_responses(401, 403, 429))
+def rotate_hash_secret(key: AdminWriterKey, session: SessionDep) -> SecretRotated:
+    """A new secret for the tenant's identifier hashes (after a suspected leak, or on a
+    schedule): new deletions hash with it; the old versions are kept, never shown, so that
+    earlier certificates stay verifiable and idempotent replays still match."""
+    return service.rotate_hash_secret(session, key.tenant_id)

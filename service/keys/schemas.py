@@ -29,3 +29,12 @@ class KeyPublic(BaseModel):
 class IssuedKeyPublic(BaseModel):
     key: KeyPublic
     token: str = Field(description="`Authorization: Bearer <token>`; shown this once only.")
+
+
+class SecretRotated(BaseModel):
+    """The answer to a rotation of the identifier secret: its new version, never the secret."""
+
+    version: int = Field(
+        description="The version now current: new identifier hashes use it; older versions "
+        "are kept, so that earlier certificates stay verifiable."
+    )

@@ -7,9 +7,9 @@ import uuid
 from sqlalchemy.orm import Session
 
 from service.db.models import ApiKey, Role
-from service.db.repositories import ApiKeyRepository
+from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.db.repositories.tenants import IssuedKey
-from service.keys.schemas import IssuedKeyPublic, KeyCreate, KeyPublic
+from service.keys.schemas import IssuedKeyPublic, KeyCreate, KeyPublic, SecretRotated
 
 
 def key_public(key: ApiKey) -> KeyPublic:
@@ -49,3 +49,8 @@ def rotate_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> Iss
 def revoke_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> None:
     keys = ApiKeyRepository.from_session(session)
     keys.revoke(keys.get(key_id, tenant_id=tenant_id).id)
+
+
+def rotate_hash_secret(session: Session, tenant_id: uuid.UUID) -> SecretRotated:
+    """A new identifier secret for the tenant (the old one is kept, see service/db/hashing.py)."""
+    return SecretRotated(version=TenantRepository.from_session(session).rotate_secret(tenant_id))

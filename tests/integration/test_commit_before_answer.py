@@ -35,6 +35,7 @@ from service.db.models import (
     ModelStatus,
     Role,
     Sample,
+    TenantOldSecret,
     Webhook,
     WebhookDelivery,
 )
@@ -315,6 +316,13 @@ CASES = [
         lambda w: w.client.delete(f"/keys/{w.ids['key']}", headers=w.admin.headers),
         204,
         _revoked,
+    ),
+    Case(
+        "POST /tenant/hash-secret/rotate",
+        _nothing,
+        lambda w: w.admin.post("/tenant/hash-secret/rotate"),
+        200,
+        lambda w, conn: w.count(conn, TenantOldSecret) == 1,
     ),
     Case(
         "POST /webhooks",

@@ -29,7 +29,14 @@ from service.db.models.lineage import (
 )
 from service.db.models.outbox import OutboxMessage
 from service.db.models.samples import Sample, SamplePayload
-from service.db.models.tenancy import ApiKey, DashboardSession, Role, Tenant, TenantSecret
+from service.db.models.tenancy import (
+    ApiKey,
+    DashboardSession,
+    Role,
+    Tenant,
+    TenantOldSecret,
+    TenantSecret,
+)
 from service.db.models.webhooks import (
     DeliveryState,
     Webhook,
@@ -74,6 +81,7 @@ __all__ = [
     "SliceSequence",
     "Task",
     "Tenant",
+    "TenantOldSecret",
     "TenantSecret",
     "UnlearningPolicy",
     "Webhook",

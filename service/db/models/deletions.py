@@ -44,6 +44,9 @@ class DeletionRequest(UuidPk, Base):
         default=HashScheme.hmac_sha256,
         server_default=HashScheme.sha256.value,
     )
+    # The version of the tenant's identifier secret that made the keyed hashes above (a
+    # rotation keeps the old versions, so that this request stays verifiable).
+    secret_version: Mapped[int] = mapped_column(default=1, server_default="1")
     status: Mapped[DeletionStatus] = mapped_column(
         str_enum(DeletionStatus), default=DeletionStatus.received
     )

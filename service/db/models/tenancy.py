@@ -40,6 +40,22 @@ class TenantSecret(CreatedAt, Base):
     # The tenant existed before keyed hashes: some of its deleted samples may still be named
     # `deleted:<sha256>`.
     legacy_id_hashes: Mapped[bool] = mapped_column(default=False)
+    # The version of `identifier_secret`: a rotation moves the secret to TenantOldSecret and
+    # makes a new one, one version up.
+    secret_version: Mapped[int] = mapped_column(default=1, server_default="1")
+
+
+class TenantOldSecret(CreatedAt, Base):
+    """A retired identifier secret: kept (forever) so that the rows hashed with it stay
+    verifiable; read only by the tenant's hasher, never returned nor logged."""
+
+    __tablename__ = "tenant_old_secrets"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    identifier_secret: Mapped[bytes] = mapped_column(sa.LargeBinary(SECRET_BYTES))
 
 
 class ApiKey(UuidPk, CreatedAt, Base):

@@ -73,7 +73,9 @@ class DeletionRepository(Repository):
                 DeletionRequest.idempotency_key == idempotency_key,
             )
         )
-        if earlier is not None and earlier.body_hash != hasher.under(earlier.hash_scheme, body):
+        if earlier is not None and earlier.body_hash != hasher.under(
+            earlier.hash_scheme, body, earlier.secret_version
+        ):
             raise IdempotencyConflictError(KEY_REUSED)
         return earlier
 
@@ -100,6 +102,7 @@ class DeletionRepository(Repository):
             body_hash=hasher(body),
             subject_hash=hasher(subject_id) if subject_id is not None else None,
             hash_scheme=hasher.scheme,
+            secret_version=hasher.version,
             status=DeletionStatus.received,
             received_at=received_at or utcnow(),
             n_requested=0,
@@ -114,8 +117,9 @@ class DeletionRepository(Repository):
     def subject_deleted_before(
         self, model_id: uuid.UUID, subject_id: str, hasher: TenantHasher
     ) -> bool:
-        """Whether an earlier request deleted samples of this subject from the model."""
-        hashes = {hasher.under(scheme, subject_id) for scheme in HashScheme}
+        """Whether an earlier request deleted samples of this subject from the model (its hash
+        under any scheme and secret version)."""
+        hashes = {hasher.under(HashScheme.sha256, subject_id), *hasher.every(subject_id)}
         query = sa.select(DeletionRequest.id).where(
             DeletionRequest.model_id == model_id,
             DeletionRequest.subject_hash.in_(hashes),

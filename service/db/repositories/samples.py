@@ -71,8 +71,9 @@ def deleted_external_id(external_id: str, hasher: TenantHasher) -> str:
 
 
 def _deleted_names(external_id: str, hasher: TenantHasher) -> list[str]:
-    """The names a deleted sample may carry: keyed, and plain for a tenant's older deletions."""
-    names = [deleted_external_id(external_id, hasher)]
+    """The names a deleted sample may carry: keyed under any version of the secret, and plain
+    for a tenant's older deletions."""
+    names = [DELETED_PREFIX + digest for digest in sorted(hasher.every(external_id))]
     if hasher.legacy:
         names.append(DELETED_PREFIX + plain_hash(external_id))
     return names

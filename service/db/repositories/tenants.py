@@ -11,8 +11,15 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from service.db.hashing import TenantHasher
-from service.db.models import ApiKey, DashboardSession, Role, Tenant, TenantSecret
+from service.db.hashing import TenantHasher, new_secret
+from service.db.models import (
+    ApiKey,
+    DashboardSession,
+    Role,
+    Tenant,
+    TenantOldSecret,
+    TenantSecret,
+)
 from service.db.models.base import utcnow
 from service.db.repositories.base import Repository
 from service.errors import DuplicateTenantError, KeyNotFoundError, TenantNotFoundError
@@ -50,12 +57,50 @@ class TenantRepository(Repository):
         return tenant
 
     def hasher(self, tenant_id: uuid.UUID) -> TenantHasher:
-        """The tenant's identifier hasher (one primary-key read): made once per unit of work and
-        passed along, so that a deletion reads the secret once."""
+        """The tenant's identifier hasher (one primary-key read, and one more for the retired
+        secrets once the tenant rotated): made once per unit of work and passed along, so that
+        a deletion reads the secret once."""
+        secret = self._secret(tenant_id)
+        older: dict[int, bytes] = {}
+        if secret.secret_version > 1:
+            rows = self.session.execute(
+                sa.select(TenantOldSecret.version, TenantOldSecret.identifier_secret).where(
+                    TenantOldSecret.tenant_id == tenant_id
+                )
+            )
+            older = {version: old for version, old in rows}
+        return TenantHasher(
+            secret.identifier_secret,
+            version=secret.secret_version,
+            older=older,
+            legacy=secret.legacy_id_hashes,
+        )
+
+    def rotate_secret(self, tenant_id: uuid.UUID) -> int:
+        """Make a new identifier secret current, one version up, and keep the old one (rows
+        hashed with it stay verifiable); returns the new version. The secret row is locked, so
+        two rotations cannot both retire the same version."""
+        self.get(tenant_id)
+        secret = self.session.get(TenantSecret, tenant_id, with_for_update=True)
+        if secret is None:  # every tenant gets one when created, or from the migration
+            raise LookupError(f"tenant {tenant_id} has no identifier secret")
+        self.session.add(
+            TenantOldSecret(
+                tenant_id=tenant_id,
+                version=secret.secret_version,
+                identifier_secret=secret.identifier_secret,
+            )
+        )
+        secret.identifier_secret = new_secret()
+        secret.secret_version += 1
+        self.session.flush()
+        return secret.secret_version
+
+    def _secret(self, tenant_id: uuid.UUID) -> TenantSecret:
         secret = self.session.get(TenantSecret, tenant_id)
         if secret is None:  # every tenant gets one when created, or from the migration
             raise LookupError(f"tenant {tenant_id} has no identifier secret")
-        return TenantHasher(secret.identifier_secret, legacy=secret.legacy_id_hashes)
+        return secret
 
     def by_name(self, name: str) -> Tenant:
         tenant = self.session.scalar(sa.select(Tenant).where(Tenant.name == name))
