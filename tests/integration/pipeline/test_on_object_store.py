@@ -14,7 +14,7 @@ from service.engine import artifact_store, build_engine
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import Api, InProcessWorker, problem, samples, trained_model
-from tests.integration.pipeline.test_artifact_collection import invalidated, live
+from tests.integration.pipeline.test_artifact_collection import live
 from tests.integration.s3 import S3Server
 from tests.integration.services import free_port
 from unlearning.artifacts import ref_digest
@@ -62,7 +62,9 @@ def test_train_serve_unlearn_and_collect_on_s3(
     deletion = api.ok(api.delete(model_id, sample_ids=["s003"]), 202)
     assert worker.drain() >= 1
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
-    dead = invalidated(worker)
+    # the layers it cut (a completed deletion withdraws them: `discarded`, no longer `invalidated`)
+    certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    dead = {layer["artifact"] for layer in certificate["layers_invalidated"]}
     assert dead and not dead & in_bucket(s3_server, s3_bucket), "collected from the bucket"
     assert in_bucket(s3_server, s3_bucket) == live(worker)
     after = api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["good", "bad"]}))
