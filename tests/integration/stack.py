@@ -16,7 +16,9 @@ from tests.integration.services import require_redis, stop, unlearn
 
 
 class WorkerStack:
-    def __init__(self, tmp_path: Path, *, job_lease_s: float = 900.0) -> None:
+    def __init__(
+        self, tmp_path: Path, *, job_lease_s: float = 900.0, restore_after_s: float = 0
+    ) -> None:
         self.broker = require_redis()
         redis.Redis.from_url(self.broker).flushdb()
         self.database = FreshDatabase("postgresql", tmp_path)
@@ -29,7 +31,7 @@ class WorkerStack:
             job_lease_s=job_lease_s,
             # Parked orders follow as soon as a retrain finishes, so that tests can compare the
             # whole model with a fresh training (the API process of the e2e test keeps 600 s).
-            retrain_restore_after_s=0,
+            retrain_restore_after_s=restore_after_s,
             retrain_window_s=0,
         )
         self.env = {
@@ -38,6 +40,8 @@ class WorkerStack:
             "UNLEARN_BROKER_URL": self.broker,
             "UNLEARN_BACKBONE_PATH": str(self.settings.backbone_path),
             "UNLEARN_LOG_FORMAT": "json",
+            "UNLEARN_RETRAIN_RESTORE_AFTER_S": str(restore_after_s),
+            "UNLEARN_RETRAIN_WINDOW_S": "0",
         }
         self.workers: list[subprocess.Popen[str]] = []
         self.db = make_engine(self.settings.database_url)

@@ -196,3 +196,71 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
     final = _ok(client.post(predict, json={"texts": ["good one"]}, headers=headers))
     assert final["serving_generation"] == status["serving_generation"]
     assert len(final["shards"]) == 2 and all(s["stages"] == 2 for s in final["shards"])
+
+
+def test_completed_leaves_no_approximate_layer_with_real_workers(tmp_path: Path) -> None:
+    """`make run`'s two worker processes, the parked orders' retrains an hour away (as in
+    production, where they wait): the pass serves, the served orders' exact retrains land, the
+    deletion is `completed`, and no approximate layer (all were edited from weights that saw
+    the deleted samples) stays servable or stored, whichever order it sits in."""
+    stack = WorkerStack(tmp_path, restore_after_s=3600)
+    for queues, name in RUN_WORKERS:
+        stack.worker("--queues", queues, "--name", name)
+    try:
+        with TestClient(create_app(stack.settings), raise_server_exceptions=False) as client:
+            _approximate_then_complete(client, stack.settings)
+    finally:
+        output = stack.close()
+        assert "Traceback" not in output, output[-4000:]
+
+
+def _approximate_then_complete(client: TestClient, settings: Settings) -> None:
+    headers = auth(issue_keys(settings)["a"])
+    policy = {"unlearning_policy": "approximate_then_exact"}
+    model_id = _ok(client.post("/models", json={**TINY_MODEL, **policy}, headers=headers), 201)[
+        "id"
+    ]
+    rows = samples(24)
+    _ok(client.post(f"/models/{model_id}/samples", json={"samples": rows}, headers=headers))
+    job = _ok(client.post(f"/models/{model_id}/train", headers=headers), 202)
+    wait_for(
+        lambda: _ok(client.get(job["job_url"], headers=headers))["status"] == "succeeded",
+        TIMEOUT_S,
+        "training",
+    )
+    body = {"model_id": model_id, "sample_ids": ["s001", "s002"]}
+    deletion = _ok(client.post("/deletions", json=body, headers=headers), 202)
+    url = f"/deletions/{deletion['id']}"
+    done = wait_for(
+        lambda: (
+            (d := _ok(client.get(url, headers=headers)))["status"] in ("completed", "failed") and d
+        ),
+        TIMEOUT_S,
+        "the served orders' retrains",
+    )
+    assert done["status"] == "completed" and done["approximated_at"], done
+
+    # Today's state: the other orders' retrains are parked, an hour away.
+    status = _ok(client.get(f"/models/{model_id}/status", headers=headers))
+    assert status["pending_retrains"] > 0, "the other orders wait, parked"
+    certificate = _ok(client.get(f"{url}/certificate", headers=headers))
+    assert certificate["unlearning"] == "exact" and certificate["layers_approximated"]
+    assert not [a for a in certificate["layers_approximated"] if a["served"]], certificate
+    sequences = [q for s in status["shards"] for q in s["sequences"]]
+    assert all(q["valid_prefix"] == q["exact_prefix"] for q in sequences), sequences
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        servable = conn.execute(
+            sa.select(Layer.id, Layer.artifact_ref).where(
+                Layer.approximate.is_(True),
+                Layer.state.in_([LayerState.active, LayerState.invalidated]),
+            )
+        ).all()
+    engine.dispose()
+    assert not servable, f"approximate layers left servable: {servable}"
+
+    def collected() -> bool:  # by the housekeeping round that follows the completion
+        layers = _ok(client.get(f"{url}/certificate", headers=headers))["layers_approximated"]
+        return all(a["artifact_deleted"] or a["artifact_in_use"] for a in layers)
+
+    wait_for(collected, 60, "the approximate layers' artifacts to be collected")
