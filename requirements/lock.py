@@ -158,7 +158,10 @@ def compile_locks(upgrade: bool) -> None:
     try:
         for lock in (RUN, DEV):
             constraints = [CONSTRAINTS] + ([run_with_torch] if lock is DEV else [])
-            text = _compile(lock, constraints, upgrade)
+            # dev.txt's "via" names run.txt, not the temporary copy (no churn between runs)
+            text = _compile(lock, constraints, upgrade).replace(
+                str(run_with_torch), "requirements/run.txt"
+            )
             if lock is RUN:
                 run_with_torch.write_text(text)
             kept = []
