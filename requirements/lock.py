@@ -170,17 +170,25 @@ def compile_locks(upgrade: bool) -> None:
                     torch_block = [line for line in block if "--hash" in line or "==" in line]
                 else:
                     kept.append("\n".join(block))
-            lock.path.write_text(_header(lock.name, inputs_digest(lock)) + "\n".join(kept) + "\n")
+            _write(lock.path, _header(lock.name, inputs_digest(lock)) + "\n".join(kept) + "\n")
     finally:
         run_with_torch.unlink()
     if torch_block is None:
         raise SystemExit("torch is not in the resolution: the project must depend on it")
     torch_block[-1] = torch_block[-1].rstrip(" \\")
-    TORCH.write_text(
+    _write(
+        TORCH,
         "# torch-cpu.txt: the CPU build, for CPU installs (GPU images install their own).\n"
         + "\n".join(torch_block)
-        + "\n"
+        + "\n",
     )
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` unless the file holds it already (an unchanged lock keeps its mtime, so
+    make does not reinstall)."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def check() -> list[str]:
