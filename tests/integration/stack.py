@@ -17,8 +17,10 @@ from tests.integration.services import require_redis, stop, unlearn
 
 class WorkerStack:
     def __init__(
-        self, tmp_path: Path, *, job_lease_s: float = 900.0, restore_after_s: float = 0
+        self, tmp_path: Path, *, job_lease_s: float = 900.0, restore_after_s: float | None = None
     ) -> None:
+        """``restore_after_s``: the parked orders' delay in the API and, when given, in the
+        workers too (by default they keep the setting's own, 600 s)."""
         self.broker = require_redis()
         redis.Redis.from_url(self.broker).flushdb()
         self.database = FreshDatabase("postgresql", tmp_path)
@@ -31,7 +33,7 @@ class WorkerStack:
             job_lease_s=job_lease_s,
             # Parked orders follow as soon as a retrain finishes, so that tests can compare the
             # whole model with a fresh training (the API process of the e2e test keeps 600 s).
-            retrain_restore_after_s=restore_after_s,
+            retrain_restore_after_s=restore_after_s or 0,
             retrain_window_s=0,
         )
         self.env = {
@@ -40,9 +42,9 @@ class WorkerStack:
             "UNLEARN_BROKER_URL": self.broker,
             "UNLEARN_BACKBONE_PATH": str(self.settings.backbone_path),
             "UNLEARN_LOG_FORMAT": "json",
-            "UNLEARN_RETRAIN_RESTORE_AFTER_S": str(restore_after_s),
-            "UNLEARN_RETRAIN_WINDOW_S": "0",
         }
+        if restore_after_s is not None:
+            self.env["UNLEARN_RETRAIN_RESTORE_AFTER_S"] = str(restore_after_s)
         self.workers: list[subprocess.Popen[str]] = []
         self.db = make_engine(self.settings.database_url)
 
