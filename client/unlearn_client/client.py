@@ -52,6 +52,7 @@ from unlearn_client.models import (
     SampleIn,
     SampleRowError,
     SamplesResult,
+    SecretRotated,
     TrainAccepted,
     Webhook,
     WebhookWithSecret,
@@ -502,6 +503,11 @@ class UnlearnClient:
 
     def revoke_key(self, key_id: str | uuid.UUID) -> None:
         self._call("DELETE", f"/keys/{key_id}")
+
+    def rotate_hash_secret(self) -> SecretRotated:
+        """A new secret for the tenant's identifier hashes (admin key): new deletions hash with
+        it; earlier certificates stay verifiable. Never retried (a rotation is not idempotent)."""
+        return cast(SecretRotated, self._call("POST", "/tenant/hash-secret/rotate"))
 
     # --- webhooks (writes need an admin key) -------------------------------------------------
 

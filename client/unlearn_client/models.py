@@ -397,6 +397,12 @@ class IssuedKey(TypedDict):
     token: str
 
 
+class SecretRotated(TypedDict):
+    """The identifier secret's version now current (never the secret itself)."""
+
+    version: int
+
+
 # --- webhooks -------------------------------------------------------------------------------
 
 WebhookEventType = Literal[

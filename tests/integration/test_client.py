@@ -199,6 +199,9 @@ def test_errors_are_typed_and_carry_the_problem_document(stack: Stack) -> None:
         with stack.client(issued["token"]) as app, pytest.raises(PermissionDeniedError) as denied:
             app.list_keys()
         assert denied.value.status == 403 and isinstance(denied.value, AuthenticationError)
+        with stack.client(issued["token"]) as app, pytest.raises(PermissionDeniedError):
+            app.rotate_hash_secret()  # an admin's action
+        assert api.rotate_hash_secret() == {"version": 2}  # the version, never the secret
         api.revoke_key(issued["key"]["id"])
         with stack.client(issued["token"]) as app, pytest.raises(AuthenticationError):
             app.list_deletions()

@@ -328,6 +328,7 @@ def test_other_posts_are_never_retried(
         lambda c: c.redeliver_webhook_delivery("dl1"),
         lambda c: c.retry_deletion("d1"),
         lambda c: c.create_key("k"),
+        lambda c: c.rotate_hash_secret(),
     ]
     for call in calls:
         service = Recorder(answer, httpx.Response(200, json={}))
