@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
+from service.db.engine import make_engine, make_session_factory
+from service.db.models import Role
 from service.settings import Settings
 from tests.conftest import FreshDatabase
-from tests.integration.api import Api, InProcessWorker, save_tiny_backbone
+from tests.integration.api import Api, InProcessWorker, issue_keys, save_tiny_backbone
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +36,17 @@ def worker(settings: Settings) -> Iterator[InProcessWorker]:
 @pytest.fixture
 def api(client: TestClient, keys: dict[str, str]) -> Api:
     return Api(client, keys["a"])
+
+
+@pytest.fixture
+def admin(client: TestClient, settings: Settings) -> Api:
+    """An admin key of tenant a (test_dashboard.py takes its token instead)."""
+    return Api(client, issue_keys(settings, Role.admin)["a"])
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the test's database, apart from the app's (to read what it committed)."""
+    engine = make_engine(settings.database_url)
+    yield make_session_factory(engine)
+    engine.dispose()

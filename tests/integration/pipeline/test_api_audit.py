@@ -4,7 +4,6 @@ the status and the dashboard report, and identifier checks under their own rate 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,24 +11,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.engine import make_engine, make_session_factory
-from service.db.models import AuditEntry, Role
+from service.db.models import AuditEntry
 from service.settings import Settings
-from tests.integration.api import TINY_MODEL, Api, auth, issue_keys, problem, samples
+from tests.integration.api import TINY_MODEL, Api, auth, problem, samples
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def admin(client: TestClient, settings: Settings) -> Api:
-    return Api(client, issue_keys(settings, Role.admin)["a"])
 
 
 def _model_with_history(api: Api, deletions: int = 3) -> str:

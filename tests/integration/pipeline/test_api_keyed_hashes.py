@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,22 +13,13 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.engine import make_engine, make_session_factory
 from service.db.hashing import keyed_hash, plain_hash
 from service.db.models import Sample, TenantSecret
 from service.db.repositories import TenantRepository
-from service.settings import Settings
 from tests.integration.api import TINY_MODEL, Api, problem, samples
 
 pytestmark = pytest.mark.integration
 SUBJECT = "alice@example.com"
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

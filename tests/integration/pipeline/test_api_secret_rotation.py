@@ -5,39 +5,24 @@ deleted (not unknown)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.cli import main
-from service.db.engine import make_engine, make_session_factory
 from service.db.hashing import TenantHasher, keyed_hash
-from service.db.models import DeletionRequest, Role
+from service.db.models import DeletionRequest
 from service.db.repositories import TenantRepository
 from service.observability import logs
 from service.settings import Settings, get_settings
-from tests.integration.api import TINY_MODEL, Api, issue_keys, problem, samples
+from tests.integration.api import TINY_MODEL, Api, problem, samples
 
 pytestmark = pytest.mark.integration
 SUBJECT = "alice@example.com"
 ROTATE = "/tenant/hash-secret/rotate"
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def admin(client: TestClient, settings: Settings) -> Api:
-    return Api(client, issue_keys(settings, Role.admin)["a"])
 
 
 def _hasher(db: sessionmaker[Session]) -> TenantHasher:

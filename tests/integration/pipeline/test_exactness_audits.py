@@ -35,11 +35,6 @@ LAYERS = 8  # 2 shards x 2 sequences x 2 stages
 
 
 @pytest.fixture
-def admin(client: TestClient, settings: Settings) -> Api:
-    return Api(client, issue_keys(settings, Role.admin)["a"])
-
-
-@pytest.fixture
 def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where the audit's temporary folders go (to see that none is left behind)."""
     folder = tmp_path / "scratch"
