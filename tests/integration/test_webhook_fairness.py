@@ -57,18 +57,23 @@ def _register(admin: Api, url: str) -> dict[str, Any]:
     return created
 
 
-def test_a_tenant_with_silent_endpoints_does_not_delay_another_tenants_event(
-    fresh_db: FreshDatabase, tmp_path: Path, record_property: Any
-) -> None:
-    settings = Settings(
+def _settings(fresh_db: FreshDatabase, tmp_path: Path, **extra: Any) -> Settings:
+    """Short attempts, a quick poll, and ``SHARE`` of the dispatcher's slots per tenant."""
+    return Settings(
         data_dir=tmp_path,
         database_url=fresh_db.url(),
         webhook_timeout_s=TIMEOUT_S,
         webhook_lease_s=TIMEOUT_S + 5,
         webhook_poll_s=0.05,
-        webhook_max_endpoints=SILENT_ENDPOINTS,
         webhook_tenant_in_flight=SHARE,
+        **extra,
     )
+
+
+def test_a_tenant_with_silent_endpoints_does_not_delay_another_tenants_event(
+    fresh_db: FreshDatabase, tmp_path: Path, record_property: Any
+) -> None:
+    settings = _settings(fresh_db, tmp_path, webhook_max_endpoints=SILENT_ENDPOINTS)
     silent = Receiver(tmp_path, then="hang")  # accepts every POST and never answers
     healthy = Receiver(tmp_path)
     try:
@@ -103,14 +108,7 @@ def test_when_every_slot_is_held_the_next_free_one_goes_to_the_waiting_tenant(
     """Two tenants with silent endpoints fill all 8 slots (4 each); a third tenant's event waits
     for the first slot that frees (a silent attempt timing out), and gets it before either
     noisy tenant's next delivery. The bound: ``TIMEOUT_S`` + 1.5 s after its commit."""
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=fresh_db.url(),
-        webhook_timeout_s=TIMEOUT_S,
-        webhook_lease_s=TIMEOUT_S + 5,
-        webhook_poll_s=0.05,
-        webhook_tenant_in_flight=SHARE,
-    )
+    settings = _settings(fresh_db, tmp_path)
     silent = Receiver(tmp_path, then="hang")
     healthy = Receiver(tmp_path)
     try:
