@@ -267,7 +267,7 @@ class EvalSet:
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             width = int(lengths[index].max())
-            rows = Encoded(encoded.input_ids[index, :width], encoded.attention_mask[index, :width])
+            rows = Encoded(encoded.inputs[index, :width], encoded.attention_mask[index, :width])
             with torch.no_grad():
                 self.batches.append((index, rows, backbone.hidden_at(rows, depth)))
 
@@ -375,7 +375,8 @@ class Bench:
         self.engine = S3TEngine(backbone, LocalArtifactStore(store))
         self.spec = ModelSpec.plan(config)
         self.eval_batch = eval_batch
-        self.train_encoded = backbone.encode([s.text for s in problem.samples], config.max_length)
+        contents = [s.content for s in problem.samples]
+        self.train_encoded = backbone.encode(contents, config.max_length)
         self.test_encoded = backbone.encode(problem.test_texts, config.max_length)
         self.targets = torch.tensor(problem.targets)
 

@@ -125,7 +125,7 @@ def test_the_evaluation_harness_reads_cuda_outputs(cuda: Backbone, tmp_path: Pat
     engine = _engine(cuda, tmp_path)
     layers = _index(engine.train(spec, samples))
     prefixes = {s: [layers[(s, 0, 1)]] for s in range(TINY.n_shards)}
-    texts = [s.text for s in samples]
+    texts = [s.content for s in samples]
     labels = torch.tensor([int(s.target) for s in samples], device="cuda")
     outputs = engine.predict(TINY, texts, prefixes).outputs
     assert 0.0 <= accuracy(outputs, labels) <= 100.0

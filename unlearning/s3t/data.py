@@ -9,18 +9,20 @@ from typing import Protocol
 
 import torch
 
+from unlearning.families import Content
 from unlearning.s3t.backbone import Backbone, Encoded
 from unlearning.s3t.config import S3TConfig, Task
 
 
 @dataclass(frozen=True)
 class TrainingSample:
-    """One training sample, already placed in its shard and slice."""
+    """One training sample, already placed in its shard and slice: a text, or an encoded
+    image (bytes) for an image model."""
 
     id: str
     shard: int
     slice: int
-    text: str
+    content: Content
     target: float
 
 
@@ -56,7 +58,7 @@ class ShardData:
             ids=tuple(s.id for s in ordered),
             slices=torch.tensor([s.slice for s in ordered], dtype=torch.long, device=device),
             targets=targets.to(device),
-            encoded=backbone.encode([s.text for s in ordered], config.max_length),
+            encoded=backbone.encode([s.content for s in ordered], config.max_length),
         )
 
     def rows_of(self, slices: Iterable[int]) -> torch.Tensor:
@@ -127,7 +129,7 @@ class CachedHiddenStates:
                     hidden = self.backbone.run(hidden, chunk.attention_mask, reached, d)
                     parts[d].append(hidden)
                     reached = d
-        width = self.encoded.input_ids.shape[1]
+        width = self.encoded.attention_mask.shape[1]
         for d, chunks in parts.items():
             self._states[d] = (
                 torch.cat(chunks)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 from unlearning.artifacts import ArtifactStore
+from unlearning.families import Content
 from unlearning.s3t.backbone import Backbone
 from unlearning.s3t.blocks import stage_depths
 from unlearning.s3t.config import S3TConfig, Task
@@ -163,7 +164,7 @@ class S3TEngine:
     def predict(
         self,
         config: S3TConfig,
-        texts: Sequence[str],
+        contents: Sequence[Content],
         prefixes: Mapping[int, Sequence[str]],
         *,
         batched: bool = True,
@@ -174,7 +175,7 @@ class S3TEngine:
         if not live:
             raise ValueError("no live shard: every shard's sequences are invalidated")
         served = [ServedShard.from_prefix([self.load_stage(r) for r in prefixes[s]]) for s in live]
-        encoded = self.backbone.encode(list(texts), config.max_length)
+        encoded = self.backbone.encode(list(contents), config.max_length)
         predictor = self._predictors.get(config.target_modules)
         if predictor is None:
             predictor = EnsemblePredictor(self.backbone, config.target_modules)

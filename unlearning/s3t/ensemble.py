@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unlearning.s3t.backbone import Backbone, Encoded, mean_pool
+from unlearning.s3t.backbone import Backbone, Encoded
 from unlearning.s3t.weights import LoraPair, StageWeights
 
 
@@ -86,7 +86,7 @@ class EnsemblePredictor:
             finally:
                 for handle in handles:
                     handle.remove()
-            pooled = mean_pool(hidden, mask).view(n_shards, rows, -1)
+            pooled = self.backbone.pool(hidden, mask).view(n_shards, rows, -1)
             weight = torch.stack([shard.head_weight for shard in shards])
             bias = torch.stack([shard.head_bias for shard in shards])
             return torch.baddbmm(bias.unsqueeze(1), pooled, weight.transpose(1, 2))

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from unlearning.gradient_penalty import gradient_norm_penalty
-from unlearning.s3t.backbone import Backbone, mean_pool
+from unlearning.s3t.backbone import Backbone
 from unlearning.s3t.blocks import stage_layers
 from unlearning.s3t.config import S3TConfig, Schedule, Task
 from unlearning.s3t.data import HiddenStates, ShardData
@@ -211,7 +211,7 @@ class SequenceTrainer:
                             self.backbone.n_layers,
                             stack.layers,
                         )
-                        outputs = head(mean_pool(states, mask))
+                        outputs = head(self.backbone.pool(states, mask))
                         loss = _loss(cfg.task, outputs, data.targets[batch])
                         if cfg.gradient_penalty:
                             loss = gradient_norm_penalty(loss, params, cfg.gradient_penalty)

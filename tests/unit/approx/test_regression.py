@@ -169,8 +169,8 @@ def test_the_blindspot_model_sees_its_share_of_the_retain_set(
     train_blindspot(_model(trained), retain, dataclasses.replace(FAST, retain_fraction=0.5))
     (data,) = fitted
     assert len(data) == len(retain) // 2
-    rows = {tuple(r) for r in retain.encoded.input_ids.tolist()}
-    assert {tuple(r) for r in data.encoded.input_ids.tolist()} <= rows
+    rows = {tuple(r) for r in retain.encoded.inputs.tolist()}
+    assert {tuple(r) for r in data.encoded.inputs.tolist()} <= rows
 
 
 def test_frozen_stages_stay_byte_identical(trained: list[StageWeights]) -> None:

