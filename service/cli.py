@@ -279,6 +279,54 @@ def tenants_rotate_secret(name: str) -> None:
     click.echo(str(version))
 
 
+@main.group("base-models")
+def base_models() -> None:
+    """The base-model catalogue: the pretrained folders models fine-tune (deployment-wide)."""
+
+
+@base_models.command("register")
+@click.argument("name")
+@click.argument("uri")
+def base_models_register(name: str, uri: str) -> None:
+    """Register the Hugging Face folder (or s3://bucket/prefix) URI as NAME, read offline:
+    its family, size and weights' digest (an unsupported architecture is refused here)."""
+    from service.base_models.service import register
+
+    with _transaction() as session:
+        base = register(session, get_settings(), name, uri)
+        line = f"{base.name}\t{base.family}\t{base.modality.value}\t{base.n_layers} layers\t"
+        line += base.sha256
+    click.echo(line)
+
+
+@base_models.command("list")
+def base_models_list() -> None:
+    """Every base model: name, family, modality, layers, models using it, digest, location."""
+    from service.db.repositories import BaseModelRepository
+
+    with _transaction() as session:
+        repository = BaseModelRepository.from_session(session)
+        usage = repository.usage()
+        lines = [
+            f"{b.name}\t{b.family}\t{b.modality.value}\t{b.n_layers}\t"
+            f"{usage.get(b.id, 0)} models\t{b.sha256}\t{b.uri}"
+            for b in repository.list()
+        ]
+    for line in lines:
+        click.echo(line)
+
+
+@base_models.command("remove")
+@click.argument("name")
+def base_models_remove(name: str) -> None:
+    """Remove base model NAME; refused while any model uses it."""
+    from service.base_models.service import remove
+
+    with _transaction() as session:
+        remove(session, name)
+    click.echo(f"removed {name}")
+
+
 @main.group()
 def keys() -> None:
     """API keys."""

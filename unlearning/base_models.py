@@ -17,7 +17,9 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unlearning.families import UnsupportedArchitecture, family_of
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -37,8 +39,16 @@ class BaseModelChanged(BaseModelError):  # noqa: N818 (the name the catalogue do
     """The folder's weight files are not the ones registered: their digest differs."""
 
 
-class UnsupportedArchitecture(BaseModelError):  # noqa: N818 (unlearning.families names it so)
-    """Shim of ``unlearning.families.UnsupportedArchitecture`` until the family adapters land."""
+__all__ = [
+    "BaseModelChanged",
+    "BaseModelError",
+    "Description",
+    "UnsupportedArchitecture",
+    "describe",
+    "download_s3",
+    "verify",
+    "weights_digest",
+]
 
 
 def digest_files(folder: Path) -> list[Path]:
@@ -91,24 +101,6 @@ def verify(folder: str | Path, expected: str) -> None:
 
 
 @dataclass(frozen=True)
-class _Family:
-    """Shim of ``unlearning.families.Family`` (the fields the catalogue reads)."""
-
-    name: str
-    modality: str
-    default_targets: tuple[str, ...]
-
-
-def _family_of(config: Any) -> _Family:
-    """Shim of ``unlearning.families.family_of``: BERT only, until the family adapters land."""
-    if config.model_type == "bert":
-        return _Family("bert", "text", ("query", "value"))
-    raise UnsupportedArchitecture(
-        f"model_type {config.model_type!r} is not a supported architecture; supported: bert"
-    )
-
-
-@dataclass(frozen=True)
 class Description:
     """What the catalogue records of a base model, read from its folder."""
 
@@ -131,7 +123,7 @@ def describe(folder: str | Path) -> Description:
         config = AutoConfig.from_pretrained(location, local_files_only=True)
     except (OSError, ValueError) as error:
         raise BaseModelError(f"{location}: no readable Hugging Face config: {error}") from error
-    family = _family_of(config)
+    family = family_of(config)  # raises UnsupportedArchitecture, naming the supported types
     return Description(
         family=family.name,
         modality=str(family.modality),

@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service.base_models.schemas import BaseModelList, BaseModelPublic
 from service.db.models import BaseModel, Modality
 from service.db.models.base_models import NAME_PATTERN
 from service.db.repositories import BaseModelRepository
@@ -96,3 +97,37 @@ def ensure_default_base_model(session: Session, settings: Settings) -> BaseModel
         return repository.by_name(settings.default_base_model)
     log.info("registered the default base model %s (%s)", base.name, base.sha256)
     return base
+
+
+def base_model_public(base: BaseModel, settings: Settings) -> BaseModelPublic:
+    return BaseModelPublic(
+        name=base.name,
+        family=base.family,
+        modality=base.modality.value,
+        sha256=base.sha256,
+        n_layers=base.n_layers,
+        hidden_size=base.hidden_size,
+        default_targets=list(base.default_targets),
+        default=base.name == settings.default_base_model,
+        created_at=base.created_at,
+    )
+
+
+def list_base_models(session: Session, settings: Settings) -> BaseModelList:
+    """Every registered base model, by name (a catalogue is small: at most ``LIST_LIMIT``)."""
+    return BaseModelList(
+        items=[
+            base_model_public(base, settings)
+            for base in BaseModelRepository.from_session(session).list()
+        ]
+    )
+
+
+def read_base_model(session: Session, settings: Settings, name: str) -> BaseModelPublic:
+    return base_model_public(BaseModelRepository.from_session(session).by_name(name), settings)
+
+
+def remove(session: Session, name: str) -> None:
+    """Remove a base model no model uses (a 409 problem while any does). Its downloaded copy,
+    if any, stays on each machine: the digest names it, so re-registering reuses it."""
+    BaseModelRepository.from_session(session).remove(name)

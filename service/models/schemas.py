@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from service.audit.schemas import AuditVerification
+from service.base_models.schemas import BaseModelRef
 from unlearning.approx import registry
 from unlearning.s3t.config import Task
 
@@ -126,15 +127,6 @@ class ModelCreate(BaseModel):
         "or `cuda-sm90-torch2.11.0` (exactness is bitwise per profile; its jobs run only on "
         "workers of this profile). Default: UNLEARN_COMPUTE_PROFILE, else the API's own.",
     )
-
-
-class BaseModelRef(BaseModel):
-    """The base model a model fine-tunes: its name and the digest of its weights."""
-
-    name: str
-    family: str
-    modality: str
-    sha256: str
 
 
 class ModelPublic(BaseModel):

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from service.approximation.service import check_method
 from service.audit.schemas import AuditVerification
 from service.audit.service import check_chain, verify_fully
+from service.base_models.schemas import BaseModelRef
 from service.db.models import BaseModel, Job, Model, Task, UnlearningPolicy
 from service.db.repositories import (
     AuditRepository,
@@ -26,7 +27,6 @@ from service.errors import BaseModelNotFoundError, InvalidInputError, InvalidMod
 from service.models.schemas import (
     AuditEntryOut,
     AuditPage,
-    BaseModelRef,
     ModelCreate,
     ModelPublic,
     PredictionOut,
@@ -178,12 +178,7 @@ def model_public(session: Session, model: Model) -> ModelPublic:
     return ModelPublic(
         id=model.id,
         name=model.name,
-        base_model=BaseModelRef(
-            name=model.base_model.name,
-            family=model.base_model.family,
-            modality=model.base_model.modality.value,
-            sha256=model.base_model.sha256,
-        ),
+        base_model=BaseModelRef.of(model.base_model),
         task=model.task.value,
         labels=model.labels,
         n_shards=model.n_shards,

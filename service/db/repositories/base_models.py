@@ -43,12 +43,12 @@ class BaseModelRepository(Repository):
             sa.select(BaseModel).order_by(BaseModel.name).limit(limit)
         ).all()
 
-    def usage(self) -> dict[uuid.UUID, int]:
-        """How many models (of every tenant) use each base model that any uses."""
-        rows = self.session.execute(
-            sa.select(Model.base_model_id, sa.func.count()).group_by(Model.base_model_id)
-        )
-        return {base_id: int(count) for base_id, count in rows}
+    def usage(self, tenant_id: uuid.UUID | None = None) -> dict[uuid.UUID, int]:
+        """How many models use each base model that any uses: of one tenant, or of all."""
+        query = sa.select(Model.base_model_id, sa.func.count()).group_by(Model.base_model_id)
+        if tenant_id is not None:
+            query = query.where(Model.tenant_id == tenant_id)
+        return {base_id: int(count) for base_id, count in self.session.execute(query)}
 
     def add(
         self,
