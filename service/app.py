@@ -2,15 +2,18 @@
 
 The lifespan owns the process's parts: the database engine, the outbox relay (sends the jobs
 that committed requests queued and, unless ``UNLEARN_API_HOUSEKEEPING`` is off, housekeeps while
-this process leads: artifact collection among others), the serving registry (backbone loaded on
-first prediction), the webhook dispatcher (delivers committed events;
+this process leads: artifact collection among others), the serving registry (each base model
+loaded on its first prediction), the webhook dispatcher (delivers committed events;
 ``UNLEARN_WEBHOOK_DELIVERY``) and, with Redis, the listener that preloads retrained layers and
 drops collected ones. The relay and the dispatcher are woken by the commits that wrote their rows
-(``service.db.after_commit``), never by the routes.
+(``service.db.after_commit``), never by the routes. At start, the default base model
+(``UNLEARN_DEFAULT_BASE_MODEL``) is registered from ``UNLEARN_BACKBONE_PATH`` if the catalogue
+lacks it, so that a model that names no base model always has one.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +23,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import DataError
+from sqlalchemy.orm import Session, sessionmaker
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service import housekeeping
@@ -27,12 +31,15 @@ from service.api import health
 from service.api.limits import BodySizeLimit
 from service.api.problems import install_problem_handlers, unstorable_value
 from service.api.ratelimit import rate_limiter, verify_rate_limiter
+from service.base_models.endpoints import router as base_models_router
+from service.base_models.service import ensure_default_base_model
 from service.dashboard import endpoints as dashboard
 from service.db import after_commit
-from service.db.engine import make_engine, make_session_factory
+from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.deletions.endpoints import class_router as class_deletions_router
 from service.deletions.endpoints import router as deletions_router
-from service.engine import build_engine
+from service.engine import EngineCatalogue
+from service.errors import InvalidBaseModelError
 from service.exactness.endpoints import router as exactness_router
 from service.jobs.endpoints import router as jobs_router
 from service.keys.endpoints import router as keys_router
@@ -52,7 +59,19 @@ from service.webhooks.endpoints import router as webhooks_router
 from workers.celery_app import create_celery
 
 API_VERSION = "0.2.0"
+log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
+
+
+def _register_default_base_model(factory: sessionmaker[Session], settings: Settings) -> None:
+    """Register the default base model when the catalogue lacks it. A folder that cannot be
+    registered is logged, not fatal: models on other base models still serve, and a model that
+    names none is a 422 naming the registered ones."""
+    try:
+        with unit_of_work(factory) as session:
+            ensure_default_base_model(session, settings)
+    except InvalidBaseModelError:
+        log.exception("the default base model %r is not registered", settings.default_base_model)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s
         )
         factory = make_session_factory(engine)
+        _register_default_base_model(factory, settings)
         celery = create_celery(settings)
         housekeeper = (
             housekeeping.Housekeeper(factory, settings) if settings.api_housekeeping else None
@@ -79,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             housekeeping=housekeeper,
             housekeeping_s=housekeeping.interval_s(settings),
         )
-        serving = ServingRegistry(factory, cache(lambda: build_engine(settings)))
+        serving = ServingRegistry(factory, cache(lambda: EngineCatalogue(settings)))
         listener = (
             ChangeListener(settings.pubsub_url, serving.preload, serving.evict)
             if settings.pubsub_url
@@ -141,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         health.router,
         metrics_router,
+        base_models_router,
         models_router,
         deletions_router,
         class_deletions_router,

@@ -58,6 +58,17 @@ def db_upgrade(revision: str) -> None:
     from service.db import migrate
 
     migrate.upgrade(get_settings().database_url, revision)
+    if revision == "head":
+        _ensure_default_base_model()
+
+
+def _ensure_default_base_model() -> None:
+    """Register UNLEARN_DEFAULT_BASE_MODEL from UNLEARN_BACKBONE_PATH when the catalogue lacks
+    it (the migration registered the default of its day; the settings may name another)."""
+    from service.base_models.service import ensure_default_base_model
+
+    with _transaction() as session:
+        ensure_default_base_model(session, get_settings())
 
 
 @db.command("downgrade")
@@ -112,6 +123,7 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
 
     settings = get_settings()
     migrate.upgrade(settings.database_url)
+    _ensure_default_base_model()
     if demo:
         _seed_demo()
     workers = [
@@ -144,16 +156,11 @@ def _stop_with_parent() -> None:
 
 def _seed_demo() -> None:
     from service import demo
-    from unlearning.s3t.backbone import backbone_layer_count
 
     settings = get_settings()
     file = settings.data_dir / "demo.json"
     with _transaction() as session:
-        created = demo.seed_demo(
-            session,
-            backbone_layers=backbone_layer_count(settings.backbone_path),
-            profile=settings.default_compute_profile,
-        )
+        created = demo.seed_demo(session, settings)
     if created is not None:
         demo.save(created, file)
         click.echo(f"demo: tenant `demo`, model {created.model_id} training on the worker")
@@ -270,6 +277,54 @@ def tenants_rotate_secret(name: str) -> None:
         tenants = TenantRepository.from_session(session)
         version = tenants.rotate_secret(tenants.by_name(name).id)
     click.echo(str(version))
+
+
+@main.group("base-models")
+def base_models() -> None:
+    """The base-model catalogue: the pretrained folders models fine-tune (deployment-wide)."""
+
+
+@base_models.command("register")
+@click.argument("name")
+@click.argument("uri")
+def base_models_register(name: str, uri: str) -> None:
+    """Register the Hugging Face folder (or s3://bucket/prefix) URI as NAME, read offline:
+    its family, size and weights' digest (an unsupported architecture is refused here)."""
+    from service.base_models.service import register
+
+    with _transaction() as session:
+        base = register(session, get_settings(), name, uri)
+        line = f"{base.name}\t{base.family}\t{base.modality.value}\t{base.n_layers} layers\t"
+        line += base.sha256
+    click.echo(line)
+
+
+@base_models.command("list")
+def base_models_list() -> None:
+    """Every base model: name, family, modality, layers, models using it, digest, location."""
+    from service.db.repositories import BaseModelRepository
+
+    with _transaction() as session:
+        repository = BaseModelRepository.from_session(session)
+        usage = repository.usage()
+        lines = [
+            f"{b.name}\t{b.family}\t{b.modality.value}\t{b.n_layers}\t"
+            f"{usage.get(b.id, 0)} models\t{b.sha256}\t{b.uri}"
+            for b in repository.list()
+        ]
+    for line in lines:
+        click.echo(line)
+
+
+@base_models.command("remove")
+@click.argument("name")
+def base_models_remove(name: str) -> None:
+    """Remove base model NAME; refused while any model uses it."""
+    from service.base_models.service import remove
+
+    with _transaction() as session:
+        remove(session, name)
+    click.echo(f"removed {name}")
 
 
 @main.group()

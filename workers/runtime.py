@@ -1,7 +1,7 @@
-"""Per-process state of a worker: the database, the S3T engine and the outbox publisher,
-created on first use.
+"""Per-process state of a worker: the database, the S3T engines (one per base model, an LRU
+bounded by ``UNLEARN_BASE_MODEL_CACHE_MB``) and the outbox publisher, created on first use.
 
-Created lazily inside the task, never at import time, so a prefork worker builds its engine
+Created lazily inside the task, never at import time, so a prefork worker builds its engines
 (and any CUDA state) in the child process after the fork.
 """
 
@@ -15,11 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.artifacts.collection import collect, collected_among
 from service.db.engine import make_engine, make_session_factory, unit_of_work
-from service.engine import build_engine
+from service.engine import EngineCatalogue
 from service.jobs.runner import JobOutcome
 from service.serving.notify import publish_change, publish_collected
 from service.settings import get_settings
-from unlearning.s3t import S3TEngine
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,9 @@ def transaction() -> AbstractContextManager[Session]:
 
 
 @cache
-def s3t_engine() -> S3TEngine:
-    return build_engine(get_settings())
+def engines() -> EngineCatalogue:
+    """This process's engines: each job loads (or reuses) its model's base model."""
+    return EngineCatalogue(get_settings())
 
 
 def collect_artifacts() -> None:
@@ -49,11 +49,12 @@ def collect_artifacts() -> None:
     from this worker's memory, and announce them so that API processes drop them too. A failure
     leaves them to the next job or the API's housekeeping: the database says what is left."""
     settings = get_settings()
-    engine = s3t_engine()
+    catalogue = engines()
     try:
-        collected = collect(transaction, engine.store)
+        collected = collect(transaction, catalogue.store)
         with transaction() as session:
-            engine.evict_stages(collected_among(session, engine.loaded_stages))
+            for engine in catalogue.engines():
+                engine.evict_stages(collected_among(session, engine.loaded_stages))
     except Exception:  # the job's outcome is recorded; collection is retried by the next pass
         log.exception("artifact collection after the job failed")
         return

@@ -35,9 +35,33 @@ class SampleIn(TypedDict):
 ModelState = Literal["created", "training", "ready", "failed"]
 
 
+class BaseModelRef(TypedDict):
+    """The base model a model fine-tunes; ``sha256`` is the digest of its weight files."""
+
+    name: str
+    family: str
+    modality: str
+    sha256: str
+
+
+class BaseModel(TypedDict):
+    """A registered base model (``GET /base-models``)."""
+
+    name: str
+    family: str
+    modality: str
+    sha256: str
+    n_layers: int
+    hidden_size: int
+    default_targets: list[str]
+    default: bool
+    created_at: str
+
+
 class Model(TypedDict):
     id: str
     name: str
+    base_model: BaseModelRef
     task: str
     labels: list[str] | None
     n_shards: int
@@ -267,6 +291,7 @@ class Certificate(TypedDict):
 
     deletion_id: str
     model_id: str
+    base_model: BaseModelRef
     status: DeletionState
     issued_at: str
     received_at: str
@@ -357,6 +382,8 @@ class LayerCheck(TypedDict):
 class ExactnessAudit(TypedDict):
     id: str
     model_id: str
+    base_model: str | None  # the base model it retrained on, once it ran
+    base_model_sha256: str | None
     status: str  # the job's: queued, running, succeeded, failed
     result: AuditResult | None
     shards: list[int]

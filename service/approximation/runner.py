@@ -27,6 +27,7 @@ from service.artifacts.collection import claim
 from service.db.models import Job, JobStatus
 from service.db.repositories import JobRepository, ModelRepository
 from service.db.repositories.lineage import Activation
+from service.engine import Engines, engine_for
 from service.jobs.runner import JobOutcome, Transaction, claim_job, failure_recorded, lock_job
 from service.training import scheduling
 from unlearning.approx.data import UnlearningInputError
@@ -37,15 +38,17 @@ from unlearning.s3t import S3TEngine
 
 
 def run_approximate_job(
-    transaction: Transaction, engine: S3TEngine, job_id: uuid.UUID
+    transaction: Transaction, engines: Engines, job_id: uuid.UUID
 ) -> JobOutcome | None:
-    """Run the job's passes and serve their layers; None for a job that had finished."""
+    """Run the job's passes on its model's base model and serve their layers; None for a job
+    that had finished."""
     with failure_recorded(transaction, job_id, on_failure=_release_held):
         with transaction() as session:
             job = claim_job(session, job_id)
             if job is None:
                 return None
             work = read_pass(session, job)
+        engine = engine_for(engines, work.base)
         activated: list[int] = []
         discarded: list[int] = []
         refused: list[str] = []

@@ -68,7 +68,7 @@ from service.db.repositories.lineage import (
     Prefix,
 )
 from service.deletions import lifecycle
-from service.engine import training_sample
+from service.engine import BaseModelKey, training_sample
 from service.errors import InvalidInputError
 from service.training import scheduling
 from service.training.service import NewLayer, read_sequence_job, record_chain, slice_indices
@@ -241,6 +241,7 @@ class PassWork:
     method: str
     method_reason: str
     sequences: list[SequencePass]
+    base: BaseModelKey  # the base model the model's layers sit on
     method_config: object = None  # the method's config, as the job's params record it
     skipped: list[str] = field(default_factory=list)  # why a sequence was passed over
 
@@ -310,6 +311,7 @@ def read_pass(session: Session, job: Job) -> PassWork:
         method=method.name,
         method_reason=str(job.params.get("method_reason", "")),
         sequences=sequences,
+        base=BaseModelKey.of(model.base_model),
         skipped=skipped,
         method_config=method_config,
     )

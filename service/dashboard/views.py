@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 from service.audit.schemas import FullVerification
 from service.audit.service import check_chain
 from service.dashboard import charts
-from service.db.models import DeletionStatus, Model
+from service.db.models import BaseModel, DeletionStatus, Model
 from service.db.models.base import utcnow
 from service.db.repositories import (
     AuditRepository,
+    BaseModelRepository,
     DeletionRepository,
     JobRepository,
     MetricsRepository,
@@ -85,6 +86,12 @@ class AuditView:
     full: FullVerification | None = None
 
 
+@dataclass(frozen=True)
+class BaseModelSummary:
+    base: BaseModel
+    models: int  # the tenant's models on it
+
+
 class Overview:
     """The overview's parts, each read when a template first uses it: a live part's refresh
     reads only what that part shows."""
@@ -98,6 +105,13 @@ class Overview:
     def models(self) -> list[ModelSummary]:
         models = ModelRepository.from_session(self.session).of_tenant(self.tenant_id)
         return [ModelSummary(m, model_status(self.session, m)) for m in models]
+
+    @cached_property
+    def base_models(self) -> list[BaseModelSummary]:
+        """The catalogue, with how many of this tenant's models use each base model."""
+        repository = BaseModelRepository.from_session(self.session)
+        usage = repository.usage(self.tenant_id)
+        return [BaseModelSummary(base, usage.get(base.id, 0)) for base in repository.list()]
 
     @cached_property
     def counts(self) -> dict[str, int]:

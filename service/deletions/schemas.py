@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.audit.schemas import AuditVerification
+from service.base_models.schemas import BaseModelRef
 from service.db.hashing import HashScheme
 from service.exactness.schemas import ExactnessAuditLink
 from service.models.schemas import METHOD_CONFIG_HELP, MethodName
@@ -200,6 +201,10 @@ class DeletionCertificate(BaseModel):
 
     deletion_id: uuid.UUID
     model_id: uuid.UUID
+    base_model: BaseModelRef = Field(
+        description="The base model the layers sit on; `sha256` is the digest of its weight "
+        "files, checked each time a worker loads it: the retrains are exact on those weights."
+    )
     status: str
     issued_at: datetime
     received_at: datetime

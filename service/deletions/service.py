@@ -27,6 +27,7 @@ from service.approximation.service import (
     wants_approximation,
 )
 from service.audit.service import check_chain
+from service.base_models.schemas import BaseModelRef
 from service.db.models import (
     DeletionRequest,
     DeletionStatus,
@@ -381,6 +382,7 @@ def certificate(
 ) -> DeletionCertificate:
     deletions = DeletionRepository.from_session(session)
     request = deletions.get(deletion_id, tenant_id=tenant_id)
+    model = ModelRepository.from_session(session).get(request.model_id)
     items = deletions.items(request.id)
     jobs = deletions.jobs_of(request.id)
     job_ids = {str(job.id) for job in jobs}
@@ -442,6 +444,7 @@ def certificate(
     return DeletionCertificate(
         deletion_id=request.id,
         model_id=request.model_id,
+        base_model=BaseModelRef.of(model.base_model),
         status=request.status.value,
         issued_at=utcnow(),
         received_at=request.received_at,

@@ -36,6 +36,7 @@ from service.db.repositories import (
 )
 from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
+from service.engine import BaseModelKey, Engines, engine_for
 from service.exactness.schemas import AuditResult, LayerCheck
 from service.jobs.runner import Transaction, claim_job, failure_recorded
 from service.training.service import SequenceJob, read_sequence_job
@@ -73,6 +74,7 @@ class AuditWork:
     shards: list[int]
     sequences: list[SequenceJob]  # the sequences with an exact layer to compare
     layers: list[AuditedLayer]
+    base: BaseModelKey  # the base model retrained on: its digest was checked when loaded
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,14 @@ class AuditReport:
             f"differ: {wrong}{tail}"
         )
 
-    def payload(self, job_id: uuid.UUID, shards: list[int]) -> dict[str, Any]:
-        """The ``exactness.audited`` entry: ids and digests only."""
+    def payload(self, job_id: uuid.UUID, shards: list[int], base: BaseModelKey) -> dict[str, Any]:
+        """The ``exactness.audited`` entry: ids and digests only (the base model's too: the
+        retrain is bitwise equal only on the same frozen weights)."""
         return {
             "job_id": str(job_id),
             "shards": shards,
+            "base_model": base.name,
+            "base_model_sha256": base.sha256,
             "result": self.result,
             "layers_checked": len(self.checked),
             "layers_skipped": len(self.layers) - len(self.checked),
@@ -120,7 +125,7 @@ class AuditReport:
 
 
 def run_exactness_audit(
-    transaction: Transaction, engine: S3TEngine, job_id: uuid.UUID
+    transaction: Transaction, engines: Engines, job_id: uuid.UUID
 ) -> AuditReport | None:
     """Retrain the job's shards into a scratch store and record the comparison; None when the
     job had already finished (a redelivered message changes nothing). The audit changes no
@@ -130,6 +135,7 @@ def run_exactness_audit(
             work = _start(session, job_id)
             if work is None:
                 return None
+        engine = engine_for(engines, work.base)
         recomputed = _retrain(transaction, engine, work, job_id)
         stored = {
             layer.layer_id: stored_ref(engine.store, layer.artifact)
@@ -219,7 +225,8 @@ def read_audit(session: Session, job: Job) -> AuditWork:
     ]
     layers.sort(key=lambda layer: layer.stage)
     data.sort(key=lambda work: work.key)
-    return AuditWork(job.model_id, shards, data, layers)
+    base = BaseModelKey.of(models.get(job.model_id).base_model)
+    return AuditWork(job.model_id, shards, data, layers, base)
 
 
 def _retrain(
@@ -280,7 +287,7 @@ def _record(
         audit_chain(work.model_id),
         actor=SYSTEM_ACTOR,
         action=AUDITED,
-        payload=result.payload(job.id, work.shards),
+        payload=result.payload(job.id, work.shards, work.base),
     )
     job.params = {
         **job.params,
@@ -289,6 +296,8 @@ def _record(
         "layers_skipped": len(result.layers) - len(result.checked),
         "mismatched": [c.layer_id for c in result.mismatched],
         "audit_seq": entry.seq,
+        "base_model": work.base.name,
+        "base_model_sha256": work.base.sha256,
     }
     jobs.progress(job, job.stages_total)
     jobs.finish(job, JobStatus.succeeded, result.note())

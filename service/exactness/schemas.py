@@ -56,6 +56,14 @@ class ExactnessAuditPublic(BaseModel):
 
     id: uuid.UUID = Field(description="The audit's job id (also `GET /jobs/{id}`).")
     model_id: uuid.UUID
+    base_model: str | None = Field(
+        None, description="The base model the audit retrained on (once it ran)."
+    )
+    base_model_sha256: str | None = Field(
+        None,
+        description="The digest of that base model's weight files, checked when the worker "
+        "loaded it: the comparison holds for these frozen weights.",
+    )
     status: str = Field(description="The job's: queued, running, succeeded or failed.")
     result: AuditResult | None = Field(description="Once the job succeeded.")
     shards: list[int]
@@ -83,3 +91,6 @@ class ExactnessAuditLink(BaseModel):
     mismatched: list[int] = Field(description="Those of them that did not match.")
     audit_seq: int
     audit_hash: str
+    base_model_sha256: str | None = Field(
+        None, description="The digest of the base model's weights the audit retrained on."
+    )

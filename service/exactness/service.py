@@ -105,6 +105,8 @@ def describe(session: Session, job: Job, *, with_layers: bool = True) -> Exactne
     return ExactnessAuditPublic(
         id=job.id,
         model_id=job.model_id,
+        base_model=params.get("base_model"),
+        base_model_sha256=params.get("base_model_sha256"),
         status=job.status.value,
         result=params.get("result"),
         shards=params.get("shards", []),
@@ -155,6 +157,7 @@ def certified_audits(session: Session, request: DeletionRequest) -> list[Exactne
                     mismatched=[layer["layer_id"] for layer in mine if not layer["match"]],
                     audit_seq=entry.seq,
                     audit_hash=entry.hash,
+                    base_model_sha256=entry.payload.get("base_model_sha256"),
                 )
             )
     return links

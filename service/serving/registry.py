@@ -1,4 +1,5 @@
-"""In-memory serving: one backbone per process, each model's valid prefixes, hot deactivation.
+"""In-memory serving: the base models in use (one engine each, in the process's LRU catalogue),
+each model's valid prefixes, hot deactivation.
 
 Every prediction reads the model's ``serving_generation`` (one indexed read) and, when it differs
 from the generation this process holds, rebuilds the model's layer map from the lineage before
@@ -10,10 +11,12 @@ invalidated, and deletions elsewhere in the model cost no recomputation. Adapter
 before the first request needs them.
 
 Nothing a model no longer serves stays in memory: every reload of a model drops from the
-engine's cache each stage that no model held here serves (invalidated, superseded and
+engines' caches each stage that no model held here serves (invalidated, superseded and
 discarded layers, whose artifacts artifact collection deletes), and an announcement of
 collected artifacts reloads the models that served them. A stage collected under a prediction
-that was about to load it is a moved generation: the prediction is computed again.
+that was about to load it is a moved generation: the prediction is computed again. A base
+model whose files changed since registration answers a 503 problem (its engine is refused at
+load), never a prediction on other weights.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db.engine import unit_of_work
 from service.db.models import ModelStatus, Task
 from service.db.repositories import LineageRepository, ModelRepository
-from service.engine import model_spec
+from service.engine import BaseModelKey, EngineCatalogue, model_spec
 from service.errors import ConflictError, ServingUnavailableError
 from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import Prediction, S3TConfig, S3TEngine
@@ -56,6 +59,7 @@ class ServedModel:
     config: S3TConfig
     labels: tuple[str, ...] | None
     shards: tuple[ServedShard, ...]
+    base: BaseModelKey
     n_shards: int = 1
     min_live_shards: int = 1
     trained: bool = True  # the model's training has finished once
@@ -116,6 +120,7 @@ def load_served_model(session: Session, model_id: uuid.UUID) -> ServedModel:
             )
             for p in chosen
         ),
+        base=BaseModelKey.of(model.base_model),
         n_shards=model.n_shards,
         min_live_shards=model.min_live_shards,
         trained=model.status is not ModelStatus.created
@@ -126,12 +131,14 @@ def load_served_model(session: Session, model_id: uuid.UUID) -> ServedModel:
 class ServingRegistry:
     """The models this process serves, keyed by id, each at the generation it last loaded."""
 
-    def __init__(self, factory: sessionmaker[Session], engine: Callable[[], S3TEngine]) -> None:
+    def __init__(
+        self, factory: sessionmaker[Session], engines: Callable[[], EngineCatalogue]
+    ) -> None:
         self._factory = factory
-        self._engine = engine
-        self._built: S3TEngine | None = None  # the engine, once a prediction or preload built it
+        self._engines = engines
+        self._built: EngineCatalogue | None = None  # once a prediction or preload built it
         self._models: dict[uuid.UUID, ServedModel] = {}
-        self._lock = threading.Lock()  # one forward pass at a time on the shared backbone
+        self._lock = threading.Lock()  # one forward pass at a time: few torch threads
 
     def held_generation(self, model_id: uuid.UUID) -> int | None:
         """The generation this process has loaded for the model, if any."""
@@ -161,11 +168,11 @@ class ServingRegistry:
     def preload(self, model_id: uuid.UUID) -> None:
         """Load a new generation's adapters now (a pub/sub message said it changed)."""
         served = self.refresh(model_id)
-        engine = self._serving_engine()
-        for shard in served.shards:
-            for ref in shard.artifacts:
-                with self._lock:
-                    engine.load_stage(ref)
+        with self.engines().using(served.base) as engine:
+            for shard in served.shards:
+                for ref in shard.artifacts:
+                    with self._lock:
+                        engine.load_stage(ref)
 
     def evict(self, refs: Collection[str]) -> None:
         """Artifacts were collected (a pub/sub message): reload every held model that served one
@@ -176,14 +183,19 @@ class ServingRegistry:
                 self.refresh(model.model_id)
         self._drop_unserved()
 
-    def _serving_engine(self) -> S3TEngine:
-        self._built = self._engine()
+    def engines(self) -> EngineCatalogue:
+        """This process's engines, built on first use (loading them starts CUDA if a GPU)."""
+        self._built = self._engines()
         return self._built
 
+    def engine_of(self, model_id: uuid.UUID) -> S3TEngine:
+        """The engine serving the model (its base model's), loaded if needed."""
+        return self.engines().engine(self.current(model_id).base)
+
     def _drop_unserved(self) -> None:
-        """Drop from the engine's memory every stage no held model serves."""
-        engine = self._built
-        if engine is None:
+        """Drop from the engines' memory every stage no held model serves."""
+        catalogue = self._built
+        if catalogue is None:
             return
         served = {
             ref
@@ -192,7 +204,8 @@ class ServingRegistry:
             for ref in shard.artifacts
         }
         with self._lock:
-            engine.evict_stages(set(engine.loaded_stages) - served)
+            for engine in catalogue.engines():
+                engine.evict_stages(set(engine.loaded_stages) - served)
 
     def _still_valid(self, served: ServedModel) -> bool:
         """Whether every layer ``served`` used is still valid; read after the generation, so a
@@ -207,9 +220,8 @@ class ServingRegistry:
             refusal = served.refusal()
             if refusal is not None:
                 raise ConflictError(refusal)
-            engine = self._serving_engine()
             try:
-                with self._lock:
+                with self.engines().using(served.base) as engine, self._lock:
                     prediction = engine.predict(served.config, texts, served.prefixes)
             except ArtifactNotFoundError:  # collected: the model moved on since `served`
                 if self.generation(model_id) == served.generation:

@@ -44,6 +44,7 @@ from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
 from service.deletions import lifecycle
+from service.engine import Engines, engine_for
 from service.errors import LineageError
 from service.jobs.runner import JobOutcome, Transaction, claim_job, failure_recorded, lock_job
 from service.queues import Priority
@@ -58,15 +59,17 @@ log = logging.getLogger(__name__)
 
 
 def run_sequence_job(
-    transaction: Transaction, engine: S3TEngine, job_id: uuid.UUID
+    transaction: Transaction, engines: Engines, job_id: uuid.UUID
 ) -> JobOutcome | None:
-    """Train the job's stages and serve those still valid; None when the job had already
-    finished (a redelivered message changes nothing)."""
+    """Train the job's stages on its model's base model and serve those still valid; None
+    when the job had already finished (a redelivered message changes nothing). A base model
+    that cannot be loaded (its files changed since registration) fails the job with why."""
     with failure_recorded(transaction, job_id, on_failure=lambda s, job: settle(s, job, None)):
         with transaction() as session:
             work = _start(session, job_id)
             if work is None:
                 return None
+        engine = engine_for(engines, work.base)
 
         def progress(stage: int) -> None:
             with transaction() as session:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from service.db.models import Shard, SliceSequence, UnlearningPolicy
 from service.db.repositories import LineageRepository, ModelRepository, SampleRepository
 from service.db.repositories.lineage import Activation
-from service.engine import model_spec, training_sample
+from service.engine import BaseModelKey, model_spec, training_sample
 from service.errors import LineageError
 from unlearning.s3t import ModelSpec, SequenceKey, TrainedLayer, TrainingSample
 
@@ -42,6 +42,7 @@ class SequenceJob:
     stage_versions: dict[int, dict[uuid.UUID, int]]  # stage -> versions of π1..π_stage
     prefix: list[str]  # artifact references of the active stages 1..from_stage-1
     parent_layer_id: int | None
+    base: BaseModelKey  # the base model the sequence trains on
     prefix_layer_ids: tuple[int, ...] = ()  # the layers of ``prefix``
     keep_statistics: bool = False  # the model may get approximate passes: store their statistics
 
@@ -96,6 +97,7 @@ def read_sequence_job(
         },
         prefix=[layer.artifact_ref or "" for layer in prefix_layers],
         parent_layer_id=prefix_layers[-1].id if prefix_layers else None,
+        base=BaseModelKey.of(model.base_model),
         prefix_layer_ids=tuple(layer.id for layer in prefix_layers),
         keep_statistics=model.unlearning_policy is not UnlearningPolicy.exact,
     )

@@ -16,7 +16,7 @@ from service.artifacts.collection import collect
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
-from service.engine import artifact_store
+from service.engine import Engines, artifact_store
 from service.errors import TenantNotFoundError
 from service.exactness.runner import run_exactness_audit
 from service.settings import Settings
@@ -85,8 +85,13 @@ class InProcessWorker:
     artifact store; like a worker's task, each job is followed by artifact collection (unless
     ``collect`` is off)."""
 
-    def __init__(self, settings: Settings, *, collect: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, collect: bool = True, engines: Engines | None = None
+    ) -> None:
+        """``engines``: what the jobs compute with (an :class:`EngineCatalogue` loads each
+        model's registered base model); default the tiny backbone for every model."""
         self.engine = S3TEngine(tiny_backbone(4), artifact_store(settings))
+        self.engines: Engines = engines if engines is not None else self.engine
         self._db = make_engine(settings.database_url)
         self.factory = make_session_factory(self._db)
         self.collect = collect
@@ -103,7 +108,7 @@ class InProcessWorker:
             )
 
     def run(self, job_id: uuid.UUID) -> None:
-        run_sequence_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
+        run_sequence_job(functools.partial(unit_of_work, self.factory), self.engines, job_id)
         self._collect()
 
     def _collect(self) -> None:
@@ -125,7 +130,7 @@ class InProcessWorker:
         """Run the queued approximate passes (the `deletions` queue); returns how many ran."""
         queued = self._queued_of(JobKind.approximate)
         for job_id in queued:
-            run_approximate_job(functools.partial(unit_of_work, self.factory), self.engine, job_id)
+            run_approximate_job(functools.partial(unit_of_work, self.factory), self.engines, job_id)
             self._collect()
         return len(queued)
 
@@ -133,7 +138,7 @@ class InProcessWorker:
         """Run the queued exactness audits (the `training` queue); returns how many ran."""
         queued = self._queued_of(JobKind.exactness_audit)
         for job_id in queued:
-            run_exactness_audit(functools.partial(unit_of_work, self.factory), self.engine, job_id)
+            run_exactness_audit(functools.partial(unit_of_work, self.factory), self.engines, job_id)
         return len(queued)
 
     def drain(self) -> int:
@@ -207,6 +212,11 @@ def active_digests(worker: InProcessWorker, model_id: str) -> set[str]:
     with worker.factory() as session:
         layers = session.scalars(sa.select(Layer).where(Layer.state == LayerState.active)).all()
         return {layer.artifact_ref or "" for layer in layers}
+
+
+#: The base model name under which tests register the tiny backbone as their default (the
+#: app registers ``backbone_path`` under it at start: ``UNLEARN_DEFAULT_BASE_MODEL``).
+TINY_BASE = "tiny-bert"
 
 
 def save_tiny_backbone(path: Path) -> Path:

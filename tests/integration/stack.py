@@ -11,7 +11,7 @@ import redis
 from service.db.engine import make_engine
 from service.settings import Settings
 from tests.conftest import FreshDatabase
-from tests.integration.api import save_tiny_backbone
+from tests.integration.api import TINY_BASE, save_tiny_backbone
 from tests.integration.services import require_redis, stop, unlearn
 
 
@@ -29,6 +29,7 @@ class WorkerStack:
             database_url=self.database.url(),
             broker_url=self.broker,
             backbone_path=save_tiny_backbone(tmp_path / "tiny"),
+            default_base_model=TINY_BASE,
             relay_interval_s=0.2,
             job_lease_s=job_lease_s,
             # Parked orders follow as soon as a retrain finishes, so that tests can compare the
@@ -41,6 +42,7 @@ class WorkerStack:
             "UNLEARN_DATABASE_URL": self.settings.database_url,
             "UNLEARN_BROKER_URL": self.broker,
             "UNLEARN_BACKBONE_PATH": str(self.settings.backbone_path),
+            "UNLEARN_DEFAULT_BASE_MODEL": TINY_BASE,
             "UNLEARN_LOG_FORMAT": "json",
         }
         if restore_after_s is not None:

@@ -35,6 +35,7 @@ from service.db.models import Job, Layer, LayerState
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import (
+    TINY_BASE,
     TINY_MODEL,
     issue_keys,
     samples,
@@ -97,6 +98,7 @@ class Cluster:
             "UNLEARN_DATABASE_URL": self.database_url,
             "UNLEARN_BROKER_URL": self.broker,
             "UNLEARN_BACKBONE_PATH": str(backbone),
+            "UNLEARN_DEFAULT_BASE_MODEL": TINY_BASE,
             "UNLEARN_LOG_FORMAT": "json",
             "UNLEARN_RELAY_INTERVAL_S": "0.2",
             "UNLEARN_JOB_LEASE_S": "4",

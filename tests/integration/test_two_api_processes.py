@@ -26,6 +26,7 @@ from service.db.models import Layer, LayerState
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import (
+    TINY_BASE,
     Api,
     InProcessWorker,
     issue_keys,
@@ -46,7 +47,12 @@ DELETIONS = 6
 def stack(fresh_db: FreshDatabase, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A trained tiny model, then two API processes on its database and artifacts."""
     tiny = save_tiny_backbone(tmp_path / "tiny")
-    settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny)
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=fresh_db.url(),
+        backbone_path=tiny,
+        default_base_model=TINY_BASE,
+    )
     token = issue_keys(settings)["a"]
     worker = InProcessWorker(settings)
     with TestClient(create_app(settings)) as setup:
@@ -55,6 +61,7 @@ def stack(fresh_db: FreshDatabase, tmp_path: Path) -> Iterator[dict[str, Any]]:
         "UNLEARN_DATA_DIR": str(tmp_path),
         "UNLEARN_DATABASE_URL": settings.database_url,
         "UNLEARN_BACKBONE_PATH": str(tiny),
+        "UNLEARN_DEFAULT_BASE_MODEL": TINY_BASE,
     }
     ports = [free_port(), free_port()]
     processes = [unlearn(["serve", "--port", str(port)], env) for port in ports]

@@ -15,7 +15,5 @@ from workers import runtime
 def approximate_deletion(job_id: str) -> None:
     """Run a deletion's approximate pass, as recorded in the job; announce the layers served
     and collect the artifacts of those it replaced."""
-    runtime.announce(
-        run_approximate_job(runtime.transaction, runtime.s3t_engine(), uuid.UUID(job_id))
-    )
+    runtime.announce(run_approximate_job(runtime.transaction, runtime.engines(), uuid.UUID(job_id)))
     runtime.collect_artifacts()

@@ -18,7 +18,7 @@ def train_sequence(job_id: str) -> None:
     """Train (or retrain from a stage) one slice sequence, as recorded in the job; then send
     the follow-ups it queued, announce the model's new layers and collect the dead ones'
     artifacts."""
-    outcome = run_sequence_job(runtime.transaction, runtime.s3t_engine(), uuid.UUID(job_id))
+    outcome = run_sequence_job(runtime.transaction, runtime.engines(), uuid.UUID(job_id))
     relay_once(runtime.session_factory(), celery_publisher(current_app))
     runtime.announce(outcome)
     runtime.collect_artifacts()
@@ -27,4 +27,4 @@ def train_sequence(job_id: str) -> None:
 @shared_task(name=TaskName.audit_exactness.value)
 def audit_exactness(job_id: str) -> None:
     """Retrain the audited shards into a scratch store and record the comparison."""
-    run_exactness_audit(runtime.transaction, runtime.s3t_engine(), uuid.UUID(job_id))
+    run_exactness_audit(runtime.transaction, runtime.engines(), uuid.UUID(job_id))

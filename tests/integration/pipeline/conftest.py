@@ -13,7 +13,13 @@ from service.db.engine import make_engine, make_session_factory
 from service.db.models import Role
 from service.settings import Settings
 from tests.conftest import FreshDatabase
-from tests.integration.api import Api, InProcessWorker, issue_keys, save_tiny_backbone
+from tests.integration.api import (
+    TINY_BASE,
+    Api,
+    InProcessWorker,
+    issue_keys,
+    save_tiny_backbone,
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +29,12 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(fresh_db: FreshDatabase, tmp_path: Path, tiny_dir: Path) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=tiny_dir)
+    return Settings(
+        data_dir=tmp_path,
+        database_url=fresh_db.url(),
+        backbone_path=tiny_dir,
+        default_base_model=TINY_BASE,
+    )
 
 
 @pytest.fixture

@@ -387,7 +387,7 @@ def test_a_deletion_during_a_prediction_is_never_answered_around(
     model_id = trained_model(api, worker, rows)
     api.ok(api.post(f"/models/{model_id}/predict", {"texts": ["warm up"]}))
     registry = client.app.state.serving  # type: ignore[attr-defined]
-    engine = registry._engine()
+    engine = registry.engine_of(uuid.UUID(model_id))
     used: list[set[str]] = []
     deleted: dict[str, Any] = {}
     predict = engine.predict

@@ -99,7 +99,7 @@ def test_housekeeping_collects_without_a_worker(
 
 def _loaded(client: TestClient) -> set[str]:
     registry: ServingRegistry = client.app.state.serving  # type: ignore[attr-defined]
-    return set(registry._engine().loaded_stages)
+    return {ref for engine in registry.engines().engines() for ref in engine.loaded_stages}
 
 
 def _predict(api: Api, model_id: str) -> Any:

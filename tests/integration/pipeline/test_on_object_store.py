@@ -13,7 +13,7 @@ from service.app import create_app
 from service.engine import artifact_store, build_engine
 from service.settings import Settings
 from tests.conftest import FreshDatabase
-from tests.integration.api import Api, InProcessWorker, problem, samples, trained_model
+from tests.integration.api import TINY_BASE, Api, InProcessWorker, problem, samples, trained_model
 from tests.integration.pipeline.test_artifact_collection import live
 from tests.integration.s3 import S3Server
 from tests.integration.services import free_port
@@ -31,6 +31,7 @@ def settings(
         data_dir=tmp_path,
         database_url=fresh_db.url(),
         backbone_path=tiny_dir,
+        default_base_model=TINY_BASE,
         artifacts_url=s3_server.url(s3_bucket, "unlearn"),
         s3_endpoint_url=s3_server.endpoint_url,
     )

@@ -19,7 +19,14 @@ from service.settings import Settings
 from service.webhooks import signing
 from service.webhooks.events import EVENT_TYPES
 from tests.conftest import FreshDatabase
-from tests.integration.api import Api, InProcessWorker, issue_keys, samples, trained_model
+from tests.integration.api import (
+    TINY_BASE,
+    Api,
+    InProcessWorker,
+    issue_keys,
+    samples,
+    trained_model,
+)
 from tests.integration.receiver import Receiver
 from tests.integration.services import wait_for
 
@@ -42,6 +49,7 @@ def settings(fresh_db: FreshDatabase, tmp_path: Path, tiny_dir: Path) -> Setting
         data_dir=tmp_path,
         database_url=fresh_db.url(),
         backbone_path=tiny_dir,
+        default_base_model=TINY_BASE,
         webhook_backoff_s=0.05,
         webhook_backoff_max_s=0.2,
         webhook_poll_s=0.05,
