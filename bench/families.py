@@ -44,7 +44,9 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +71,7 @@ from unlearning.s3t.baselines import full_config
 from unlearning.sharding import assign
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # families_service, also when a test loads this file
 DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
 #: Every run in the order they are measured: (family, base). ``minilm`` is the real
 #: MiniLM-L6; ``tiny`` a random-weight model of the family.
@@ -433,7 +436,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N")
     parser.add_argument("--output", default="", help="also write the JSON to this file")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--service",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure each family through the API (--no-service: the library only)",
+    )
+    parser.add_argument("--service-samples", type=int, help="samples of the service's models")
+    parser.add_argument("--service-deletions", type=int, help="deletions timed per family")
+    args = parser.parse_args(argv)
+    args.service_samples = args.service_samples or (48 if args.quick else 120)
+    args.service_deletions = args.service_deletions or (5 if args.quick else 20)
+    return args
 
 
 def sizes_of(base: str, modality: Modality, args: argparse.Namespace) -> Sizes:
@@ -465,6 +479,8 @@ def runs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every chosen family, one after the other; with ``--output`` the report so far is written
+    after each (``complete`` false until the last), so a run cut short still leaves figures."""
     make_deterministic()
     device = resolve_device(args.device)
     if device.type == "cpu":
@@ -473,68 +489,184 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     entries: list[dict[str, Any]] = []
     data: dict[tuple[str, Sizes], Data] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-families-") as name:
+    chosen = runs(args)
+
+    def report() -> dict[str, Any]:
+        return {
+            "bench": "families",
+            "complete": len(entries) == len(chosen),
+            "setup": {
+                "quick": args.quick,
+                "threads": torch.get_num_threads(),
+                "load_average_1min_before_after": [
+                    round(load_before[0], 2),
+                    round(os.getloadavg()[0], 2),
+                ],
+                "runtime": runtime_info(device),
+                "s3t": {"n_shards": args.shards, "n_slices": args.slices, "budget": args.budget},
+                "full_lora": "one shard, one slice, one order; LoRA on every adapted layer "
+                "(baselines.full_config)",
+                "deletion": "1 % of the training samples, drawn at random (seeded)",
+                "service": SERVICE_SETUP if args.service else None,
+            },
+            "families": entries,
+            "all_bitwise_exact": bool(entries) and all(e["bitwise_exact"] for e in entries),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+
+    with tempfile.TemporaryDirectory(prefix="bench-families-") as name, ExitStack() as stack:
         tmp = Path(name)
-        for family, base in runs(args):
-            folder = base_folder(family, base, tmp, args)
-            backbone = load_backbone(folder, device=device)
-            sizes = sizes_of(base, backbone.modality, args)
-            modality = str(backbone.modality)
-            if (modality, sizes) not in data:
-                data[(modality, sizes)] = (
-                    image_data(sizes, args.seed)
-                    if backbone.modality == Modality.IMAGE
-                    else text_data(args.data, sizes, args.seed)
-                )
-            work = tmp / f"{family}-{base}"
+        service = None
+        if args.service:
+            import families_service  # the service's dependencies only where it runs
+
+            service = stack.enter_context(families_service.deployment(tmp / "service", args.device))
+        for family, base in chosen:
             begun = time.perf_counter()
-            try:
-                entry = measure(family, base, backbone, data[(modality, sizes)], sizes, args, work)
-            except Exception as error:  # one family's failure is a result, not the run's end
-                log(f"{family} ({base}): failed\n{traceback.format_exc()}")
-                entry = {
-                    "family": family,
-                    "modality": modality,
-                    "base": base,
-                    "bitwise_exact": False,
-                    "error": f"{type(error).__name__}: {error}",
-                }
-            else:
-                log(
-                    f"{family} ({base}): exact {entry['bitwise_exact']}, accuracy "
-                    f"{entry['accuracy_s3t']} vs full {entry['accuracy_full_lora']}, retrain "
-                    f"share {entry['retrain_share_1pct']}"
-                )
+            entry = family_entry(family, base, tmp, args, device, service, data)
             entry["seconds"] = round(time.perf_counter() - begun, 1)
             entries.append(entry)
-    return {
-        "bench": "families",
-        "setup": {
-            "quick": args.quick,
-            "threads": torch.get_num_threads(),
-            "load_average_1min_before_after": [
-                round(load_before[0], 2),
-                round(os.getloadavg()[0], 2),
-            ],
-            "runtime": runtime_info(device),
-            "s3t": {"n_shards": args.shards, "n_slices": args.slices, "budget": args.budget},
-            "full_lora": "one shard, one slice, one order; LoRA on every adapted layer "
-            "(baselines.full_config)",
-            "deletion": "1 % of the training samples, drawn at random (seeded)",
-        },
-        "families": entries,
-        "all_bitwise_exact": all(e["bitwise_exact"] for e in entries),
-        "seconds": round(time.perf_counter() - started, 1),
+            if args.output:
+                Path(args.output).write_text(json.dumps(report(), indent=2) + "\n", "utf-8")
+    return report()
+
+
+def family_entry(
+    family: str,
+    base: str,
+    tmp: Path,
+    args: argparse.Namespace,
+    device: torch.device,
+    service: Any,
+    data: dict[tuple[str, Sizes], Data],
+) -> dict[str, Any]:
+    """One family's entry: the library's figures, then the service's; an error (a model that
+    cannot be built or loaded here, a failed step) is recorded in the entry, not raised."""
+    entry: dict[str, Any] = {"family": family, "base": base, "bitwise_exact": False}
+    try:
+        folder = base_folder(family, base, tmp, args)
+        backbone = load_backbone(folder, device=device)
+    except Exception as error:
+        log(f"{family} ({base}): cannot load\n{traceback.format_exc()}")
+        return {**entry, "error": f"{type(error).__name__}: {error}"}
+    sizes = sizes_of(base, backbone.modality, args)
+    modality = str(backbone.modality)
+    if (modality, sizes) not in data:
+        data[(modality, sizes)] = (
+            image_data(sizes, args.seed)
+            if backbone.modality == Modality.IMAGE
+            else text_data(args.data, sizes, args.seed)
+        )
+    rows = data[(modality, sizes)]
+    entry["modality"] = modality
+    entry.update(
+        guarded(
+            f"{family} ({base})",
+            partial(measure, family, base, backbone, rows, sizes, args, tmp / family / base),
+        )
+    )
+    if "error" not in entry:
+        log(
+            f"{family} ({base}): exact {entry['bitwise_exact']}, accuracy "
+            f"{entry['accuracy_s3t']} vs full {entry['accuracy_full_lora']}, retrain "
+            f"share {entry['retrain_share_1pct']}"
+        )
+    if service is not None:
+        log(f"{family} ({base}): through the service")
+        figures = guarded(
+            f"{family} ({base}) service",
+            partial(measure_service, service, family, base, folder, rows, sizes, args),
+        )
+        entry.update(headline(figures, entry))
+        entry["service"] = figures
+    return entry
+
+
+SERVICE_SETUP = (
+    "the app in this process on SQLite, jobs run in this process on an engine catalogue; per "
+    "family a model of the registered base model trained through the API, then single-sample "
+    "deletions one at a time on the quiet service, the retrains run between them (untimed)"
+)
+
+
+def guarded(what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fn()``, or an entry naming its error: one family's failure is a result, not the end of
+    the run."""
+    try:
+        return fn()
+    except Exception as error:
+        log(f"{what}: failed\n{traceback.format_exc()}")
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def headline(service: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The service's figures an entry leads with, and their ratio to a full retrain (what a
+    service without S3T keeps serving the deleted data for)."""
+    if "error" in service or "deletion_202" not in service:
+        return {}
+    clean = service["deletion_to_clean_prediction"]
+    figures: dict[str, Any] = {
+        "deletion_202": service["deletion_202"],
+        "deletion_to_clean_prediction_ms": {k: clean[k] for k in ("p50_ms", "p99_ms")},
     }
+    full_s = entry.get("training", {}).get("full_lora_seconds")
+    if full_s:
+        figures["clean_prediction_p99_over_full_lora_retrain"] = round(
+            clean["p99_ms"] / 1000 / full_s, 5
+        )
+    return figures
+
+
+def service_rows(data: Data, n: int) -> tuple[list[dict[str, Any]], str]:
+    """The API's samples of the first ``n`` training rows, and a test row to predict."""
+    rows = []
+    for i, (content, label) in enumerate(data.train[:n]):
+        if not isinstance(content, str):
+            raise NotImplementedError("images through the API")
+        rows.append({"external_id": f"s{i:05d}", "label": data.labels[label], "text": content})
+    return rows, str(data.test[0][0])
+
+
+def measure_service(
+    service: Any,
+    family: str,
+    base: str,
+    folder: Path,
+    data: Data,
+    sizes: Sizes,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    import families_service
+
+    if base == "minilm":
+        name = service.settings.default_base_model  # the deployment's default: MiniLM-L6
+    else:
+        name = f"{base}-{family}"
+        families_service.register_base(service.settings, name, folder)
+    rows, probe = service_rows(data, args.service_samples)
+    settings = {
+        "n_shards": args.shards,
+        "n_slices": args.slices,
+        "budget": args.budget,
+        "placement": "sample",
+        "lora_rank": args.rank,
+        "epochs_per_stage": 1,
+        "learning_rate": sizes.learning_rate,
+        "batch_size": args.batch_size,
+        "max_length": sizes.max_length,
+        "seed": args.seed,
+    }
+    figures: dict[str, Any] = families_service.measure(
+        service, family, name, list(data.labels), rows, probe, settings,
+        deletions=args.service_deletions, seed=args.seed,
+    )  # fmt: skip
+    return figures
 
 
 def main() -> None:
     args = parse_args()
     report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
-    print(text)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
