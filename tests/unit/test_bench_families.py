@@ -75,8 +75,14 @@ def test_every_family_has_the_issues_figures(run: tuple[dict[str, Any], Path]) -
         assert entry["retrain_share_1pct"] > 0 and entry["training_s_per_1000"] > 0
         assert entry["retrain_1pct"]["deleted"] == 1  # 1 % of 40, at least one
         assert "tiny random-weight" in entry["base"]
+        assert entry["deletion_202"]["p99_ms"] > 0 and entry["deletion_202"]["deletions"] == 3
+        clean = entry["deletion_to_clean_prediction_ms"]
+        assert clean["p99_ms"] >= clean["p50_ms"] > 0
         assert math.isfinite(sum(_numbers(entry)))
-    assert "digits" in report["families"][1]["data"]
+    vit = report["families"][1]
+    assert "digits" in vit["data"]
+    assert vit["service"]["via"] in {"api", "library"}  # library: the API takes no images yet
+    assert vit["deletion_202"].get("via", "api") == vit["service"]["via"]
     assert "AG News" in report["families"][0]["data"]
 
 
