@@ -35,6 +35,7 @@ Usage: ``python bench/families.py [--quick] [--families bert,vit] [--output FILE
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import os
@@ -632,16 +633,11 @@ def guarded(what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 def headline(service: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The service's figures an entry leads with, and their ratio to a full retrain (what a
     service without S3T keeps serving the deleted data for)."""
-    if service.get("via") == "library" and "library_deletion" in entry:
-        library = entry["library_deletion"]
-        accepted, clean = library["bookkeeping"], library["to_clean_prediction"]
-        accepted = {"via": "library", "deletions": library["deletions"], **accepted}
-    elif "deletion_202" in service:
-        accepted, clean = service["deletion_202"], service["deletion_to_clean_prediction"]
-    else:
-        return {}
+    if "deletion_202" not in service:
+        return {}  # the service part failed: its error is in the entry's `service`
+    clean = service["deletion_to_clean_prediction"]
     figures: dict[str, Any] = {
-        "deletion_202": accepted,
+        "deletion_202": service["deletion_202"],
         "deletion_to_clean_prediction_ms": {k: clean[k] for k in ("p50_ms", "p99_ms")},
     }
     full_s = entry.get("training", {}).get("full_lora_seconds")
@@ -652,20 +648,21 @@ def headline(service: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-#: Why an image family's entry has the library's figures instead of the API's.
-NO_IMAGES = (
-    "library: this API takes no images yet, so the entry's deletion_202 is the library's "
-    "bookkeeping of a deletion (the stages it invalidates, the valid prefixes left) and "
-    "deletion_to_clean_prediction that plus one prediction from those prefixes"
-)
-
-
-def service_rows(data: Data, n: int) -> tuple[list[dict[str, Any]], str]:
-    """The API's samples of the first ``n`` training rows, and a test row to predict."""
+def service_rows(data: Data, n: int) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """The API's samples of the first ``n`` training rows (texts, or images as base64), and the
+    body of a prediction of one test row."""
     rows = []
     for i, (content, label) in enumerate(data.train[:n]):
-        rows.append({"external_id": f"s{i:05d}", "label": data.labels[label], "text": content})
-    return rows, str(data.test[0][0])
+        row = {"external_id": f"s{i:05d}", "label": data.labels[label]}
+        rows.append({**row, **api_content(content)})
+    probe = api_content(data.test[0][0])
+    return rows, {f"{key}s": [value] for key, value in probe.items()}
+
+
+def api_content(content: Content) -> dict[str, str]:
+    if isinstance(content, str):
+        return {"text": content}
+    return {"image": base64.b64encode(content).decode("ascii")}
 
 
 def measure_service(
@@ -679,8 +676,6 @@ def measure_service(
 ) -> dict[str, Any]:
     import families_service
 
-    if not isinstance(data.train[0][0], str):
-        return {"via": "library", "why": NO_IMAGES}
     if base == "minilm":
         name = service.settings.default_base_model  # the deployment's default: MiniLM-L6
     else:

@@ -93,14 +93,15 @@ def measure(
     base_model: str,
     labels: list[str],
     rows: list[dict[str, Any]],
-    probe: str,
+    probe: dict[str, list[str]],
     settings: dict[str, Any],
     *,
     deletions: int,
     seed: int,
 ) -> dict[str, Any]:
     """Create, train and delete from a model of ``base_model`` through the API (see the
-    module's docstring). ``rows`` are the API's samples; ``probe`` what each prediction asks."""
+    module's docstring). ``rows`` are the API's samples; ``probe`` the body of every prediction
+    (``texts`` or base64 ``images``)."""
     api, worker = stack.api, stack.worker
     body = {"name": f"bench-{family}", "labels": labels, "base_model": base_model, **settings}
     model = api.ok(api.post("/models", body), 201)
@@ -112,11 +113,11 @@ def measure(
     if job["status"] != "succeeded":
         raise RuntimeError(f"training through the service ended {job['status']}: {job}")
     predict_url = f"/models/{model_id}/predict"
-    first = api.post(predict_url, {"texts": [probe]})  # loads the base model for serving
+    first = api.post(predict_url, probe)  # loads the base model for serving
     api.ok(first)
     alone: list[float] = []
     for _ in range(deletions):
-        _, took = _timed(lambda: api.ok(api.post(predict_url, {"texts": [probe]})))
+        _, took = _timed(lambda: api.ok(api.post(predict_url, probe)))
         alone.append(took)
 
     victims = random.Random(seed).sample([r["external_id"] for r in rows], deletions)
@@ -131,7 +132,7 @@ def measure(
         deletion = api.ok(response, 202)
         invalidated = invalidated_layers(deletion)
         for _ in range(ATTEMPTS):
-            answer = api.post(predict_url, {"texts": [probe]})
+            answer = api.post(predict_url, probe)
             if answer.status_code == 200 and not layers_of(answer.json()) & invalidated:
                 clean.append(time.perf_counter() - sent)
                 break

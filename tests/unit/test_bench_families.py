@@ -1,5 +1,5 @@
-"""A smoke run of bench/families.py: a tiny text family (library and service) and a tiny image
-family (library) on a few samples, every figure the issue asks of an entry present and sane."""
+"""A smoke run of bench/families.py: a tiny text family and a tiny image family, library and
+service, on a few samples: every figure the issue asks of an entry present and sane."""
 
 from __future__ import annotations
 
@@ -81,16 +81,19 @@ def test_every_family_has_the_issues_figures(run: tuple[dict[str, Any], Path]) -
         assert math.isfinite(sum(_numbers(entry)))
     vit = report["families"][1]
     assert "digits" in vit["data"]
-    assert vit["service"]["via"] in {"api", "library"}  # library: the API takes no images yet
-    assert vit["deletion_202"].get("via", "api") == vit["service"]["via"]
+    assert vit["service"]["via"] == "api" and vit["service"]["base_model"] == "tiny-vit"
     assert "AG News" in report["families"][0]["data"]
 
 
-def test_the_text_family_is_measured_through_the_api(run: tuple[dict[str, Any], Path]) -> None:
-    entry = run[0]["families"][0]
+@pytest.mark.parametrize(("index", "base_model"), [(0, "tiny-distilbert"), (1, "tiny-vit")])
+def test_each_family_is_measured_through_the_api(
+    run: tuple[dict[str, Any], Path], index: int, base_model: str
+) -> None:
+    entry = run[0]["families"][index]
     service = entry["service"]
-    assert service["via"] == "api" and service["base_model"] == "tiny-distilbert"
-    assert entry["deletion_202"]["deletions"] == 3 and entry["deletion_202"]["p99_ms"] > 0
+    assert service["via"] == "api" and service["base_model"] == base_model
+    assert entry["deletion_202"] == service["deletion_202"]
     assert service["deletion_to_clean_prediction"]["deletions"] == 3  # every one came clean
     assert entry["deletion_to_clean_prediction_ms"]["p99_ms"] >= entry["deletion_202"]["p50_ms"]
     assert service["probes_that_used_an_invalidated_layer"] == 0
+    assert service["deletions_never_clean"] == 0
