@@ -3,6 +3,7 @@ queued jobs in this process (the worker-process tests run them in a real worker 
 
 from __future__ import annotations
 
+import base64
 import functools
 import uuid
 from pathlib import Path
@@ -254,7 +255,7 @@ def trained_without(
                 config.n_slices,
                 model["placement"],
             ),
-            r["text"],
+            r["text"] if "text" in r else base64.b64decode(r["image"]),
             model["labels"].index(r["label"]),
         )
         for r in rows
