@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, cast
+from urllib.parse import quote
 
 import httpx
 
@@ -38,6 +39,7 @@ from unlearn_client.models import (
     AuditEntry,
     AuditPage,
     AuditVerification,
+    BaseModel,
     Certificate,
     Deletion,
     DeletionPage,
@@ -139,19 +141,30 @@ class UnlearnClient:
 
     # --- models ------------------------------------------------------------------------------
 
+    def base_models(self) -> list[BaseModel]:
+        """The registered base models a model can fine-tune (operators register them)."""
+        return cast(list[BaseModel], self._call("GET", "/base-models")["items"])
+
+    def get_base_model(self, name: str) -> BaseModel:
+        return cast(BaseModel, self._call("GET", f"/base-models/{quote(name, safe='')}"))
+
     def create_model(
         self,
         name: str,
         *,
         labels: Sequence[str] | None = None,
         task: Literal["classification", "regression"] = "classification",
+        base_model: str | None = None,
         **settings: Any,
     ) -> Model:
-        """Create a model; ``settings`` are the other fields of ``POST /models`` (``n_shards``,
-        ``n_slices``, ``budget``, ``unlearning_policy``, ``placement``, ...)."""
+        """Create a model on ``base_model`` (a name of :meth:`base_models`; None: the
+        deployment's default); ``settings`` are the other fields of ``POST /models``
+        (``n_shards``, ``n_slices``, ``budget``, ``unlearning_policy``, ``placement``, ...)."""
         body: dict[str, Any] = {"name": name, "task": task, **settings}
         if labels is not None:
             body["labels"] = list(labels)
+        if base_model is not None:
+            body["base_model"] = base_model
         return cast(Model, self._call("POST", "/models", json=body))
 
     def get_model(self, model_id: str | uuid.UUID) -> Model:

@@ -848,3 +848,29 @@ def test_standard_webhooks_headers_are_verified() -> None:
         verify_webhook(BODY, {"Content-Type": "application/json"}, STD_SECRET, now=NOW)
     legacy = {SIGNATURE_HEADER: header(NOW, hand_signed(BODY, SECRET, NOW))}
     assert verify_webhook(BODY, legacy, SECRET, now=NOW).id == EVENT["id"]
+
+
+def test_base_models_are_listed_and_named_on_create(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    base = {"name": "deberta-v3", "family": "deberta-v2", "modality": "text", "sha256": "a" * 64}
+    recorder = Recorder(
+        httpx.Response(200, json={"items": [base]}),
+        httpx.Response(200, json=base),
+        httpx.Response(201, json={"id": "m1", "base_model": base}),
+        httpx.Response(201, json={"id": "m2"}),
+    )
+    client, _ = make_client(recorder)
+    assert client.base_models() == [base]
+    assert client.get_base_model("deberta-v3") == base
+    assert client.create_model("m", labels=["a", "b"], base_model="deberta-v3")["id"] == "m1"
+    client.create_model("m", labels=["a", "b"])
+    paths = [(r.method, r.url.path) for r in recorder.requests]
+    assert paths == [
+        ("GET", "/base-models"),
+        ("GET", "/base-models/deberta-v3"),
+        ("POST", "/models"),
+        ("POST", "/models"),
+    ]
+    assert json.loads(recorder.requests[2].content)["base_model"] == "deberta-v3"
+    assert "base_model" not in json.loads(recorder.requests[3].content)  # the default
