@@ -58,6 +58,17 @@ def db_upgrade(revision: str) -> None:
     from service.db import migrate
 
     migrate.upgrade(get_settings().database_url, revision)
+    if revision == "head":
+        _ensure_default_base_model()
+
+
+def _ensure_default_base_model() -> None:
+    """Register UNLEARN_DEFAULT_BASE_MODEL from UNLEARN_BACKBONE_PATH when the catalogue lacks
+    it (the migration registered the default of its day; the settings may name another)."""
+    from service.base_models.service import ensure_default_base_model
+
+    with _transaction() as session:
+        ensure_default_base_model(session, get_settings())
 
 
 @db.command("downgrade")
@@ -112,6 +123,7 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
 
     settings = get_settings()
     migrate.upgrade(settings.database_url)
+    _ensure_default_base_model()
     if demo:
         _seed_demo()
     workers = [
@@ -144,16 +156,11 @@ def _stop_with_parent() -> None:
 
 def _seed_demo() -> None:
     from service import demo
-    from unlearning.s3t.backbone import backbone_layer_count
 
     settings = get_settings()
     file = settings.data_dir / "demo.json"
     with _transaction() as session:
-        created = demo.seed_demo(
-            session,
-            backbone_layers=backbone_layer_count(settings.backbone_path),
-            profile=settings.default_compute_profile,
-        )
+        created = demo.seed_demo(session, settings)
     if created is not None:
         demo.save(created, file)
         click.echo(f"demo: tenant `demo`, model {created.model_id} training on the worker")

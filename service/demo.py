@@ -15,11 +15,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from service.base_models.service import ensure_default_base_model
 from service.db.models import Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.errors import TenantNotFoundError
 from service.models.schemas import ModelCreate, SampleIn
 from service.models.service import create_model, register_samples
+from service.settings import Settings
 from service.training.scheduling import start_training
 
 DEMO_TENANT = "demo"
@@ -57,8 +59,9 @@ def read_rows(path: Path = DEMO_DATA) -> list[SampleIn]:
         ]
 
 
-def seed_demo(session: Session, *, backbone_layers: int, profile: str) -> Demo | None:
-    """Create the demo and queue its training; None when it exists already."""
+def seed_demo(session: Session, settings: Settings) -> Demo | None:
+    """Create the demo (on the default base model, registered here if the catalogue lacks it)
+    and queue its training; None when it exists already."""
     tenants = TenantRepository.from_session(session)
     try:
         tenants.by_name(DEMO_TENANT)
@@ -67,8 +70,13 @@ def seed_demo(session: Session, *, backbone_layers: int, profile: str) -> Demo |
         pass
     tenant = tenants.create(DEMO_TENANT)
     issued = ApiKeyRepository.from_session(session).issue(tenant.id, "demo", Role.admin)
+    base = ensure_default_base_model(session, settings)
     model = create_model(
-        session, tenant.id, DEMO_MODEL, backbone_layers=backbone_layers, default_profile=profile
+        session,
+        tenant.id,
+        DEMO_MODEL,
+        default_base_model=base.name,
+        default_profile=settings.default_compute_profile,
     )
     result = register_samples(session, tenant.id, model.id, read_rows())
     if result.errors:

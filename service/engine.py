@@ -8,6 +8,7 @@ import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.db.models import Model, Sample, SamplePayload, Task
 from service.errors import LineageError
@@ -16,6 +17,9 @@ from unlearning.artifacts import ArtifactStore, LocalArtifactStore
 from unlearning.device import resolve_device
 from unlearning.object_store import S3ArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample, load_backbone
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 def artifacts_dir(settings: Settings) -> Path:
@@ -47,6 +51,18 @@ def _object_store(
     return S3ArtifactStore.from_url(
         url, endpoint_url=endpoint_url or None, region=region, max_attempts=max_attempts
     )
+
+
+def s3_client(settings: Settings) -> S3Client:
+    """A client of the deployment's S3-compatible server (``s3_endpoint_url``, ``s3_region``;
+    credentials from boto3's chain), for the base models stored there."""
+    return _object_store(
+        os.getpid(),
+        "s3://base-models",
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        settings.s3_max_attempts,
+    ).client
 
 
 def build_engine(settings: Settings) -> S3TEngine:

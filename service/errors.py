@@ -118,3 +118,30 @@ class ServingUnavailableError(DomainError):
     status_code = 503
     title = "Serving busy"
     slug = "serving-busy"
+
+
+class BaseModelNotFoundError(NotFoundError):
+    title = "Base model not found"
+    slug = "base-model-not-found"
+
+
+class BaseModelInUseError(ConflictError):
+    title = "Base model in use"
+    slug = "base-model-in-use"
+
+
+class InvalidBaseModelError(InvalidInputError):
+    """A folder or URI that cannot be registered (unsupported architecture, no weights)."""
+
+    title = "Invalid base model"
+    slug = "invalid-base-model"
+
+
+class BaseModelUnavailableError(DomainError):
+    """A base model this process cannot load now: its files changed since registration, or
+    its folder or object-store prefix cannot be read. Its models answer nothing until an
+    operator restores the registered files."""
+
+    status_code = 503
+    title = "Base model unavailable"
+    slug = "base-model-unavailable"

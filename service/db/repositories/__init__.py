@@ -2,6 +2,7 @@
 
 from service.db.repositories.artifacts import ArtifactRepository
 from service.db.repositories.audit import AuditRepository
+from service.db.repositories.base_models import BaseModelRepository
 from service.db.repositories.deletions import DeletionRepository
 from service.db.repositories.jobs import JobRepository
 from service.db.repositories.lineage import LineageRepository
@@ -22,6 +23,7 @@ __all__ = [
     "ApiKeyRepository",
     "ArtifactRepository",
     "AuditRepository",
+    "BaseModelRepository",
     "DashboardSessionRepository",
     "DeletionRepository",
     "JobRepository",

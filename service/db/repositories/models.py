@@ -52,6 +52,7 @@ class ModelRepository(Repository):
         budget: int,
         sequence_orders: Sequence[Sequence[int]],
         compute_profile: str,
+        base_model_id: uuid.UUID,
         placement: PlacementPolicy = PlacementPolicy.sample,
         min_live_shards: int = 1,
         labels: Sequence[str] | None = None,
@@ -84,6 +85,7 @@ class ModelRepository(Repository):
             budget=budget,
             config=dict(config or {}),
             compute_profile=compute_profile,
+            base_model_id=base_model_id,
             placement=placement,
             min_live_shards=min_live_shards,
         )

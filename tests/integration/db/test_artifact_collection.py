@@ -39,6 +39,7 @@ from service.db.repositories import (
     TenantRepository,
 )
 from service.db.repositories.audit import audit_chain
+from tests.conftest import default_base_model_id
 from unlearning.artifacts import ArtifactNotFoundError, LocalArtifactStore, artifact_ref
 from unlearning.device import local_profile
 
@@ -79,6 +80,7 @@ def _model(session: Session, name: str = "m") -> Model:
         budget=2,
         sequence_orders=[[0, 1], [1, 0]],
         compute_profile=local_profile("cpu"),
+        base_model_id=default_base_model_id(session),
         labels=["a", "b"],
     )
 

@@ -21,7 +21,7 @@ from service.errors import (
     InvalidSampleError,
     ModelNotFoundError,
 )
-from tests.conftest import make_model
+from tests.conftest import default_base_model_id, make_model
 from unlearning.device import local_profile
 from unlearning.sharding import assign
 
@@ -144,6 +144,7 @@ class TestModels:
                 budget=budget,
                 sequence_orders=orders,
                 compute_profile=local_profile("cpu"),
+                base_model_id=default_base_model_id(session),
                 labels=["a", "b"],
             )
 

@@ -22,6 +22,7 @@ from service.db.repositories import (
 )
 from service.jobs.runner import Transaction
 from service.training.runner import run_sequence_job
+from tests.conftest import default_base_model_id
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.device import local_profile
@@ -46,6 +47,7 @@ def _model_with_jobs(factory: sessionmaker[Session], from_stage: int = 1) -> lis
             budget=2,
             sequence_orders=[[0, 1], [1, 0]],
             compute_profile=local_profile("cpu"),
+            base_model_id=default_base_model_id(session),
             labels=["a", "b"],
             config=dict(TINY_SETTINGS),
         )

@@ -27,6 +27,7 @@ from service.db.repositories import (
 from service.db.repositories.lineage import Activation
 from service.errors import LineageError
 from service.training.service import read_sequence_job, record_sequence
+from tests.conftest import default_base_model_id
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.device import local_profile
@@ -54,6 +55,7 @@ def _model(session: Session, tenant: Tenant, name: str) -> Model:
         budget=2,
         sequence_orders=cyclic_sequences(3, 2),
         compute_profile=local_profile("cpu"),
+        base_model_id=default_base_model_id(session),
         labels=LABELS,
         config=dict(TINY_SETTINGS),
     )

@@ -1,0 +1,1 @@
+"""The base-model catalogue: registered, hashed pretrained folders that models fine-tune."""
