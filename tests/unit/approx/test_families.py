@@ -40,6 +40,7 @@ from unlearning.s3t import (
     load_backbone,
 )
 from unlearning.s3t.config import Task
+from unlearning.s3t.ensemble import EnsemblePredictor, ServedShard
 from unlearning.s3t.weights import StageWeights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -167,6 +168,19 @@ def test_a_method_runs_on_every_family_it_declares_and_is_refused_on_the_others(
     assert float((after - before).abs().max()) > 1e-4  # the forget set's outputs moved
     if spec.forgets == "whole_classes":  # the class left: its samples look less like it
         assert float(after.softmax(-1)[:, 0].mean()) < float(before.softmax(-1)[:, 0].mean())
+
+
+@pytest.mark.parametrize("family", [family.name for family in FAMILIES])
+def test_what_a_method_edits_computes_what_serving_computes(
+    trained: Callable[[str, Task], Trained], family: str
+) -> None:
+    """The prefix model every method edits reads the family's pooling (ViT's class token,
+    ModernBERT's final norm), not a mean of its own: unedited, it gives serving's outputs."""
+    run = trained(family, Task.CLASSIFICATION)
+    encoded = examples_of(run.backbone, run.config, run.samples[:6]).encoded
+    predictor = EnsemblePredictor(run.backbone, run.config.target_modules)
+    served = predictor.shard_outputs(encoded, [ServedShard.from_prefix(run.prefix)])[0]
+    assert torch.allclose(_outputs(run, run.prefix, encoded), served, atol=1e-5)
 
 
 def _restricted(
