@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, 
 from service.audit.schemas import AuditVerification
 from service.base_models.schemas import BaseModelRef
 from unlearning.approx import registry
+from unlearning.families import Modality
 from unlearning.s3t.config import Task
 
 #: `auto` (chosen per request by its shape: prefix_pass.choose_method) and every method of
@@ -35,7 +36,12 @@ APPROXIMATE_METHOD_HELP = (
     + _listed([s.name for s in registry.specs() if s.tasks == {Task.REGRESSION}])
     + "; reading no label: "
     + _listed([s.name for s in registry.specs() if not s.reads_labels])
-    + "."
+    + "; text base models only: "
+    + _listed([s.name for s in registry.specs() if s.modalities == {Modality.TEXT}])
+    + "; image base models only: "
+    + _listed([s.name for s in registry.specs() if s.modalities == {Modality.IMAGE}])
+    + ". A method that does not fit the model's task or its base model's modality is a 422 "
+    "saying why."
 )
 METHOD_CONFIG_HELP = (
     "Settings of the approximate method's config that differ from its defaults (by name; "

@@ -39,6 +39,7 @@ from service.models.status import unbalanced_text
 from service.observability.metrics import observe_prediction
 from service.serving.registry import ServingRegistry
 from service.training import scheduling
+from unlearning.families import Modality
 from unlearning.s3t import S3TConfig
 from unlearning.s3t.config import Task as UnlearningTask
 from unlearning.s3t.sequences import plan_sequences
@@ -71,7 +72,10 @@ def create_model(
         )
     try:
         method_config = check_method(
-            data.approximate_method, data.method_config, UnlearningTask(data.task)
+            data.approximate_method,
+            data.method_config,
+            UnlearningTask(data.task),
+            Modality(base.modality.value),
         )
     except InvalidInputError as error:
         raise InvalidModelConfigError(error.detail) from error
