@@ -145,7 +145,11 @@ def _artifacts_hold(settings: Settings, needle: bytes) -> bool:
 
 
 def test_image_deletion_is_exact_fresh_and_leaves_nothing(
-    api: Api, worker: InProcessWorker, settings: Settings, caplog: pytest.LogCaptureFixture
+    api: Api,
+    admin: Api,
+    worker: InProcessWorker,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     gone_rows = (3, 11, 17)
@@ -211,6 +215,11 @@ def test_image_deletion_is_exact_fresh_and_leaves_nothing(
         assert b64(image) not in caplog.text
     assert _tables_hold(worker, next(iter(kept))), "the check can see a stored image"
 
+    page = admin.get(f"/dashboard/models/{model['id']}")
+    assert page.status_code == 200 and 'data-modality="image"' in page.text
+    assert "tiny-vit" in page.text and "base64 PNG or JPEG" in page.text
+    assert 'data-modality="image"' in admin.get("/dashboard").text
+
 
 def test_what_an_image_model_refuses(api: Api, client: TestClient, settings: Settings) -> None:
     model = api.ok(api.post("/models", VIT_MODEL), 201)
@@ -260,7 +269,7 @@ def test_what_an_image_model_refuses(api: Api, client: TestClient, settings: Set
         client.app.state.settings = app_settings  # type: ignore[attr-defined]
 
 
-def test_a_text_model_refuses_images(api: Api) -> None:
+def test_a_text_model_refuses_images(api: Api, admin: Api) -> None:
     model = api.ok(api.post("/models", TINY_MODEL), 201)
     assert model["base_model"]["modality"] == "text"
     png, _ = digit_images(1)[0]
@@ -275,3 +284,5 @@ def test_a_text_model_refuses_images(api: Api) -> None:
     assert "reads texts" in error["detail"]
     refused = problem(api.post(f"/models/{model['id']}/predict", {"images": [b64(png)]}), 422)
     assert refused["type"] == PROBLEMS + "wrong-modality" and "`texts`" in refused["detail"]
+    page = admin.get(f"/dashboard/models/{model['id']}").text
+    assert 'data-modality="text"' in page and "reads texts" in page
