@@ -169,6 +169,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         16_777_216,
         ge=1,
+        le=178_956_970,  # Pillow refuses to open more (twice its Image.MAX_IMAGE_PIXELS)
         description="Most pixels (width x height, read from the image's header before it is "
         "decoded: no decompression bomb) an image may have; more is refused.",
     )
