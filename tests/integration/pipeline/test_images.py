@@ -1,9 +1,10 @@
 """Images end to end over HTTP on SQLite and PostgreSQL, jobs run in this process: a model on a
 tiny ViT base model registers digit images (base64 PNG), trains, predicts images, deletes a
 subject's images, answers at once from none of the invalidated layers, retrains bitwise equal to
-a fresh training without those images, and keeps nothing of them: no payload row, no bytes in any
-table or log, no artifact that learned from them. Also what is refused, and how: a text for an
-image model, an image for a text model, images that are not PNG or JPEG or are over a limit.
+a fresh training without those images (the exactness audit agrees), and keeps nothing of them:
+no payload row, no bytes in any table or log, no artifact that learned from them. Also what is
+refused, and how: a text for an image model, an image for a text model, images that are not PNG
+or JPEG or are over a limit.
 """
 
 from __future__ import annotations
@@ -205,6 +206,11 @@ def test_image_deletion_is_exact_fresh_and_leaves_nothing(
     assert certificate["payloads_deleted"] and certificate["audit_chain_verified"]
     assert {layer["layer_id"] for layer in certificate["layers_invalidated"]} == invalidated
     assert {layer["artifact"] for layer in certificate["layers_retrained"]} <= reference
+
+    audit = admin.ok(admin.post(f"/models/{model['id']}/exactness-audits"), 202)
+    assert worker.audit() == 1  # retrains every shard from scratch on the live images
+    audit = admin.ok(admin.get(audit["audit_url"]))
+    assert (audit["status"], audit["result"], audit["mismatched"]) == ("succeeded", "passed", [])
 
     stored_files = _stored(settings)
     assert stored_files <= _live(worker), "every stored file is an active layer's or statistics"
