@@ -75,6 +75,7 @@ from unlearning.evaluation import (
     evaluate_classifier,
     evaluate_regressor,
 )
+from unlearning.families import Modality
 from unlearning.s3t import (
     Backbone,
     ModelSpec,
@@ -95,13 +96,15 @@ DEFAULT_OUTPUT = ROOT / "bench" / "results-approximate.json"
 PENALTY_OUTPUT = ROOT / "bench" / "results-approximate-penalty.json"
 REGRESSION_OUTPUT = ROOT / "bench" / "results-approximate-regression.json"
 MODEL_KEY = "bench-approximate"
+#: The bench's data are texts (AG News, or its offline stand-in) on a text encoder.
+TEXT = Modality.TEXT
 #: Config variants run by default next to every registered method that fits the task.
 VARIANTS = ("rbm:variant=masked_finetune",)
 
 
 def task_methods(task: Task) -> tuple[str, ...]:
     """The default rows of a task: every registered method that fits it, then the variants."""
-    names = tuple(spec.name for spec in registry.specs() if spec.unfit(task) is None)
+    names = tuple(spec.name for spec in registry.specs() if spec.unfit(task, TEXT) is None)
     return (*names, *(v for v in VARIANTS if v.split(":")[0] in names))
 
 
@@ -126,7 +129,7 @@ def parse_arm(text: str, task: Task) -> Arm:
     ValueError when the method is unknown, does not fit the task or refuses the settings."""
     name, *settings = text.split(":")
     spec = registry.get(name)
-    reason = spec.unfit(task)
+    reason = spec.unfit(task, TEXT)
     if reason is not None:
         raise ValueError(reason)
     overrides: dict[str, Any] = {}

@@ -76,6 +76,7 @@ from unlearning.approx.prefix_pass import MethodName, approximate_stages, exampl
 from unlearning.approx.statistics import PassStatistics  # noqa: E402
 from unlearning.evaluation import avg_gap, evaluate_classifier  # noqa: E402
 from unlearning.evaluation.metrics import UnlearningScores  # noqa: E402
+from unlearning.families import Modality  # noqa: E402
 from unlearning.s3t import S3TEngine, TrainingSample  # noqa: E402
 from unlearning.s3t.config import Task  # noqa: E402
 from unlearning.s3t.weights import StageWeights  # noqa: E402
@@ -113,7 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in args.candidates:
         if name not in registry.REGISTRY:
             parser.error(f"--candidates: no method `{name}`; the methods: {registry.names()}")
-        reason = registry.get(name).unfit(Task.CLASSIFICATION)
+        reason = registry.get(name).unfit(Task.CLASSIFICATION, Modality.TEXT)
         if reason:
             parser.error(f"--candidates: {reason}")
     return args

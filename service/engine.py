@@ -247,10 +247,12 @@ def model_spec(model: Model, orders: Sequence[Sequence[int]]) -> ModelSpec:
 def training_sample(
     model: Model, sample: Sample, payload: SamplePayload, shard: int, slice_: int
 ) -> TrainingSample:
-    """The engine's view of a stored sample: its text and its class index or value."""
-    if payload.text is None:
-        raise LineageError(f"sample {sample.id} has no text; the S3T engine trains on text")
+    """The engine's view of a stored sample: its text or encoded image, and its class index or
+    value."""
+    content = payload.image if payload.image is not None else payload.text
+    if content is None:
+        raise LineageError(f"sample {sample.id} has no text or image; the S3T engine needs one")
     target = payload.label_index if model.task is Task.classification else payload.target
     if target is None:
         raise LineageError(f"sample {sample.id} has no label")
-    return TrainingSample(sample.external_id, shard, slice_, payload.text, target)
+    return TrainingSample(sample.external_id, shard, slice_, content, target)

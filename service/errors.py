@@ -80,6 +80,20 @@ class InvalidSampleError(InvalidInputError):
     slug = "invalid-sample"
 
 
+class InvalidImageError(InvalidInputError):
+    """An image that is not base64 of a PNG or JPEG within the size and pixel limits."""
+
+    title = "Invalid image"
+    slug = "invalid-image"
+
+
+class WrongModalityError(InvalidInputError):
+    """A text for an image model, or an image for a text model."""
+
+    title = "Wrong kind of input for this model"
+    slug = "wrong-modality"
+
+
 class InvalidModelConfigError(InvalidInputError):
     title = "Invalid model configuration"
     slug = "invalid-model-config"

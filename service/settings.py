@@ -160,6 +160,19 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted; a larger one is a 413 problem.",
     )
+    max_image_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=1,
+        description="Largest encoded image (a sample's or a prediction's, after base64) "
+        "accepted; a larger one is refused (422, or the row's error).",
+    )
+    max_image_pixels: int = Field(
+        16_777_216,
+        ge=1,
+        le=178_956_970,  # Pillow refuses to open more (twice its Image.MAX_IMAGE_PIXELS)
+        description="Most pixels (width x height, read from the image's header before it is "
+        "decoded: no decompression bomb) an image may have; more is refused.",
+    )
     job_lease_s: float = Field(
         900.0,
         gt=0,

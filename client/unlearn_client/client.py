@@ -11,6 +11,7 @@ may or may not have taken effect, and only the caller can tell.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import math
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, cast
+from urllib.parse import quote
 
 import httpx
 
@@ -38,6 +40,7 @@ from unlearn_client.models import (
     AuditEntry,
     AuditPage,
     AuditVerification,
+    BaseModel,
     Certificate,
     Deletion,
     DeletionPage,
@@ -139,19 +142,30 @@ class UnlearnClient:
 
     # --- models ------------------------------------------------------------------------------
 
+    def base_models(self) -> list[BaseModel]:
+        """The registered base models a model can fine-tune (operators register them)."""
+        return cast(list[BaseModel], self._call("GET", "/base-models")["items"])
+
+    def get_base_model(self, name: str) -> BaseModel:
+        return cast(BaseModel, self._call("GET", f"/base-models/{quote(name, safe='')}"))
+
     def create_model(
         self,
         name: str,
         *,
         labels: Sequence[str] | None = None,
         task: Literal["classification", "regression"] = "classification",
+        base_model: str | None = None,
         **settings: Any,
     ) -> Model:
-        """Create a model; ``settings`` are the other fields of ``POST /models`` (``n_shards``,
-        ``n_slices``, ``budget``, ``unlearning_policy``, ``placement``, ...)."""
+        """Create a model on ``base_model`` (a name of :meth:`base_models`; None: the
+        deployment's default); ``settings`` are the other fields of ``POST /models``
+        (``n_shards``, ``n_slices``, ``budget``, ``unlearning_policy``, ``placement``, ...)."""
         body: dict[str, Any] = {"name": name, "task": task, **settings}
         if labels is not None:
             body["labels"] = list(labels)
+        if base_model is not None:
+            body["base_model"] = base_model
         return cast(Model, self._call("POST", "/models", json=body))
 
     def get_model(self, model_id: str | uuid.UUID) -> Model:
@@ -228,13 +242,26 @@ class UnlearnClient:
 
         return self._wait(check, f"model {model_id} to be ready", timeout, interval, max_interval)
 
-    def predict(self, model_id: str | uuid.UUID, texts: Sequence[str]) -> PredictResponse:
-        """Labels and scores (or values) of the current valid ensemble (retried: a read)."""
+    def predict(
+        self,
+        model_id: str | uuid.UUID,
+        texts: Sequence[str] | None = None,
+        *,
+        images: Sequence[bytes] | None = None,
+    ) -> PredictResponse:
+        """Labels and scores (or values) of the current valid ensemble (retried: a read), for
+        ``texts``, or for ``images`` (PNG or JPEG bytes, sent base64-encoded) of an image
+        model: exactly one of the two."""
+        if (texts is None) == (images is None):
+            raise ValueError("give exactly one of `texts` and `images`")
+        body: dict[str, list[str]] = (
+            {"texts": list(texts)}
+            if texts is not None
+            else {"images": [_base64(image) for image in images or ()]}
+        )
         return cast(
             PredictResponse,
-            self._call(
-                "POST", f"/models/{model_id}/predict", json={"texts": list(texts)}, retry=True
-            ),
+            self._call("POST", f"/models/{model_id}/predict", json=body, retry=True),
         )
 
     def get_job(self, job_id: str | uuid.UUID) -> Job:
@@ -641,6 +668,8 @@ def _batches(
     used = 0
     for index, sample in enumerate(samples):
         row = dict(sample)
+        if isinstance(row.get("image"), bytes | bytearray | memoryview):
+            row["image"] = _base64(row["image"])
         cost = len(json.dumps(row, ensure_ascii=False).encode()) + 2
         if batch and (len(batch) >= size or used + cost > max_bytes):
             yield start, batch
@@ -649,6 +678,11 @@ def _batches(
         used += cost
     if batch:
         yield start, batch
+
+
+def _base64(image: bytes | bytearray | memoryview) -> str:
+    """An image's bytes as the API takes them in JSON: standard base64."""
+    return base64.b64encode(image).decode("ascii")
 
 
 def _retry_after(response: httpx.Response) -> float | None:

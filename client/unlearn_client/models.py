@@ -20,12 +20,14 @@ from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 
 class SampleIn(TypedDict):
-    """A training sample: ``text`` (or ``features``), its ``label`` (a class name or index, or a
-    regression target) and optionally its data subject."""
+    """A training sample: ``text`` (or ``features``; for an image model ``image``, the bytes of
+    a PNG or JPEG, which the client sends base64-encoded, or that base64 text), its ``label``
+    (a class name or index, or a regression target) and optionally its data subject."""
 
     external_id: str
     label: str | int | float
     text: NotRequired[str]
+    image: NotRequired[bytes | str]
     features: NotRequired[list[float]]
     subject_id: NotRequired[str]
 

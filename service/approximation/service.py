@@ -76,6 +76,7 @@ from service.webhooks import events
 from unlearning.approx import registry
 from unlearning.approx.prefix_pass import MethodName, RequestShape, choose_method
 from unlearning.approx.registry import MethodConfigError
+from unlearning.families import Modality
 from unlearning.s3t import ModelSpec, SequenceKey, TrainingSample
 from unlearning.s3t.config import Task as UnlearningTask
 
@@ -111,12 +112,18 @@ class PassChoice:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+def model_modality(model: Model) -> Modality:
+    """What the model's base model reads (text or images): which methods can serve it."""
+    return Modality(model.base_model.modality.value)
+
+
 def check_method(
-    method: str, overrides: Mapping[str, Any] | None, task: UnlearningTask
+    method: str, overrides: Mapping[str, Any] | None, task: UnlearningTask, modality: Modality
 ) -> dict[str, Any]:
-    """``overrides`` of ``method``'s config, validated; InvalidInputError when the method does
-    not fit the task or a setting is unknown or bad. ``auto`` takes no overrides: the method
-    it stands for is chosen per request."""
+    """``overrides`` of ``method``'s config, validated; InvalidInputError, with the registry's
+    reason, when the method does not fit the task or the base model's modality, or a setting
+    is unknown or bad. ``auto`` takes no overrides: the method it stands for is chosen per
+    request, among those that fit."""
     overrides = dict(overrides or {})
     if method == AUTO_METHOD:
         if overrides:
@@ -125,7 +132,7 @@ def check_method(
             )
         return overrides
     spec = registry.get(method)
-    reason = spec.unfit(task)
+    reason = spec.unfit(task, modality)
     if reason is not None:
         raise InvalidInputError(reason)
     try:
@@ -144,7 +151,8 @@ def pass_method(
     method = model.approximate_method if requested is None else requested
     merged = dict(model.method_config or {}) if method == model.approximate_method else {}
     merged |= overrides or {}
-    return PassChoice(method, check_method(method, merged, UnlearningTask(model.task.value)))
+    task = UnlearningTask(model.task.value)
+    return PassChoice(method, check_method(method, merged, task, model_modality(model)))
 
 
 def resolve_method(
@@ -153,7 +161,8 @@ def resolve_method(
     """The method a pass runs, and why: ``auto`` chooses by the request's shape and the share
     of the affected shards' samples it removes."""
     if choice.method == AUTO_METHOD:
-        chosen, why = choose_method(shape, UnlearningTask(model.task.value), share)
+        task = UnlearningTask(model.task.value)
+        chosen, why = choose_method(shape, task, share, model_modality(model))
         return chosen, f"auto: {why}"
     why = f"`{choice.method}`, named by the request or the model"
     if choice.overrides:

@@ -30,6 +30,7 @@ from service.exactness.schemas import ExactnessAuditPublic
 from service.exactness.service import latest_audits
 from service.jobs.schemas import JobPublic
 from service.jobs.service import describe, job_public
+from service.models.modality import modality_of
 from service.models.schemas import ModelStatusPublic, SequenceStatus, ShardStatus
 from service.models.service import get_model
 from service.models.status import model_status
@@ -73,6 +74,12 @@ class ShardGrid:
 class ModelSummary:
     model: Model
     status: ModelStatusPublic
+
+    @property
+    def modality(self) -> str:
+        """What the model reads (`text` or `image`): an image model's samples and predictions
+        are images, which the pages name rather than show."""
+        return modality_of(self.model).value
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,10 @@ class ModelPage:
     @cached_property
     def status(self) -> ModelStatusPublic:
         return model_status(self.session, self.model)
+
+    @property
+    def modality(self) -> str:
+        return modality_of(self.model).value
 
     @cached_property
     def grid(self) -> list[ShardGrid]:

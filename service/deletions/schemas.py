@@ -34,7 +34,8 @@ class DeletionCreate(BaseModel):
         None,
         description="An approximate pass for this request with this method, before its exact "
         "retrain: overrides the model's `approximate_method`, and asks for a pass even when the "
-        "model's policy is `exact` (422 when the method does not fit the model's task).",
+        "model's policy is `exact` (422 when the method does not fit the model's task or its "
+        "base model's modality).",
     )
     method_config: dict[str, Any] | None = Field(
         None,

@@ -12,6 +12,7 @@ from service.api.deps import SessionDep, SettingsDep
 from service.api.problems import PROBLEM_TYPE_BASE, problem_responses
 from service.api.ratelimit import AdminWriterKey, WriterKey
 from service.audit.schemas import AuditVerification
+from service.images import ImageLimits
 from service.models import service
 from service.models.schemas import (
     AuditPage,
@@ -63,10 +64,15 @@ def read_model(model_id: uuid.UUID, key: CurrentKey, session: SessionDep) -> Mod
 
 @router.post("/{model_id}/samples", responses=PROBLEMS)
 def register_samples(
-    model_id: uuid.UUID, body: SamplesCreate, key: WriterKey, session: SessionDep
+    model_id: uuid.UUID,
+    body: SamplesCreate,
+    key: WriterKey,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> SamplesResult:
     """Register samples in bulk: valid rows are stored, each bad or duplicate row is reported."""
-    result = service.register_samples(session, key.tenant_id, model_id, body.samples)
+    limits = ImageLimits.from_settings(settings)
+    result = service.register_samples(session, key.tenant_id, model_id, body.samples, limits)
     return SamplesResult(
         stored=len(result.stored),
         errors=[
@@ -103,11 +109,13 @@ def predict(
     key: CurrentKey,
     session: SessionDep,
     registry: RegistryDep,
+    settings: SettingsDep,
 ) -> PredictResponse:
     """Predictions of the current valid ensemble; `serving_generation` says which one answered."""
-    service.get_model(session, key.tenant_id, model_id)  # 404 for another tenant's model
+    limits = ImageLimits.from_settings(settings)
+    contents = service.prediction_inputs(session, key.tenant_id, model_id, body, limits)
     session.commit()  # no transaction stays open while the model computes
-    return service.predict(registry, key.tenant_id, model_id, body.texts)
+    return service.predict(registry, key.tenant_id, model_id, contents)
 
 
 @router.get("/{model_id}/audit", responses=PROBLEMS)

@@ -6,11 +6,20 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from service.audit.schemas import AuditVerification
 from service.base_models.schemas import BaseModelRef
 from unlearning.approx import registry
+from unlearning.families import Modality
 from unlearning.s3t.config import Task
 
 #: `auto` (chosen per request by its shape: prefix_pass.choose_method) and every method of
@@ -35,7 +44,12 @@ APPROXIMATE_METHOD_HELP = (
     + _listed([s.name for s in registry.specs() if s.tasks == {Task.REGRESSION}])
     + "; reading no label: "
     + _listed([s.name for s in registry.specs() if not s.reads_labels])
-    + "."
+    + "; text base models only: "
+    + _listed([s.name for s in registry.specs() if s.modalities == {Modality.TEXT}])
+    + "; image base models only: "
+    + _listed([s.name for s in registry.specs() if s.modalities == {Modality.IMAGE}])
+    + ". A method that does not fit the model's task or its base model's modality is a 422 "
+    "saying why."
 )
 METHOD_CONFIG_HELP = (
     "Settings of the approximate method's config that differ from its defaults (by name; "
@@ -163,6 +177,11 @@ class SampleIn(BaseModel):
         description="A class name or its index, or the target of a regression model."
     )
     text: str | None = Field(None, max_length=MAX_TEXT, description="At most 100,000 characters.")
+    image: str | None = Field(
+        None,
+        description="An image model's input instead of `text`: base64 of a PNG or JPEG, at "
+        "most UNLEARN_MAX_IMAGE_BYTES encoded and UNLEARN_MAX_IMAGE_PIXELS pixels.",
+    )
     features: list[float] | None = Field(None, max_length=10_000)
     subject_id: str | None = Field(None, max_length=255, description="The data subject.")
 
@@ -293,11 +312,27 @@ def _not_blank(text: str) -> str:
 
 
 class PredictRequest(BaseModel):
+    """What to predict: texts for a text model, or images for an image model (exactly one)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[
-        Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(_not_blank)]
-    ] = Field(min_length=1, max_length=256)
+    texts: (
+        list[Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(_not_blank)]]
+        | None
+    ) = Field(None, min_length=1, max_length=256)
+    images: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="For an image model, instead of `texts`: base64 of PNG or JPEG images, "
+        "each at most UNLEARN_MAX_IMAGE_BYTES encoded and UNLEARN_MAX_IMAGE_PIXELS pixels.",
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictRequest:
+        if (self.texts is None) == (self.images is None):
+            raise ValueError("give exactly one of `texts` and `images`")
+        return self
 
 
 class PredictionOut(BaseModel):

@@ -23,13 +23,21 @@ from service.db.repositories import (
 )
 from service.db.repositories.audit import audit_chain
 from service.db.repositories.samples import BulkResult
-from service.errors import BaseModelNotFoundError, InvalidInputError, InvalidModelConfigError
+from service.errors import (
+    BaseModelNotFoundError,
+    InvalidInputError,
+    InvalidModelConfigError,
+    WrongModalityError,
+)
+from service.images import ImageLimits, image_from_base64
+from service.models.modality import modality_of
 from service.models.schemas import (
     AuditEntryOut,
     AuditPage,
     ModelCreate,
     ModelPublic,
     PredictionOut,
+    PredictRequest,
     PredictResponse,
     SampleIn,
     ShardStatusBrief,
@@ -39,6 +47,7 @@ from service.models.status import unbalanced_text
 from service.observability.metrics import observe_prediction
 from service.serving.registry import ServingRegistry
 from service.training import scheduling
+from unlearning.families import Modality
 from unlearning.s3t import S3TConfig
 from unlearning.s3t.config import Task as UnlearningTask
 from unlearning.s3t.sequences import plan_sequences
@@ -71,7 +80,10 @@ def create_model(
         )
     try:
         method_config = check_method(
-            data.approximate_method, data.method_config, UnlearningTask(data.task)
+            data.approximate_method,
+            data.method_config,
+            UnlearningTask(data.task),
+            Modality(base.modality.value),
         )
     except InvalidInputError as error:
         raise InvalidModelConfigError(error.detail) from error
@@ -137,8 +149,14 @@ def _base_model(session: Session, name: str) -> BaseModel:
 
 
 def register_samples(
-    session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID, rows: list[SampleIn]
+    session: Session,
+    tenant_id: uuid.UUID,
+    model_id: uuid.UUID,
+    rows: list[SampleIn],
+    limits: ImageLimits | None = None,
 ) -> BulkResult:
+    """Store the valid rows; a row whose input is not what the model's base model reads (or
+    an image out of ``limits``) is reported with the other bad rows."""
     model = get_model(session, tenant_id, model_id)
     return SampleRepository.from_session(session).add_many(
         model,
@@ -149,10 +167,39 @@ def register_samples(
                 text=row.text,
                 features=row.features,
                 subject_id=row.subject_id,
+                image=row.image,
             )
             for row in rows
         ],
+        modality=modality_of(model),
+        limits=limits,
     )
+
+
+def prediction_inputs(
+    session: Session,
+    tenant_id: uuid.UUID,
+    model_id: uuid.UUID,
+    request: PredictRequest,
+    limits: ImageLimits,
+) -> list[str] | list[bytes]:
+    """The inputs of a prediction, checked against the model (a 404 for another tenant's):
+    texts for a text model, the decoded images (each within ``limits``) for an image model."""
+    model = get_model(session, tenant_id, model_id)
+    modality = modality_of(model)
+    if modality is Modality.IMAGE:
+        if request.images is None:
+            raise WrongModalityError(
+                "this model's base model reads images: give `images` (base64 of PNG or JPEG "
+                "images), not `texts`"
+            )
+        return [
+            image_from_base64(text, limits, name=f"images[{i}]").data
+            for i, text in enumerate(request.images)
+        ]
+    if request.texts is None:
+        raise WrongModalityError("this model's base model reads texts: give `texts`, not `images`")
+    return list(request.texts)
 
 
 def slice_balance(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID) -> SliceBalance:
@@ -267,14 +314,17 @@ def verify_audit(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID) ->
 
 
 def predict(
-    registry: ServingRegistry, tenant_id: uuid.UUID, model_id: uuid.UUID, texts: list[str]
+    registry: ServingRegistry,
+    tenant_id: uuid.UUID,
+    model_id: uuid.UUID,
+    contents: list[str] | list[bytes],
 ) -> PredictResponse:
     """Predictions of the model's current valid ensemble, with the generation that answered.
 
     Runs outside the request's transaction: the registry reads the generation itself."""
     started = time.perf_counter()
-    served = registry.predict(model_id, texts)
-    observe_prediction(tenant_id, len(texts), time.perf_counter() - started)
+    served = registry.predict(model_id, contents)
+    observe_prediction(tenant_id, len(contents), time.perf_counter() - started)
     outputs = served.prediction.outputs
     labels = served.model.labels
     if labels is not None:

@@ -57,12 +57,12 @@ HTTP_SECONDS = Histogram(
 )
 PREDICTIONS = Counter(
     "unlearn_predictions",
-    "Texts predicted by this process.",
+    "Inputs (texts or images) predicted by this process.",
     registry=PROCESS_REGISTRY,
 )
 PREDICTION_SECONDS = Histogram(
     "unlearn_prediction_seconds",
-    "Time of one predict call (all its texts), in this process.",
+    "Time of one predict call (all its inputs), in this process.",
     buckets=REQUEST_BUCKETS,
     registry=PROCESS_REGISTRY,
 )

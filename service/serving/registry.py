@@ -214,7 +214,9 @@ class ServingRegistry:
         with unit_of_work(self._factory) as session:
             return not LineageRepository.from_session(session).invalid_among(layer_ids)
 
-    def predict(self, model_id: uuid.UUID, texts: Sequence[str]) -> Served:
+    def predict(self, model_id: uuid.UUID, contents: Sequence[str] | Sequence[bytes]) -> Served:
+        """Texts, or encoded images for an image model (checked by the API), through the
+        model's current valid prefixes; the same freshness rule holds for both."""
         for _ in range(MAX_ATTEMPTS):
             served = self.current(model_id)
             refusal = served.refusal()
@@ -222,7 +224,7 @@ class ServingRegistry:
                 raise ConflictError(refusal)
             try:
                 with self.engines().using(served.base) as engine, self._lock:
-                    prediction = engine.predict(served.config, texts, served.prefixes)
+                    prediction = engine.predict(served.config, contents, served.prefixes)
             except ArtifactNotFoundError:  # collected: the model moved on since `served`
                 if self.generation(model_id) == served.generation:
                     raise

@@ -3,6 +3,7 @@ queued jobs in this process (the worker-process tests run them in a real worker 
 
 from __future__ import annotations
 
+import base64
 import functools
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from service.exactness.runner import run_exactness_audit
 from service.settings import Settings
 from service.training.runner import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
-from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.s3t import Backbone, ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.sharding import place
 
 #: A model small enough to train on the tiny backbone in about a second.
@@ -86,11 +87,17 @@ class InProcessWorker:
     ``collect`` is off)."""
 
     def __init__(
-        self, settings: Settings, *, collect: bool = True, engines: Engines | None = None
+        self,
+        settings: Settings,
+        *,
+        collect: bool = True,
+        engines: Engines | None = None,
+        backbone: Backbone | None = None,
     ) -> None:
         """``engines``: what the jobs compute with (an :class:`EngineCatalogue` loads each
-        model's registered base model); default the tiny backbone for every model."""
-        self.engine = S3TEngine(tiny_backbone(4), artifact_store(settings))
+        model's registered base model); default one engine on ``backbone`` (the tiny BERT)
+        for every model."""
+        self.engine = S3TEngine(backbone or tiny_backbone(4), artifact_store(settings))
         self.engines: Engines = engines if engines is not None else self.engine
         self._db = make_engine(settings.database_url)
         self.factory = make_session_factory(self._db)
@@ -231,7 +238,7 @@ def trained_without(
     engine: S3TEngine, model: dict[str, Any], rows: list[dict[str, Any]], gone: set[str]
 ) -> set[str]:
     """The artifacts of training the model (as `GET /models/{id}` shows it) from scratch on the
-    rows of :func:`samples` minus ``gone``: the exactness reference of a retrain."""
+    rows of :func:`samples` (or image rows) minus ``gone``: the exactness reference of a retrain."""
     config = S3TConfig.from_dict(
         {
             **model["config"],
@@ -254,7 +261,7 @@ def trained_without(
                 config.n_slices,
                 model["placement"],
             ),
-            r["text"],
+            r["text"] if "text" in r else base64.b64decode(r["image"]),
             model["labels"].index(r["label"]),
         )
         for r in rows

@@ -47,7 +47,9 @@ class Stack:
         return UnlearnClient(self.base_url, key or self.admin_key, timeout=60, **options)
 
     def trained_model(self, api: UnlearnClient, rows: list[dict[str, Any]]) -> str:
-        model = api.create_model("tiny", labels=["neg", "pos"], **SETTINGS)
+        [base] = api.base_models()  # `db upgrade` registered the default from the folder
+        model = api.create_model("tiny", labels=["neg", "pos"], base_model=base["name"], **SETTINGS)
+        assert model["base_model"]["sha256"] == base["sha256"]
         assert api.register_samples(model["id"], rows)["stored"] == len(rows)
         api.train(model["id"])
         api.wait_until_ready(model["id"], timeout=TIMEOUT_S)

@@ -15,6 +15,7 @@ from tests.tiny_models import tiny_backbone
 from unlearning.approx import registry
 from unlearning.approx.saliency import RBMConfig
 from unlearning.approx.ssd import SSDConfig
+from unlearning.families import Modality
 from unlearning.s3t.config import Task
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "approximate.py"
@@ -132,7 +133,9 @@ def test_every_scenario_has_every_method_with_finite_numbers(
     _check(report, set(bench.APPROXIMATE), bench.WHOLE_CLASS_ONLY)
     assert report["setup"]["config"]["gradient_penalty"] == 0
     assert report["setup"]["task"] == "classification"
-    fitting = [s.name for s in registry.specs() if s.unfit(Task.CLASSIFICATION) is None]
+    fitting = [
+        s.name for s in registry.specs() if s.unfit(Task.CLASSIFICATION, Modality.TEXT) is None
+    ]
     assert list(bench.APPROXIMATE) == [*fitting, "rbm:variant=masked_finetune"]
     assert {"concept_poisoning", "suppress_class", "refit_head"} == bench.WHOLE_CLASS_ONLY
     settings = report["setup"]["method_settings"]
@@ -145,7 +148,7 @@ def test_the_regression_task_runs_its_methods(bench: ModuleType) -> None:
     _check(report, set(bench.REGRESSION_METHODS), bench.WHOLE_CLASS_ONLY)
     assert report["setup"]["task"] == "regression"
     assert report["setup"]["config"]["n_labels"] == 1
-    fitting = [s.name for s in registry.specs() if s.unfit(Task.REGRESSION) is None]
+    fitting = [s.name for s in registry.specs() if s.unfit(Task.REGRESSION, Modality.TEXT) is None]
     assert list(bench.REGRESSION_METHODS) == [*fitting, "rbm:variant=masked_finetune"]
     assert bench.parse_args(["--task=regression"]).output.endswith("-regression.json")
     with pytest.raises(SystemExit):

@@ -3,6 +3,7 @@ and the retry, idempotency, batching and wait rules against an ``httpx.MockTrans
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -489,6 +490,35 @@ def test_samples_are_sent_in_batches_and_row_errors_keep_their_index(
     assert result["balance"]["sizes"] == [[5]]  # the last batch's: the model after all of them
 
 
+def test_image_bytes_are_sent_base64_and_predict_takes_images(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    png = b"\x89PNG\r\n\x1a\n\x00\xff raw bytes"
+    sent: list[dict[str, Any]] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        if request.url.path.endswith("/samples"):
+            return stored_answer(request, bad=set())
+        return httpx.Response(200, json={"predictions": []})
+
+    client, _ = make_client(service)
+    images: list[dict[str, Any]] = [
+        {"external_id": "i0", "label": "a", "image": png},
+        {"external_id": "i1", "label": "a", "image": base64.b64encode(png).decode()},
+    ]
+    assert client.register_samples("m1", images)["stored"] == 2
+    assert [row["image"] for row in sent[0]["samples"]] == [base64.b64encode(png).decode()] * 2
+    client.predict("m1", images=[png])
+    assert sent[1] == {"images": [base64.b64encode(png).decode()]}
+    client.predict("m1", ["a text"])
+    assert sent[2] == {"texts": ["a text"]}
+    for bad in ({}, {"texts": ["a"], "images": [png]}):
+        with pytest.raises(ValueError, match="exactly one of `texts` and `images`"):
+            client.predict("m1", **bad)  # type: ignore[arg-type]
+    assert len(sent) == 3
+
+
 def test_batches_also_stay_under_a_byte_budget(
     make_client: Callable[..., tuple[UnlearnClient, list[float]]],
 ) -> None:
@@ -848,3 +878,29 @@ def test_standard_webhooks_headers_are_verified() -> None:
         verify_webhook(BODY, {"Content-Type": "application/json"}, STD_SECRET, now=NOW)
     legacy = {SIGNATURE_HEADER: header(NOW, hand_signed(BODY, SECRET, NOW))}
     assert verify_webhook(BODY, legacy, SECRET, now=NOW).id == EVENT["id"]
+
+
+def test_base_models_are_listed_and_named_on_create(
+    make_client: Callable[..., tuple[UnlearnClient, list[float]]],
+) -> None:
+    base = {"name": "deberta-v3", "family": "deberta-v2", "modality": "text", "sha256": "a" * 64}
+    recorder = Recorder(
+        httpx.Response(200, json={"items": [base]}),
+        httpx.Response(200, json=base),
+        httpx.Response(201, json={"id": "m1", "base_model": base}),
+        httpx.Response(201, json={"id": "m2"}),
+    )
+    client, _ = make_client(recorder)
+    assert [dict(b) for b in client.base_models()] == [base]
+    assert dict(client.get_base_model("deberta-v3")) == base
+    assert client.create_model("m", labels=["a", "b"], base_model="deberta-v3")["id"] == "m1"
+    client.create_model("m", labels=["a", "b"])
+    paths = [(r.method, r.url.path) for r in recorder.requests]
+    assert paths == [
+        ("GET", "/base-models"),
+        ("GET", "/base-models/deberta-v3"),
+        ("POST", "/models"),
+        ("POST", "/models"),
+    ]
+    assert json.loads(recorder.requests[2].content)["base_model"] == "deberta-v3"
+    assert "base_model" not in json.loads(recorder.requests[3].content)  # the default

@@ -2,8 +2,9 @@
 
 Follows the official code (ShaofeiShen768/LAF, ``VUnlearning.py``, ``Train.py``):
 
-* the representation ``h(x)`` is the vector that feeds the head; here the mean-pooled last hidden
-  state of the prefix (the input of :attr:`PrefixModel.head`);
+* the representation ``h(x)`` is the vector that feeds the head; here what the base model's
+  family pools from the prefix's last hidden states (the input of :attr:`PrefixModel.head`: a
+  mean over the tokens for the text encoders, the normalised class token for ViT and DeiT);
 * stage 1 trains two MLP VAEs on the *original* model's representations, with the official
   architecture (``d -> 128 -> 32 -> (mu, log-var)``, decoder mirrored) and loss
   (``sum MSE / B + 0.025 KL``, Adam 1e-3): ``s_vae`` on the full training data (retain and forget,

@@ -23,6 +23,7 @@ from unlearning.approx.data import Examples, UnlearningInputError
 from unlearning.approx.model import PrefixModel
 from unlearning.approx.registry import MethodName, PassData
 from unlearning.approx.statistics import PassStatistics, data_statistics
+from unlearning.families import Modality
 from unlearning.s3t.backbone import Backbone
 from unlearning.s3t.config import S3TConfig, Task
 from unlearning.s3t.data import TrainingSample
@@ -47,26 +48,52 @@ class RequestShape(StrEnum):
     whole_class = "whole_class"  # every sample of one class (a class deletion)
 
 
-def choose_method(shape: RequestShape, task: Task, share: float) -> tuple[MethodName, str]:
+def choose_method(
+    shape: RequestShape, task: Task, share: float, modality: Modality
+) -> tuple[MethodName, str]:
     """The ``auto`` method for a request of this shape removing this share of the affected
-    shards' samples, and why (for the job note and the certificate). Measured through the
-    service in ``bench/service_passes.py``: for random shares of 1 % and 10 % SSD stays within
-    5 points of the retrain (IAU does not at 10 %), for a whole class suppression does."""
+    shards' samples from a model of ``task`` on a base model of ``modality``, and why (for the
+    job note and the certificate). Measured through the service in ``bench/service_passes.py``:
+    for random shares of 1 % and 10 % SSD stays within 5 points of the retrain (IAU does not at
+    10 %), for a whole class suppression does. Only a method that fits the task and the
+    modality is chosen: the first of the preferred ones that does."""
+    candidates: list[tuple[MethodName, str]] = []
     if shape is RequestShape.whole_class and task == Task.CLASSIFICATION:
-        return "suppress_class", (
-            "a whole class leaves: its output is suppressed at once (SSD and IAU do not "
-            "forget a class; fine-tuning does, at half a retrain)"
-        )
-    return "ssd", (
-        f"{shape.value}, {share:.1%} of the samples: SSD dampens what the forget set alone "
-        "drives, from the stored importance (one gradient pass over the forget set)"
+        candidates += [
+            (
+                "suppress_class",
+                "a whole class leaves: its output is suppressed at once (SSD and IAU do not "
+                "forget a class; fine-tuning does, at half a retrain)",
+            ),
+            (
+                "refit_head",
+                "a whole class leaves: the head alone is refit without it, on the stored features",
+            ),
+        ]
+    candidates += [
+        (
+            "ssd",
+            f"{shape.value}, {share:.1%} of the samples: SSD dampens what the forget set alone "
+            "drives, from the stored importance (one gradient pass over the forget set)",
+        ),
+        (
+            "iau",
+            f"{shape.value}, {share:.1%} of the samples: IAU steps along the stored gradient "
+            "minus the forget set's (one gradient pass over the forget set)",
+        ),
+    ]
+    for name, why in candidates:
+        if unfit(name, task, modality) is None:
+            return name, why
+    raise UnlearningInputError(
+        f"no approximate method fits a {task.value} model on a {modality.value} base model"
     )
 
 
-def unfit(method: MethodName, task: Task) -> str | None:
-    """Why ``method`` cannot unlearn from a model of ``task``, or None when it can;
-    UnknownMethodError for a name no method has."""
-    return registry.get(method).unfit(task)
+def unfit(method: MethodName, task: Task, modality: Modality) -> str | None:
+    """Why ``method`` cannot unlearn from a model of ``task`` on a base model of ``modality``,
+    or None when it can; UnknownMethodError for a name no method has."""
+    return registry.get(method).unfit(task, modality)
 
 
 def examples_of(
@@ -121,7 +148,7 @@ def approximate_stages(
     spec = registry.get(method)
     if not 0 <= first_editable < len(stages):
         raise UnlearningInputError(f"no stage {first_editable} in a prefix of {len(stages)}")
-    reason = spec.unfit(config.task)
+    reason = spec.unfit(config.task, backbone.modality)
     if reason is not None:
         raise UnlearningInputError(reason)
     if method_config is None:

@@ -6,7 +6,8 @@ function of the :class:`RunPass` signature ``run(model, data, config)``::
     @method("ssd", config=SSDConfig, reads_statistics=True, description="...")
     def run_ssd(model: PrefixModel, data: PassData, config: SSDConfig) -> SSDResult: ...
 
-An entry (:class:`MethodSpec`) holds the name, the tasks the method fits, its config class (a
+An entry (:class:`MethodSpec`) holds the name, the tasks and the modalities (text, image) the
+method fits, its config class (a
 frozen dataclass validated in ``__post_init__``, whose fields a caller may override by name:
 :meth:`MethodSpec.configure`), whether it reads the prefix's pass statistics instead of the
 retain set, whether it reads the forget set's labels, what forget set it unlearns, and a
@@ -36,6 +37,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, get_origi
 from unlearning.approx.data import Examples, UnlearningInputError
 from unlearning.approx.model import PrefixModel
 from unlearning.approx.statistics import PassStatistics
+from unlearning.families import Modality
 from unlearning.s3t.config import Task
 
 #: The modules that register methods, imported in this order when the registry is first read.
@@ -56,6 +58,10 @@ METHOD_MODULES = (
 #: classes is in it).
 Forgets = Literal["samples", "classes", "whole_classes"]
 BOTH_TASKS = frozenset({Task.CLASSIFICATION, Task.REGRESSION})
+#: Every modality a base model may have. A method that works through the backbone's family
+#: interface only (encode, run, pool: what every registered method does) fits them all; one that
+#: reads what only one modality has (token ids, a vocabulary, pixels) declares that one.
+ALL_MODALITIES = frozenset(Modality)
 
 C = TypeVar("C")
 C_contra = TypeVar("C_contra", contravariant=True)
@@ -109,13 +115,18 @@ class MethodSpec(Generic[C]):
     reads_statistics: bool = False
     reads_labels: bool = True
     forgets: Forgets = "samples"
+    modalities: frozenset[Modality] = ALL_MODALITIES
 
     @property
     def module(self) -> str:
         return str(getattr(self.run, "__module__", ""))
 
-    def unfit(self, task: Task) -> str | None:
-        """Why this method cannot unlearn from a model of ``task``, or None when it can."""
+    def unfit(self, task: Task, modality: Modality) -> str | None:
+        """Why this method cannot unlearn from a model of ``task`` on a base model of
+        ``modality``, or None when it can (a model is refused at creation with this reason)."""
+        if modality not in self.modalities:
+            kinds = " and ".join(sorted(m.value for m in self.modalities))
+            return f"`{self.name}` works on {kinds} models only, not on {modality.value} models"
         if task in self.tasks:
             return None
         if self.tasks == {Task.CLASSIFICATION}:
@@ -166,6 +177,8 @@ class Registry:
         _check_config(spec.name, spec.config)
         if not spec.tasks or not spec.tasks <= BOTH_TASKS:
             raise ValueError(f"`{spec.name}`: tasks must be some of {sorted(BOTH_TASKS)}")
+        if not spec.modalities or not spec.modalities <= ALL_MODALITIES:
+            raise ValueError(f"`{spec.name}`: modalities must be some of {sorted(ALL_MODALITIES)}")
         if spec.forgets not in get_args(Forgets):
             raise ValueError(f"`{spec.name}`: forgets must be one of {get_args(Forgets)}")
         if not spec.name.isidentifier() or spec.name == "auto" or len(spec.name) > 32:
@@ -190,6 +203,7 @@ class Registry:
         reads_statistics: bool = False,
         reads_labels: bool = True,
         forgets: Forgets = "samples",
+        modalities: Iterable[Modality] = ALL_MODALITIES,
     ) -> Callable[[RunPass[C]], RunPass[C]]:
         """Register the decorated adapter function as method ``name``."""
 
@@ -204,6 +218,7 @@ class Registry:
                     reads_statistics=reads_statistics,
                     reads_labels=reads_labels,
                     forgets=forgets,
+                    modalities=frozenset(modalities),
                 )
             )
             return run
@@ -257,15 +272,19 @@ MethodName = str
 def markdown_table(registry: Registry = REGISTRY) -> str:
     """The README's table of methods, one row per registered method."""
     lines = [
-        "| method | module | config | what it does | fits | reads labels | reads statistics |",
-        "|---|---|---|---|---|---|---|",
+        "| method | module | config | what it does | fits | modalities | reads labels "
+        "| reads statistics |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for spec in registry.specs():
         fits = "both" if spec.tasks == BOTH_TASKS else next(iter(spec.tasks)).value
+        # In the enum's order (text, image), not alphabetical.
+        modalities = ", ".join(m.value for m in Modality if m in spec.modalities)
         module = spec.module.rsplit(".", 1)[-1]
         lines.append(
             f"| `{spec.name}` | `{module}.py` | `{spec.config.__name__}` | {spec.description} "
-            f"| {fits} | {_yes(spec.reads_labels)} | {_yes(spec.reads_statistics)} |"
+            f"| {fits} | {modalities} | {_yes(spec.reads_labels)} "
+            f"| {_yes(spec.reads_statistics)} |"
         )
     return "\n".join(lines) + "\n"
 

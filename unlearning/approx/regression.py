@@ -292,8 +292,9 @@ def _layer_states(model: PrefixModel) -> Iterator[list[torch.Tensor]]:
 
 
 def attention_map(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Attention transfer's map of hidden states ``[rows, tokens, hidden]``: the mean of the
-    squares over the hidden dimension, padding zeroed, L2-normalised over the tokens."""
+    """Attention transfer's map of hidden states ``[rows, positions, hidden]`` (tokens, or an
+    image's class token and patches): the mean of the squares over the hidden dimension,
+    padding zeroed (images have none), L2-normalised over the positions."""
     energy = hidden.pow(2).mean(dim=-1) * attention_mask.to(hidden.dtype)
     return functional.normalize(energy, dim=-1)
 

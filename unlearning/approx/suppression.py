@@ -20,8 +20,8 @@ sample is relabelled with its best remaining class (by the current head), the re
 rows start from zero, and the head is fine-tuned on what it reads of every sample (the pooled
 features stored with the chain's pass statistics): the class's logit falls as it does when the
 class was never seen, without the outright zero probability a membership attack notices, and
-the other classes adjust to its absence. It touches no encoder weight and no text: a few epochs
-of a linear layer.
+the other classes adjust to its absence. It touches no encoder weight and reads no input (text or
+image): a few epochs of a linear layer.
 """
 
 from __future__ import annotations

@@ -39,11 +39,17 @@ class SamplePayload(Base):
         BigIntId, sa.ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True
     )
     text: Mapped[str | None] = mapped_column(sa.Text)
+    # An image model's input: the encoded image (PNG or JPEG) as the API received it.
+    image: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    media_type: Mapped[str | None] = mapped_column(sa.String(32))
     features: Mapped[list[float] | None] = mapped_column(Json)
     label_index: Mapped[int | None]
     target: Mapped[float | None] = mapped_column(sa.Float)
 
     __table_args__ = (
-        sa.CheckConstraint("text IS NOT NULL OR features IS NOT NULL", name="has_input"),
+        sa.CheckConstraint(
+            "text IS NOT NULL OR features IS NOT NULL OR image IS NOT NULL", name="has_input"
+        ),
+        sa.CheckConstraint("(image IS NULL) = (media_type IS NULL)", name="image_has_media_type"),
         sa.CheckConstraint("label_index IS NOT NULL OR target IS NOT NULL", name="has_label"),
     )

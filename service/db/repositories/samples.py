@@ -16,7 +16,14 @@ from sqlalchemy.orm import InstrumentedAttribute
 from service.db.hashing import TenantHasher, plain_hash
 from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
 from service.db.repositories.base import Repository
-from service.errors import DomainError, DuplicateSampleError, InvalidSampleError
+from service.errors import (
+    DomainError,
+    DuplicateSampleError,
+    InvalidSampleError,
+    WrongModalityError,
+)
+from service.images import ImageLimits, check_image, image_from_base64
+from unlearning.families import Modality
 from unlearning.sharding import place
 
 MAX_EXTERNAL_ID_LENGTH = 255
@@ -33,6 +40,8 @@ class NewSample:
     text: str | None = None
     features: Sequence[float] | None = None
     subject_id: str | None = None
+    #: An image model's input: base64 of a PNG or JPEG (as the API takes it), or its bytes.
+    image: str | bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class _Validated:
     target: float | None
     text: str | None
     features: list[float] | None
+    image: bytes | None = None
+    media_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,45 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start : start + _CHUNK]
 
 
-def _validate(model: Model, row: NewSample) -> _Validated:
+def _input(
+    row: NewSample, modality: Modality, limits: ImageLimits
+) -> tuple[str | None, list[float] | None, bytes | None, str | None]:
+    """The row's one input, checked against what the model reads: (text, features, image,
+    media type)."""
+    given = [name for name in ("text", "features", "image") if getattr(row, name) is not None]
+    if len(given) != 1:
+        raise InvalidSampleError("give exactly one of `text`, `image` and `features`")
+    if modality is Modality.IMAGE and given != ["image"]:
+        raise WrongModalityError(
+            f"this model's base model reads images: give `image` (base64 of a PNG or JPEG), "
+            f"not `{given[0]}`"
+        )
+    if modality is not Modality.IMAGE and given == ["image"]:
+        raise WrongModalityError("this model's base model reads texts: give `text`, not `image`")
+    if row.image is not None:
+        checked = (
+            check_image(row.image, limits)
+            if isinstance(row.image, bytes)
+            else image_from_base64(row.image, limits)
+        )
+        return None, None, checked.data, checked.media_type
+    if row.text is not None:
+        if not isinstance(row.text, str) or not row.text.strip():
+            raise InvalidSampleError("`text` must be a non-empty string")
+        return row.text, None, None, None
+    assert row.features is not None
+    if isinstance(row.features, str | bytes) or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+        for x in row.features
+    ):
+        raise InvalidSampleError("`features` must be a list of finite numbers")
+    features = [float(x) for x in row.features]
+    if not features:
+        raise InvalidSampleError("`features` must not be empty")
+    return None, features, None, None
+
+
+def _validate(model: Model, row: NewSample, modality: Modality, limits: ImageLimits) -> _Validated:
     for name in ("external_id", "subject_id", "text"):
         value = getattr(row, name)
         if isinstance(value, str) and "\x00" in value:  # no database stores it in text
@@ -99,49 +148,51 @@ def _validate(model: Model, row: NewSample) -> _Validated:
         not isinstance(row.subject_id, str) or not 0 < len(row.subject_id) <= 255
     ):
         raise InvalidSampleError("`subject_id` must be a string of 1 to 255 characters")
-    if (row.text is None) == (row.features is None):
-        raise InvalidSampleError("give exactly one of `text` and `features`")
-    text = features = None
-    if row.text is not None:
-        if not isinstance(row.text, str) or not row.text.strip():
-            raise InvalidSampleError("`text` must be a non-empty string")
-        text = row.text
-    else:
-        assert row.features is not None
-        if isinstance(row.features, str | bytes) or not all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-            for x in row.features
-        ):
-            raise InvalidSampleError("`features` must be a list of finite numbers")
-        features = [float(x) for x in row.features]
-        if not features:
-            raise InvalidSampleError("`features` must not be empty")
+    text, features, image, media_type = _input(row, modality, limits)
 
     label = row.label
     if model.task is Task.classification:
         labels = model.labels or []
         if isinstance(label, str) and label in labels:
-            return _Validated(labels.index(label), None, text, features)
+            return _Validated(labels.index(label), None, text, features, image, media_type)
         if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
-            return _Validated(label, None, text, features)
+            return _Validated(label, None, text, features, image, media_type)
         raise InvalidSampleError(f"`label` must be one of {labels} (or its index), got {label!r}")
     if isinstance(label, int | float) and not isinstance(label, bool) and math.isfinite(label):
-        return _Validated(None, float(label), text, features)
+        return _Validated(None, float(label), text, features, image, media_type)
     raise InvalidSampleError(
         f"`label` of a regression model must be a finite number, got {label!r}"
     )
 
 
 class SampleRepository(Repository):
-    def add(self, model: Model, row: NewSample) -> Sample:
+    def add(
+        self,
+        model: Model,
+        row: NewSample,
+        *,
+        modality: Modality = Modality.TEXT,
+        limits: ImageLimits | None = None,
+    ) -> Sample:
         """Register one sample; raises a domain error for a duplicate or an invalid row."""
-        result = self.add_many(model, [row])
+        result = self.add_many(model, [row], modality=modality, limits=limits)
         if result.errors:
             raise result.errors[0].error
         return result.stored[0]
 
-    def add_many(self, model: Model, rows: Sequence[NewSample]) -> BulkResult:
-        """Register samples: valid rows are stored, each bad or duplicate row is reported."""
+    def add_many(
+        self,
+        model: Model,
+        rows: Sequence[NewSample],
+        *,
+        modality: Modality = Modality.TEXT,
+        limits: ImageLimits | None = None,
+    ) -> BulkResult:
+        """Register samples: valid rows are stored, each bad or duplicate row is reported.
+
+        ``modality``: what the model's base model reads (a row with the other kind of input is
+        refused); ``limits``: an image's size and pixel bounds (default: the settings')."""
+        limits = limits or ImageLimits.default()
         result = BulkResult()
         placements = self._slice_ids(model.id)
         accepted: list[tuple[NewSample, _Validated]] = []
@@ -149,7 +200,7 @@ class SampleRepository(Repository):
         existing = self.registered_ids(model.id, [r.external_id for r in rows])
         for i, row in enumerate(rows):
             try:
-                validated = _validate(model, row)
+                validated = _validate(model, row, modality, limits)
                 if row.external_id in existing:
                     raise DuplicateSampleError(f"sample {row.external_id!r} is already registered")
                 if row.external_id in seen:
@@ -193,6 +244,8 @@ class SampleRepository(Repository):
                         sample_id=sample.id,
                         text=v.text,
                         features=v.features,
+                        image=v.image,
+                        media_type=v.media_type,
                         label_index=v.label_index,
                         target=v.target,
                     )

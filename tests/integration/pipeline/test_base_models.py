@@ -19,15 +19,18 @@ from safetensors.torch import load_file, save_file
 from sqlalchemy.orm import Session, sessionmaker
 from transformers import GPT2Config, GPT2Model
 
-from service.base_models.service import register
+from service.base_models.service import default_folder, register
 from service.cli import main
-from service.db.engine import unit_of_work
+from service.db import migrate
+from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Modality
-from service.engine import EngineCatalogue
+from service.db.repositories import ModelRepository, TenantRepository
+from service.engine import BaseModelKey, EngineCatalogue
 from service.errors import BaseModelUnavailableError, ConflictError, InvalidBaseModelError
 from service.observability import logs
 from service.serving.registry import ServingRegistry
 from service.settings import Settings, get_settings
+from tests.conftest import FreshDatabase, make_model
 from tests.integration.api import (
     TINY_BASE,
     TINY_MODEL,
@@ -37,11 +40,13 @@ from tests.integration.api import (
     samples,
     trained_model,
 )
+from tests.integration.s3 import S3Server
 from unlearning.base_models import weights_digest
 from unlearning.families.testing import save_tiny_model
 from unlearning.s3t import load_backbone
 
 N_SAMPLES = 16
+BEFORE_CATALOGUE = "d8f0a2c4e6b8"  # the revision before base_models
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +316,57 @@ def test_one_catalogue_serves_three_bases_within_its_memory_bound(
         worker.close()
     assert max(held) <= limit, (held, limit)
     assert max(held) > max(sizes.values())  # two bases at once: the bound is what limits it
+
+
+def test_a_base_model_in_an_object_store_is_downloaded_once_by_digest(
+    db: sessionmaker[Session],
+    settings: Settings,
+    folders: dict[str, Path],
+    s3_server: S3Server,
+    s3_bucket: str,
+) -> None:
+    """`s3://bucket/prefix`: registration downloads the folder into
+    `<data_dir>/base-models/<sha256>/` (named by the digest it checked), and an engine loads
+    it from there, verified, without downloading it again."""
+    client = s3_server.client()
+    source = folders["bert-3"]
+    for path in source.iterdir():
+        client.upload_file(str(path), s3_bucket, f"models/bert-3/{path.name}")
+    on_s3 = settings.model_copy(update={"s3_endpoint_url": s3_server.endpoint_url})
+    uri = s3_server.url(s3_bucket, "models/bert-3")
+    with unit_of_work(db) as session:
+        base = register(session, on_s3, "bert-3-s3", uri)
+        key = BaseModelKey.of(base)
+    assert (key.uri, key.sha256) == (uri, weights_digest(source))
+    local = settings.data_dir.resolve() / "base-models" / key.sha256
+    assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in source.iterdir())
+    assert [p.name for p in local.parent.iterdir()] == [key.sha256]  # nothing half-written
+
+    for path in source.iterdir():  # gone from the bucket: the local copy is what loads
+        client.delete_object(Bucket=s3_bucket, Key=f"models/bert-3/{path.name}")
+    engine = EngineCatalogue(on_s3).engine(key)
+    assert engine.backbone.n_layers == 3
+
+
+def test_the_migration_points_existing_models_at_the_registered_default(
+    fresh_db: FreshDatabase,
+) -> None:
+    """Models created before the catalogue get the deployment's backbone, registered under
+    the default name with the digest of its files."""
+    url = fresh_db.empty_url()
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            tenant = TenantRepository.from_session(session).create("t")
+            model_id = make_model(session, tenant).id
+        migrate.downgrade(url, BEFORE_CATALOGUE)
+        migrate.upgrade(url)
+        with unit_of_work(make_session_factory(engine)) as session:
+            model = ModelRepository.from_session(session).get(model_id)
+            base = model.base_model
+            described = (base.name, base.family, base.n_layers, base.sha256, base.uri)
+    finally:
+        engine.dispose()
+    folder = default_folder(get_settings())
+    assert described == ("minilm-l6", "bert", 6, weights_digest(folder), str(folder))

@@ -17,6 +17,7 @@ from unlearning.approx.prefix_pass import approximate_stages, examples_of, unfit
 from unlearning.approx.registry import UnknownMethodError
 from unlearning.approx.ssd import SSDConfig, authors_order, ssd
 from unlearning.artifacts import LocalArtifactStore
+from unlearning.families import Modality
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.s3t.config import Task
 from unlearning.s3t.weights import StageWeights
@@ -57,7 +58,7 @@ def test_a_pass_returns_the_edited_stages_only(
     """Every method runs by name: on the classification prefix, or on the regression one
     when it is made for regression."""
     backbone = tiny_backbone(4)
-    fits = unfit(method, Task.CLASSIFICATION) is None
+    fits = unfit(method, Task.CLASSIFICATION, Modality.TEXT) is None
     config, samples = (CONFIG, SAMPLES) if fits else (REGRESSION, REGRESSION_SAMPLES)
     prefix = prefix if fits else regression_prefix
     forget = samples[:4]
@@ -108,7 +109,7 @@ def test_an_unknown_method_is_refused_by_name(prefix: list[StageWeights]) -> Non
     with pytest.raises(UnknownMethodError, match="no approximate method `nope`"):
         approximate_stages(backbone, CONFIG, prefix, 1, forget, None, "nope")
     with pytest.raises(UnknownMethodError):
-        unfit("nope", Task.CLASSIFICATION)
+        unfit("nope", Task.CLASSIFICATION, Modality.TEXT)
 
 
 def test_a_pass_runs_with_the_given_config(prefix: list[StageWeights]) -> None:

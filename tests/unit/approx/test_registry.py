@@ -19,6 +19,7 @@ from unlearning.approx.registry import (
     UnknownMethodError,
 )
 from unlearning.approx.sparsity import PruneThenUnlearnConfig
+from unlearning.families import Modality
 from unlearning.s3t.config import Task
 
 SPECS = registry.specs()
@@ -119,10 +120,10 @@ def test_what_each_method_declares() -> None:
         "gaussian_finetune",
     }
     assert {n for n, s in by_name.items() if not s.reads_labels} == {"laf"}
-    assert by_name["random_labels"].unfit(Task.REGRESSION) == (
+    assert by_name["random_labels"].unfit(Task.REGRESSION, Modality.TEXT) == (
         "`random_labels` needs a classification model"
     )
-    assert by_name["blindspot"].unfit(Task.CLASSIFICATION) == (
+    assert by_name["blindspot"].unfit(Task.CLASSIFICATION, Modality.IMAGE) == (
         "`blindspot` is made for regression models"
     )
     assert all(s.description and "|" not in s.description for s in SPECS)
@@ -204,4 +205,5 @@ def test_the_markdown_table_lists_every_method() -> None:
     assert table[0].startswith("| method | module | config |")
     assert [line.split(" | ")[0] for line in table[2:]] == [f"| `{n}`" for n in registry.names()]
     assert table[2].startswith("| `ssd` | `ssd.py` | `SSDConfig` |")
-    assert table[2].endswith("| both | yes | yes |")
+    assert table[0].endswith("| fits | modalities | reads labels | reads statistics |")
+    assert table[2].endswith("| both | text, image | yes | yes |")

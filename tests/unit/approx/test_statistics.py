@@ -24,6 +24,7 @@ from unlearning.approx.ssd import SSDConfig, authors_order, importance
 from unlearning.approx.statistics import PassStatistics
 from unlearning.approx.suppression import removed_classes, suppress_classes
 from unlearning.artifacts import LocalArtifactStore
+from unlearning.families import Modality
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.s3t.config import Task
 from unlearning.s3t.weights import StageWeights
@@ -175,12 +176,15 @@ def test_suppression_refuses_a_forget_set_that_removes_no_class(
         suppress_classes(model, _examples(FORGET), {0: 15, 1: 15, 2: 14})
 
 
+TEXT = Modality.TEXT
+
+
 def test_auto_chooses_by_the_request_shape() -> None:
     whole = RequestShape.whole_class
-    assert choose_method(whole, Task.CLASSIFICATION, 0.25)[0] == "suppress_class"
-    assert choose_method(whole, Task.REGRESSION, 0.25)[0] == "ssd"
+    assert choose_method(whole, Task.CLASSIFICATION, 0.25, TEXT)[0] == "suppress_class"
+    assert choose_method(whole, Task.REGRESSION, 0.25, TEXT)[0] == "ssd"
     for shape in (RequestShape.samples, RequestShape.subject):
-        method, why = choose_method(shape, Task.CLASSIFICATION, 0.10)
+        method, why = choose_method(shape, Task.CLASSIFICATION, 0.10, TEXT)
         assert method == "ssd" and why.startswith(f"{shape.value}, 10.0% of the samples")
 
 
