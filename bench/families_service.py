@@ -148,7 +148,11 @@ def measure(
         "samples": len(rows),
         "training_seconds": round(train_s, 2),
         "deletion_202": {"deletions": deletions, **summary_ms(accepted)},
-        "deletion_to_clean_prediction": {"deletions": len(clean), **summary_ms(clean)},
+        # Only the deletions that did come clean (deletions_never_clean says how many did not).
+        "deletion_to_clean_prediction": {
+            "deletions": len(clean),
+            **(summary_ms(clean) if clean else {"p50_ms": None, "p99_ms": None}),
+        },
         "prediction_alone": {"predictions": len(alone), **summary_ms(alone)},
         "probes_that_used_an_invalidated_layer": dirty,
         "deletions_never_clean": never,
