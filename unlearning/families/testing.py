@@ -76,12 +76,14 @@ def tiny_config(family: str, n_layers: int = 4, hidden: int = 32) -> PretrainedC
     raise ValueError(f"no tiny config for family {family!r}")
 
 
-def save_tiny_model(family: str, folder: Path, *, n_layers: int = 4, seed: int = 1234) -> Path:
-    """A random-weight model of ``family`` saved to ``folder`` with its tokenizer or image
-    processor: a folder :func:`unlearning.s3t.load_backbone` loads offline."""
+def save_tiny_model(
+    family: str, folder: Path, *, n_layers: int = 4, seed: int = 1234, hidden: int = 32
+) -> Path:
+    """A random-weight model of ``family`` (``hidden`` wide) saved to ``folder`` with its
+    tokenizer or image processor: a folder :func:`unlearning.s3t.load_backbone` loads offline."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = AutoModel.from_config(tiny_config(family, n_layers))  # type: ignore[no-untyped-call]
+    model = AutoModel.from_config(tiny_config(family, n_layers, hidden))  # type: ignore[no-untyped-call]
     model.save_pretrained(folder)
     if family in IMAGE_FAMILIES:
         from transformers import ViTImageProcessorPil
