@@ -87,8 +87,8 @@ class Settings(BaseSettings):
         "minilm-l6",
         pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$",
         description="The base model a `POST /models` that names none fine-tunes; registered "
-        "from `backbone_path` by the migrations, `unlearn db upgrade` and `unlearn run` when "
-        "the catalogue lacks it.",
+        "from `backbone_path` by the migrations, `unlearn db upgrade`, `unlearn run` and each "
+        "API process at start when the catalogue lacks it.",
     )
     base_model_cache_mb: int = Field(
         4096,

@@ -24,10 +24,27 @@ from unlearning.families import UnsupportedArchitecture, family_of
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-#: The files the digest covers: what ``from_pretrained`` reads as weights, and the config that
-#: says how they are wired. Only the folder's top level: that is what the model loads.
+#: The files the digest covers: what ``from_pretrained`` reads as weights, the config that says
+#: how they are wired, and the tokenizer's or image processor's files, which decide what inputs
+#: the weights see (another vocabulary or normalisation is another model as much as other
+#: weights). Only the folder's top level: that is what the model loads.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 CONFIG_FILE = "config.json"
+PREPROCESSING_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "spm.model",
+        "sentencepiece.bpe.model",
+        "tokenizer.model",
+        "preprocessor_config.json",
+    }
+)
 _CHUNK = 1 << 20
 
 
@@ -52,13 +69,19 @@ __all__ = [
 
 
 def digest_files(folder: Path) -> list[Path]:
-    """The files :func:`weights_digest` covers, sorted: ``config.json`` and the weight files."""
+    """The files :func:`weights_digest` covers, sorted: ``config.json``, the weight files and
+    the tokenizer's or image processor's files."""
     if not folder.is_dir():
         raise BaseModelError(f"no model folder at {folder}")
     files = sorted(
         entry
         for entry in folder.iterdir()
-        if entry.is_file() and (entry.name == CONFIG_FILE or entry.suffix in WEIGHT_SUFFIXES)
+        if entry.is_file()
+        and (
+            entry.name == CONFIG_FILE
+            or entry.suffix in WEIGHT_SUFFIXES
+            or entry.name in PREPROCESSING_FILES
+        )
     )
     if not any(f.suffix in WEIGHT_SUFFIXES for f in files):
         raise BaseModelError(
@@ -78,8 +101,9 @@ def file_sha256(path: Path) -> str:
 
 
 def weights_digest(folder: str | Path) -> str:
-    """SHA-256 over the sorted (file name, SHA-256 of the file) of ``config.json`` and the
-    folder's weight files: equal digests, equal weights, whatever else the folder holds."""
+    """SHA-256 over the sorted (file name, SHA-256 of the file) of ``config.json``, the
+    folder's weight files and its preprocessing files: equal digests, equal weights seeing equal
+    inputs, whatever else the folder holds (a README, a model card)."""
     location = Path(folder)
     digest = hashlib.sha256()
     for path in digest_files(location):

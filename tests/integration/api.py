@@ -23,7 +23,7 @@ from service.exactness.runner import run_exactness_audit
 from service.settings import Settings
 from service.training.runner import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
-from unlearning.s3t import Backbone, ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.sharding import place
 
 #: A model small enough to train on the tiny backbone in about a second.
@@ -92,12 +92,10 @@ class InProcessWorker:
         *,
         collect: bool = True,
         engines: Engines | None = None,
-        backbone: Backbone | None = None,
     ) -> None:
         """``engines``: what the jobs compute with (an :class:`EngineCatalogue` loads each
-        model's registered base model); default one engine on ``backbone`` (the tiny BERT)
-        for every model."""
-        self.engine = S3TEngine(backbone or tiny_backbone(4), artifact_store(settings))
+        model's registered base model); default the tiny backbone for every model."""
+        self.engine = S3TEngine(tiny_backbone(4), artifact_store(settings))
         self.engines: Engines = engines if engines is not None else self.engine
         self._db = make_engine(settings.database_url)
         self.factory = make_session_factory(self._db)

@@ -20,13 +20,18 @@ def _folder(root: Path, weights: bytes = b"w" * 64) -> Path:
     return root
 
 
-def test_the_digest_names_the_weights_and_config_only(tmp_path: Path) -> None:
+def test_the_digest_names_the_weights_config_and_preprocessing_only(tmp_path: Path) -> None:
     folder = _folder(tmp_path / "a")
     digest = weights_digest(folder)
     assert len(digest) == 64 and digest == weights_digest(_folder(tmp_path / "b"))
-    (folder / "tokenizer.json").write_text('{"other": 1}')  # not a weight file
-    (folder / "README.md").write_text("notes")
+    (folder / "README.md").write_text("notes")  # neither weights nor what decides the inputs
     assert weights_digest(folder) == digest
+    (folder / "tokenizer.json").write_text('{"other": 1}')  # another vocabulary
+    assert weights_digest(folder) != digest
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "preprocessor_config.json").write_text('{"image_mean": [0.5]}')
+    assert weights_digest(folder) != digest
+    (folder / "preprocessor_config.json").unlink()
     (folder / "model.safetensors").write_bytes(b"w" * 63 + b"x")  # one byte of the weights
     assert weights_digest(folder) != digest
     (folder / "model.safetensors").write_bytes(b"w" * 64)

@@ -86,10 +86,11 @@ def save_tiny_model(
     model = AutoModel.from_config(tiny_config(family, n_layers, hidden))  # type: ignore[no-untyped-call]
     model.save_pretrained(folder)
     if family in IMAGE_FAMILIES:
-        from transformers import ViTImageProcessorPil
+        import transformers
 
-        size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-        ViTImageProcessorPil(size=size).save_pretrained(folder)
+        # The PIL-backed class (transformers 5.2x); earlier releases' ViTImageProcessor is PIL's.
+        processor = getattr(transformers, "ViTImageProcessorPil", transformers.ViTImageProcessor)
+        processor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(folder)
     else:
         source = _minilm_folder()
         for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",

@@ -121,9 +121,14 @@ def load_processor(location: Path, modality: Modality) -> Any:
     """The base model's tokenizer (text) or image processor (images; the PIL backend, so no
     torchvision is needed), offline."""
     if modality == Modality.IMAGE:
+        import transformers
         from transformers import AutoImageProcessor
 
-        return AutoImageProcessor.from_pretrained(location, local_files_only=True, backend="pil")
+        if hasattr(transformers, "ViTImageProcessorPil"):  # 5.2x: pick the PIL backend
+            return AutoImageProcessor.from_pretrained(
+                location, local_files_only=True, backend="pil"
+            )
+        return AutoImageProcessor.from_pretrained(location, local_files_only=True, use_fast=False)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(location, local_files_only=True)

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.engine import make_engine, make_session_factory, unit_of_work
-from service.db.models import Base, Layer, LayerState, Modality, Sample, SamplePayload
-from service.db.repositories import BaseModelRepository
+from service.base_models.service import register
+from service.db.engine import unit_of_work
+from service.db.models import Base, Layer, LayerState, Sample, SamplePayload
+from service.engine import EngineCatalogue
 from service.settings import Settings
-from tests.conftest import FreshDatabase
 from tests.integration.api import (
     TINY_MODEL,
     Api,
@@ -38,10 +38,8 @@ from tests.integration.api import (
 )
 from tests.integration.pipeline.test_no_data_left import _live, _refs, _stored
 from tests.tiny_models import TINY_SETTINGS
-from unlearning.base_models import weights_digest
-from unlearning.families import family_of
 from unlearning.families.testing import digit_images, save_tiny_model
-from unlearning.s3t import load_backbone
+from unlearning.s3t import S3TEngine
 
 pytestmark = pytest.mark.integration
 PROBLEMS = "https://unlearn.dev/problems/"
@@ -64,41 +62,28 @@ def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(fresh_db: FreshDatabase, tmp_path: Path, vit_dir: Path) -> Settings:
-    """The ViT folder registered as the base model `tiny-vit` (and, until serving loads an
-    engine per base model, the deployment's backbone, so that predictions run on it)."""
-    settings = Settings(data_dir=tmp_path, database_url=fresh_db.url(), backbone_path=vit_dir)
-    engine = make_engine(settings.database_url)
-    with unit_of_work(make_session_factory(engine)) as session:
-        register_vit(session, vit_dir)
-    engine.dispose()
-    return settings
-
-
-def register_vit(session: Session, folder: Path) -> None:
-    """The catalogue row `unlearn base-models add tiny-vit <folder>` writes, from the family
-    adapters (registration itself describes only BERT folders until it reads them too)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    family = family_of(config)
-    BaseModelRepository.from_session(session).add(
-        name="tiny-vit",
-        family=family.name,
-        modality=Modality(family.modality.value),
-        uri=str(folder),
-        sha256=weights_digest(folder),
-        n_layers=int(config.num_hidden_layers),
-        hidden_size=int(config.hidden_size),
-        default_targets=family.default_targets,
-    )
+def vit(db: sessionmaker[Session], settings: Settings, vit_dir: Path) -> str:
+    """The tiny ViT registered in the catalogue as `tiny-vit` (`unlearn base-models register`);
+    the deployment's default base model stays the tiny BERT."""
+    with unit_of_work(db) as session:
+        base = register(session, settings, "tiny-vit", str(vit_dir))
+        assert (base.family, base.modality.value) == ("vit", "image")
+        return base.sha256
 
 
 @pytest.fixture
-def worker(settings: Settings, vit_dir: Path) -> Iterator[InProcessWorker]:
-    worker = InProcessWorker(settings, backbone=load_backbone(vit_dir))
+def worker(settings: Settings) -> Iterator[InProcessWorker]:
+    """Jobs computed as a worker does: each model on the engine of its own base model."""
+    worker = InProcessWorker(settings, engines=EngineCatalogue(settings))
     yield worker
     worker.close()
+
+
+def vit_engine(worker: InProcessWorker) -> S3TEngine:
+    engines = worker.engines
+    assert isinstance(engines, EngineCatalogue)
+    [engine] = [e for e in engines.engines() if e.backbone.family.name == "vit"]
+    return engine
 
 
 def b64(data: bytes) -> str:
@@ -151,6 +136,7 @@ def test_image_deletion_is_exact_fresh_and_leaves_nothing(
     worker: InProcessWorker,
     settings: Settings,
     caplog: pytest.LogCaptureFixture,
+    vit: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     gone_rows = (3, 11, 17)
@@ -161,7 +147,12 @@ def test_image_deletion_is_exact_fresh_and_leaves_nothing(
     assert not set(gone_images) & kept, "a deleted image must not also be a kept one"
 
     model = api.ok(api.post("/models", VIT_MODEL), 201)
-    assert model["base_model"]["modality"] == "image"
+    assert model["base_model"] == {
+        "name": "tiny-vit",
+        "family": "vit",
+        "modality": "image",
+        "sha256": vit,
+    }
     stored = api.ok(api.post(f"/models/{model['id']}/samples", {"samples": rows}))
     assert stored["stored"] == 40 and stored["errors"] == []
     with worker.factory() as session:
@@ -197,13 +188,14 @@ def test_image_deletion_is_exact_fresh_and_leaves_nothing(
     done = api.ok(api.get(f"/deletions/{deletion['id']}"))
     assert done["status"] == "completed"
     model_now = api.ok(api.get(f"/models/{model['id']}"))
-    reference = trained_without(worker.engine, model_now, rows, gone_ids)
+    reference = trained_without(vit_engine(worker), model_now, rows, gone_ids)
     assert active_digests(worker, model["id"]) == reference, "the retrain is not bitwise exact"
     retrained = api.ok(api.post(f"/models/{model['id']}/predict", {"images": probe}))
     assert not used_layers(retrained) & invalidated
 
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
     assert certificate["payloads_deleted"] and certificate["audit_chain_verified"]
+    assert certificate["base_model"]["sha256"] == vit
     assert {layer["layer_id"] for layer in certificate["layers_invalidated"]} == invalidated
     assert {layer["artifact"] for layer in certificate["layers_retrained"]} <= reference
 
@@ -227,7 +219,7 @@ def test_image_deletion_is_exact_fresh_and_leaves_nothing(
     assert 'data-modality="image"' in admin.get("/dashboard").text
 
 
-def test_what_an_image_model_refuses(api: Api, client: TestClient, settings: Settings) -> None:
+def test_what_an_image_model_refuses(api: Api, client: TestClient, vit: str) -> None:
     model = api.ok(api.post("/models", VIT_MODEL), 201)
     url = f"/models/{model['id']}"
     png, _ = digit_images(1)[0]
