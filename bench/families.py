@@ -30,7 +30,7 @@ Per family, all in one run, every figure against its baseline of the same run:
 
 Random-weight bases barely learn AG News (near the 25 % of chance, S3T and full LoRA alike):
 the text accuracy that says something is MiniLM's; the tiny text families show exactness and
-cost. ``--quick`` is a smoke run of about two minutes; ``--device cuda`` runs it on a GPU; on the
+cost. ``--quick`` is a smoke run of about three minutes; ``--device cuda`` runs it on a GPU; on the
 CPU, torch runs one thread (``--threads``), which a machine shared with other work slows least.
 ``BENCH_DATA_DIR`` (default ``../shared/data``) is where ``agnews/`` lies.
 
@@ -447,7 +447,7 @@ def base_folder(family: str, base: str, tmp: Path, args: argparse.Namespace) -> 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the agnews folder")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of about two minutes")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about three minutes")
     parser.add_argument(
         "--families",
         default="",
