@@ -60,7 +60,8 @@ class Model(UuidPk, CreatedAt, Base):
     name: Mapped[str] = mapped_column(sa.String(200))
     # The frozen weights the model's adapters sit on; a base model in use cannot be removed.
     base_model_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("base_models.id"), index=True)
-    base_model: Mapped[BaseModel] = relationship(lazy="selectin")
+    # Loaded with the model in one statement (every job, prediction and deletion reads it).
+    base_model: Mapped[BaseModel] = relationship(lazy="joined", innerjoin=True)
     task: Mapped[Task] = mapped_column(str_enum(Task))
     labels: Mapped[list[str] | None] = mapped_column(Json)
     n_shards: Mapped[int]

@@ -121,12 +121,16 @@ class ModelRepository(Repository):
 
         ``FOR NO KEY UPDATE``: it excludes other lockers but not the key-share locks that
         inserting rows referencing the model takes (a deletion request, a job), so a request
-        that inserted such a row first cannot deadlock with another waiting here."""
+        that inserted such a row first cannot deadlock with another waiting here. ``OF models``:
+        the base model, loaded in the same statement, stays unlocked (models on one base model
+        never wait for each other)."""
         query = sa.select(Model).where(Model.id == model_id)
         if tenant_id is not None:
             query = query.where(Model.tenant_id == tenant_id)
         model = self.session.scalar(
-            query.with_for_update(key_share=True).execution_options(populate_existing=True)
+            query.with_for_update(key_share=True, of=Model).execution_options(
+                populate_existing=True
+            )
         )
         if model is None:
             raise ModelNotFoundError(f"no model {model_id}")
