@@ -6,6 +6,7 @@ deleted samples gives, and the exactness audit, run by the service, agrees."""
 from __future__ import annotations
 
 import base64
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.base_models.service import register
 from service.db.engine import unit_of_work
-from service.engine import EngineCatalogue
+from service.engine import BaseModelKey, EngineCatalogue
+from service.errors import BaseModelUnavailableError
 from service.settings import Settings
 from tests.integration.api import (
     Api,
@@ -27,6 +29,7 @@ from tests.integration.api import (
     trained_without,
     used_layers,
 )
+from tests.integration.pipeline.test_base_models import _change_weights
 from unlearning.families.testing import IMAGE_FAMILIES, TEXT_FAMILIES, digit_images, save_tiny_model
 
 # The families differ in the engine, not in the database: SQLite is enough (the catalogue's own
@@ -113,6 +116,16 @@ def test_a_family_deletes_fresh_at_once_and_retrains_exactly(
     assert catalogue_worker.audit() == 1
     result = admin.ok(admin.get(f"/models/{model_id}/exactness-audits/{audit['id']}"))
     assert result["result"] == "passed", result
+
+    # The family's weights change on disk: the next process to load the base model refuses it.
+    key = BaseModelKey(f"fam-{family}", str(family_folders[family]), base_sha(api, family))
+    _change_weights(family_folders[family])
+    try:
+        with pytest.raises(BaseModelUnavailableError, match="changed since it was registered"):
+            EngineCatalogue(settings).engine(key)
+    finally:
+        shutil.rmtree(family_folders[family])
+        save_tiny_model(family, family_folders[family], n_layers=2)
 
 
 def base_sha(api: Api, family: str) -> str:
