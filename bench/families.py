@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import json
 import os
 import random
@@ -79,6 +78,7 @@ from unlearning.sharding import assign
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # families_service, also when a test loads this file
 
+from approximate import load_split  # noqa: E402
 from timing import summary_ms  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
@@ -129,17 +129,6 @@ QUICK = {
 }
 
 
-def agnews(path: Path, limit: int, seed: int) -> list[tuple[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = [
-            (r[0], r[1])
-            for r in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if len(r) == 2
-        ]
-    random.Random(seed).shuffle(rows)
-    return rows[:limit]
-
-
 @dataclass(frozen=True)
 class Data:
     """A modality's labelled train and test rows."""
@@ -151,8 +140,8 @@ class Data:
 
 
 def text_data(folder: Path, sizes: Sizes, seed: int) -> Data:
-    train = agnews(folder / "train.tsv", sizes.train, seed)
-    test = agnews(folder / "test.tsv", sizes.test, seed + 1)
+    train = load_split(folder / "train.tsv", sizes.train, seed)
+    test = load_split(folder / "test.tsv", sizes.test, seed + 1)
     names = tuple(sorted({label for _, label in train}))
     index = {name: i for i, name in enumerate(names)}
     return Data(

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_models import TINY_SETTINGS
-from tests.unit.families.test_family_exactness import probe, samples_for
+from tests.unit.families.test_family_exactness import family_config, probe, samples_for
 from tests.unit.s3t.test_exactness import _delete_from_position, _index, _unlearn
 from unlearning.artifacts import LocalArtifactStore
 from unlearning.families.testing import IMAGE_FAMILIES, TEXT_FAMILIES, save_tiny_model
-from unlearning.s3t import Backbone, ModelSpec, S3TConfig, S3TEngine, load_backbone
+from unlearning.s3t import Backbone, ModelSpec, S3TEngine, load_backbone
 
 FAMILIES = TEXT_FAMILIES + IMAGE_FAMILIES
 
@@ -31,14 +30,7 @@ def test_a_family_retrains_bitwise_exactly_on_cuda(
     folders: dict[str, Path], tmp_path: Path, family: str
 ) -> None:
     backbone: Backbone = load_backbone(folders[family], "cuda")
-    config = S3TConfig(
-        n_shards=2,
-        n_slices=2,
-        budget=2,
-        n_labels=3,
-        target_modules=backbone.family.default_targets,
-        **TINY_SETTINGS,  # type: ignore[arg-type]
-    )
+    config = family_config(backbone)
     spec = ModelSpec.plan(config)
     engine = S3TEngine(backbone, LocalArtifactStore(tmp_path / "a"))
     samples = samples_for(backbone, config)

@@ -39,6 +39,18 @@ def samples_for(backbone: Backbone, config: S3TConfig, count: int = 36) -> list[
     return samples
 
 
+def family_config(backbone: Backbone) -> S3TConfig:
+    """Two shards, two slices, two orders, LoRA on the family's default targets."""
+    return S3TConfig(
+        n_shards=2,
+        n_slices=2,
+        budget=2,
+        n_labels=3,
+        target_modules=backbone.family.default_targets,
+        **TINY_SETTINGS,  # type: ignore[arg-type]
+    )
+
+
 def probe(backbone: Backbone) -> list[str | bytes]:
     if backbone.modality == Modality.IMAGE:
         return [image for image, _ in digit_images(40)[-4:]]
@@ -50,14 +62,7 @@ def test_retrain_is_bitwise_equal_to_training_without_the_samples(
     backbones: dict[str, Backbone], tmp_path: Path, family: str
 ) -> None:
     backbone = backbones[family]
-    config = S3TConfig(
-        n_shards=2,
-        n_slices=2,
-        budget=2,
-        n_labels=3,
-        target_modules=backbone.family.default_targets,
-        **TINY_SETTINGS,  # type: ignore[arg-type]
-    )
+    config = family_config(backbone)
     spec = ModelSpec.plan(config)
     engine = S3TEngine(backbone, LocalArtifactStore(tmp_path / "a"))
     samples = samples_for(backbone, config)
