@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.unit.families.test_family_exactness import family_config, probe, samples_for
-from tests.unit.s3t.test_exactness import _delete_from_position, _index, _unlearn
-from unlearning.artifacts import LocalArtifactStore
+from tests.unit.families.test_family_exactness import probe, train_delete_retrain
 from unlearning.families.testing import IMAGE_FAMILIES, TEXT_FAMILIES, save_tiny_model
-from unlearning.s3t import Backbone, ModelSpec, S3TEngine, load_backbone
+from unlearning.s3t import load_backbone
 
 FAMILIES = TEXT_FAMILIES + IMAGE_FAMILIES
 
@@ -29,17 +27,9 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_a_family_retrains_bitwise_exactly_on_cuda(
     folders: dict[str, Path], tmp_path: Path, family: str
 ) -> None:
-    backbone: Backbone = load_backbone(folders[family], "cuda")
-    config = family_config(backbone)
-    spec = ModelSpec.plan(config)
-    engine = S3TEngine(backbone, LocalArtifactStore(tmp_path / "a"))
-    samples = samples_for(backbone, config)
-    trained = _index(engine.train(spec, samples))
-    deleted, remaining = _delete_from_position(spec, samples, 0, 0, 1)
-    retrained = _unlearn(engine, spec, trained, deleted, remaining)
-    fresh = _index(S3TEngine(backbone, LocalArtifactStore(tmp_path / "b")).train(spec, remaining))
-    assert retrained == fresh
-    assert retrained[(0, 0, 1)] != trained[(0, 0, 1)]
+    run = train_delete_retrain(load_backbone(folders[family], "cuda"), tmp_path)
+    assert run.retrained == run.fresh
+    assert run.retrained[(0, 0, 1)] != run.trained[(0, 0, 1)]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

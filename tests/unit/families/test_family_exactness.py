@@ -3,6 +3,7 @@ the retrained model serves (the S3T guarantee holds whatever the architecture)."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,32 @@ def family_config(backbone: Backbone) -> S3TConfig:
     )
 
 
+@dataclass(frozen=True)
+class Unlearned:
+    """A tiny S3T model trained, a deletion from stage 1 retrained, and a fresh training
+    without the deleted samples on an engine (store) of its own."""
+
+    config: S3TConfig
+    trained: dict[tuple[int, int, int], str]
+    retrained: dict[tuple[int, int, int], str]
+    fresh: dict[tuple[int, int, int], str]
+    engine: S3TEngine
+    fresh_engine: S3TEngine
+
+
+def train_delete_retrain(backbone: Backbone, folder: Path) -> Unlearned:
+    config = family_config(backbone)
+    spec = ModelSpec.plan(config)
+    engine = S3TEngine(backbone, LocalArtifactStore(folder / "a"))
+    samples = samples_for(backbone, config)
+    trained = _index(engine.train(spec, samples))
+    deleted, remaining = _delete_from_position(spec, samples, 0, 0, 1)
+    retrained = _unlearn(engine, spec, trained, deleted, remaining)
+    fresh_engine = S3TEngine(backbone, LocalArtifactStore(folder / "b"))
+    fresh = _index(fresh_engine.train(spec, remaining))
+    return Unlearned(config, trained, retrained, fresh, engine, fresh_engine)
+
+
 def probe(backbone: Backbone) -> list[str | bytes]:
     if backbone.modality == Modality.IMAGE:
         return [image for image, _ in digit_images(40)[-4:]]
@@ -62,16 +89,9 @@ def test_retrain_is_bitwise_equal_to_training_without_the_samples(
     backbones: dict[str, Backbone], tmp_path: Path, family: str
 ) -> None:
     backbone = backbones[family]
-    config = family_config(backbone)
-    spec = ModelSpec.plan(config)
-    engine = S3TEngine(backbone, LocalArtifactStore(tmp_path / "a"))
-    samples = samples_for(backbone, config)
-    trained = _index(engine.train(spec, samples))
-    deleted, remaining = _delete_from_position(spec, samples, 0, 0, 1)
-
-    retrained = _unlearn(engine, spec, trained, deleted, remaining)
-    fresh_engine = S3TEngine(backbone, LocalArtifactStore(tmp_path / "b"))
-    fresh = _index(fresh_engine.train(spec, remaining))
+    run = train_delete_retrain(backbone, tmp_path)
+    config, trained, retrained, fresh = run.config, run.trained, run.retrained, run.fresh
+    engine, fresh_engine = run.engine, run.fresh_engine
 
     assert retrained == fresh  # the same artifact hashes: bitwise equal weights and heads
     assert retrained[(0, 0, 1)] != trained[(0, 0, 1)]  # the deletion did change the model
