@@ -224,11 +224,12 @@ def load_backbone(
     if checked == Precision.FLOAT32:  # as before precisions existed, to the bit
         model = auto.from_pretrained(location, local_files_only=True).float()
     elif checked == Precision.INT8:
+        eight_bit = transformers.BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
         model = auto.from_pretrained(
             location,
             local_files_only=True,
             dtype=weight_dtype(checked),
-            quantization_config=transformers.BitsAndBytesConfig(load_in_8bit=True),
+            quantization_config=eight_bit,
             device_map={"": torch.device(device)},
         )
     else:  # buffers such as rotary frequencies keep the dtype the model gives them

@@ -110,9 +110,10 @@ class S3TConfig:
             raise ValueError(f"`lora_alpha` must be a positive number, got {self.lora_alpha}")
         if not 0.0 <= self.gradient_penalty <= 1.0:
             raise ValueError(f"`gradient_penalty` must be in [0, 1], got {self.gradient_penalty}")
-        if not isinstance(self.gradient_checkpointing, bool):
+        checkpointing = self.gradient_checkpointing
+        if not isinstance(checkpointing, bool):
             raise ValueError(
-                f"`gradient_checkpointing` must be true or false, got {self.gradient_checkpointing!r}"
+                f"`gradient_checkpointing` must be true or false, got {checkpointing!r}"
             )
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout}")
