@@ -132,7 +132,9 @@ def test_a_causal_lm_prefix_trains_its_adapters_only_and_scores_by_response_toke
     assert forget.targets is not None and forget.encoded.loss_mask is not None
     # Only response tokens are labelled: the prompt's positions are IGNORE.
     labelled = forget.targets != IGNORE
-    assert 0 < int(labelled.sum()) < int(forget.encoded.attention_mask.sum())
+    response = forget.encoded.loss_mask[:, 1:].bool() & forget.encoded.attention_mask[:, 1:].bool()
+    assert torch.equal(labelled[:, :-1], response) and not labelled[:, -1].any()
+    assert 0 < 2 * int(labelled.sum()) < int(forget.encoded.attention_mask.sum())  # prompt-heavy
     with torch.no_grad():
         logits = model(forget.encoded)
         assert logits.shape == (*forget.encoded.inputs.shape, trained.backbone.model.vocab_size)
