@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from unlearning.s3t.backbone import Backbone, Encoded
+from unlearning.s3t.targets import stack_targets
 from unlearning.s3t.weights import LoraPair, StageWeights
 
 
@@ -55,12 +56,7 @@ class PrefixModel(nn.Module):
         with torch.no_grad():
             self.head.weight.copy_(last.head_weight)
             self.head.bias.copy_(last.head_bias)
-        self._targets: dict[tuple[int, str], nn.Module] = {}
-        for layer_index, layer in enumerate(backbone.layers):
-            for path, module in layer.named_modules():
-                name = path.rsplit(".", 1)[-1]
-                if name in target_modules and isinstance(module, nn.Linear):
-                    self._targets[(layer_index, name)] = module
+        self._targets = stack_targets(backbone.layers, target_modules)
         missing = set(self._source) - set(self._targets)
         if missing:
             raise ValueError(f"the backbone has no target module for {sorted(missing)}")
@@ -130,7 +126,7 @@ class PrefixModel(nn.Module):
 
 def _name(index: int, key: tuple[int, str], which: str) -> str:
     layer, module = key
-    return f"s{index}_l{layer}_{module}_{which}"
+    return f"s{index}_l{layer}_{module.replace('.', '__')}_{which}"  # no dot in a parameter name
 
 
 class _Delta:

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from unlearning.families.chat import Conversation
+
 
 class Modality(StrEnum):
     TEXT = "text"
@@ -29,8 +31,9 @@ class UnsupportedArchitecture(ValueError):  # noqa: N818 - reads as what it is
     """The model's architecture has no family adapter (refused when the model is registered)."""
 
 
-#: A sample's content: a text, or the bytes of an encoded image (PNG, JPEG, ...).
-Content = str | bytes
+#: A sample's content: a text, the bytes of an encoded image (PNG, JPEG, ...), or the messages
+#: of an instruction sample (causal language models).
+Content = str | bytes | Conversation
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,19 @@ class Encoded:
 
     inputs: torch.Tensor
     attention_mask: torch.Tensor
+    #: Causal language models: 1 where a token's prediction is in the loss (response tokens).
+    loss_mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
     def rows(self, index: torch.Tensor) -> Encoded:
-        return Encoded(self.inputs[index], self.attention_mask[index])
+        loss_mask = None if self.loss_mask is None else self.loss_mask[index]
+        return Encoded(self.inputs[index], self.attention_mask[index], loss_mask)
+
+    def to(self, device: torch.device) -> Encoded:
+        loss_mask = None if self.loss_mask is None else self.loss_mask.to(device)
+        return Encoded(self.inputs.to(device), self.attention_mask.to(device), loss_mask)
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -78,6 +88,10 @@ class Family(ABC):
     modality: ClassVar[Modality]
     #: ``config.model_type`` values this family serves.
     model_types: ClassVar[frozenset[str]]
+    #: Whether the family is a causal language model (:class:`DecoderFamily`).
+    causal: ClassVar[bool] = False
+    #: The transformers auto class that loads the family's weights (a causal LM keeps its head).
+    auto_model: ClassVar[str] = "AutoModel"
     #: LoRA's default target modules, matched by a module name's last component. Aliases of one
     #: projection across transformers releases may both be listed: a name no block has is ignored.
     default_targets: ClassVar[tuple[str, ...]]
@@ -119,7 +133,7 @@ class Family(ABC):
 def require_text(contents: Sequence[Content], family: str) -> list[str]:
     texts = [c for c in contents if isinstance(c, str)]
     if len(texts) != len(contents):
-        raise ValueError(f"a {family} model reads texts, not images")
+        raise ValueError(f"a {family} model reads texts, not images or conversations")
     return texts
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from unlearning.families.base import Family, UnsupportedArchitecture
 from unlearning.families.bert import BertFamily, RobertaFamily, XlmRobertaFamily
 from unlearning.families.deberta_v2 import DebertaV2Family
+from unlearning.families.decoder import DecoderFamily, Gpt2Family, MistralFamily, Qwen2Family
 from unlearning.families.distilbert import DistilBertFamily
 from unlearning.families.modernbert import ModernBertFamily
 from unlearning.families.vit import DeitFamily, VitFamily
@@ -20,6 +21,10 @@ FAMILIES: tuple[Family, ...] = (
     ModernBertFamily(),
     VitFamily(),
     DeitFamily(),
+    DecoderFamily(),
+    MistralFamily(),
+    Qwen2Family(),
+    Gpt2Family(),
 )
 _BY_TYPE = {model_type: family for family in FAMILIES for model_type in family.model_types}
 

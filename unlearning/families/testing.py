@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModel, PretrainedConfig
+from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig
 
 TEXT_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "distilbert", "modernbert")
 IMAGE_FAMILIES = ("vit", "deit")
+#: Decoder model types; their tiny models share MiniLM's vocabulary too (``[SEP]`` ends a
+#: response). Qwen3 stands for the Qwen family: transformers loads a ``qwen2`` folder's tokenizer
+#: as Qwen2's byte-level BPE whatever the folder says, which garbles a WordPiece vocabulary.
+DECODER_FAMILIES = ("llama", "mistral", "qwen3", "gpt2")
 IMAGE_SIZE = 16
 PATCH_SIZE = 4
 
@@ -47,6 +51,8 @@ def tiny_config(family: str, n_layers: int = 4, hidden: int = 32) -> PretrainedC
         }
         config_class = tf.ViTConfig if family == "vit" else tf.DeiTConfig
         return config_class(**common, **image)  # type: ignore[no-any-return,unused-ignore]
+    if family in (*DECODER_FAMILIES, "qwen2"):
+        return _decoder_config(family, n_layers, hidden)
     vocab: dict[str, Any] = {"vocab_size": 30522, "pad_token_id": 0, "max_position_embeddings": 64}
     if family == "bert":
         return tf.BertConfig(**common, **vocab)
@@ -76,6 +82,28 @@ def tiny_config(family: str, n_layers: int = 4, hidden: int = 32) -> PretrainedC
     raise ValueError(f"no tiny config for family {family!r}")
 
 
+def _decoder_config(family: str, n_layers: int, hidden: int) -> PretrainedConfig:
+    import transformers as tf
+
+    # Wide initial weights: at 0.02 a 32-wide model's normed states barely move its logits.
+    tokens: dict[str, Any] = {"vocab_size": 30522, "pad_token_id": 0, "bos_token_id": 101,
+                              "eos_token_id": 102, "initializer_range": 0.2}  # fmt: skip
+    if family == "gpt2":
+        return tf.GPT2Config(n_layer=n_layers, n_head=2, n_embd=hidden, n_positions=128, **tokens)
+    common: dict[str, Any] = {
+        "num_hidden_layers": n_layers, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "hidden_size": hidden, "intermediate_size": 2 * hidden, "max_position_embeddings": 128,
+        "tie_word_embeddings": True, **tokens,
+    }  # fmt: skip
+    if family == "llama":
+        return tf.LlamaConfig(**common)
+    if family == "mistral":  # a window shorter than the test sequences, so it matters
+        return tf.MistralConfig(**common, sliding_window=8, head_dim=hidden // 2)
+    if family == "qwen2":
+        return tf.Qwen2Config(**common)
+    return tf.Qwen3Config(**common, head_dim=hidden // 2)
+
+
 def save_tiny_model(
     family: str, folder: Path, *, n_layers: int = 4, seed: int = 1234, hidden: int = 32
 ) -> Path:
@@ -83,7 +111,8 @@ def save_tiny_model(
     tokenizer or image processor: a folder :func:`unlearning.s3t.load_backbone` loads offline."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = AutoModel.from_config(tiny_config(family, n_layers, hidden))  # type: ignore[no-untyped-call]
+    auto = AutoModelForCausalLM if family in DECODER_FAMILIES else AutoModel
+    model = auto.from_config(tiny_config(family, n_layers, hidden))  # type: ignore[no-untyped-call]
     model.save_pretrained(folder)
     if family in IMAGE_FAMILIES:
         import transformers
@@ -91,6 +120,8 @@ def save_tiny_model(
         # The PIL-backed class (transformers 5.2x); earlier releases' ViTImageProcessor is PIL's.
         processor = getattr(transformers, "ViTImageProcessorPil", transformers.ViTImageProcessor)
         processor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(folder)
+    elif family in DECODER_FAMILIES:
+        _decoder_tokenizer().save_pretrained(folder)
     else:
         source = _minilm_folder()
         for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -98,6 +129,18 @@ def save_tiny_model(
             if (source / name).exists():
                 shutil.copy(source / name, folder / name)
     return folder
+
+
+def _decoder_tokenizer() -> Any:
+    """MiniLM's WordPiece vocabulary as a fast tokenizer with an end-of-sequence token: saved
+    with its own class, so no family's tokenizer class is guessed from the model type."""
+    from transformers import PreTrainedTokenizerFast
+
+    special = {"eos_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
+               "bos_token": "[CLS]"}  # fmt: skip
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call,unused-ignore]
+        tokenizer_file=str(_minilm_folder() / "tokenizer.json"), **special
+    )
 
 
 def png(pixels: Any) -> bytes:

@@ -9,15 +9,28 @@ valid prefixes. Full fine-tuning and SISA are configurations of the same engine
 from unlearning.s3t.backbone import Backbone, default_backbone_path, load_backbone
 from unlearning.s3t.config import S3TConfig, Schedule, SequenceStrategy, Task
 from unlearning.s3t.data import TrainingSample
-from unlearning.s3t.engine import ModelSpec, Prediction, S3TEngine, SequenceKey, TrainedLayer
+from unlearning.s3t.engine import (
+    Generated,
+    ModelSpec,
+    Prediction,
+    S3TEngine,
+    SequenceKey,
+    TrainedLayer,
+)
+from unlearning.s3t.generation import Generation, LmEnsemble, Sampling, Scored
 
 __all__ = [
     "Backbone",
+    "Generated",
+    "Generation",
+    "LmEnsemble",
     "ModelSpec",
     "Prediction",
     "S3TConfig",
     "S3TEngine",
+    "Sampling",
     "Schedule",
+    "Scored",
     "SequenceKey",
     "SequenceStrategy",
     "Task",

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig
 
 from unlearning.families import Content, Encoded, Family, Modality, family_of, mean_pool
+from unlearning.families.decoder import DecoderFamily
 
 __all__ = [
     "Backbone",
@@ -76,7 +78,7 @@ class Backbone:
     def encode(self, contents: Sequence[Content], max_length: int) -> Encoded:
         """Inputs for texts or encoded images, one fixed shape per row."""
         encoded = self.family.encode(self.processor, self.model.config, contents, max_length)
-        return Encoded(encoded.inputs.to(self.device), encoded.attention_mask.to(self.device))
+        return encoded.to(self.device)
 
     def embed(self, encoded: Encoded) -> torch.Tensor:
         with torch.no_grad():
@@ -100,6 +102,29 @@ class Backbone:
             return hidden
         stack = self.layers if layers is None else layers
         context = self.family.context(self.model, hidden, attention_mask)
+        return self._run(stack, hidden, context, start, stop)
+
+    def run_cached(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int, past: int,
+        kv_cache: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """A decoder's layers ``start..stop-1`` on new tokens after ``past`` tokens whose keys
+        and values ``kv_cache`` holds (and extends); ``attention_mask`` covers all of them."""
+        if not isinstance(self.family, DecoderFamily):
+            raise ValueError(f"a {self.family.name} model has no KV cache")
+        context = self.family.step_context(self.model, hidden, attention_mask, past, kv_cache)
+        return self._run(self.layers, hidden, context, start, stop)
+
+    def embed_tokens(self, ids: torch.Tensor, past: int) -> torch.Tensor:
+        """A decoder's embeddings of new tokens at positions ``past..``."""
+        if not isinstance(self.family, DecoderFamily):
+            raise ValueError(f"a {self.family.name} model is not a decoder")
+        with torch.no_grad():
+            return self.family.embed_tokens(self.model, ids, past)
+
+    def _run(
+        self, stack: nn.ModuleList, hidden: torch.Tensor, context: Any, start: int, stop: int
+    ) -> torch.Tensor:
         for index in range(start, stop):
             hidden = self.family.run_block(stack[index], hidden, context)
         return hidden
@@ -107,6 +132,17 @@ class Backbone:
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """What the task head reads from the last layer's states."""
         return self.family.pool(self.model, hidden, attention_mask)
+
+    @property
+    def causal(self) -> bool:
+        """Whether the base model is a decoder (a causal LM with its language-model head)."""
+        return self.family.causal
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A decoder's next-token logits from the last layer's states."""
+        if not isinstance(self.family, DecoderFamily):
+            raise ValueError(f"a {self.family.name} model has no language-model head")
+        return self.family.logits(self.model, hidden)
 
 
 @cache
@@ -121,7 +157,6 @@ def load_processor(location: Path, modality: Modality) -> Any:
     """The base model's tokenizer (text) or image processor (images; the PIL backend, so no
     torchvision is needed), offline."""
     if modality == Modality.IMAGE:
-        import transformers
         from transformers import AutoImageProcessor
 
         if hasattr(transformers, "ViTImageProcessorPil"):  # 5.2x: pick the PIL backend
@@ -144,5 +179,6 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     config = AutoConfig.from_pretrained(location, local_files_only=True)
     family = family_of(config)
     processor = load_processor(location, family.modality)
-    model = AutoModel.from_pretrained(location, local_files_only=True)
+    auto = getattr(transformers, family.auto_model)
+    model = auto.from_pretrained(location, local_files_only=True)
     return Backbone(model.float(), processor, device, family)

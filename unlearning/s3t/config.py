@@ -12,6 +12,8 @@ from typing import Any
 class Task(StrEnum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+    #: Instruction tuning of a decoder: next-token cross-entropy on the response tokens.
+    CAUSAL_LM = "causal_lm"
 
 
 class SequenceStrategy(StrEnum):
@@ -51,8 +53,10 @@ class S3TConfig:
         sequence_strategy: ``cyclic`` rotations or ``bipartite`` matching on ``deletion_prior``.
         deletion_prior: per-slice deletion probabilities for ``bipartite`` (uniform when unset).
         schedule: ``s3t`` (one block per stage) or ``sisa`` (every adapted layer at every stage).
-        task: ``classification`` (cross-entropy over ``n_labels``) or ``regression`` (MSE).
-        n_labels: classes of a classification task; must be 1 for regression.
+        task: ``classification`` (cross-entropy over ``n_labels``), ``regression`` (MSE), or
+            ``causal_lm`` (next-token cross-entropy on response tokens; a decoder base model,
+            whose frozen language-model head replaces the trained task head).
+        n_labels: classes of a classification task; must be 1 for regression and causal_lm.
         lora_rank, lora_alpha, lora_dropout, target_modules: the LoRA adapters (peft semantics;
             target modules are matched by the last component of a module's name).
         epochs_per_stage, learning_rate, batch_size: the optimiser (AdamW) of every stage.
@@ -96,8 +100,8 @@ class S3TConfig:
         _check_enum("task", self.task, Task)
         if self.task == Task.CLASSIFICATION and self.n_labels < 2:
             raise ValueError(f"`n_labels` must be >= 2 for classification, got {self.n_labels}")
-        if self.task == Task.REGRESSION and self.n_labels != 1:
-            raise ValueError(f"`n_labels` must be 1 for regression, got {self.n_labels}")
+        if self.task != Task.CLASSIFICATION and self.n_labels != 1:
+            raise ValueError(f"`n_labels` must be 1 for {self.task}, got {self.n_labels}")
         if not (self.lora_alpha > 0 and math.isfinite(self.lora_alpha)):
             raise ValueError(f"`lora_alpha` must be a positive number, got {self.lora_alpha}")
         if not 0.0 <= self.gradient_penalty <= 1.0:
@@ -127,7 +131,8 @@ class S3TConfig:
 
     @property
     def output_dim(self) -> int:
-        return self.n_labels
+        """Outputs of the trained head: none for a causal LM (its vocabulary head is frozen)."""
+        return 0 if self.task == Task.CAUSAL_LM else self.n_labels
 
     @property
     def lora_scaling(self) -> float:

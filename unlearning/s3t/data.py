@@ -16,14 +16,14 @@ from unlearning.s3t.config import S3TConfig, Task
 
 @dataclass(frozen=True)
 class TrainingSample:
-    """One training sample, already placed in its shard and slice: a text, or an encoded
-    image (bytes) for an image model."""
+    """One training sample, already placed in its shard and slice: a text, an encoded image
+    (bytes) for an image model, or a conversation for a causal LM (whose target is unused)."""
 
     id: str
     shard: int
     slice: int
     content: Content
-    target: float
+    target: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class ShardData:
 
     ids: tuple[str, ...]
     slices: torch.Tensor  # [N] long
-    targets: torch.Tensor  # [N] long (classification) or float (regression)
+    #: [N] long (classification), [N] float (regression), or [N, max_length] long next-token
+    #: labels (causal LM: ``IGNORE`` where a position's next token is not in the loss)
+    targets: torch.Tensor
     encoded: Encoded
 
     @classmethod
@@ -43,7 +45,11 @@ class ShardData:
         for before, after in itertools.pairwise(ordered):
             if before.id == after.id:
                 raise ValueError(f"duplicate sample id {before.id!r}")
-        if config.task == Task.CLASSIFICATION:
+        device = backbone.device
+        encoded = backbone.encode([s.content for s in ordered], config.max_length)
+        if config.task == Task.CAUSAL_LM:
+            targets = next_token_labels(encoded)
+        elif config.task == Task.CLASSIFICATION:
             for sample in ordered:
                 if sample.target != int(sample.target) or not 0 <= sample.target < config.n_labels:
                     last = config.n_labels - 1
@@ -53,18 +59,31 @@ class ShardData:
             targets = torch.tensor([int(s.target) for s in ordered], dtype=torch.long)
         else:
             targets = torch.tensor([float(s.target) for s in ordered], dtype=torch.float32)
-        device = backbone.device
         return cls(
             ids=tuple(s.id for s in ordered),
             slices=torch.tensor([s.slice for s in ordered], dtype=torch.long, device=device),
             targets=targets.to(device),
-            encoded=backbone.encode([s.content for s in ordered], config.max_length),
+            encoded=encoded,
         )
 
     def rows_of(self, slices: Iterable[int]) -> torch.Tensor:
         """Row indices (ascending, so in id order) of the samples in ``slices``."""
         wanted = torch.tensor(sorted(set(slices)), dtype=torch.long, device=self.slices.device)
         return torch.nonzero(torch.isin(self.slices, wanted)).flatten()
+
+
+#: The label of a position whose next token is not in the loss (cross-entropy's ignore index).
+IGNORE = -100
+
+
+def next_token_labels(encoded: Encoded) -> torch.Tensor:
+    """Per position, the next token where it is in the loss, else :data:`IGNORE`."""
+    if encoded.loss_mask is None:
+        raise ValueError("a causal LM's inputs need a loss mask")
+    labels = torch.full_like(encoded.inputs, IGNORE)
+    keep = encoded.loss_mask[:, 1:].bool() & encoded.attention_mask[:, 1:].bool()
+    labels[:, :-1] = torch.where(keep, encoded.inputs[:, 1:], IGNORE)
+    return labels
 
 
 class HiddenStates(Protocol):

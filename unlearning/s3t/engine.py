@@ -14,12 +14,13 @@ from typing import NamedTuple
 import torch
 
 from unlearning.artifacts import ArtifactStore
-from unlearning.families import Content
+from unlearning.families import Content, Conversation
 from unlearning.s3t.backbone import Backbone
 from unlearning.s3t.blocks import stage_depths
 from unlearning.s3t.config import S3TConfig, Task
 from unlearning.s3t.data import CachedHiddenStates, LiveHiddenStates, ShardData, TrainingSample
 from unlearning.s3t.ensemble import EnsemblePredictor, ServedShard
+from unlearning.s3t.generation import Generation, LmEnsemble, Sampling, StopText, prompt_ids
 from unlearning.s3t.sequences import Order, plan_sequences
 from unlearning.s3t.training import SequenceTrainer, StageResult
 from unlearning.s3t.weights import StageWeights
@@ -62,6 +63,13 @@ class TrainedLayer:
     sample_count: int
     sample_steps: int
     artifact: str
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str  # "eos", "stop" (a stop string) or "length"
 
 
 @dataclass(frozen=True)
@@ -171,19 +179,68 @@ class S3TEngine:
     ) -> Prediction:
         """Mean of the live shards' outputs; ``prefixes`` maps each live shard to the artifact
         references of its served prefix (stages 1..k of one sequence). Shards left out are dead."""
+        if config.task == Task.CAUSAL_LM:
+            raise ValueError("a causal LM scores and generates; it does not predict")
+        live, served = self._served(prefixes)
+        encoded = self.backbone.encode(list(contents), config.max_length)
+        outputs = self._predictor(config).shard_outputs(encoded, served, batched=batched)
+        outputs = outputs.mean(dim=0)
+        if config.task == Task.REGRESSION:
+            outputs = outputs.squeeze(-1)
+        return Prediction(outputs, tuple(live))
+
+    def lm(self, config: S3TConfig, prefixes: Mapping[int, Sequence[str]]) -> LmEnsemble:
+        """A causal LM's live shards (same ``prefixes`` as :meth:`predict`), ready to score
+        completions or start a :class:`Generation`."""
+        if config.task != Task.CAUSAL_LM:
+            raise ValueError(f"a {config.task} model predicts; it does not generate")
+        _, served = self._served(prefixes)
+        return LmEnsemble(self.backbone, self._predictor(config), served)
+
+    def generate(
+        self,
+        config: S3TConfig,
+        prefixes: Mapping[int, Sequence[str]],
+        prompt: Conversation | str,
+        *,
+        max_new_tokens: int = 32,
+        sampling: Sampling | None = None,
+        stop: Sequence[str] = (),
+    ) -> Generated:
+        """Generate a completion in one go (the service streams :class:`Generation` itself)."""
+        tokenizer = self.backbone.processor
+        generation = Generation(
+            self.lm(config, prefixes), prompt_ids(tokenizer, prompt), sampling or Sampling()
+        )
+        text = StopText(tokenizer, tuple(stop))
+        eos = getattr(tokenizer, "eos_token_id", None)
+        reason = "length"
+        while len(generation.generated) < max_new_tokens:
+            token = generation.accept()
+            if token == eos:
+                reason = "eos"
+                break
+            text.piece(generation.generated)
+            if text.stopped:
+                reason = "stop"
+                break
+        text.flush(generation.generated)
+        return Generated(text.emitted, tuple(generation.generated), reason)
+
+    def _served(self, prefixes: Mapping[int, Sequence[str]]) -> tuple[list[int], list[ServedShard]]:
         live = sorted(shard for shard, refs in prefixes.items() if refs)
         if not live:
             raise ValueError("no live shard: every shard's sequences are invalidated")
-        served = [ServedShard.from_prefix([self.load_stage(r) for r in prefixes[s]]) for s in live]
-        encoded = self.backbone.encode(list(contents), config.max_length)
+        return live, [
+            ServedShard.from_prefix([self.load_stage(r) for r in prefixes[s]]) for s in live
+        ]
+
+    def _predictor(self, config: S3TConfig) -> EnsemblePredictor:
         predictor = self._predictors.get(config.target_modules)
         if predictor is None:
             predictor = EnsemblePredictor(self.backbone, config.target_modules)
             self._predictors[config.target_modules] = predictor
-        outputs = predictor.shard_outputs(encoded, served, batched=batched).mean(dim=0)
-        if config.task == Task.REGRESSION:
-            outputs = outputs.squeeze(-1)
-        return Prediction(outputs, tuple(live))
+        return predictor
 
     def load_stage(self, ref: str) -> StageWeights:
         """A stage's weights, from the LRU cache or the store (ArtifactNotFoundError when the
@@ -232,8 +289,12 @@ class S3TEngine:
             for result in results
         ]
 
-    @staticmethod
-    def _check_samples(config: S3TConfig, samples: Sequence[TrainingSample]) -> None:
+    def _check_samples(self, config: S3TConfig, samples: Sequence[TrainingSample]) -> None:
+        if (config.task == Task.CAUSAL_LM) != self.backbone.causal:
+            raise ValueError(
+                f"a {config.task} model cannot be trained on a {self.backbone.family.name} base "
+                "model: causal_lm needs a decoder, and a decoder serves causal_lm only"
+            )
         for sample in samples:
             if not (0 <= sample.shard < config.n_shards and 0 <= sample.slice < config.n_slices):
                 raise ValueError(

@@ -14,7 +14,8 @@ forward pass per shard, the naive baseline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from unlearning.s3t.backbone import Backbone, Encoded
+from unlearning.s3t.targets import stack_targets
 from unlearning.s3t.weights import LoraPair, StageWeights
 
 
@@ -49,15 +51,15 @@ class ServedShard:
         return min((layer for layer, _ in self.adapters), default=n_layers)
 
 
+def lowest_layer(shards: Sequence[ServedShard], n_layers: int) -> int:
+    """Where the shards' adapters start: everything below is plain backbone, computed once."""
+    return min(shard.lowest_layer(n_layers) for shard in shards)
+
+
 class EnsemblePredictor:
     def __init__(self, backbone: Backbone, target_modules: Sequence[str]) -> None:
         self.backbone = backbone
-        self._targets: dict[tuple[int, str], nn.Module] = {}
-        for index, layer in enumerate(backbone.layers):
-            for path, module in layer.named_modules():
-                name = path.rsplit(".", 1)[-1]
-                if name in target_modules and isinstance(module, nn.Linear):
-                    self._targets[(index, name)] = module
+        self._targets = stack_targets(backbone.layers, target_modules)
 
     def shard_outputs(
         self, encoded: Encoded, shards: Sequence[ServedShard], *, batched: bool = True
@@ -67,25 +69,30 @@ class EnsemblePredictor:
             raise ValueError("no live shard to serve from")
         if not batched:
             return torch.cat([self._forward(encoded, [shard], 0) for shard in shards])
-        n_layers = self.backbone.n_layers
-        depth = min(shard.lowest_layer(n_layers) for shard in shards)
-        return self._forward(encoded, shards, depth)
+        return self._forward(encoded, shards, lowest_layer(shards, self.backbone.n_layers))
+
+    @contextmanager
+    def adapters(self, shards: Sequence[ServedShard], depth: int) -> Iterator[None]:
+        """While open, the backbone's layers from ``depth`` up add each shard's LoRA deltas to
+        its own rows, the rows being stacked shard by shard along the batch."""
+        handles = [
+            self._targets[key].register_forward_hook(_LoraHook(len(shards), shards, key))
+            for key in sorted({k for shard in shards for k in shard.adapters})
+            if key[0] >= depth
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def _forward(self, encoded: Encoded, shards: Sequence[ServedShard], depth: int) -> torch.Tensor:
         n_shards, rows = len(shards), len(encoded)
         with torch.no_grad():
             hidden = self.backbone.hidden_at(encoded, depth).repeat(n_shards, 1, 1)
             mask = encoded.attention_mask.repeat(n_shards, 1)
-            handles = [
-                self._targets[key].register_forward_hook(_LoraHook(n_shards, shards, key))
-                for key in sorted({k for shard in shards for k in shard.adapters})
-                if key[0] >= depth
-            ]
-            try:
+            with self.adapters(shards, depth):
                 hidden = self.backbone.run(hidden, mask, depth, self.backbone.n_layers)
-            finally:
-                for handle in handles:
-                    handle.remove()
             pooled = self.backbone.pool(hidden, mask).view(n_shards, rows, -1)
             weight = torch.stack([shard.head_weight for shard in shards])
             bias = torch.stack([shard.head_bias for shard in shards])

@@ -29,8 +29,9 @@ from unlearning.gradient_penalty import gradient_norm_penalty
 from unlearning.s3t.backbone import Backbone
 from unlearning.s3t.blocks import stage_layers
 from unlearning.s3t.config import S3TConfig, Schedule, Task
-from unlearning.s3t.data import HiddenStates, ShardData
+from unlearning.s3t.data import IGNORE, HiddenStates, ShardData
 from unlearning.s3t.seeding import stage_seed
+from unlearning.s3t.targets import adapter_keys
 from unlearning.s3t.weights import LoraPair, StageWeights
 
 
@@ -92,7 +93,9 @@ class SequenceTrainer:
         if not start_stage <= last <= cfg.n_slices:
             raise ValueError(f"`last_stage` must be in {start_stage}..{cfg.n_slices}")
         stack = _Stack(copy.deepcopy(self.backbone.layers))
-        head = nn.Linear(self.backbone.hidden_size, cfg.output_dim, device=self.backbone.device)
+        with warnings.catch_warnings():  # a causal LM's head has no weights to initialise
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            head = nn.Linear(self.backbone.hidden_size, cfg.output_dim, device=self.backbone.device)
         for stage, saved in enumerate(prefix, start=1):
             name = _adapter_name(stage)
             self._inject(stack, name, saved.layers)
@@ -127,7 +130,7 @@ class SequenceTrainer:
         self._inject(stack, name, layers)
         if cfg.schedule == Schedule.SISA and stage > 1:
             _load_adapter(stack, name, _extract(stack, _adapter_name(stage - 1), head))
-        if stage == 1:
+        if stage == 1 and cfg.output_dim:
             head.reset_parameters()  # under the stage seed too
         active = (
             [name]
@@ -139,7 +142,7 @@ class SequenceTrainer:
             if isinstance(module, LoraLayer) and name in module.lora_A:
                 module.lora_A[name].requires_grad_(True)
                 module.lora_B[name].requires_grad_(True)
-        head.requires_grad_(True)
+        head.requires_grad_(cfg.output_dim > 0)  # a causal LM's head is the frozen LM head
         # Active adapters sit on this stage's block and the blocks above it (S3T), or on the
         # same layers (SISA): the lowest layer it trains is where the frozen bottom ends.
         self._fit(stack, head, data, hidden, rows, min(layers), seed)
@@ -165,6 +168,8 @@ class SequenceTrainer:
         with warnings.catch_warnings():
             # One adapter per stage in one module tree is the point; peft warns about it.
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            # GPT-2's projections are Conv1D; peft transposes for them and says so.
+            warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
             inject_adapter_in_model(lora, stack, adapter_name=name)
 
     def _fit(
@@ -211,8 +216,7 @@ class SequenceTrainer:
                             self.backbone.n_layers,
                             stack.layers,
                         )
-                        outputs = head(self.backbone.pool(states, mask))
-                        loss = _loss(cfg.task, outputs, data.targets[batch])
+                        loss = self._loss(head, states, mask, data.targets[batch])
                         if cfg.gradient_penalty:
                             loss = gradient_norm_penalty(loss, params, cfg.gradient_penalty)
                         optimizer.zero_grad(set_to_none=True)
@@ -223,20 +227,43 @@ class SequenceTrainer:
             for param in params:
                 param.requires_grad_(False)
 
+    def _loss(
+        self, head: nn.Linear, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        task = self.config.task
+        if task == Task.CAUSAL_LM:
+            return lm_loss(self.backbone.logits(states), targets)
+        outputs = head(self.backbone.pool(states, mask))
+        if task == Task.REGRESSION:
+            return nn.functional.mse_loss(outputs.squeeze(-1), targets)
+        return nn.functional.cross_entropy(outputs, targets)
 
-def _loss(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    if task == Task.REGRESSION:
-        return nn.functional.mse_loss(outputs.squeeze(-1), targets)
-    return nn.functional.cross_entropy(outputs, targets)
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the positions in the loss (0 when a batch has none,
+    e.g. responses cut off by ``max_length``, so no NaN reaches the weights)."""
+    total = nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+    return total / (labels != IGNORE).sum().clamp(min=1)
 
 
 def _lora_modules(stack: nn.Module, name: str) -> list[tuple[int, str, Any]]:
-    found = []
+    """Adapter ``name``'s modules as (layer, adapter key, module); paths are
+    ``encoder.layer.<i>.<path in the block>``, keyed as :mod:`unlearning.s3t.targets` keys them."""
+    by_layer: dict[int, dict[str, Any]] = {}
     for path, module in stack.named_modules():
         if isinstance(module, LoraLayer) and name in module.lora_A:
-            parts = path.split(".")
-            found.append((int(parts[2]), parts[-1], module))
-    return found
+            _, _, layer, inner = path.split(".", 3)
+            by_layer.setdefault(int(layer), {})[inner] = module
+    return [
+        (layer, key, modules[inner])
+        for layer, modules in by_layer.items()
+        for inner, key in adapter_keys(modules).items()
+    ]
 
 
 def _extract(stack: nn.Module, name: str, head: nn.Linear) -> StageWeights:

@@ -67,8 +67,9 @@ class StageWeights:
             raise ValueError(f"not an S3T stage artifact (format {metadata.get('format')!r})")
         adapters: dict[tuple[int, str], LoraPair] = {}
         for key in tensors:
-            if key.endswith(".lora_A"):
-                _, layer, module, _ = key.split(".")
+            if key.endswith(".lora_A"):  # layer.<i>.<adapter key, may hold dots>.lora_A
+                _, layer, rest = key.split(".", 2)
+                module = rest.removesuffix(".lora_A")
                 adapters[(int(layer), module)] = LoraPair(
                     tensors[key], tensors[key.removesuffix("A") + "B"]
                 )

@@ -63,8 +63,8 @@ def test_default_targets_adapt_every_block(backbones: dict[str, Backbone], famil
 
 
 def test_unsupported_architectures_are_refused_by_name() -> None:
-    with pytest.raises(UnsupportedArchitecture, match=r"'gpt2' is not supported.*bert"):
-        family_of(transformers.GPT2Config())
+    with pytest.raises(UnsupportedArchitecture, match=r"'t5' is not supported.*bert"):
+        family_of(transformers.T5Config())
     conv = transformers.DebertaV2Config()
     conv.conv_kernel_size = 3
     with pytest.raises(UnsupportedArchitecture, match="convolution"):

@@ -13,9 +13,9 @@ from tests.tiny_models import TINY_SETTINGS
 from tests.unit.families.conftest import ALL_FAMILIES
 from tests.unit.s3t.test_exactness import _delete_from_position, _index, _unlearn
 from unlearning.artifacts import LocalArtifactStore
-from unlearning.families import Modality
-from unlearning.families.testing import digit_images
-from unlearning.s3t import Backbone, ModelSpec, S3TConfig, S3TEngine, TrainingSample
+from unlearning.families import Conversation, Modality
+from unlearning.families.testing import DECODER_FAMILIES, digit_images
+from unlearning.s3t import Backbone, ModelSpec, S3TConfig, S3TEngine, Task, TrainingSample
 from unlearning.sharding import assign
 
 WORDS = {
@@ -30,6 +30,12 @@ def samples_for(backbone: Backbone, config: S3TConfig, count: int = 36) -> list[
     samples = []
     for i in range(count):
         shard, slice_ = assign("families", f"s{i:03d}", config.n_shards, config.n_slices)
+        if backbone.causal:
+            label = i % 3
+            words = WORDS[label]
+            pair = Conversation.pair(f"tell me about {words[i % 4]}", f"{words[(i * 3) % 4]} {i}")
+            samples.append(TrainingSample(f"s{i:03d}", shard, slice_, pair))
+            continue
         if images:
             content: str | bytes = images[i][0]
             label = images[i][1] % config.n_labels
@@ -42,13 +48,16 @@ def samples_for(backbone: Backbone, config: S3TConfig, count: int = 36) -> list[
 
 def family_config(backbone: Backbone) -> S3TConfig:
     """Two shards, two slices, two orders, LoRA on the family's default targets."""
+    causal = backbone.causal
     return S3TConfig(
         n_shards=2,
         n_slices=2,
         budget=2,
-        n_labels=3,
+        task=Task.CAUSAL_LM if causal else Task.CLASSIFICATION,
+        n_labels=1 if causal else 3,
         target_modules=backbone.family.default_targets,
-        **TINY_SETTINGS,  # type: ignore[arg-type]
+        # A decoder's instruction template takes a dozen tokens before the response starts.
+        **{**TINY_SETTINGS, "max_length": 32 if causal else 16},  # type: ignore[arg-type]
     )
 
 
@@ -84,7 +93,17 @@ def probe(backbone: Backbone) -> list[str | bytes]:
     return ["stocks profit bank", "team goal season", "software chip space"]
 
 
-@pytest.mark.parametrize("family", ALL_FAMILIES)
+def outputs(engine: S3TEngine, config: S3TConfig, served: dict[int, list[str]]) -> torch.Tensor:
+    """Predictions, or a causal LM's log-probabilities of responses."""
+    backbone = engine.backbone
+    if not backbone.causal:
+        return engine.predict(config, probe(backbone), served).outputs
+    prompts = [Conversation.prompt(f"tell me about {w}") for w in ("stocks", "team", "chip")]
+    scored = engine.lm(config, served).score(prompts, ["profit 3", "goal 4", "space 5"])
+    return torch.tensor([x for s in scored for x in s.logprobs])
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES + DECODER_FAMILIES)
 def test_retrain_is_bitwise_equal_to_training_without_the_samples(
     backbones: dict[str, Backbone], tmp_path: Path, family: str
 ) -> None:
@@ -97,7 +116,6 @@ def test_retrain_is_bitwise_equal_to_training_without_the_samples(
     assert retrained[(0, 0, 1)] != trained[(0, 0, 1)]  # the deletion did change the model
     served = {shard: [retrained[(shard, 0, s)] for s in (1, 2)] for shard in (0, 1)}
     before = {shard: [trained[(shard, 0, s)] for s in (1, 2)] for shard in (0, 1)}
-    inputs = probe(backbone)
-    after = engine.predict(config, inputs, served).outputs
-    assert torch.equal(after, fresh_engine.predict(config, inputs, served).outputs)
-    assert not torch.equal(after, engine.predict(config, inputs, before).outputs)
+    after = outputs(engine, config, served)
+    assert torch.equal(after, outputs(fresh_engine, config, served))
+    assert not torch.equal(after, outputs(engine, config, before))
