@@ -4,8 +4,9 @@
   (:func:`clean_text`).
 - :func:`instruction_pairs`: ``(prompt, response)`` pairs that ask the model to continue a news
   story: ``"Continue this Sports news story: <first 6 words>"`` -> ``"<the next 10 words>"``.
-  Short on purpose: prompt and response together come to about 37 tokens of the benchmark's
-  base tokenizer (``bench/llm_base.py``); given a token counter, pairs over 48 are skipped.
+  Short on purpose: prompt and response together come to about 38 tokens of the benchmark's
+  base tokenizer (``bench/llm_base.py``), about 58 in the Alpaca-style template of
+  ``unlearning.families.chat``; given a token counter, pairs over a budget are skipped.
 - :func:`assign_subjects`: the pairs dealt to data subjects (the unit a deletion removes).
 - :func:`plant_canaries`: random canaries (:mod:`unlearning.evaluation.memorization`'s format)
   written into some responses of chosen subjects, what the benchmark measures memorization of.
@@ -71,16 +72,17 @@ def instruction_pairs(
     *,
     prompt_words: int = PROMPT_WORDS,
     response_words: int = RESPONSE_WORDS,
-    token_count: Callable[[str], int] | None = None,
+    token_count: Callable[[str, str], int] | None = None,
     max_tokens: int = MAX_TOKENS,
 ) -> list[Pair]:
     """``n`` story-continuation pairs from distinct texts, chosen by a seeded shuffle.
 
     The prompt names the text's label and quotes its first ``prompt_words`` words; the
     response is the next ``response_words`` words (fewer where the text ends first, at least
-    half of them: shorter texts are skipped). With ``token_count`` (a tokenizer's length of a
-    text), a pair whose ``prompt + " " + response`` counts more than ``max_tokens`` is skipped
-    too. Raises when fewer than ``n`` texts qualify.
+    half of them: shorter texts are skipped). With ``token_count`` (a pair's length in tokens,
+    rendered as the caller trains on it: a chat template adds about 20 tokens of the base
+    tokenizer), a pair counting more than ``max_tokens`` is skipped too. Raises when fewer than
+    ``n`` texts qualify.
     """
     if len(texts) != len(labels):
         raise ValueError("one label per text")
@@ -98,7 +100,7 @@ def instruction_pairs(
         start = " ".join(words[:prompt_words])
         response = " ".join(words[prompt_words : prompt_words + response_words])
         prompt = PROMPT.format(label=labels[int(index)], start=start)
-        if token_count is not None and token_count(f"{prompt} {response}") > max_tokens:
+        if token_count is not None and token_count(prompt, response) > max_tokens:
             continue
         pairs.append((prompt, response))
     if len(pairs) < n:

@@ -81,8 +81,8 @@ def test_instruction_pairs_skip_short_and_long_texts() -> None:
     def story(text: str) -> int:
         return int(text.split("story: story ")[1].split()[0])
 
-    def count(text: str) -> int:
-        return 49 if story(text) % 2 == 0 else 48
+    def count(prompt: str, response: str) -> int:
+        return 49 if story(prompt) % 2 == 0 else 48
 
     kept = data.instruction_pairs(TEXTS, LABELS, 30, seed=0, token_count=count)
     assert all(story(prompt) % 2 == 1 for prompt, _ in kept)
