@@ -52,7 +52,8 @@ WORDS = {
 }
 N_SAMPLES = 24
 #: Each method's pairs: the families whose modality it declares, then those it refuses.
-PAIRS = [(spec.name, family.name) for spec in registry.specs() for family in FAMILIES]
+ENCODERS = [family for family in FAMILIES if not family.causal]
+PAIRS = [(spec.name, family.name) for spec in registry.specs() for family in ENCODERS]
 
 
 def _task(spec: MethodSpec[Any]) -> Task:
@@ -170,7 +171,7 @@ def test_a_method_runs_on_every_family_it_declares_and_is_refused_on_the_others(
         assert float(after.softmax(-1)[:, 0].mean()) < float(before.softmax(-1)[:, 0].mean())
 
 
-@pytest.mark.parametrize("family", [family.name for family in FAMILIES])
+@pytest.mark.parametrize("family", [family.name for family in ENCODERS])
 def test_what_a_method_edits_computes_what_serving_computes(
     trained: Callable[[str, Task], Trained], family: str
 ) -> None:
@@ -212,7 +213,7 @@ def test_a_method_declared_for_one_modality_is_refused_on_the_other_with_the_rea
 
 
 @pytest.mark.parametrize("modality", list(Modality))
-@pytest.mark.parametrize("task", list(Task))
+@pytest.mark.parametrize("task", [Task.CLASSIFICATION, Task.REGRESSION])
 @pytest.mark.parametrize("shape", list(RequestShape))
 def test_auto_chooses_a_method_that_fits(
     modality: Modality, task: Task, shape: RequestShape
