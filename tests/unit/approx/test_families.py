@@ -243,7 +243,7 @@ def test_a_method_declared_for_one_modality_is_refused_on_the_other_with_the_rea
 
 
 @pytest.mark.parametrize("modality", list(Modality))
-@pytest.mark.parametrize("task", list(Task))
+@pytest.mark.parametrize("task", [Task.CLASSIFICATION, Task.REGRESSION])
 @pytest.mark.parametrize("shape", list(RequestShape))
 def test_auto_chooses_a_method_that_fits(
     modality: Modality, task: Task, shape: RequestShape
