@@ -51,8 +51,7 @@ class SamplePayload(Base):
 
     __table_args__ = (
         sa.CheckConstraint(
-            "text IS NOT NULL OR features IS NOT NULL OR image IS NOT NULL "
-            "OR messages IS NOT NULL",
+            "text IS NOT NULL OR features IS NOT NULL OR image IS NOT NULL OR messages IS NOT NULL",
             name="has_input",
         ),
         sa.CheckConstraint("(image IS NULL) = (media_type IS NULL)", name="image_has_media_type"),
