@@ -24,9 +24,7 @@ from service.settings import Settings
 from tests.integration.api import Api, InProcessWorker, invalidated_by, problem
 from tests.integration.pipeline.llm import (
     LLM_MODEL,
-    TINY_LLAMA,
     chat_rows,
-    conversation,
     llm_trained_without,
     register_tiny_llama,
     trained_llm,
@@ -38,6 +36,8 @@ from unlearning.s3t import Sampling
 pytestmark = pytest.mark.integration
 N_ROWS = 16
 MARKER = "zq-canary-5e1d"
+#: The main flow runs on both backends; the rest differ in the service, not the database.
+SQLITE = pytest.mark.parametrize("fresh_db", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +116,16 @@ def test_a_causal_lm_trains_generates_scores_and_forgets_a_subject(
 
     sampled = {**ask, "temperature": 0.9, "top_p": 0.9, "seed": 5}
     first = api.ok(api.post(f"/models/{model_id}/generate", sampled))
-    assert api.ok(api.post(f"/models/{model_id}/generate", sampled))["token_ids"] == (
-        first["token_ids"]
+    assert (
+        api.ok(api.post(f"/models/{model_id}/generate", sampled))["token_ids"]
+        == (first["token_ids"])
     )  # seeded sampling draws the same tokens
 
     completions = ["item 3 is good", "item 3 is bad"]
     scored = api.ok(
-        api.post(f"/models/{model_id}/score", {"prompt": "what is item 3", "completions": completions})
+        api.post(
+            f"/models/{model_id}/score", {"prompt": "what is item 3", "completions": completions}
+        )
     )
     assert len(scored["scores"]) == 2 and set(scored["layers"]) <= _active(db)
     for score in scored["scores"]:
@@ -139,7 +142,9 @@ def test_a_causal_lm_trains_generates_scores_and_forgets_a_subject(
     assert not set(after["layers"]) & invalidated
     assert not {i for s in after["shards"] for i in s["layers"]} & invalidated
     rescored = api.ok(
-        api.post(f"/models/{model_id}/score", {"prompt": "what is item 3", "completions": completions})
+        api.post(
+            f"/models/{model_id}/score", {"prompt": "what is item 3", "completions": completions}
+        )
     )
     assert not set(rescored["layers"]) & invalidated
 
@@ -162,6 +167,7 @@ def test_a_causal_lm_trains_generates_scores_and_forgets_a_subject(
     assert not set(final["layers"]) & invalidated and set(final["layers"]) <= _active(db)
 
 
+@SQLITE
 def test_a_deletion_mid_generation_recomputes_the_next_token_on_other_layers(
     api: Api,
     llm_worker: InProcessWorker,
@@ -193,6 +199,7 @@ def test_a_deletion_mid_generation_recomputes_the_next_token_on_other_layers(
     assert len(generation.generated) == 5
 
 
+@SQLITE
 def test_concurrent_generations_interleave_and_the_process_bounds_them(
     api: Api,
     llm_worker: InProcessWorker,
@@ -206,7 +213,12 @@ def test_concurrent_generations_interleave_and_the_process_bounds_them(
     alone = api.ok(api.post(f"/models/{model_id}/generate", ask))["token_ids"]
     opened = [
         FreshGeneration(
-            registry, uuid.UUID(model_id), prompt, Sampling(), max_new_tokens=4, max_prompt_tokens=64
+            registry,
+            uuid.UUID(model_id),
+            prompt,
+            Sampling(),
+            max_new_tokens=4,
+            max_prompt_tokens=64,
         )
         for _ in range(registry.max_generations)
     ]
@@ -224,8 +236,10 @@ def test_concurrent_generations_interleave_and_the_process_bounds_them(
     assert api.ok(api.post(f"/models/{model_id}/generate", ask))["token_ids"] == alone
 
 
+@SQLITE
 def test_limits_and_misuse_are_clear_problems(
     api: Api,
+    keys: dict[str, str],
     llm_worker: InProcessWorker,
     settings: Settings,
     targets: list[str],
@@ -266,8 +280,13 @@ def test_limits_and_misuse_are_clear_problems(
     assert "non-blank" in details["b6"]
     assert "either `prompt` and `response`, or `messages`" in details["b7"]
 
-    classifier = api.ok(api.post("/models", {**LLM_MODEL, "task": "classification",
-                                             "labels": ["a", "b"], "base_model": "tiny-bert"}), 201)  # fmt: skip
+    on_bert = {
+        **LLM_MODEL,
+        "task": "classification",
+        "labels": ["a", "b"],
+        "base_model": "tiny-bert",
+    }
+    classifier = api.ok(api.post("/models", on_bert), 201)
     row = {"external_id": "x", "prompt": "hi", "response": "yo", "label": "a"}
     refused = api.ok(api.post(f"/models/{classifier['id']}/samples", {"samples": [row]}))
     assert "`prompt` is for causal_lm models" in refused["errors"][0]["detail"]
@@ -282,40 +301,58 @@ def test_limits_and_misuse_are_clear_problems(
         body = {"prompt": "hi", "completions": ["yo"]} if path == "score" else {"prompt": "hi"}
         asked = problem(api.post(f"/models/{classifier['id']}/{path}", body), 422)
         assert "predict" in asked["detail"] and asked["type"].endswith("wrong-task")
-    ends_with_answer = {"messages": [{"role": "user", "content": "hi"},
-                                     {"role": "assistant", "content": "yo"}]}  # fmt: skip
-    assert "user turn" in problem(
-        api.post(f"/models/{model_id}/generate", ends_with_answer), 422
-    )["detail"]
-    both = problem(api.post(f"/models/{model_id}/generate", {"prompt": "hi", **ends_with_answer}), 422)
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    ends_with_answer = {"messages": turns}
+    assert (
+        "user turn"
+        in problem(api.post(f"/models/{model_id}/generate", ends_with_answer), 422)["detail"]
+    )
+    both = problem(
+        api.post(f"/models/{model_id}/generate", {"prompt": "hi", **ends_with_answer}), 422
+    )
     assert both["type"].endswith("validation")
 
     # The limits, as settings.
     settings.lm_max_new_tokens = 4
     settings.lm_max_prompt_tokens = 12
     settings.lm_max_completions = 2
-    many = problem(api.post(f"/models/{model_id}/generate", {"prompt": "hi", "max_new_tokens": 5}), 422)
+    many = problem(
+        api.post(f"/models/{model_id}/generate", {"prompt": "hi", "max_new_tokens": 5}), 422
+    )
     assert "UNLEARN_LM_MAX_NEW_TOKENS" in many["detail"]
     long = {"prompt": " ".join(["word"] * 30), "max_new_tokens": 2}
-    assert "UNLEARN_LM_MAX_PROMPT_TOKENS" in problem(
-        api.post(f"/models/{model_id}/generate", long), 422
-    )["detail"]
-    assert "UNLEARN_LM_MAX_PROMPT_TOKENS" in problem(
-        api.post(f"/models/{model_id}/score", {**long, "completions": ["a"]}), 422
-    )["detail"]
+    assert (
+        "UNLEARN_LM_MAX_PROMPT_TOKENS"
+        in problem(api.post(f"/models/{model_id}/generate", long), 422)["detail"]
+    )
+    assert (
+        "UNLEARN_LM_MAX_PROMPT_TOKENS"
+        in problem(
+            api.post(f"/models/{model_id}/score", {"prompt": long["prompt"], "completions": ["a"]}),
+            422,
+        )["detail"]
+    )
     three = {"prompt": "hi", "completions": ["a", "b", "c"]}
-    assert "UNLEARN_LM_MAX_COMPLETIONS" in problem(
-        api.post(f"/models/{model_id}/score", three), 422
-    )["detail"]
+    assert (
+        "UNLEARN_LM_MAX_COMPLETIONS"
+        in problem(api.post(f"/models/{model_id}/score", three), 422)["detail"]
+    )
     wordy = {"prompt": "hi", "completions": [" ".join(["word"] * 6)]}
-    assert "UNLEARN_LM_MAX_NEW_TOKENS" in problem(
-        api.post(f"/models/{model_id}/score", wordy), 422
-    )["detail"]
+    assert (
+        "UNLEARN_LM_MAX_NEW_TOKENS"
+        in problem(api.post(f"/models/{model_id}/score", wordy), 422)["detail"]
+    )
     settings.lm_max_prompt_tokens = 100
     settings.lm_max_new_tokens = 1000
-    context = problem(api.post(f"/models/{model_id}/generate", {"prompt": "hi", "max_new_tokens": 500}), 422)
+    context = problem(
+        api.post(f"/models/{model_id}/generate", {"prompt": "hi", "max_new_tokens": 500}), 422
+    )
     assert "context of 128 tokens" in context["detail"]
-    stopped = api.ok(api.post(f"/models/{model_id}/generate", {"prompt": "hi", "max_new_tokens": 4}))
+    stopped = api.ok(
+        api.post(f"/models/{model_id}/generate", {"prompt": "hi", "max_new_tokens": 4})
+    )
     assert stopped["finish_reason"] in ("eos", "length")
     # Another tenant's model is not found, as for predictions.
-    assert conversation(chat_rows(3)[2]).ends_with_assistant
+    other = Api(api.client, keys["b"])
+    problem(other.post(f"/models/{model_id}/generate", {"prompt": "hi"}), 404)
+    problem(other.post(f"/models/{model_id}/score", {"prompt": "hi", "completions": ["a"]}), 404)
