@@ -190,12 +190,15 @@ def test_a_deletion_mid_generation_recomputes_the_next_token_on_other_layers(
         )
         invalidated = invalidated_by(api, deletion["id"])
         assert used_before & invalidated, "the deletion missed the generation's layers"
+        # A score first (nothing in this process has looked at the model since the deletion).
+        ask = {"prompt": "what is item 3", "completions": ["item 3 is good"]}
+        scored = api.ok(api.post(f"/models/{model_id}/score", ask))
+        assert not set(scored["layers"]) & invalidated
         after = [generation.step() for _ in range(3)]
-        assert after[0].rebased and generation.rebases == 1
         for step in after:
             assert not {i for s in step.model.shards for i in s.layer_ids} & invalidated
             assert step.generation >= deletion["serving_generation"]
-    # The rebased generation equals one started on the new layers from the same tokens.
+        assert after[0].rebased and generation.rebases == 1
     assert len(generation.generated) == 5
 
 
