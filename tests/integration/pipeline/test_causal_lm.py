@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +30,7 @@ from tests.integration.pipeline.llm import (
     register_tiny_llama,
     trained_llm,
 )
+from unlearn_client import Message, UnlearnClient, ValidationError
 from unlearning.families import Conversation
 from unlearning.families.testing import save_tiny_model
 from unlearning.s3t import Sampling
@@ -359,3 +361,31 @@ def test_limits_and_misuse_are_clear_problems(
     other = Api(api.client, keys["b"])
     problem(other.post(f"/models/{model_id}/generate", {"prompt": "hi"}), 404)
     problem(other.post(f"/models/{model_id}/score", {"prompt": "hi", "completions": ["a"]}), 404)
+
+
+@SQLITE
+def test_the_client_generates_streams_and_scores(
+    api: Api, llm_worker: InProcessWorker, targets: list[str]
+) -> None:
+    """unlearn_client against this app (through the test client): the three calls."""
+    model_id = trained_llm(api, llm_worker, chat_rows(N_ROWS))
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        answer = api.client.request(
+            request.method, request.url.path, content=request.read(), headers=request.headers
+        )
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+    transport = httpx.MockTransport(forward)
+    with UnlearnClient("http://testserver", token, transport=transport) as client:
+        answer = client.generate(model_id, "what is item 3", max_new_tokens=5)
+        events = list(client.generate_stream(model_id, "what is item 3", max_new_tokens=5))
+        assert [e.event for e in events][-1] == "done" and events[-1].done == answer
+        assert "".join(e.piece["text"] for e in events if e.piece) == answer["text"]
+        messages: list[Message] = [{"role": "user", "content": "what is item 3"}]
+        scored = client.score(model_id, ["item 3 is good"], messages=messages)
+        assert scored["scores"][0]["total"] == pytest.approx(sum(scored["scores"][0]["logprobs"]))
+        with pytest.raises(ValidationError) as refused:
+            list(client.generate_stream(model_id, "hi", max_new_tokens=100_000))
+        assert "UNLEARN_LM_MAX_NEW_TOKENS" in refused.value.problem["detail"]
