@@ -84,6 +84,7 @@ def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 def test_a_causal_lm_trains_generates_scores_and_forgets_a_subject(
     api: Api,
+    admin: Api,
     llm_worker: InProcessWorker,
     db: sessionmaker[Session],
     targets: list[str],
@@ -165,6 +166,9 @@ def test_a_causal_lm_trains_generates_scores_and_forgets_a_subject(
         )
     assert active == reference  # bitwise what training without the subject gives
     assert MARKER not in _tables(db)  # the deleted conversation is gone, not just unused
+    page = admin.get(f"/dashboard/models/{model_id}")
+    assert page.status_code == 200 and 'data-task="causal_lm"' in page.text
+    assert MARKER not in page.text
     final = api.ok(api.post(f"/models/{model_id}/generate", ask))
     assert not set(final["layers"]) & invalidated and set(final["layers"]) <= _active(db)
 
