@@ -656,7 +656,9 @@ def service_rows(data: Data, n: int) -> tuple[list[dict[str, Any]], dict[str, li
 def api_content(content: Content) -> dict[str, str]:
     if isinstance(content, str):
         return {"text": content}
-    return {"image": base64.b64encode(content).decode("ascii")}
+    if isinstance(content, bytes):
+        return {"image": base64.b64encode(content).decode("ascii")}
+    raise ValueError("the families benchmark serves classifiers, not conversations")
 
 
 def measure_service(

@@ -1,5 +1,7 @@
-"""The baselines unlearning papers compare with: fine-tuning on the retain set (FT), gradient
-ascent on the forget set (GA) and random labels on the forget set (RL, with the retain set)."""
+"""The baselines unlearning papers compare with: fine-tuning on the retain set (FT, any task:
+it reads only the task's loss) and random labels on the forget set (RL, with the retain set;
+classification only). Gradient ascent, the third, is :mod:`unlearning.approx.gradient_ascent`
+(with a retain term and a step bound, for causal LMs too)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import torch
 
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
-from unlearning.approx.registry import PassData, method
+from unlearning.approx.registry import ALL_TASKS, PassData, method
 from unlearning.s3t.config import Task
 
 
@@ -49,14 +51,6 @@ def finetune(model: PrefixModel, retain: Examples, config: TrainConfig | None = 
     _train(model, retain, config or TrainConfig(), 1.0)
 
 
-def gradient_ascent(
-    model: PrefixModel, forget: Examples, config: TrainConfig | None = None
-) -> None:
-    """GA: raise the loss on the forget set."""
-    forget.labelled("forget")
-    _train(model, forget, config or TrainConfig(), -1.0)
-
-
 def random_labels(
     model: PrefixModel,
     forget: Examples,
@@ -77,20 +71,18 @@ def random_labels(
     _train(model, Examples.join(relabelled, retain), config, 1.0)
 
 
-@method("finetune", config=TrainConfig, description="FT: trains on the retain set only")
+@method(
+    "finetune", config=TrainConfig, tasks=ALL_TASKS, description="FT: trains on the retain set only"
+)
 def run_finetune(model: PrefixModel, data: PassData, config: TrainConfig) -> None:
     finetune(model, data.retain_set(), config)
-
-
-@method("gradient_ascent", config=TrainConfig, description="GA: raises the loss on the forget set")
-def run_gradient_ascent(model: PrefixModel, data: PassData, config: TrainConfig) -> None:
-    gradient_ascent(model, data.forget, config)
 
 
 @method(
     "random_labels",
     config=TrainConfig,
     tasks={Task.CLASSIFICATION},
+    needs="class labels to draw wrong ones from",
     description="RL: the forget set relabelled at random (never its own label), trained with "
     "the retain set",
 )

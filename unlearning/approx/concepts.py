@@ -408,6 +408,7 @@ def _target(
     "concept_poisoning",
     config=ConceptPoisonConfig,
     tasks={Task.CLASSIFICATION},
+    needs="class labels and a classifier head's concepts",
     forgets="classes",
     description="class unlearning: a post-hoc concept bottleneck and Integrated Gradients find "
     "the class's concepts, then poisoned-label FT (inferred)",

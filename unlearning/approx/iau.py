@@ -24,7 +24,7 @@ import torch
 
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
-from unlearning.approx.registry import PassData, method
+from unlearning.approx.registry import ALL_TASKS, PassData, method
 from unlearning.approx.statistics import DataGradient, data_statistics
 from unlearning.gradient_penalty import gradient_norm_penalty
 
@@ -125,6 +125,7 @@ def iau(
 @method(
     "iau",
     config=IAUConfig,
+    tasks=ALL_TASKS,
     reads_statistics=True,
     description="one step on the retain gradient minus the forget gradient",
 )

@@ -322,6 +322,7 @@ def laf(
     "laf",
     config=LAFConfig,
     reads_labels=False,
+    needs="one pooled representation per sample feeding a trained head",
     description="label-free: VAEs of the representations, then extractor unlearning and "
     "contrastive alignment (Shen et al.)",
 )

@@ -4,10 +4,17 @@ The frozen backbone runs as is; the prefix's adapters are added as forward hooks
 linear modules (as in serving), the adapters of the *editable* stages and the head are
 ``nn.Parameter`` s, everything else is constant. :meth:`PrefixModel.export` returns the prefix's
 stages with the edited tensors, ready to be stored as artifacts.
+
+On a causal language model (a decoder base model) there is no trained head: the model's
+outputs are the frozen language-model head's next-token logits at every position
+(``[rows, positions, vocabulary]``), its loss is the LM loss on response tokens
+(:func:`unlearning.approx.data.task_loss` on next-token labels), and only the editable adapters
+are parameters; the stages' zero-size head tensors are exported as they came.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -29,7 +36,8 @@ class PrefixModel(nn.Module):
         target_modules: Sequence[str],
     ) -> None:
         """``stages``: the prefix, stage 1 first; ``editable``: 0-based indices of the stages
-        whose adapters may change (the head, the last stage's, always may)."""
+        whose adapters may change (the head, the last stage's, always may, but for a causal LM's,
+        which has no weights)."""
         super().__init__()
         if not stages:
             raise ValueError("a prefix needs at least one stage")
@@ -50,12 +58,18 @@ class PrefixModel(nn.Module):
                 self.lora[_name(index, key, "a")] = nn.Parameter(pair.a.detach().clone())
                 self.lora[_name(index, key, "b")] = nn.Parameter(pair.b.detach().clone())
         last = stages[-1]
-        self.head = nn.Linear(
-            last.head_weight.shape[1], last.head_weight.shape[0], device=last.head_weight.device
-        )
+        #: A decoder: outputs are next-token logits, and the (zero-size) head is not trained.
+        self.causal = backbone.causal
+        with warnings.catch_warnings():  # a causal LM's head has no weights to initialise
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            self.head = nn.Linear(
+                last.head_weight.shape[1], last.head_weight.shape[0], device=last.head_weight.device
+            )
         with torch.no_grad():
             self.head.weight.copy_(last.head_weight)
             self.head.bias.copy_(last.head_bias)
+        if self.causal:
+            self.head.requires_grad_(False)
         self._targets = stack_targets(backbone.layers, target_modules)
         missing = set(self._source) - set(self._targets)
         if missing:
@@ -75,14 +89,21 @@ class PrefixModel(nn.Module):
         return pair.a, pair.b, stage.scaling
 
     def forward(self, encoded: Encoded, bottom: torch.Tensor | None = None) -> torch.Tensor:
-        """Outputs for ``encoded``. ``bottom``: the plain backbone's hidden states entering layer
-        :attr:`depth` for these inputs (``backbone.hidden_at(encoded, depth)``), when the caller
-        has them cached; they depend on no adapter, so one copy serves every edit."""
+        """Outputs for ``encoded``: the head's, or a causal LM's next-token logits.
+        ``bottom``: the plain backbone's hidden states entering layer :attr:`depth` for these
+        inputs (``backbone.hidden_at(encoded, depth)``), when the caller has them cached; they
+        depend on no adapter, so one copy serves every edit."""
+        if self.causal:
+            return self.backbone.logits(self.states(encoded, bottom))
         out: torch.Tensor = self.head(self.pooled(encoded, bottom))
         return out
 
     def pooled(self, encoded: Encoded, bottom: torch.Tensor | None = None) -> torch.Tensor:
         """What the head reads: the family's pooling of the adapted last hidden states."""
+        return self.backbone.pool(self.states(encoded, bottom), encoded.attention_mask)
+
+    def states(self, encoded: Encoded, bottom: torch.Tensor | None = None) -> torch.Tensor:
+        """The last block's hidden states with the prefix's adapters."""
         if bottom is None:
             with torch.no_grad():
                 hidden = self.backbone.hidden_at(encoded, self.depth)
@@ -99,7 +120,7 @@ class PrefixModel(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
-        return self.backbone.pool(hidden, encoded.attention_mask)
+        return hidden
 
     def export(self) -> list[StageWeights]:
         """The prefix's stages with the edited adapters, the last one with the edited head."""

@@ -26,7 +26,7 @@ from unlearning.approx.statistics import PassStatistics, data_statistics
 from unlearning.families import Modality
 from unlearning.s3t.backbone import Backbone
 from unlearning.s3t.config import S3TConfig, Task
-from unlearning.s3t.data import TrainingSample
+from unlearning.s3t.data import TrainingSample, next_token_labels
 from unlearning.s3t.weights import StageWeights
 
 __all__ = [
@@ -99,11 +99,13 @@ def unfit(method: MethodName, task: Task, modality: Modality) -> str | None:
 def examples_of(
     backbone: Backbone, config: S3TConfig, samples: Sequence[TrainingSample]
 ) -> Examples:
-    """Encode samples with their targets (class indices, or values for regression) on the
-    backbone's device."""
+    """Encode samples with their targets (class indices, values for regression, next-token
+    labels off the response for a causal LM) on the backbone's device."""
     device = backbone.device
     # An empty set (no row, the same shape) is refused by name by the methods that need rows.
     encoded = backbone.encode([s.content for s in samples], config.max_length)
+    if config.task == Task.CAUSAL_LM:
+        return Examples(encoded, next_token_labels(encoded).to(device))
     if config.task == Task.CLASSIFICATION:
         targets = torch.tensor([int(s.target) for s in samples], dtype=torch.long, device=device)
     else:

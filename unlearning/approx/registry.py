@@ -7,7 +7,8 @@ function of the :class:`RunPass` signature ``run(model, data, config)``::
     def run_ssd(model: PrefixModel, data: PassData, config: SSDConfig) -> SSDResult: ...
 
 An entry (:class:`MethodSpec`) holds the name, the tasks and the modalities (text, image) the
-method fits, its config class (a
+method fits (and, for one that does not fit every task, what it ``needs`` that the others have
+not: a refusal names it), its config class (a
 frozen dataclass validated in ``__post_init__``, whose fields a caller may override by name:
 :meth:`MethodSpec.configure`), whether it reads the prefix's pass statistics instead of the
 retain set, whether it reads the forget set's labels, what forget set it unlearns, and a
@@ -45,6 +46,8 @@ METHOD_MODULES = (
     "unlearning.approx.ssd",
     "unlearning.approx.iau",
     "unlearning.approx.baselines",
+    "unlearning.approx.gradient_ascent",
+    "unlearning.approx.npo",
     "unlearning.approx.sparsity",
     "unlearning.approx.saliency",
     "unlearning.approx.regression",
@@ -58,6 +61,17 @@ METHOD_MODULES = (
 #: classes is in it).
 Forgets = Literal["samples", "classes", "whole_classes"]
 BOTH_TASKS = frozenset({Task.CLASSIFICATION, Task.REGRESSION})
+#: Every task: a method that reads only a loss (and its gradients) fits a causal LM too, whose
+#: outputs are next-token logits and whose loss is on the response tokens. A method must declare
+#: :attr:`Task.CAUSAL_LM` to fit one: the default is :data:`BOTH_TASKS`.
+ALL_TASKS = frozenset(Task)
+#: What a method made for classification or regression only needs that the other tasks have
+#: not, unless it says more (``needs=``).
+DEFAULT_NEEDS = {
+    frozenset({Task.CLASSIFICATION}): "class labels",
+    frozenset({Task.REGRESSION}): "regression targets",
+    BOTH_TASKS: "a trained task head's outputs",
+}
 #: Every modality a base model may have. A method that works through the backbone's family
 #: interface only (encode, run, pool: what every registered method does) fits them all; one that
 #: reads what only one modality has (token ids, a vocabulary, pixels) declares that one.
@@ -116,6 +130,9 @@ class MethodSpec(Generic[C]):
     reads_labels: bool = True
     forgets: Forgets = "samples"
     modalities: frozenset[Modality] = ALL_MODALITIES
+    #: For a method that does not fit every task: what it reads that the others have not
+    #: (derived for classification or regression only: :data:`DEFAULT_NEEDS`).
+    needs: str = ""
 
     @property
     def module(self) -> str:
@@ -129,11 +146,21 @@ class MethodSpec(Generic[C]):
             return f"`{self.name}` works on {kinds} models only, not on {modality.value} models"
         if task in self.tasks:
             return None
-        if self.tasks == {Task.CLASSIFICATION}:
+        if self.tasks == {Task.CLASSIFICATION} and task == Task.REGRESSION:
             return f"`{self.name}` needs a classification model"
-        if self.tasks == {Task.REGRESSION}:
+        if self.tasks == {Task.REGRESSION} and task == Task.CLASSIFICATION:
             return f"`{self.name}` is made for regression models"
-        return f"`{self.name}` does not fit a {task.value} model"
+        return (
+            f"`{self.name}` does not fit a {task.value} model: it needs {self.what_it_needs}, "
+            f"which a {task.value} model has not"
+        )
+
+    @property
+    def what_it_needs(self) -> str:
+        """What the method reads that the tasks it does not fit lack ("" when it fits all)."""
+        if self.tasks == ALL_TASKS:
+            return ""
+        return self.needs or DEFAULT_NEEDS.get(self.tasks, "")
 
     def configure(self, overrides: Mapping[str, Any] | None = None) -> C:
         """The method's config with ``overrides`` (setting name to a JSON-like value) over its
@@ -175,8 +202,12 @@ class Registry:
     def register(self, spec: MethodSpec[C]) -> MethodSpec[C]:
         """Add ``spec``; DuplicateMethodError when its name is taken."""
         _check_config(spec.name, spec.config)
-        if not spec.tasks or not spec.tasks <= BOTH_TASKS:
-            raise ValueError(f"`{spec.name}`: tasks must be some of {sorted(BOTH_TASKS)}")
+        if not spec.tasks or not spec.tasks <= ALL_TASKS:
+            raise ValueError(f"`{spec.name}`: tasks must be some of {sorted(ALL_TASKS)}")
+        if spec.tasks == ALL_TASKS and spec.needs:
+            raise ValueError(f"`{spec.name}` fits every task: it `needs` nothing more")
+        if spec.tasks != ALL_TASKS and not spec.what_it_needs:
+            raise ValueError(f"`{spec.name}`: say what it `needs` that the tasks it misses lack")
         if not spec.modalities or not spec.modalities <= ALL_MODALITIES:
             raise ValueError(f"`{spec.name}`: modalities must be some of {sorted(ALL_MODALITIES)}")
         if spec.forgets not in get_args(Forgets):
@@ -204,6 +235,7 @@ class Registry:
         reads_labels: bool = True,
         forgets: Forgets = "samples",
         modalities: Iterable[Modality] = ALL_MODALITIES,
+        needs: str = "",
     ) -> Callable[[RunPass[C]], RunPass[C]]:
         """Register the decorated adapter function as method ``name``."""
 
@@ -219,6 +251,7 @@ class Registry:
                     reads_labels=reads_labels,
                     forgets=forgets,
                     modalities=frozenset(modalities),
+                    needs=needs,
                 )
             )
             return run
@@ -272,18 +305,21 @@ MethodName = str
 def markdown_table(registry: Registry = REGISTRY) -> str:
     """The README's table of methods, one row per registered method."""
     lines = [
-        "| method | module | config | what it does | fits | modalities | reads labels "
-        "| reads statistics |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | module | config | what it does | fits | causal LM | modalities "
+        "| reads labels | reads statistics |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for spec in registry.specs():
-        fits = "both" if spec.tasks == BOTH_TASKS else next(iter(spec.tasks)).value
+        # Classification and regression; the causal LM column says whether, or why not.
+        encoders = spec.tasks & BOTH_TASKS
+        fits = "both" if encoders == BOTH_TASKS else ", ".join(t.value for t in encoders) or "-"
+        causal = "yes" if Task.CAUSAL_LM in spec.tasks else f"no: needs {spec.what_it_needs}"
         # In the enum's order (text, image), not alphabetical.
         modalities = ", ".join(m.value for m in Modality if m in spec.modalities)
         module = spec.module.rsplit(".", 1)[-1]
         lines.append(
             f"| `{spec.name}` | `{module}.py` | `{spec.config.__name__}` | {spec.description} "
-            f"| {fits} | {modalities} | {_yes(spec.reads_labels)} "
+            f"| {fits} | {causal} | {modalities} | {_yes(spec.reads_labels)} "
             f"| {_yes(spec.reads_statistics)} |"
         )
     return "\n".join(lines) + "\n"

@@ -39,7 +39,7 @@ from torch import nn
 from unlearning.approx.baselines import TrainConfig
 from unlearning.approx.data import Examples, UnlearningInputError, task_loss
 from unlearning.approx.model import PrefixModel
-from unlearning.approx.registry import PassData, method
+from unlearning.approx.registry import ALL_TASKS, PassData, method
 from unlearning.s3t.config import Task
 
 Mask = dict[str, torch.Tensor]
@@ -275,6 +275,7 @@ def run_salun(model: PrefixModel, data: PassData, config: SalUnConfig) -> Mask:
 @method(
     "rbm",
     config=RBMConfig,
+    tasks=ALL_TASKS,
     description="mask from the *retain* set's gradients (smallest 50 %), reset them, FT on "
     "retain; the rule is inferred, variants are `RBMConfig` options",
 )

@@ -29,7 +29,7 @@ import torch
 
 from unlearning.approx.data import Examples, task_loss
 from unlearning.approx.model import PrefixModel
-from unlearning.approx.registry import PassData, method
+from unlearning.approx.registry import ALL_TASKS, PassData, method
 
 __all__ = [
     "L1SparseConfig",
@@ -221,6 +221,7 @@ def _fit(model: PrefixModel, retain: Examples, config: L1SparseConfig, masks: Ma
 @method(
     "l1_sparse",
     config=L1SparseConfig,
+    tasks=ALL_TASKS,
     description="FT on the retain set with an l1 penalty that decays linearly over 10 epochs "
     "(Jia et al.)",
 )
@@ -231,6 +232,7 @@ def run_l1_sparse(model: PrefixModel, data: PassData, config: L1SparseConfig) ->
 @method(
     "prune_then_unlearn",
     config=PruneThenUnlearnConfig,
+    tasks=ALL_TASKS,
     description="global magnitude pruning of 95 % of the adapters' weights, then l1-sparse FT "
     "keeping them 0",
 )

@@ -4,7 +4,8 @@ As in the official ``ParameterPerturber``: the importance of each parameter on a
 over batches of the squared gradient of the batch-mean loss (a diagonal Fisher estimate).
 Parameters whose forget-set importance exceeds ``alpha`` times their importance on the full
 training data are multiplied by ``min(lambda * I_D / I_f, 1)``; nothing else changes and no
-optimiser step is taken. Here the parameters are the editable LoRA matrices and the head.
+optimiser step is taken. Here the parameters are the editable LoRA matrices and the head (a
+causal LM's adapters only; its loss is the LM loss on response tokens, so SSD fits it as is).
 
 The importance on the full training data depends only on the trained prefix, not on what is
 deleted, so it can be computed once per prefix (:func:`importance`, e.g. right after training)
@@ -22,7 +23,7 @@ import torch
 
 from unlearning.approx.data import Examples, task_loss
 from unlearning.approx.model import PrefixModel
-from unlearning.approx.registry import PassData, method
+from unlearning.approx.registry import ALL_TASKS, PassData, method
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def ssd(
 @method(
     "ssd",
     config=SSDConfig,
+    tasks=ALL_TASKS,
     reads_statistics=True,
     description="dampens parameters far more important to the forget set than to all data (Fisher)",
 )

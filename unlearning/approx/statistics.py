@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from unlearning.approx.data import Examples, UnlearningInputError, task_loss
+from unlearning.approx.data import Examples, UnlearningInputError, is_class_labels, task_loss
 from unlearning.approx.model import PrefixModel
 
 FORMAT = "pass-statistics/1"
@@ -42,7 +42,9 @@ class DataGradient:
 class PassStatistics:
     """Per trainable parameter of a prefix (all stages editable): SSD's importance on ``D`` (the
     mean over batches of the squared gradient of the batch-mean loss) and IAU's ``g_D``; per
-    sample of ``D`` what the head reads (``features``) and its target; the batch size used."""
+    sample of ``D`` what the head reads (``features``) and its target; the batch size used.
+    A causal LM has no trained head: its ``features`` are empty (``[n, 0]``) and its targets
+    are the next-token labels."""
 
     importance: dict[str, torch.Tensor]
     gradient: DataGradient
@@ -56,8 +58,8 @@ class PassStatistics:
 
     @property
     def class_counts(self) -> dict[int, int]:
-        """``D``'s samples per class (none for regression targets)."""
-        if self.targets.is_floating_point():
+        """``D``'s samples per class (none for regression values or a causal LM's labels)."""
+        if not is_class_labels(self.targets):
             return {}
         return dict(sorted(Counter(int(t) for t in self.targets.tolist()).items()))
 
@@ -128,9 +130,14 @@ def data_statistics(
     for batch in data.batches(batch_size):
         model.zero_grad(set_to_none=True)
         assert batch.targets is not None
-        pooled = model.pooled(batch.encoded)  # model(x) is head(pooled(x)): the same graph
-        features.append(pooled.detach())
-        task_loss(model.head(pooled), batch.targets).backward()  # type: ignore[no-untyped-call]
+        if model.causal:  # no head, no features: the loss is on next-token logits
+            features.append(torch.zeros((len(batch), 0), device=batch.targets.device))
+            outputs = model(batch.encoded)
+        else:
+            pooled = model.pooled(batch.encoded)  # model(x) is head(pooled(x)): the same graph
+            features.append(pooled.detach())
+            outputs = model.head(pooled)
+        task_loss(outputs, batch.targets).backward()  # type: ignore[no-untyped-call]
         for name, p in params.items():
             if p.grad is not None:
                 squares[name] += p.grad.detach() ** 2

@@ -156,6 +156,7 @@ def refit_head(
     "suppress_class",
     config=SuppressionConfig,
     tasks={Task.CLASSIFICATION},
+    needs="a classifier head's rows, one per class",
     reads_statistics=True,
     forgets="whole_classes",
     description="whole classes: the removed classes' head rows get zero weights and a bias of "
@@ -174,6 +175,7 @@ def run_suppress_class(model: PrefixModel, data: PassData, config: SuppressionCo
     "refit_head",
     config=RefitConfig,
     tasks={Task.CLASSIFICATION},
+    needs="class labels and a classifier head refit on stored features",
     reads_statistics=True,
     forgets="whole_classes",
     description="whole classes (our design): forgotten samples relabelled with their best "

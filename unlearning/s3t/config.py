@@ -59,6 +59,8 @@ class S3TConfig:
         n_labels: classes of a classification task; must be 1 for regression and causal_lm.
         lora_rank, lora_alpha, lora_dropout, target_modules: the LoRA adapters (peft semantics;
             target modules are matched by the last component of a module's name).
+        use_rslora: rank-stabilised LoRA (scaling ``lora_alpha / sqrt(lora_rank)`` instead of
+            ``lora_alpha / lora_rank``), as the S3T paper's LLM runs use.
         epochs_per_stage, learning_rate, batch_size: the optimiser (AdamW) of every stage.
         max_length: texts are truncated and padded to this many tokens.
         seed: the model seed; every stage's seed derives from it.
@@ -79,6 +81,7 @@ class S3TConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] = field(default=("query", "value"))
+    use_rslora: bool = False
     epochs_per_stage: int = 2
     learning_rate: float = 1e-3
     batch_size: int = 32
@@ -104,6 +107,8 @@ class S3TConfig:
             raise ValueError(f"`n_labels` must be 1 for {self.task}, got {self.n_labels}")
         if not (self.lora_alpha > 0 and math.isfinite(self.lora_alpha)):
             raise ValueError(f"`lora_alpha` must be a positive number, got {self.lora_alpha}")
+        if not isinstance(self.use_rslora, bool):
+            raise ValueError(f"`use_rslora` must be true or false, got {self.use_rslora!r}")
         if not 0.0 <= self.gradient_penalty <= 1.0:
             raise ValueError(f"`gradient_penalty` must be in [0, 1], got {self.gradient_penalty}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -136,6 +141,8 @@ class S3TConfig:
 
     @property
     def lora_scaling(self) -> float:
+        if self.use_rslora:
+            return self.lora_alpha / math.sqrt(self.lora_rank)
         return self.lora_alpha / self.lora_rank
 
     def to_dict(self) -> dict[str, Any]:

@@ -160,6 +160,7 @@ class SequenceTrainer:
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # a float works
             lora_dropout=cfg.lora_dropout,
+            use_rslora=cfg.use_rslora,
             target_modules=list(cfg.target_modules),
             layers_to_transform=list(layers),
             layers_pattern="layer",

@@ -1,8 +1,9 @@
 """Every registered method on every architecture family: on a tiny trained S3T prefix of each
-family (texts for the encoders, real digit images for ViT and DeiT), a method the registry says
-fits runs by name, returns finite weights and moves the forget set's outputs; a method it says
-does not fit is refused, before any computation, with the registry's reason. ``auto`` chooses
-only methods that fit the base model's modality.
+family (texts for the encoders, real digit images for ViT and DeiT, instruction pairs for the
+decoders, which serve causal_lm only), a method the registry says fits runs by name, returns
+finite weights and moves the forget set's outputs (a decoder's next-token logits); a method it
+says does not fit is refused, before any computation, with the registry's reason. ``auto``
+chooses only methods that fit the base model's modality and task.
 
 The pairs come from the registry's declarations, so a method restricted to one modality turns
 its pairs on the other into refusal cases by itself."""
@@ -29,7 +30,7 @@ from unlearning.approx.prefix_pass import (
 )
 from unlearning.approx.registry import MethodSpec
 from unlearning.artifacts import LocalArtifactStore
-from unlearning.families import FAMILIES, Encoded, Modality
+from unlearning.families import FAMILIES, Conversation, Encoded, Modality
 from unlearning.families.testing import digit_images, save_tiny_model
 from unlearning.s3t import (
     Backbone,
@@ -41,6 +42,7 @@ from unlearning.s3t import (
 )
 from unlearning.s3t.config import Task
 from unlearning.s3t.ensemble import EnsemblePredictor, ServedShard
+from unlearning.s3t.generation import LmEnsemble
 from unlearning.s3t.weights import StageWeights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,19 +55,31 @@ WORDS = {
 N_SAMPLES = 24
 #: Each method's pairs: the families whose modality it declares, then those it refuses.
 PAIRS = [(spec.name, family.name) for spec in registry.specs() for family in FAMILIES]
+#: The tiny model standing for a family (transformers reads a ``qwen2`` folder's tokenizer as
+#: Qwen2's byte-level BPE, which garbles the shared WordPiece vocabulary; Qwen3 is served by the
+#: same family).
+TINY = {"qwen2": "qwen3"}
 
 
-def _task(spec: MethodSpec[Any]) -> Task:
+def _task(spec: MethodSpec[Any], causal: bool) -> Task:
+    """A decoder serves causal_lm only; an encoder the method's first task."""
+    if causal:
+        return Task.CAUSAL_LM
     return Task.CLASSIFICATION if Task.CLASSIFICATION in spec.tasks else Task.REGRESSION
 
 
 def _samples(modality: Modality, task: Task) -> list[TrainingSample]:
     """Three classes (or their index as a value): digits modulo 3 for images, words of three
-    topics for texts; two slices of one shard."""
+    topics for texts, instruction pairs on them for a causal LM; two slices of one shard."""
     images = digit_images(N_SAMPLES) if modality == Modality.IMAGE else []
     samples = []
     for i in range(N_SAMPLES):
         label = images[i][1] % 3 if images else i % 3
+        if task == Task.CAUSAL_LM:
+            words = WORDS[label]
+            pair = Conversation.pair(f"tell me about {words[i % 4]}", f"{words[(i * 3) % 4]} {i}")
+            samples.append(TrainingSample(f"s{i:03d}", 0, i % 2, pair))
+            continue
         content: str | bytes = (
             images[i][0] if images else f"{WORDS[label][i % 4]} {WORDS[label][(i * 3) % 4]} {i}"
         )
@@ -91,9 +105,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Task], T
 
     def get(family: str, task: Task) -> Trained:
         if family not in backbones:
-            backbones[family] = load_backbone(save_tiny_model(family, root / family, n_layers=2))
+            folder = save_tiny_model(TINY.get(family, family), root / family, n_layers=2)
+            backbones[family] = load_backbone(folder)
         if (family, task) not in prefixes:
             backbone = backbones[family]
+            # A decoder's instruction template takes a dozen tokens before the response starts.
+            length = 32 if task == Task.CAUSAL_LM else TINY_SETTINGS["max_length"]
             config = S3TConfig(
                 n_shards=1,
                 n_slices=2,
@@ -101,7 +118,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Task], T
                 task=task,
                 n_labels=3 if task == Task.CLASSIFICATION else 1,
                 target_modules=backbone.family.default_targets,
-                **TINY_SETTINGS,  # type: ignore[arg-type]
+                **{**TINY_SETTINGS, "max_length": length},  # type: ignore[arg-type]
             )
             samples = _samples(backbone.modality, task)
             engine = S3TEngine(backbone, LocalArtifactStore(Path(root / f"{family}-{task}")))
@@ -137,8 +154,8 @@ def test_a_method_runs_on_every_family_it_declares_and_is_refused_on_the_others(
     trained: Callable[[str, Task], Trained], method: str, family: str
 ) -> None:
     spec = registry.get(method)
-    task = _task(spec)
-    modality = next(f for f in FAMILIES if f.name == family).modality
+    base = next(f for f in FAMILIES if f.name == family)
+    task, modality = _task(spec, base.causal), base.modality
     run = trained(family, task)
     assert run.backbone.modality == modality
     forget_samples = _forget(spec, run.samples)
@@ -151,7 +168,11 @@ def test_a_method_runs_on_every_family_it_declares_and_is_refused_on_the_others(
         return approximate_stages(run.backbone, run.config, run.prefix, 1, forget, retain, method)
 
     if reason is not None:
-        assert modality.value in reason and f"`{method}`" in reason
+        assert f"`{method}`" in reason
+        if modality in spec.modalities:  # refused for the task: a decoder's, causal_lm
+            assert task == Task.CAUSAL_LM and f"needs {spec.what_it_needs}" in reason
+        else:
+            assert modality.value in reason
         with pytest.raises(UnlearningInputError) as refused:
             edit()
         assert str(refused.value) == reason
@@ -175,11 +196,21 @@ def test_what_a_method_edits_computes_what_serving_computes(
     trained: Callable[[str, Task], Trained], family: str
 ) -> None:
     """The prefix model every method edits reads the family's pooling (ViT's class token,
-    ModernBERT's final norm), not a mean of its own: unedited, it gives serving's outputs."""
-    run = trained(family, Task.CLASSIFICATION)
+    ModernBERT's final norm), not a mean of its own: unedited, it gives serving's outputs; a
+    decoder's are serving's next-token log-probabilities at every real position."""
+    causal = next(f for f in FAMILIES if f.name == family).causal
+    run = trained(family, Task.CAUSAL_LM if causal else Task.CLASSIFICATION)
     encoded = examples_of(run.backbone, run.config, run.samples[:6]).encoded
     predictor = EnsemblePredictor(run.backbone, run.config.target_modules)
-    served = predictor.shard_outputs(encoded, [ServedShard.from_prefix(run.prefix)])[0]
+    shard = ServedShard.from_prefix(run.prefix)
+    if causal:
+        lm = LmEnsemble(run.backbone, predictor, [shard])
+        served = lm._logprobs(encoded.inputs, encoded.attention_mask)
+        ours = _outputs(run, run.prefix, encoded).log_softmax(-1)
+        real = encoded.attention_mask.bool()
+        assert torch.allclose(ours[real], served[real], atol=1e-4)
+        return
+    served = predictor.shard_outputs(encoded, [shard])[0]
     assert torch.allclose(_outputs(run, run.prefix, encoded), served, atol=1e-5)
 
 
@@ -212,7 +243,7 @@ def test_a_method_declared_for_one_modality_is_refused_on_the_other_with_the_rea
 
 
 @pytest.mark.parametrize("modality", list(Modality))
-@pytest.mark.parametrize("task", list(Task))
+@pytest.mark.parametrize("task", [Task.CLASSIFICATION, Task.REGRESSION])
 @pytest.mark.parametrize("shape", list(RequestShape))
 def test_auto_chooses_a_method_that_fits(
     modality: Modality, task: Task, shape: RequestShape

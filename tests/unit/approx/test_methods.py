@@ -9,8 +9,9 @@ import torch
 
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.approx import Examples, PrefixModel, UnlearningInputError
-from unlearning.approx.baselines import TrainConfig, finetune, gradient_ascent, random_labels
+from unlearning.approx.baselines import TrainConfig, finetune, random_labels
 from unlearning.approx.data import task_loss
+from unlearning.approx.gradient_ascent import GradientAscentConfig, gradient_ascent
 from unlearning.approx.iau import IAUConfig, full_data_gradient, gradient_norm_penalty, iau
 from unlearning.approx.ssd import SSDConfig, importance, ssd
 from unlearning.artifacts import LocalArtifactStore
@@ -175,7 +176,7 @@ def test_the_baselines_move_the_losses_their_way(trained: list[StageWeights]) ->
     assert _loss(ft, retain) < r0
     ga = _model(trained)
     f0 = _loss(ga, forget)
-    gradient_ascent(ga, forget, TrainConfig(lr=5e-3))
+    gradient_ascent(ga, forget, GradientAscentConfig(lr=5e-3))
     assert _loss(ga, forget) > f0
     # RL is the same training as on forget + retain with true labels, but for the relabelling.
     config = TrainConfig(epochs=2, lr=5e-3)
@@ -187,7 +188,7 @@ def test_the_baselines_move_the_losses_their_way(trained: list[StageWeights]) ->
 
 def test_only_editable_stages_change(trained: list[StageWeights]) -> None:
     model = _model(trained, editable=(1,))
-    gradient_ascent(model, _examples(FORGET), TrainConfig(lr=5e-3))
+    gradient_ascent(model, _examples(FORGET), GradientAscentConfig(lr=5e-3))
     first, second = model.export()
     assert all(torch.equal(first.adapters[k].a, trained[0].adapters[k].a) for k in first.adapters)
     assert any(

@@ -11,6 +11,7 @@ import pytest
 from unlearning.approx import registry
 from unlearning.approx.model import PrefixModel
 from unlearning.approx.registry import (
+    ALL_TASKS,
     DuplicateMethodError,
     MethodConfigError,
     MethodSpec,
@@ -28,8 +29,9 @@ KNOWN = (
     "ssd",
     "iau",
     "finetune",
-    "gradient_ascent",
     "random_labels",
+    "gradient_ascent",
+    "npo",
     "l1_sparse",
     "prune_then_unlearn",
     "salun",
@@ -69,6 +71,7 @@ def test_a_name_is_registered_once() -> None:
 
 def test_a_registration_is_checked() -> None:
     toys = Registry()
+    lm_and_classes = {Task.CLASSIFICATION, Task.CAUSAL_LM}
 
     @dataclass(frozen=True)
     class Untyped:
@@ -86,7 +89,16 @@ def test_a_registration_is_checked() -> None:
         toys.method("auto", config=ToyConfig, description="")(_toy)
     with pytest.raises(ValueError, match="tasks"):
         toys.method("no_task", config=ToyConfig, description="", tasks=())(_toy)
+    # A method that misses a task says what it needs; one that fits all needs nothing more.
+    with pytest.raises(ValueError, match="needs"):
+        toys.method("vague", config=ToyConfig, description="", tasks=lm_and_classes)(_toy)
+    with pytest.raises(ValueError, match="needs"):
+        toys.method("all", config=ToyConfig, description="", tasks=ALL_TASKS, needs="x")(_toy)
     assert toys.names() == ()
+    toys.method("lm", config=ToyConfig, description="", tasks=lm_and_classes, needs="a y")(_toy)
+    assert toys.get("lm").unfit(Task.REGRESSION, Modality.TEXT) == (
+        "`lm` does not fit a regression model: it needs a y, which a regression model has not"
+    )
 
 
 def test_the_methods_in_their_modules_order() -> None:
@@ -120,6 +132,19 @@ def test_what_each_method_declares() -> None:
         "gaussian_finetune",
     }
     assert {n for n, s in by_name.items() if not s.reads_labels} == {"laf"}
+    assert {n for n, s in by_name.items() if Task.CAUSAL_LM in s.tasks} == {
+        "ssd",
+        "iau",
+        "finetune",
+        "gradient_ascent",
+        "npo",
+        "l1_sparse",
+        "prune_then_unlearn",
+        "rbm",
+    }
+    for spec in SPECS:  # every refusal of a causal LM says what the method needs
+        reason = spec.unfit(Task.CAUSAL_LM, Modality.TEXT)
+        assert reason is None or f"it needs {spec.what_it_needs}, which" in reason
     assert by_name["random_labels"].unfit(Task.REGRESSION, Modality.TEXT) == (
         "`random_labels` needs a classification model"
     )
@@ -205,5 +230,7 @@ def test_the_markdown_table_lists_every_method() -> None:
     assert table[0].startswith("| method | module | config |")
     assert [line.split(" | ")[0] for line in table[2:]] == [f"| `{n}`" for n in registry.names()]
     assert table[2].startswith("| `ssd` | `ssd.py` | `SSDConfig` |")
-    assert table[0].endswith("| fits | modalities | reads labels | reads statistics |")
-    assert table[2].endswith("| both | text, image | yes | yes |")
+    assert table[0].endswith("| fits | causal LM | modalities | reads labels | reads statistics |")
+    assert table[2].endswith("| both | yes | text, image | yes | yes |")
+    salun = next(line for line in table if line.startswith("| `salun` |"))
+    assert salun.endswith("| classification | no: needs class labels | text, image | yes | no |")

@@ -218,3 +218,13 @@ def test_adapter_keys_tell_apart_modules_sharing_a_name() -> None:
     assert adapter_keys(["attention.self.query", "attention.self.value"]) == {
         "attention.self.query": "query", "attention.self.value": "value",
     }  # fmt: skip
+
+
+def test_rank_stabilised_lora_is_what_peft_applies(
+    backbones: dict[str, Backbone], tmp_path: Path
+) -> None:
+    backbone = backbones["llama"]
+    config = replace(family_config(backbone), use_rslora=True, lora_rank=4, lora_alpha=8.0)
+    engine = S3TEngine(backbone, LocalArtifactStore(tmp_path))
+    layers = engine.train(ModelSpec.plan(config), samples_for(backbone, config, count=8))
+    assert engine.load_stage(layers[0].artifact).scaling == config.lora_scaling == 4.0

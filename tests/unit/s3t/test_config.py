@@ -18,6 +18,8 @@ from unlearning.s3t import S3TConfig
         ({"task": "ranking"}, "task"),
         ({"n_labels": 1}, "n_labels"),
         ({"task": "regression", "n_labels": 3}, "n_labels"),
+        ({"task": "causal_lm", "n_labels": 2}, "n_labels"),
+        ({"use_rslora": "yes"}, "use_rslora"),
         ({"lora_alpha": 0.0}, "lora_alpha"),
         ({"lora_dropout": 1.0}, "lora_dropout"),
         ({"learning_rate": float("nan")}, "learning_rate"),
@@ -51,3 +53,9 @@ def test_round_trips_through_json_ready_dict() -> None:
 def test_from_dict_refuses_unknown_settings() -> None:
     with pytest.raises(ValueError, match="unknown S3T settings: layers"):
         S3TConfig.from_dict({"layers": 3})
+
+
+def test_rank_stabilised_lora_scales_by_the_square_root_of_the_rank() -> None:
+    assert S3TConfig(lora_rank=16, lora_alpha=32.0).lora_scaling == 2.0
+    assert S3TConfig(lora_rank=16, lora_alpha=32.0, use_rslora=True).lora_scaling == 8.0
+    assert S3TConfig(task="causal_lm", n_labels=1).output_dim == 0  # type: ignore[arg-type]
