@@ -41,6 +41,7 @@ from service.deletions.endpoints import router as deletions_router
 from service.engine import EngineCatalogue
 from service.errors import InvalidBaseModelError
 from service.exactness.endpoints import router as exactness_router
+from service.generation.endpoints import router as generation_router
 from service.jobs.endpoints import router as jobs_router
 from service.keys.endpoints import router as keys_router
 from service.keys.endpoints import tenant_router
@@ -99,7 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             housekeeping=housekeeper,
             housekeeping_s=housekeeping.interval_s(settings),
         )
-        serving = ServingRegistry(factory, cache(lambda: EngineCatalogue(settings)))
+        serving = ServingRegistry(
+            factory,
+            cache(lambda: EngineCatalogue(settings)),
+            max_generations=settings.lm_max_generations,
+        )
         listener = (
             ChangeListener(settings.pubsub_url, serving.preload, serving.evict)
             if settings.pubsub_url
@@ -163,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics_router,
         base_models_router,
         models_router,
+        generation_router,
         deletions_router,
         class_deletions_router,
         exactness_router,

@@ -24,6 +24,7 @@ from service.settings import Settings
 from unlearning.artifacts import ArtifactStore, LocalArtifactStore
 from unlearning.base_models import BaseModelError, verify
 from unlearning.device import resolve_device
+from unlearning.families import Conversation
 from unlearning.object_store import S3ArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample, load_backbone
 
@@ -252,7 +253,12 @@ def training_sample(
     model: Model, sample: Sample, payload: SamplePayload, shard: int, slice_: int
 ) -> TrainingSample:
     """The engine's view of a stored sample: its text or encoded image, and its class index or
-    value."""
+    value; a causal LM's, its conversation (input and target at once)."""
+    if model.task is Task.causal_lm:
+        if payload.messages is None:
+            raise LineageError(f"sample {sample.id} has no conversation; a causal LM needs one")
+        conversation = Conversation(tuple((role, content) for role, content in payload.messages))
+        return TrainingSample(sample.external_id, shard, slice_, conversation, 0.0)
     content = payload.image if payload.image is not None else payload.text
     if content is None:
         raise LineageError(f"sample {sample.id} has no text or image; the S3T engine needs one")

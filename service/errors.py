@@ -94,6 +94,13 @@ class WrongModalityError(InvalidInputError):
     slug = "wrong-modality"
 
 
+class WrongTaskError(InvalidInputError):
+    """A prediction asked of a causal LM, or a generation or score asked of a classifier."""
+
+    title = "Wrong endpoint for this model's task"
+    slug = "wrong-task"
+
+
 class InvalidModelConfigError(InvalidInputError):
     title = "Invalid model configuration"
     slug = "invalid-model-config"

@@ -160,6 +160,27 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted; a larger one is a 413 problem.",
     )
+    lm_max_prompt_tokens: int = Field(
+        2048,
+        ge=1,
+        description="Longest prompt (in tokens, as the chat template renders it) a causal LM's "
+        "generate or score request may give; a longer one is a 422 problem.",
+    )
+    lm_max_new_tokens: int = Field(
+        512,
+        ge=1,
+        description="Most tokens a generate request may ask for (and the longest completion a "
+        "score request may give); more is a 422 problem.",
+    )
+    lm_max_completions: int = Field(
+        64, ge=1, description="Most completions one score request may give; more is a 422 problem."
+    )
+    lm_max_generations: int = Field(
+        4,
+        ge=1,
+        description="Generations one API process runs at once (they interleave token by "
+        "token); one more is a 429 problem with Retry-After.",
+    )
     max_image_bytes: int = Field(
         5 * 1024 * 1024,
         ge=1,

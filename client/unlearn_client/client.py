@@ -47,14 +47,19 @@ from unlearn_client.models import (
     DeletionVerification,
     Delivery,
     ExactnessAudit,
+    GeneratedPiece,
+    GenerateResponse,
+    GenerationEvent,
     IssuedKey,
     Job,
+    Message,
     Model,
     ModelStatus,
     PredictResponse,
     SampleIn,
     SampleRowError,
     SamplesResult,
+    ScoreResponse,
     SecretRotated,
     TrainAccepted,
     Webhook,
@@ -154,7 +159,7 @@ class UnlearnClient:
         name: str,
         *,
         labels: Sequence[str] | None = None,
-        task: Literal["classification", "regression"] = "classification",
+        task: Literal["classification", "regression", "causal_lm"] = "classification",
         base_model: str | None = None,
         **settings: Any,
     ) -> Model:
@@ -262,6 +267,78 @@ class UnlearnClient:
         return cast(
             PredictResponse,
             self._call("POST", f"/models/{model_id}/predict", json=body, retry=True),
+        )
+
+    def generate(
+        self,
+        model_id: str | uuid.UUID,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: Sequence[str] = (),
+    ) -> GenerateResponse:
+        """A causal LM's response to ``prompt`` (or chat ``messages`` ending with a user
+        turn): greedy at ``temperature`` 0, else seeded sampling. Retried (a read)."""
+        body = _generation_body(prompt, messages, max_new_tokens, temperature, top_p, seed, stop)
+        return cast(
+            GenerateResponse,
+            self._call("POST", f"/models/{model_id}/generate", json=body, retry=True),
+        )
+
+    def generate_stream(
+        self,
+        model_id: str | uuid.UUID,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: Sequence[str] = (),
+    ) -> Iterator[GenerationEvent]:
+        """The generation as it is computed: a ``token`` event per text piece, then ``done``.
+        A refusal before the stream starts raises its :class:`ApiError`, as does an ``error``
+        event mid-stream. Not retried (the events already read would repeat)."""
+        body = _generation_body(prompt, messages, max_new_tokens, temperature, top_p, seed, stop)
+        body["stream"] = True
+        path = f"/models/{model_id}/generate"
+        headers = {"Accept": "text/event-stream, application/problem+json"}
+        try:
+            with self._http.stream("POST", path, json=body, headers=headers) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _error(response)
+                for name, data in _server_sent_events(response.iter_lines()):
+                    if name == "token":
+                        yield GenerationEvent("token", piece=cast(GeneratedPiece, data))
+                    elif name == "done":
+                        yield GenerationEvent("done", done=cast(GenerateResponse, data))
+                    elif name == "error":
+                        status = int(data.get("status", 500))
+                        raise error_class(status)(
+                            status, data, method="POST", url=str(response.request.url)
+                        )
+        except httpx.TransportError as exc:
+            raise NetworkError(f"POST {path}: {type(exc).__name__}: {exc}") from exc
+
+    def score(
+        self,
+        model_id: str | uuid.UUID,
+        completions: Sequence[str],
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+    ) -> ScoreResponse:
+        """Each completion's token log-probabilities after ``prompt`` (or ``messages``) under
+        a causal LM's current valid ensemble, and their sum. Retried (a read)."""
+        body: dict[str, Any] = {**_prompt_body(prompt, messages), "completions": list(completions)}
+        return cast(
+            ScoreResponse, self._call("POST", f"/models/{model_id}/score", json=body, retry=True)
         )
 
     def get_job(self, job_id: str | uuid.UUID) -> Job:
@@ -678,6 +755,50 @@ def _batches(
         used += cost
     if batch:
         yield start, batch
+
+
+def _prompt_body(prompt: str | None, messages: Sequence[Message] | None) -> dict[str, Any]:
+    if (prompt is None) == (messages is None):
+        raise ValueError("give exactly one of `prompt` and `messages`")
+    if prompt is not None:
+        return {"prompt": prompt}
+    return {"messages": [dict(m) for m in messages or ()]}
+
+
+def _generation_body(
+    prompt: str | None,
+    messages: Sequence[Message] | None,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    stop: Sequence[str],
+) -> dict[str, Any]:
+    return {
+        **_prompt_body(prompt, messages),
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "stop": list(stop),
+    }
+
+
+def _server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event name, decoded data) of a ``text/event-stream`` (one ``data`` line per event, as
+    the service sends them)."""
+    name, data = "message", ""
+    for line in lines:
+        if not line:
+            if data:
+                yield name, json.loads(data)
+            name, data = "message", ""
+        elif line.startswith("event:"):
+            name = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            data += line.removeprefix("data:").strip()
+    if data:
+        yield name, json.loads(data)
 
 
 def _base64(image: bytes | bytearray | memoryview) -> str:

@@ -19,17 +19,29 @@ from typing import Any, Literal, NotRequired, TypedDict, get_args
 # --- requests -------------------------------------------------------------------------------
 
 
+class Message(TypedDict):
+    """One chat turn of a causal LM's sample or prompt."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class SampleIn(TypedDict):
     """A training sample: ``text`` (or ``features``; for an image model ``image``, the bytes of
     a PNG or JPEG, which the client sends base64-encoded, or that base64 text), its ``label``
-    (a class name or index, or a regression target) and optionally its data subject."""
+    (a class name or index, or a regression target) and optionally its data subject. A causal
+    LM's sample has no label and no input: a ``prompt`` and its ``response``, or ``messages``
+    ending with an assistant turn."""
 
     external_id: str
-    label: str | int | float
+    label: NotRequired[str | int | float]
     text: NotRequired[str]
     image: NotRequired[bytes | str]
     features: NotRequired[list[float]]
     subject_id: NotRequired[str]
+    prompt: NotRequired[str]
+    response: NotRequired[str]
+    messages: NotRequired[list[Message]]
 
 
 # --- models and samples ---------------------------------------------------------------------
@@ -188,6 +200,55 @@ class PredictResponse(TypedDict):
     serving_generation: int
     shards: list[ShardAnswer]
     predictions: list[Prediction]
+
+
+class GeneratedPiece(TypedDict):
+    """A ``token`` event of a streamed generation; ``shards`` (the layers that computed these
+    tokens) on the first event and whenever they change, else None."""
+
+    text: str
+    token_ids: list[int]
+    serving_generation: int
+    shards: list[ShardAnswer] | None
+
+
+class GenerateResponse(TypedDict):
+    """A whole generation (the JSON answer, and a stream's ``done`` event); ``layers``: every
+    layer id that computed any of its tokens."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: Literal["eos", "stop", "length"]
+    prompt_tokens: int
+    serving_generation: int
+    shards: list[ShardAnswer]
+    layers: list[int]
+    rebased: int
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """One server-sent event of :meth:`UnlearnClient.generate_stream`: ``token`` (``piece``),
+    then ``done`` (``done``, the whole generation). An error once the stream has started
+    raises the :class:`ApiError` of its problem instead."""
+
+    event: Literal["token", "done"]
+    piece: GeneratedPiece | None = None
+    done: GenerateResponse | None = None
+
+
+class ScoredCompletion(TypedDict):
+    token_ids: list[int]
+    logprobs: list[float]
+    total: float
+
+
+class ScoreResponse(TypedDict):
+    prompt_tokens: int
+    serving_generation: int
+    shards: list[ShardAnswer]
+    layers: list[int]
+    scores: list[ScoredCompletion]
 
 
 class Job(TypedDict):

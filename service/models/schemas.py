@@ -65,11 +65,17 @@ class ModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "causal_lm"] = Field(
+        "classification",
+        description="`causal_lm`: instruction-tune a decoder base model (a `llama`, `mistral`, "
+        "`qwen2` or `gpt2` family in the catalogue) on conversations; it answers "
+        "`POST /models/{id}/generate` and `/score`, not `/predict`.",
+    )
     labels: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         None,
         max_length=1000,
-        description="Class names of a classification model (at least two, distinct).",
+        description="Class names of a classification model (at least two, distinct); none for "
+        "regression and causal_lm.",
     )
     n_shards: int = Field(4, ge=1, le=256)
     n_slices: int = Field(4, ge=1, le=64)
@@ -166,15 +172,43 @@ class ModelPublic(BaseModel):
 
 
 MAX_TEXT = 100_000
+MAX_MESSAGES = 64
+
+
+class Message(BaseModel):
+    """One chat turn of a causal LM's sample or prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_TEXT)
 
 
 class SampleIn(BaseModel):
+    """A classifier's or regressor's sample (`label` and one input), or a causal LM's (a
+    `prompt` and its `response`, or chat `messages` ending with an assistant turn)."""
+
     model_config = ConfigDict(extra="forbid")
 
     external_id: str = Field(min_length=1, max_length=255)
     # Strict numbers: `1` stays a class index (lax parsing made it 1.0) and `true` is refused.
-    label: Annotated[str, Field(max_length=200)] | StrictInt | StrictFloat = Field(
-        description="A class name or its index, or the target of a regression model."
+    label: Annotated[str, Field(max_length=200)] | StrictInt | StrictFloat | None = Field(
+        None,
+        description="A class name or its index, or the target of a regression model (required "
+        "there; refused for a causal_lm model).",
+    )
+    prompt: str | None = Field(
+        None, max_length=MAX_TEXT, description="A causal_lm sample's instruction (with `response`)."
+    )
+    response: str | None = Field(
+        None, max_length=MAX_TEXT, description="The response a causal_lm model learns to give."
+    )
+    messages: list[Message] | None = Field(
+        None,
+        max_length=MAX_MESSAGES,
+        description="A causal_lm sample as chat messages instead of `prompt` and `response`: an "
+        "optional system message, then user and assistant turns alternating, ending with an "
+        "assistant turn (the loss covers the assistant turns).",
     )
     text: str | None = Field(None, max_length=MAX_TEXT, description="At most 100,000 characters.")
     image: str | None = Field(

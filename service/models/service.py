@@ -28,6 +28,7 @@ from service.errors import (
     InvalidInputError,
     InvalidModelConfigError,
     WrongModalityError,
+    WrongTaskError,
 )
 from service.images import ImageLimits, image_from_base64
 from service.models.modality import modality_of
@@ -47,7 +48,7 @@ from service.models.status import unbalanced_text
 from service.observability.metrics import observe_prediction
 from service.serving.registry import ServingRegistry
 from service.training import scheduling
-from unlearning.families import Modality
+from unlearning.families import Modality, family_named
 from unlearning.s3t import S3TConfig
 from unlearning.s3t.config import Task as UnlearningTask
 from unlearning.s3t.sequences import plan_sequences
@@ -73,6 +74,7 @@ def create_model(
     model that names none.
     """
     base = _base_model(session, data.base_model or default_base_model)
+    _check_task_fits(data, base)
     if data.n_slices > base.n_layers:
         raise InvalidModelConfigError(
             f"`n_slices` ({data.n_slices}) exceeds the {base.n_layers} layers of base model "
@@ -138,6 +140,28 @@ def create_model(
     )
 
 
+def _check_task_fits(data: ModelCreate, base: BaseModel) -> None:
+    """A causal LM needs a decoder base model, and a decoder serves causal LMs only (it has no
+    pooled state for a head); a causal LM has no labels."""
+    decoder = family_named(base.family).causal
+    if data.task == "causal_lm" and not decoder:
+        raise InvalidModelConfigError(
+            f"`task` causal_lm needs a decoder base model (family llama, mistral, qwen2 or "
+            f"gpt2); {base.name!r} is a {base.family} {base.modality.value} encoder",
+            base_model=base.name,
+        )
+    if data.task != "causal_lm" and decoder:
+        raise InvalidModelConfigError(
+            f"base model {base.name!r} is a {base.family} decoder: it serves `task` causal_lm "
+            f"only, not {data.task}",
+            base_model=base.name,
+        )
+    if data.task == "causal_lm" and data.labels is not None:
+        raise InvalidModelConfigError(
+            "`labels` are for classification: a causal_lm model learns the responses of its samples"
+        )
+
+
 def _base_model(session: Session, name: str) -> BaseModel:
     """The named base model, or a 422 problem naming the registered ones."""
     try:
@@ -168,6 +192,11 @@ def register_samples(
                 features=row.features,
                 subject_id=row.subject_id,
                 image=row.image,
+                prompt=row.prompt,
+                response=row.response,
+                messages=None
+                if row.messages is None
+                else [(m.role, m.content) for m in row.messages],
             )
             for row in rows
         ],
@@ -186,6 +215,12 @@ def prediction_inputs(
     """The inputs of a prediction, checked against the model (a 404 for another tenant's):
     texts for a text model, the decoded images (each within ``limits``) for an image model."""
     model = get_model(session, tenant_id, model_id)
+    if model.task is Task.causal_lm:
+        raise WrongTaskError(
+            f"model {model_id} is a causal LM: it answers POST /models/{model_id}/generate "
+            f"(text) and POST /models/{model_id}/score (completions' log-probabilities), not "
+            "predict"
+        )
     modality = modality_of(model)
     if modality is Modality.IMAGE:
         if request.images is None:

@@ -17,14 +17,23 @@ collected artifacts reloads the models that served them. A stage collected under
 that was about to load it is a moved generation: the prediction is computed again. A base
 model whose files changed since registration answers a 503 problem (its engine is refused at
 load), never a prediction on other weights.
+
+A causal LM's scores follow the same rule as predictions (:meth:`ServingRegistry.score`). Its
+generations apply it per token (:class:`service.serving.generation.FreshGeneration`): after each
+token is computed the generation is read, and a token whose layers are no longer all valid is
+computed again on the current served model before it is emitted. The forward-pass lock is held
+per step, so concurrent generations interleave token by token; at most
+``UNLEARN_LM_MAX_GENERATIONS`` run at once in a process (:meth:`ServingRegistry.generation_slot`).
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,12 +41,15 @@ from service.db.engine import unit_of_work
 from service.db.models import ModelStatus, Task
 from service.db.repositories import LineageRepository, ModelRepository
 from service.engine import BaseModelKey, EngineCatalogue, model_spec
-from service.errors import ConflictError, ServingUnavailableError
+from service.errors import ConflictError, RateLimitedError, ServingUnavailableError
 from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import Prediction, S3TConfig, S3TEngine
 
 #: How often a prediction is recomputed when deletions keep landing while it runs.
 MAX_ATTEMPTS = 8
+#: What a full process tells a client to wait before it asks for another generation.
+GENERATION_RETRY_AFTER_S = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -132,13 +144,19 @@ class ServingRegistry:
     """The models this process serves, keyed by id, each at the generation it last loaded."""
 
     def __init__(
-        self, factory: sessionmaker[Session], engines: Callable[[], EngineCatalogue]
+        self,
+        factory: sessionmaker[Session],
+        engines: Callable[[], EngineCatalogue],
+        *,
+        max_generations: int = 4,
     ) -> None:
         self._factory = factory
         self._engines = engines
         self._built: EngineCatalogue | None = None  # once a prediction or preload built it
         self._models: dict[uuid.UUID, ServedModel] = {}
         self._lock = threading.Lock()  # one forward pass at a time: few torch threads
+        self.max_generations = max_generations
+        self._generations = threading.BoundedSemaphore(max_generations)
 
     def held_generation(self, model_id: uuid.UUID) -> int | None:
         """The generation this process has loaded for the model, if any."""
@@ -207,6 +225,31 @@ class ServingRegistry:
             for engine in catalogue.engines():
                 engine.evict_stages(set(engine.loaded_stages) - served)
 
+    @contextmanager
+    def computing(self, base: BaseModelKey) -> Iterator[S3TEngine]:
+        """The base model's engine, kept loaded and holding the process's forward-pass lock
+        while the block runs: hold it for one step, never for a whole generation."""
+        with self.engines().using(base) as engine, self._lock:
+            yield engine
+
+    @contextmanager
+    def generation_slot(self) -> Iterator[None]:
+        """One of the process's ``max_generations`` places for a running generation, or a 429
+        problem (with Retry-After) when every one is taken."""
+        if not self._generations.acquire(blocking=False):
+            raise RateLimitedError(
+                f"this API process already runs {self.max_generations} generations (at most "
+                "UNLEARN_LM_MAX_GENERATIONS); retry shortly",
+                retry_after_s=GENERATION_RETRY_AFTER_S,
+            )
+        try:
+            yield
+        finally:
+            self._generations.release()
+
+    def still_valid(self, served: ServedModel) -> bool:
+        return self._still_valid(served)
+
     def _still_valid(self, served: ServedModel) -> bool:
         """Whether every layer ``served`` used is still valid; read after the generation, so a
         change committed in between can only make this stricter."""
@@ -217,19 +260,30 @@ class ServingRegistry:
     def predict(self, model_id: uuid.UUID, contents: Sequence[str] | Sequence[bytes]) -> Served:
         """Texts, or encoded images for an image model (checked by the API), through the
         model's current valid prefixes; the same freshness rule holds for both."""
+        prediction, served, generation = self.answer(
+            model_id, lambda engine, s: engine.predict(s.config, contents, s.prefixes)
+        )
+        return Served(prediction, served, generation)
+
+    def answer(
+        self, model_id: uuid.UUID, compute: Callable[[S3TEngine, ServedModel], T]
+    ) -> tuple[T, ServedModel, int]:
+        """``compute`` on the model's current valid prefixes under the freshness rule: its
+        result, the served model that computed it, and a generation at which every layer it
+        used was still valid (recomputed on the new map otherwise)."""
         for _ in range(MAX_ATTEMPTS):
             served = self.current(model_id)
             refusal = served.refusal()
             if refusal is not None:
                 raise ConflictError(refusal)
             try:
-                with self.engines().using(served.base) as engine, self._lock:
-                    prediction = engine.predict(served.config, contents, served.prefixes)
+                with self.computing(served.base) as engine:
+                    result = compute(engine, served)
             except ArtifactNotFoundError:  # collected: the model moved on since `served`
                 if self.generation(model_id) == served.generation:
                     raise
                 continue
             generation = self.generation(model_id)
             if generation == served.generation or self._still_valid(served):
-                return Served(prediction, served, generation)
+                return result, served, generation
         raise ServingUnavailableError("the model changed during every attempt to answer; retry")

@@ -59,6 +59,8 @@ HOOK = {"url": "http://127.0.0.1:9/hook", "events": ["deletion.completed"]}
 #: dropping the login cookie): nothing to find committed.
 READS = {
     "POST /models/{model_id}/predict",
+    "POST /models/{model_id}/generate",
+    "POST /models/{model_id}/score",
     "POST /deletions/{deletion_id}/verify",
 }
 

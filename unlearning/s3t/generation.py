@@ -100,9 +100,14 @@ class LmEnsemble:
         self.depth = lowest_layer(self.shards, backbone.n_layers)
 
     def score(
-        self, prompts: Sequence[Conversation | str], completions: Sequence[str]
+        self,
+        prompts: Sequence[Conversation | str],
+        completions: Sequence[str],
+        *,
+        chunk: int = 16,
     ) -> list[Scored]:
-        """Each completion's token log-probabilities after its prompt."""
+        """Each completion's token log-probabilities after its prompt, ``chunk`` rows at a time
+        (the vocabulary-wide log-probabilities of a chunk are what is held in memory)."""
         if len(prompts) != len(completions):
             raise ValueError("one completion per prompt")
         tokenizer = self.backbone.processor
@@ -113,6 +118,12 @@ class LmEnsemble:
             if not ids or not completion_ids:
                 raise ValueError("a prompt and its completion need at least one token each")
             rows.append((ids, completion_ids))
+        scored: list[Scored] = []
+        for first in range(0, len(rows), chunk):
+            scored.extend(self._score_rows(rows[first : first + chunk]))
+        return scored
+
+    def _score_rows(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[Scored]:
         width = max(len(p) + len(c) for p, c in rows)
         inputs = torch.zeros((len(rows), width), dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

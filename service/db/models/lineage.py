@@ -34,6 +34,7 @@ from unlearning.sharding import PlacementPolicy
 class Task(StrEnum):
     classification = "classification"
     regression = "regression"
+    causal_lm = "causal_lm"  # instruction-tuned decoder: samples are conversations, no labels
 
 
 class UnlearningPolicy(StrEnum):

@@ -43,13 +43,20 @@ class SamplePayload(Base):
     image: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     media_type: Mapped[str | None] = mapped_column(sa.String(32))
     features: Mapped[list[float] | None] = mapped_column(Json)
+    # A causal LM's sample: its chat messages as ``[[role, content], ...]`` (an instruction
+    # pair is a user and an assistant turn). It is the input and the target at once.
+    messages: Mapped[list[list[str]] | None] = mapped_column(Json)
     label_index: Mapped[int | None]
     target: Mapped[float | None] = mapped_column(sa.Float)
 
     __table_args__ = (
         sa.CheckConstraint(
-            "text IS NOT NULL OR features IS NOT NULL OR image IS NOT NULL", name="has_input"
+            "text IS NOT NULL OR features IS NOT NULL OR image IS NOT NULL OR messages IS NOT NULL",
+            name="has_input",
         ),
         sa.CheckConstraint("(image IS NULL) = (media_type IS NULL)", name="image_has_media_type"),
-        sa.CheckConstraint("label_index IS NOT NULL OR target IS NOT NULL", name="has_label"),
+        sa.CheckConstraint(
+            "label_index IS NOT NULL OR target IS NOT NULL OR messages IS NOT NULL",
+            name="has_label",
+        ),
     )

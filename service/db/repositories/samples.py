@@ -23,7 +23,7 @@ from service.errors import (
     WrongModalityError,
 )
 from service.images import ImageLimits, check_image, image_from_base64
-from unlearning.families import Modality
+from unlearning.families import Conversation, Modality
 from unlearning.sharding import place
 
 MAX_EXTERNAL_ID_LENGTH = 255
@@ -36,12 +36,16 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class NewSample:
     external_id: str
-    label: str | int | float
+    label: str | int | float | None = None
     text: str | None = None
     features: Sequence[float] | None = None
     subject_id: str | None = None
     #: An image model's input: base64 of a PNG or JPEG (as the API takes it), or its bytes.
     image: str | bytes | None = None
+    #: A causal LM's sample: an instruction pair, or chat messages as (role, content) pairs.
+    prompt: str | None = None
+    response: str | None = None
+    messages: Sequence[tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,47 @@ class _Validated:
     features: list[float] | None
     image: bytes | None = None
     media_type: str | None = None
+    messages: list[list[str]] | None = None
+
+
+#: What a causal LM's sample is made of, and what only other models' samples have.
+_CONVERSATION_FIELDS = ("prompt", "response", "messages")
+_OTHER_FIELDS = ("label", "text", "features", "image")
+
+
+def _conversation(row: NewSample) -> list[list[str]]:
+    """A causal LM's sample as stored: ``[[role, content], ...]``, checked as the engine's
+    :class:`Conversation` checks it, ending with an assistant turn (what the loss covers)."""
+    refused = [name for name in _OTHER_FIELDS if getattr(row, name) is not None]
+    if refused:
+        raise InvalidSampleError(
+            f"a causal_lm model's sample is a `prompt` and its `response`, or `messages`; "
+            f"`{refused[0]}` is for classification and regression models"
+        )
+    pair = row.prompt is not None or row.response is not None
+    if pair == (row.messages is not None):
+        raise InvalidSampleError("give either `prompt` and `response`, or `messages`")
+    if pair:
+        if row.prompt is None or row.response is None:
+            raise InvalidSampleError("give both `prompt` and `response`")
+        turns = [("user", row.prompt), ("assistant", row.response)]
+    else:
+        assert row.messages is not None
+        turns = [(role, content) for role, content in row.messages]
+    for index, (_role, content) in enumerate(turns):
+        if not isinstance(content, str) or not content.strip():
+            raise InvalidSampleError(f"message {index + 1}'s content must be a non-blank string")
+        if "\x00" in content:
+            raise InvalidSampleError(f"message {index + 1} must not contain NUL characters")
+    try:
+        conversation = Conversation(tuple(turns))
+    except ValueError as error:
+        raise InvalidSampleError(f"`messages`: {error}") from error
+    if not conversation.ends_with_assistant:
+        raise InvalidSampleError(
+            "`messages` must end with an assistant turn: the response the model learns"
+        )
+    return [[role, content] for role, content in conversation.messages]
 
 
 @dataclass(frozen=True)
@@ -148,9 +193,19 @@ def _validate(model: Model, row: NewSample, modality: Modality, limits: ImageLim
         not isinstance(row.subject_id, str) or not 0 < len(row.subject_id) <= 255
     ):
         raise InvalidSampleError("`subject_id` must be a string of 1 to 255 characters")
+    if model.task is Task.causal_lm:
+        return _Validated(None, None, None, None, messages=_conversation(row))
+    given = [name for name in _CONVERSATION_FIELDS if getattr(row, name) is not None]
+    if given:
+        raise InvalidSampleError(
+            f"`{given[0]}` is for causal_lm models; a {model.task.value} model's sample is an "
+            "input (`text`, `image` or `features`) and a `label`"
+        )
     text, features, image, media_type = _input(row, modality, limits)
 
     label = row.label
+    if label is None:
+        raise InvalidSampleError(f"a {model.task.value} model's sample needs a `label`")
     if model.task is Task.classification:
         labels = model.labels or []
         if isinstance(label, str) and label in labels:
@@ -246,6 +301,7 @@ class SampleRepository(Repository):
                         features=v.features,
                         image=v.image,
                         media_type=v.media_type,
+                        messages=v.messages,
                         label_index=v.label_index,
                         target=v.target,
                     )
