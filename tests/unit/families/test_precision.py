@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.unit.families.test_family_exactness import Unlearned, outputs, train_delete_retrain
+from tests.unit.families.test_family_exactness import (
+    Unlearned,
+    outputs,
+    samples_for,
+    train_delete_retrain,
+)
+from unlearning.approx import PrefixModel, registry
+from unlearning.approx.prefix_pass import examples_of
+from unlearning.approx.registry import PassData
 from unlearning.families import Conversation
 from unlearning.precision import PrecisionError, int8_available
 from unlearning.s3t import Generation, S3TEngine, Sampling, load_backbone
@@ -125,3 +133,29 @@ def test_float32_is_the_default_and_the_bare_profile(family_folders: dict[str, P
     backbone = load_backbone(family_folders["llama"])
     assert backbone.precision == "float32" and backbone.dtype == torch.float32
     assert not backbone.compute_profile.endswith(("-bf16", "-fp16", "-int8"))
+
+
+@pytest.mark.parametrize("method", ["gradient_ascent", "ssd"])
+def test_approximate_passes_run_on_a_bf16_base(
+    half_runs: dict[str, Unlearned], method: str
+) -> None:
+    run = half_runs["llama"]
+    backbone, config = run.engine.backbone, run.config
+    stages = [run.engine.load_stage(run.retrained[(0, 0, s)]) for s in (1, 2)]
+    model = PrefixModel(backbone, stages, editable=(1,), target_modules=config.target_modules)
+    shard = [s for s in samples_for(backbone, config) if s.shard == 0]
+    forget, retain = (
+        examples_of(backbone, config, shard[:2]),
+        examples_of(backbone, config, shard[2:]),
+    )
+    spec = registry.get(method)
+    spec.run(model, PassData(forget, retain, None, 1), spec.configure())
+    _, second = model.export()
+    edited = [t for pair in second.adapters.values() for t in (pair.a, pair.b)]
+    assert {t.dtype for t in edited} == {torch.float32}
+    assert all(torch.isfinite(t).all() for t in edited)
+    assert any(
+        not torch.equal(pair.a, stages[1].adapters[key].a)
+        or not torch.equal(pair.b, stages[1].adapters[key].b)
+        for key, pair in second.adapters.items()
+    )
