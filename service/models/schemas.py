@@ -19,6 +19,7 @@ from pydantic import (
 from service.audit.schemas import AuditVerification
 from service.base_models.schemas import BaseModelRef
 from unlearning.approx import registry
+from unlearning.device import PROFILE_PATTERN
 from unlearning.families import Modality
 from unlearning.s3t.config import Task
 
@@ -141,11 +142,12 @@ class ModelCreate(BaseModel):
     )
     compute_profile: str | None = Field(
         None,
-        pattern=r"^(cpu|cuda-sm\d+)-torch\d+\.\d+(\.\d+)?$",
+        pattern=PROFILE_PATTERN,
         max_length=64,
-        description="The kind of device and torch version that train it, e.g. `cpu-torch2.13.0` "
-        "or `cuda-sm90-torch2.11.0` (exactness is bitwise per profile; its jobs run only on "
-        "workers of this profile). Default: UNLEARN_COMPUTE_PROFILE, else the API's own.",
+        description="The kind of device, torch version and base precision that train it, e.g. "
+        "`cpu-torch2.13.0`, `cuda-sm90-torch2.11.0` or `cuda-sm90-torch2.11.0-bf16` (exactness "
+        "is bitwise per profile; its jobs run only on workers of this profile). Default: "
+        "UNLEARN_COMPUTE_PROFILE, else the API's own.",
     )
 
 

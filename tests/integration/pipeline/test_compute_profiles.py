@@ -33,7 +33,9 @@ def test_models_record_a_profile_and_refuse_a_malformed_one(api: Api) -> None:
     assert default["compute_profile"] == local_profile("cpu")  # this API's own: no GPU here
     gpu = api.ok(api.post("/models", {**TINY_MODEL, "compute_profile": GPU}), 201)
     assert api.ok(api.get(f"/models/{gpu['id']}"))["compute_profile"] == GPU
-    for bad in ("gpu", "cuda-torch2.11", "cpu-torch2.13.0; DROP"):
+    half = api.ok(api.post("/models", {**TINY_MODEL, "compute_profile": f"{GPU}-bf16"}), 201)
+    assert half["compute_profile"] == f"{GPU}-bf16"  # a base in bfloat16 is another profile
+    for bad in ("gpu", "cuda-torch2.11", "cpu-torch2.13.0; DROP", f"{GPU}-fp8"):
         body = problem(api.post("/models", {**TINY_MODEL, "compute_profile": bad}), 422)
         assert "compute_profile" in str(body)
 
