@@ -22,7 +22,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.models import Layer, LayerState, Model, Shard, SliceSequence
+from service.db.models import (
+    Job,
+    JobKind,
+    JobStatus,
+    Layer,
+    LayerState,
+    Model,
+    Shard,
+    SliceSequence,
+)
 from service.engine import EngineCatalogue
 from service.settings import Settings
 from tests.integration.api import Api, InProcessWorker, invalidated_by, problem
@@ -128,16 +137,19 @@ def _forget_and_serve_approximately(
 ) -> tuple[dict[str, Any], set[int]]:
     """A subject's deletion, its pass with ``method``, and generate and score answering from
     the pass's layers. Returns the deletion and the layers it invalidated."""
+    before = api.ok(api.post(f"/models/{model_id}/generate", ASK))  # loaded: served from memory
     deletion = api.ok(api.post("/deletions", {"model_id": model_id, "subject_id": subject}), 202)
     assert deletion["status"] == "deactivated"
     assert _approximate_job(api, deletion)["status"] == "queued"
     invalidated = invalidated_by(api, deletion["id"])
+    assert set(before["layers"]) & invalidated, "the deletion cut no served layer"
     cut = api.ok(api.post(f"/models/{model_id}/generate", ASK))
     assert not _check_served(cut, _layers(db, model_id), invalidated)  # the exact prefixes only
 
     assert worker.approximate() == 1
     job = _approximate_job(api, deletion)
-    assert job["status"] == "succeeded" and job["error"].startswith(f"method {method} ("), job["error"]
+    assert job["status"] == "succeeded", job["error"]
+    assert job["error"].startswith(f"method {method} ("), job["error"]
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "approximated"
     layers = _layers(db, model_id)
     generated = api.ok(api.post(f"/models/{model_id}/generate", ASK))
@@ -164,9 +176,18 @@ def _retrained_exactly(
     deletion: dict[str, Any],
     invalidated: set[int],
 ) -> None:
-    """The exact retrain replaced the approximate layers: bitwise training without the
-    subject, an `exact` certificate, and no approximate layer of the deletion servable."""
-    worker.drain()
+    """The exact retrain of the order each shard serves replaced its approximate layers and
+    completed the deletion: an `exact` certificate, and no approximate layer servable (the
+    other orders' were withdrawn; parked, they fall back to their exact prefixes). Then the
+    parked retrains run: bitwise training without the subject."""
+    with db() as session:
+        queued = session.scalars(
+            sa.select(Job.id).where(Job.kind == JobKind.retrain, Job.status == JobStatus.queued)
+        ).all()
+    own = [job_id for job_id in queued if str(job_id) in deletion["jobs"]]
+    assert own
+    for job_id in own:
+        worker.run(job_id)
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
     assert certificate["unlearning"] == "exact"
@@ -178,16 +199,23 @@ def _retrained_exactly(
     withdrawn = {LayerState.superseded, LayerState.discarded}
     assert all(layers[i].state in withdrawn for i in derived)
     assert all(layer.state in withdrawn for layer in layers.values() if layer.approximate)
-    model = api.ok(api.get(f"/models/{model_id}"))
-    gone = {r["external_id"] for r in rows if r["subject_id"] == subject}
-    [engine] = worker.engines.engines()  # type: ignore[attr-defined]
-    active = {layer.artifact_ref for layer in layers.values() if layer.state is LayerState.active}
-    assert active == llm_trained_without(engine, model, rows, gone)
-    final = api.ok(api.post(f"/models/{model_id}/generate", ASK))
-    assert not _check_served(final, layers, invalidated)  # exact layers only
+    completed = api.ok(api.post(f"/models/{model_id}/generate", ASK))
+    assert not _check_served(completed, layers, invalidated)  # exact layers only
     assert api.ok(api.get(f"/models/{model_id}/status"))["estimated_quality"][
         "approximate_depth"
     ] == (0)
+
+    worker.drain()  # the parked orders' retrains
+    layers = _layers(db, model_id)
+    model = api.ok(api.get(f"/models/{model_id}"))
+    gone = {r["external_id"] for r in rows if r["subject_id"] == subject}
+    engines = worker.engines
+    assert isinstance(engines, EngineCatalogue)
+    [engine] = engines.engines()
+    active = {layer.artifact_ref for layer in layers.values() if layer.state is LayerState.active}
+    assert active == llm_trained_without(engine, model, rows, gone)
+    final = api.ok(api.post(f"/models/{model_id}/generate", ASK))
+    assert not _check_served(final, layers, invalidated)
 
 
 def test_approximate_then_exact_with_npo(
@@ -235,7 +263,8 @@ class TestAuto:
 def test_a_method_that_does_not_fit_a_causal_lm_is_a_422(
     api: Api, db: sessionmaker[Session], tiny_llama: None, method: str, why: str
 ) -> None:
-    body = {**LLM_MODEL, "unlearning_policy": "approximate_then_exact", "approximate_method": method}
+    policy = {"unlearning_policy": "approximate_then_exact", "approximate_method": method}
+    body = {**LLM_MODEL, **policy}
     refused = problem(api.post("/models", body), 422)
     assert method in refused["detail"] and why in refused["detail"], refused
     with db() as session:
