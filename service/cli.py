@@ -197,7 +197,7 @@ def worker(queues: str, concurrency: int, pool: str, name: str) -> None:
     settings = get_settings()
     try:
         kinds = [Queue(kind.strip()) for kind in queues.split(",") if kind.strip()]
-        profile = local_profile(settings.device)
+        profile = local_profile(settings.device, settings.base_precision)
     except ValueError as exc:  # DeviceError too
         choices = ", ".join(q.value for q in Queue)
         detail = str(exc) if isinstance(exc, DeviceError) else f"queues are among {choices}"
@@ -245,7 +245,8 @@ def profile() -> None:
     from unlearning.device import DeviceError, local_profile
 
     try:
-        click.echo(local_profile(get_settings().device))
+        settings = get_settings()
+        click.echo(local_profile(settings.device, settings.base_precision))
     except DeviceError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -204,7 +204,9 @@ class EngineCatalogue:
         try:
             folder = local_folder(base.uri, self.settings, base.sha256)
             verify(folder, base.sha256)
-            backbone = load_backbone(folder, resolve_device(self.settings.device))
+            backbone = load_backbone(
+                folder, resolve_device(self.settings.device), self.settings.base_precision
+            )
         except (BaseModelError, OSError, ValueError, BotoCoreError, ClientError) as error:
             raise BaseModelUnavailableError(
                 f"base model {base.name!r} cannot be loaded: {error}", base_model=base.name
@@ -225,7 +227,9 @@ def engine_for(engines: Engines, base: BaseModelKey) -> S3TEngine:
 def build_engine(settings: Settings) -> S3TEngine:
     """The engine of the default base model's folder, unchecked (benches and tools; the service
     uses :class:`EngineCatalogue`). Starts CUDA when ``UNLEARN_DEVICE`` picks a GPU."""
-    backbone = load_backbone(settings.backbone_path, resolve_device(settings.device))
+    backbone = load_backbone(
+        settings.backbone_path, resolve_device(settings.device), settings.base_precision
+    )
     return S3TEngine(backbone, artifact_store(settings))
 
 

@@ -12,7 +12,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -232,12 +232,19 @@ class Settings(BaseSettings):
         description="Where this process computes (training, passes, serving): `auto` (a CUDA "
         "GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`.",
     )
+    base_precision: Literal["float32", "bfloat16", "float16", "int8"] = Field(
+        "float32",
+        description="How this process holds base models' weights: `float32`, `bfloat16` or "
+        "`float16` (half the memory; for GPUs), or `int8` (bitsandbytes, CUDA only; refused "
+        "where it is not installed). LoRA adapters stay float32. Part of the compute profile "
+        "(`-bf16`, `-fp16`, `-int8`): a model's workers all use its precision.",
+    )
     compute_profile: str | None = Field(
         None,
-        pattern=r"^(cpu|cuda-sm\d+)-torch\d+\.\d+(\.\d+)?$",
+        pattern=r"^(cpu|cuda-sm\d+)-torch\d+\.\d+(\.\d+)?(-(bf16|fp16|int8))?$",
         description="Compute profile given to new models that name none (`cpu-torch2.13.0`, "
-        "`cuda-sm90-torch2.11.0`; `unlearn profile` prints a machine's). Default: the "
-        "profile of this process's own `device`.",
+        "`cuda-sm90-torch2.11.0`, `cuda-sm90-torch2.11.0-bf16`; `unlearn profile` prints a "
+        "machine's). Default: the profile of this process's own `device` and `base_precision`.",
     )
     worker_heartbeat_s: float = Field(
         15.0,
@@ -433,7 +440,7 @@ class Settings(BaseSettings):
         """The profile of models created without one: the setting, or this machine's own."""
         from unlearning.device import local_profile
 
-        return self.compute_profile or local_profile(self.device)
+        return self.compute_profile or local_profile(self.device, self.base_precision)
 
     @property
     def production(self) -> bool:

@@ -1,8 +1,10 @@
 """Which device the library computes on, the compute profile it belongs to, and determinism.
 
 Exactness is bitwise per *compute profile*: the kind of device (the CPU, or a CUDA GPU of one
-compute capability) and the torch version. CPU and CUDA results differ in the last bits, and so
-may two torch releases; within one profile, with deterministic algorithms and a fixed cuBLAS
+compute capability), the torch version, and the precision of the base model's weights
+(:mod:`unlearning.precision`; float32 adds nothing to the name, ``-bf16``, ``-fp16`` and
+``-int8`` the others). CPU and CUDA results differ in the last bits, and so may two torch
+releases or two precisions; within one profile, with deterministic algorithms and a fixed cuBLAS
 workspace, training is a function of its inputs. A model is therefore trained, retrained and
 edited on one profile only.
 
@@ -20,10 +22,14 @@ from functools import cache
 
 import torch
 
+from unlearning.precision import SUFFIX, Precision, check_precision, require_usable
+
 #: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 DEVICE_SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-#: What a profile looks like: ``cpu-torch2.13.0`` or ``cuda-sm90-torch2.11.0``.
-PROFILE = re.compile(r"^(cpu|cuda-sm\d+)-torch\d+\.\d+(\.\d+)?$")
+#: What a profile looks like: ``cpu-torch2.13.0``, ``cuda-sm90-torch2.11.0`` (float32), or with
+#: the base's precision after it, ``cuda-sm90-torch2.11.0-bf16``.
+PROFILE_PATTERN = r"^(cpu|cuda-sm\d+)-torch\d+\.\d+(\.\d+)?(-(bf16|fp16|int8))?$"
+PROFILE = re.compile(PROFILE_PATTERN)
 #: The cuBLAS workspace CUDA needs for reproducible matrix products (set before CUDA starts).
 CUBLAS_WORKSPACE = ":4096:8"
 
@@ -58,9 +64,9 @@ def torch_version() -> str:
     return torch.__version__.split("+", 1)[0]
 
 
-def profile_of(device: torch.device) -> str:
-    """The compute profile of ``device`` with this torch: ``cpu-torch2.13.0``,
-    ``cuda-sm90-torch2.11.0``."""
+def profile_of(device: torch.device, precision: Precision | str = Precision.FLOAT32) -> str:
+    """The compute profile of ``device`` with this torch and a base in ``precision``:
+    ``cpu-torch2.13.0``, ``cuda-sm90-torch2.11.0``, ``cuda-sm90-torch2.11.0-bf16``."""
     if device.type == "cpu":
         kind = "cpu"
     elif device.type == "cuda":
@@ -68,32 +74,40 @@ def profile_of(device: torch.device) -> str:
         kind = f"cuda-sm{major}{minor}"
     else:
         raise DeviceError(f"no compute profile for a {device.type} device")
-    return f"{kind}-torch{torch_version()}"
+    return f"{kind}-torch{torch_version()}{SUFFIX[check_precision(precision)]}"
 
 
 def check_profile(profile: str) -> str:
     if not PROFILE.match(profile):
         raise DeviceError(
-            f"a compute profile looks like 'cpu-torch2.13.0' or 'cuda-sm90-torch2.11.0', "
-            f"got {profile!r}"
+            "a compute profile looks like 'cpu-torch2.13.0', 'cuda-sm90-torch2.11.0' or "
+            f"'cuda-sm90-torch2.11.0-bf16', got {profile!r}"
         )
     return profile
 
 
 @cache
-def local_profile(spec: str = "auto") -> str:
-    """The profile this machine computes ``spec`` on, without starting CUDA in this process."""
+def local_profile(spec: str = "auto", precision: str = Precision.FLOAT32) -> str:
+    """The profile this machine computes ``spec`` on with a base in ``precision``, without
+    starting CUDA in this process; a :class:`DeviceError` where that precision cannot run
+    (int8 without bitsandbytes, or off CUDA)."""
     check_spec(spec)
-    if spec == "cpu" or (spec == "auto" and torch.version.cuda is None):  # a CPU-only build
-        return profile_of(torch.device("cpu"))
-    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
-        return profile_of(resolve_device(spec))
+    try:
+        check_precision(precision)
+        if spec == "cpu" or (spec == "auto" and torch.version.cuda is None):  # a CPU-only build
+            return profile_of(torch.device("cpu"), require_usable(precision, "cpu"))
+        if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+            device = resolve_device(spec)
+            return profile_of(device, require_usable(precision, device))
+    except ValueError as error:  # a PrecisionError
+        raise DeviceError(str(error)) from error
     probe = (
         "import sys; from unlearning.device import profile_of, resolve_device; "
-        "print(profile_of(resolve_device(sys.argv[1])))"
+        "from unlearning.precision import require_usable; device = resolve_device(sys.argv[1]); "
+        "print(profile_of(device, require_usable(sys.argv[2], device)))"
     )
     result = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-c", probe, spec],
+        [sys.executable, "-c", probe, spec, str(precision)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -117,7 +131,9 @@ def make_deterministic() -> None:
     torch.backends.cudnn.allow_tf32 = False
 
 
-def runtime_info(device: torch.device) -> dict[str, str | int | None]:
+def runtime_info(
+    device: torch.device, precision: Precision | str = Precision.FLOAT32
+) -> dict[str, str | int | None]:
     """What a benchmark names next to its figures: the device, its profile, the libraries."""
     import peft
     import transformers
@@ -125,7 +141,8 @@ def runtime_info(device: torch.device) -> dict[str, str | int | None]:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
         "device": str(device),
-        "compute_profile": profile_of(device),
+        "compute_profile": profile_of(device, precision),
+        "precision": str(check_precision(precision)),
         "gpu": gpu,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "torch": torch.__version__,

@@ -73,7 +73,7 @@ def _announce(sender: Any, **_: Any) -> None:
     presence = Presence(
         runtime.session_factory(),
         sender.hostname,
-        local_profile(settings.device),
+        local_profile(settings.device, settings.base_precision),
         queues,
         interval_s=settings.worker_heartbeat_s,
     )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU evidence of issues 16 and 30, on a CUDA machine without network, in one call of the
+# The GPU evidence of issues 16, 30 and 31, on a CUDA machine without network, in one call of the
 # device tool: `bash bench/gpu/evidence.sh [STEP ...]` with `.gpu` carried (bench/gpu/bundle.py
 # makes it) and $OUT the folder whose files come back. Steps (default: all, in this order):
 #   tests       pytest -m gpu tests/gpu (every family's too)       -> $OUT/pytest-gpu.txt
@@ -9,10 +9,15 @@
 #   families    bench/families.py --device cuda --quick            -> $OUT/results-families-cuda.json
 #               (every architecture family: MiniLM and tiny models built here from their configs;
 #               the report so far is in results-families-cuda.partial.json after each family)
+#   llm         bench/gpu/llm_cuda.py --device cuda --compare-cpu  -> $OUT/results-llm-cuda.json
+#               (a random 8-layer, 512-wide Llama built here: delete -> retrain bitwise in bf16
+#               and fp32, checkpointing's bytes and memory, tokens/s with 1 and 8 prompts, and
+#               training time against the CPU; progress and figures in llm.log as they come)
 # Each step has its own time limit and writes its log to $OUT/<step>.log; a failed step does not
 # stop the next one. Budget: about 1.8 + 2 + 2.7 + 3.5 + 1.7 minutes, within 12 with the setup
 # (the benchmarks' limits and sizes cut by about a fifth, the tests' by 10 s, to make room for
-# the families).
+# the families); `llm` adds at most 2.8 (and the decoder CUDA tests 0.5 to `tests`): with the
+# 15 minutes a task is lent, run it with a subset, e.g. `evidence.sh tests llm families`.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-var/gpu-evidence}
@@ -33,10 +38,10 @@ step() {  # name, seconds, output file, command...
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests throughput s3t latency families)
+[ ${#steps[@]} -eq 0 ] && steps=(tests throughput s3t latency families llm)
 for s in "${steps[@]}"; do
     case $s in
-        tests) step tests 110 pytest-gpu.txt python3 -m pytest -m gpu tests/gpu -p no:cacheprovider -q -rs ;;
+        tests) step tests 140 pytest-gpu.txt python3 -m pytest -m gpu tests/gpu -p no:cacheprovider -q -rs ;;
         throughput) step throughput 120 results-throughput-cuda.json python3 bench/throughput.py \
             --device cuda --samples 1600 --sequences 1 --batch-sizes 32,64,128,256 --concurrency 1,2,4 ;;
         s3t) step s3t 160 results-s3t-cuda.json python3 bench/s3t.py --device cuda --compare-cpu \
@@ -46,6 +51,8 @@ for s in "${steps[@]}"; do
             --settle-s 70 ;;
         families) step families 100 results-families-cuda.json python3 bench/families.py \
             --device cuda --quick --output "$OUT/results-families-cuda.partial.json" ;;
+        llm) step llm 170 results-llm-cuda.json python3 bench/gpu/llm_cuda.py --device cuda \
+            --compare-cpu ;;
         *) echo "unknown step $s" >&2; exit 2 ;;
     esac
 done

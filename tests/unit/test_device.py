@@ -17,6 +17,7 @@ from unlearning.device import (
     resolve_device,
     torch_version,
 )
+from unlearning.precision import PrecisionError, check_precision, int8_available
 
 CUDA = torch.cuda.is_available()
 
@@ -39,12 +40,34 @@ def test_cpu_profile_names_the_torch_release() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.parametrize("profile", ["cpu-torch2.13.0", "cuda-sm90-torch2.11.0", "cpu-torch2.13"])
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "cpu-torch2.13.0",
+        "cuda-sm90-torch2.11.0",
+        "cpu-torch2.13",
+        "cuda-sm90-torch2.11.0-bf16",
+        "cuda-sm80-torch2.11.0-fp16",
+        "cuda-sm90-torch2.11.0-int8",
+        "cpu-torch2.13.0-bf16",
+    ],
+)
 def test_profiles(profile: str) -> None:
     assert check_profile(profile) == profile
 
 
-@pytest.mark.parametrize("profile", ["cpu", "cuda-torch2.11.0", "gpu-torch2.1.0", "cpu-2.13.0"])
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "cpu",
+        "cuda-torch2.11.0",
+        "gpu-torch2.1.0",
+        "cpu-2.13.0",
+        "cpu-torch2.13.0-fp32",  # float32 is the bare profile, so one precision has one name
+        "cuda-sm90-torch2.11.0-bf8",
+        "cuda-sm90-torch2.11.0-bf16-bf16",
+    ],
+)
 def test_bad_profiles(profile: str) -> None:
     with pytest.raises(DeviceError, match="compute profile"):
         check_profile(profile)
@@ -72,3 +95,32 @@ def test_make_deterministic_sets_the_cublas_workspace(monkeypatch: pytest.Monkey
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(was)
+
+
+@pytest.mark.parametrize(
+    ("precision", "suffix"),
+    [("float32", ""), ("bfloat16", "-bf16"), ("float16", "-fp16")],
+)
+def test_a_profile_names_the_base_precision(precision: str, suffix: str) -> None:
+    expected = f"cpu-torch{torch_version()}{suffix}"
+    assert profile_of(torch.device("cpu"), precision) == expected
+    assert check_profile(local_profile("cpu", precision)) == expected
+
+
+def test_float32_profiles_are_the_ones_stored_before_precisions() -> None:
+    assert profile_of(torch.device("cpu")) == profile_of(torch.device("cpu"), "float32")
+    assert local_profile("cpu") == f"cpu-torch{torch_version()}"
+
+
+@pytest.mark.parametrize("name", ["fp32", "bf16", "int4", "", "FLOAT32"])
+def test_unknown_precisions_name_the_choices(name: str) -> None:
+    with pytest.raises(PrecisionError, match="'float32', 'bfloat16', 'float16', 'int8'"):
+        check_precision(name)
+    with pytest.raises(DeviceError, match="precision must be one of"):
+        local_profile("cpu", name)
+
+
+@pytest.mark.skipif(int8_available(), reason="checks the refusal where bitsandbytes is absent")
+def test_int8_is_refused_without_bitsandbytes_never_replaced() -> None:
+    with pytest.raises(DeviceError, match="'int8' needs bitsandbytes"):
+        local_profile("cpu", "int8")

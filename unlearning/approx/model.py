@@ -93,9 +93,10 @@ class PrefixModel(nn.Module):
         ``bottom``: the plain backbone's hidden states entering layer :attr:`depth` for these
         inputs (``backbone.hidden_at(encoded, depth)``), when the caller has them cached; they
         depend on no adapter, so one copy serves every edit."""
-        if self.causal:
-            return self.backbone.logits(self.states(encoded, bottom))
-        out: torch.Tensor = self.head(self.pooled(encoded, bottom))
+        if self.causal:  # float32 logits whatever the base's precision (a no-op on float32)
+            return self.backbone.logits(self.states(encoded, bottom)).float()
+        pooled = self.pooled(encoded, bottom)
+        out: torch.Tensor = self.head(pooled.to(self.head.weight.dtype))
         return out
 
     def pooled(self, encoded: Encoded, bottom: torch.Tensor | None = None) -> torch.Tensor:
@@ -155,5 +156,9 @@ class _Delta:
         self.a, self.b, self.scaling = a, b, scaling
 
     def __call__(self, _module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        delta: torch.Tensor = (inputs[0] @ self.a.T) @ self.b.T * self.scaling
-        return output + delta
+        # On a half-precision base: the delta in float32, added in float32, rounded once (as
+        # training's peft layers and serving's hooks do); on a float32 base no cast at all.
+        delta: torch.Tensor = (inputs[0].to(self.a.dtype) @ self.a.T) @ self.b.T * self.scaling
+        if output.dtype == delta.dtype:
+            return output + delta
+        return (output.to(delta.dtype) + delta).to(output.dtype)

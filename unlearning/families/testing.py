@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +106,24 @@ def _decoder_config(family: str, n_layers: int, hidden: int) -> PretrainedConfig
 
 
 def save_tiny_model(
-    family: str, folder: Path, *, n_layers: int = 4, seed: int = 1234, hidden: int = 32
+    family: str,
+    folder: Path,
+    *,
+    n_layers: int = 4,
+    seed: int = 1234,
+    hidden: int = 32,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A random-weight model of ``family`` (``hidden`` wide) saved to ``folder`` with its
-    tokenizer or image processor: a folder :func:`unlearning.s3t.load_backbone` loads offline."""
+    """A random-weight model of ``family`` (``hidden`` wide; ``overrides`` set other config
+    attributes, e.g. more heads for a wider model) saved to ``folder`` with its tokenizer or
+    image processor: a folder :func:`unlearning.s3t.load_backbone` loads offline."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     auto = AutoModelForCausalLM if family in DECODER_FAMILIES else AutoModel
-    model = auto.from_config(tiny_config(family, n_layers, hidden))  # type: ignore[no-untyped-call]
+    config = tiny_config(family, n_layers, hidden)
+    for name, value in (overrides or {}).items():
+        setattr(config, name, value)
+    model = auto.from_config(config)  # type: ignore[no-untyped-call]
     model.save_pretrained(folder)
     if family in IMAGE_FAMILIES:
         import transformers

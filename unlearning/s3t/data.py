@@ -112,7 +112,8 @@ class CachedHiddenStates:
     ``depths`` names the depths that will be asked for: computing one keeps every named depth it
     passes on the way, so top-down stages never run the bottom layers twice. Memory: depths x
     samples x max_length x hidden x 4 bytes (4 x 10,000 x 64 x 384 x 4 B = 3.9 GB for MiniLM);
-    ``S3TEngine(cache_hidden_states=False)`` trades it for time.
+    ``S3TEngine(cache_hidden_states=False)`` trades it for time; a half-precision base's states
+    are held in its dtype (half the bytes).
     """
 
     CHUNK = 64
@@ -153,5 +154,11 @@ class CachedHiddenStates:
             self._states[d] = (
                 torch.cat(chunks)
                 if chunks
-                else torch.empty(0, width, self.backbone.hidden_size, device=self.backbone.device)
+                else torch.empty(
+                    0,
+                    width,
+                    self.backbone.hidden_size,
+                    device=self.backbone.device,
+                    dtype=self.backbone.dtype,
+                )
             )

@@ -96,11 +96,14 @@ class EnsemblePredictor:
             pooled = self.backbone.pool(hidden, mask).view(n_shards, rows, -1)
             weight = torch.stack([shard.head_weight for shard in shards])
             bias = torch.stack([shard.head_bias for shard in shards])
+            pooled = pooled.to(weight.dtype)  # a half-precision base's states meet a float32 head
             return torch.baddbmm(bias.unsqueeze(1), pooled, weight.transpose(1, 2))
 
 
 class _LoraHook:
-    """Adds each shard's LoRA delta to its own rows of one module's output."""
+    """Adds each shard's LoRA delta to its own rows of one module's output. On a half-precision
+    base the delta is computed in float32 from the widened input and added in float32, then
+    rounded once to the base's dtype, as peft's LoRA layer does in training."""
 
     def __init__(self, n_shards: int, shards: Sequence[ServedShard], key: tuple[int, str]) -> None:
         present = [i for i, shard in enumerate(shards) if key in shard.adapters]
@@ -114,6 +117,9 @@ class _LoraHook:
 
     def __call__(self, _module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         x = inputs[0].reshape(self.n_shards, -1, inputs[0].shape[-1])[self.index]
-        delta = torch.bmm(torch.bmm(x, self.a_t), self.b_t) * self.scaling
+        delta = torch.bmm(torch.bmm(x.to(self.a_t.dtype), self.a_t), self.b_t) * self.scaling
         out = output.reshape(self.n_shards, -1, output.shape[-1])
-        return out.index_add(0, self.index, delta).view_as(output)
+        if out.dtype == delta.dtype:  # a float32 base: no cast at all
+            return out.index_add(0, self.index, delta).view_as(output)
+        summed = out.to(delta.dtype).index_add(0, self.index, delta)
+        return summed.to(output.dtype).view_as(output)

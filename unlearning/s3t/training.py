@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import torch
 from peft import LoraConfig
-from peft.functional import inject_adapter_in_model, set_adapter
+from peft.functional import cast_adapter_dtype, inject_adapter_in_model, set_adapter
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -172,6 +172,10 @@ class SequenceTrainer:
             # GPT-2's projections are Conv1D; peft transposes for them and says so.
             warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
             inject_adapter_in_model(lora, stack, adapter_name=name)
+        # peft gives a new adapter its base layer's dtype; on a half-precision base it is
+        # widened back, so adapters, their gradients and AdamW's state are float32 everywhere
+        # (a no-op on a float32 base).
+        cast_adapter_dtype(stack, name)
 
     def _fit(
         self,
@@ -216,6 +220,7 @@ class SequenceTrainer:
                             depth,
                             self.backbone.n_layers,
                             stack.layers,
+                            checkpoint=cfg.gradient_checkpointing,
                         )
                         loss = self._loss(head, states, mask, data.targets[batch])
                         if cfg.gradient_penalty:
@@ -232,9 +237,9 @@ class SequenceTrainer:
         self, head: nn.Linear, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
         task = self.config.task
-        if task == Task.CAUSAL_LM:
-            return lm_loss(self.backbone.logits(states), targets)
-        outputs = head(self.backbone.pool(states, mask))
+        if task == Task.CAUSAL_LM:  # the loss in float32 whatever the base's precision
+            return lm_loss(self.backbone.logits(states).float(), targets)
+        outputs = head(self.backbone.pool(states, mask).to(head.weight.dtype))
         if task == Task.REGRESSION:
             return nn.functional.mse_loss(outputs.squeeze(-1), targets)
         return nn.functional.cross_entropy(outputs, targets)

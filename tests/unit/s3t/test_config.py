@@ -25,6 +25,8 @@ from unlearning.s3t import S3TConfig
         ({"learning_rate": float("nan")}, "learning_rate"),
         ({"target_modules": ()}, "target_modules"),
         ({"seed": -1}, "seed"),
+        ({"gradient_checkpointing": 1}, "gradient_checkpointing"),
+        ({"gradient_checkpointing": "yes"}, "gradient_checkpointing"),
         ({"deletion_prior": (0.5, 0.5, 0.0, 0.0)}, "deletion_prior"),  # needs bipartite
         ({"sequence_strategy": "bipartite", "deletion_prior": (0.5, 0.5)}, "deletion_prior"),
         (
@@ -53,6 +55,17 @@ def test_round_trips_through_json_ready_dict() -> None:
 def test_from_dict_refuses_unknown_settings() -> None:
     with pytest.raises(ValueError, match="unknown S3T settings: layers"):
         S3TConfig.from_dict({"layers": 3})
+
+
+def test_gradient_checkpointing_is_off_by_default_and_stored_only_when_on() -> None:
+    plain = S3TConfig()
+    assert plain.gradient_checkpointing is False
+    # Models stored before the flag existed read back as they were (no new key).
+    assert "gradient_checkpointing" not in plain.to_dict()
+    assert S3TConfig.from_dict(plain.to_dict()) == plain
+    on = S3TConfig(gradient_checkpointing=True)
+    assert on.to_dict()["gradient_checkpointing"] is True
+    assert S3TConfig.from_dict(on.to_dict()) == on
 
 
 def test_rank_stabilised_lora_scales_by_the_square_root_of_the_rank() -> None:
