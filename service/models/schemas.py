@@ -43,6 +43,9 @@ APPROXIMATE_METHOD_HELP = (
     + _listed([s.name for s in registry.specs() if s.tasks == {Task.CLASSIFICATION}])
     + "; regression only: "
     + _listed([s.name for s in registry.specs() if s.tasks == {Task.REGRESSION}])
+    + "; fitting causal LMs: "
+    + _listed([s.name for s in registry.specs() if Task.CAUSAL_LM in s.tasks])
+    + " (`auto` chooses `ssd` for one)"
     + "; reading no label: "
     + _listed([s.name for s in registry.specs() if not s.reads_labels])
     + "; text base models only: "

@@ -138,7 +138,10 @@ def keep_statistics(
 ) -> None:
     """Store the pass statistics of the chain just served, over the data it was trained on
     (after serving it: the layers do not wait for them). Without them a pass computes what it
-    needs from the data, so a failure here is logged, never the job's."""
+    needs from the data, so a failure here is logged, never the job's. An empty shard has none
+    (no deletion can reach it)."""
+    if not work.samples:
+        return
     try:
         chain = [*work.prefix, *(t.artifact for t in sorted(trained, key=lambda t: t.stage))]
         statistics = chain_statistics(

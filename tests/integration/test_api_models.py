@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from tests.integration.api import auth, problem
 from unlearning.approx import registry
+from unlearning.s3t.config import Task
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +95,11 @@ def test_the_openapi_enum_of_methods_is_the_registry(client: TestClient) -> None
     requested = schemas["DeletionCreate"]["properties"]["method"]["anyOf"]
     assert {"type": "string", "enum": ["auto", *registry.names()]} in requested
     assert "method_config" in schemas["DeletionCreate"]["properties"]
+    # The help names the methods that fit a causal LM, as the registry says.
+    causal = [s.name for s in registry.specs() if Task.CAUSAL_LM in s.tasks]
+    assert {"ssd", "npo", "gradient_ascent"} <= set(causal)
+    listed = ", ".join(f"`{name}`" for name in causal)
+    assert f"fitting causal LMs: {listed} (" in method["description"]
 
 
 def test_unknown_and_malformed_model_ids(client: TestClient, keys: dict[str, str]) -> None:

@@ -9,8 +9,10 @@ artifact) once their layer is superseded, and a pass never reads another chain's
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +21,8 @@ from service.db.models import Job, JobKind, Layer, LayerState, LayerStatistics
 from service.db.repositories import StatisticsRepository
 from service.housekeeping import housekeep
 from service.settings import Settings
-from service.training.service import read_sequence_job
+from service.training.runner import keep_statistics
+from service.training.service import SequenceJob, read_sequence_job
 from tests.integration.api import (
     Api,
     InProcessWorker,
@@ -34,6 +37,7 @@ from unlearning.approx.prefix_pass import (
     examples_of,
 )
 from unlearning.artifacts import artifact_ref
+from unlearning.s3t import S3TEngine
 from unlearning.sharding import assign
 
 pytestmark = pytest.mark.integration
@@ -210,3 +214,16 @@ def test_statistics_are_never_read_across_slice_versions(api: Api, worker: InPro
     assert active_digests(worker, model_id) == trained_without(
         worker.engine, model, rows, {first, second}
     )
+
+
+def test_an_empty_shard_has_no_statistics_to_store(caplog: pytest.LogCaptureFixture) -> None:
+    """A shard the placement left empty (a subject-placed model with few subjects) trains on
+    nothing: there are no statistics to compute, and no error to log."""
+
+    def no_transaction() -> Any:
+        raise AssertionError("nothing to store")
+
+    work = cast(SequenceJob, SimpleNamespace(samples=[], prefix=[]))
+    with caplog.at_level(logging.WARNING):
+        keep_statistics(no_transaction, cast(S3TEngine, None), work, [], top=1)
+    assert not caplog.records
