@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -10,9 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TypeVar
+
+import httpx
 
 from tests.conftest import require_service
 
@@ -161,3 +164,41 @@ def restart_postgres() -> None:
         60,
         "PostgreSQL to accept connections",
     )
+
+
+@contextlib.contextmanager
+def api_processes(
+    data_dir: Path, database_url: str, backbone: Path, base_model: str, token: str, count: int = 2
+) -> Iterator[list[httpx.Client]]:
+    """``count`` `unlearn serve` processes on one database and data folder, each with a client
+    holding ``token``, once they answer; on exit they are stopped, and none may have printed a
+    traceback."""
+    env = {
+        "UNLEARN_DATA_DIR": str(data_dir),
+        "UNLEARN_DATABASE_URL": database_url,
+        "UNLEARN_BACKBONE_PATH": str(backbone),
+        "UNLEARN_DEFAULT_BASE_MODEL": base_model,
+    }
+    ports = [free_port() for _ in range(count)]
+    processes = [unlearn(["serve", "--port", str(port)], env) for port in ports]
+    clients = [
+        httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            wait_for(
+                functools.partial(answers, f"http://127.0.0.1:{port}/healthz"),
+                90,
+                "an API process to answer /healthz",
+            )
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+        outputs = [stop(process) for process in processes]
+    assert not any("Traceback" in output for output in outputs), outputs

@@ -10,12 +10,10 @@ checking the model's generation, as every prediction does. Between deletions the
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -35,7 +33,7 @@ from tests.integration.api import (
     trained_model,
     used_layers,
 )
-from tests.integration.services import answers, free_port, stop, unlearn, wait_for
+from tests.integration.services import api_processes
 
 # They start `unlearn` processes: one at a time beside the in-process tests (`make test`).
 pytestmark = pytest.mark.xdist_group("processes")
@@ -57,41 +55,16 @@ def stack(fresh_db: FreshDatabase, tmp_path: Path) -> Iterator[dict[str, Any]]:
     worker = InProcessWorker(settings)
     with TestClient(create_app(settings)) as setup:
         model_id = trained_model(Api(setup, token), worker, samples(24))
-    env = {
-        "UNLEARN_DATA_DIR": str(tmp_path),
-        "UNLEARN_DATABASE_URL": settings.database_url,
-        "UNLEARN_BACKBONE_PATH": str(tiny),
-        "UNLEARN_DEFAULT_BASE_MODEL": TINY_BASE,
-    }
-    ports = [free_port(), free_port()]
-    processes = [unlearn(["serve", "--port", str(port)], env) for port in ports]
-    clients = [
-        httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60,
-        )
-        for port in ports
-    ]
     try:
-        for port in ports:
-            wait_for(
-                functools.partial(answers, f"http://127.0.0.1:{port}/healthz"),
-                90,
-                "an API process to answer /healthz",
-            )
-        yield {
-            "clients": clients,
-            "model_id": model_id,
-            "database_url": settings.database_url,
-            "worker": worker,
-        }
+        with api_processes(tmp_path, settings.database_url, tiny, TINY_BASE, token) as clients:
+            yield {
+                "clients": clients,
+                "model_id": model_id,
+                "database_url": settings.database_url,
+                "worker": worker,
+            }
     finally:
-        for client in clients:
-            client.close()
-        outputs = [stop(process) for process in processes]
         worker.close()
-    assert not any("Traceback" in output for output in outputs), outputs
 
 
 def test_a_deletion_through_one_process_is_never_served_by_the_other(

@@ -5,7 +5,6 @@ process learns of the deletion only by checking the model's generation, per toke
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import TINY_BASE, Api, InProcessWorker, issue_keys, save_tiny_backbone
 from tests.integration.pipeline.llm import chat_rows, register_tiny_llama, trained_llm
-from tests.integration.services import answers, free_port, stop, unlearn, wait_for
+from tests.integration.services import api_processes
 from unlearning.families.testing import save_tiny_model
 
 # They start `unlearn` processes: one at a time beside the in-process tests (`make test`).
@@ -52,41 +51,16 @@ def stack(fresh_db: FreshDatabase, tmp_path: Path) -> Iterator[dict[str, Any]]:
             worker.factory, settings, save_tiny_model("llama", tmp_path / "llama", n_layers=2)
         )
         model_id = trained_llm(Api(setup, token), worker, chat_rows(16))
-    env = {
-        "UNLEARN_DATA_DIR": str(tmp_path),
-        "UNLEARN_DATABASE_URL": settings.database_url,
-        "UNLEARN_BACKBONE_PATH": str(tiny),
-        "UNLEARN_DEFAULT_BASE_MODEL": TINY_BASE,
-    }
-    ports = [free_port(), free_port()]
-    processes = [unlearn(["serve", "--port", str(port)], env) for port in ports]
-    clients = [
-        httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60,
-        )
-        for port in ports
-    ]
     try:
-        for port in ports:
-            wait_for(
-                functools.partial(answers, f"http://127.0.0.1:{port}/healthz"),
-                90,
-                "an API process to answer /healthz",
-            )
-        yield {
-            "clients": clients,
-            "model_id": model_id,
-            "worker": worker,
-            "database_url": settings.database_url,
-        }
+        with api_processes(tmp_path, settings.database_url, tiny, TINY_BASE, token) as clients:
+            yield {
+                "clients": clients,
+                "model_id": model_id,
+                "worker": worker,
+                "database_url": settings.database_url,
+            }
     finally:
-        for client in clients:
-            client.close()
-        outputs = [stop(process) for process in processes]
         worker.close()
-    assert not any("Traceback" in output for output in outputs), outputs
 
 
 def _streamed(client: httpx.Client, path: str, body: dict[str, Any]) -> list[tuple[str, Any]]:
