@@ -150,13 +150,15 @@ def test_a_cached_generation_equals_recomputing_every_token(
     trained: tuple[S3TEngine, S3TConfig, dict[int, list[str]], dict[int, list[str]]],
 ) -> None:
     engine, config, served, _ = trained
-    lm = engine.lm(config, served)
     prompt = prompt_ids(engine.backbone.processor, Conversation.prompt("tell me about bank"))
-    generation = Generation(lm, prompt, Sampling())
-    tokens = [generation.accept() for _ in range(6)]
-    ids = torch.tensor([prompt + tokens])
-    full = lm._logprobs(ids, torch.ones_like(ids))
-    assert tokens == [int(full[0, len(prompt) - 1 + i].argmax()) for i in range(6)]
+    # Every stage (adapters from layer 0 up), and stage 1 only: a frozen bottom with its own cache.
+    for prefixes in (served, {shard: refs[:1] for shard, refs in served.items()}):
+        lm = engine.lm(config, prefixes)
+        generation = Generation(lm, prompt, Sampling())
+        tokens = [generation.accept() for _ in range(6)]
+        ids = torch.tensor([prompt + tokens])
+        full = lm._logprobs(ids, torch.ones_like(ids))
+        assert tokens == [int(full[0, len(prompt) - 1 + i].argmax()) for i in range(6)]
 
 
 def test_seeded_sampling_repeats_and_rebasing_continues_from_the_new_layers(
