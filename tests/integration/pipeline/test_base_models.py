@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 from sqlalchemy.orm import Session, sessionmaker
-from transformers import GPT2Config, GPT2Model
+from transformers import BloomConfig, BloomModel
 
 from service.base_models.service import default_folder, register
 from service.cli import main
@@ -54,14 +54,16 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny random-weight base models of three text architectures, an image one, and an
     architecture no family adapter supports."""
     root = tmp_path_factory.mktemp("base-models")
-    gpt2 = root / "gpt2"
+    bloom = root / "bloom"
     torch.manual_seed(0)
-    GPT2Model(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=64)).save_pretrained(gpt2)
+    BloomModel(BloomConfig(n_layer=2, hidden_size=16, n_head=2, vocab_size=64)).save_pretrained(
+        bloom
+    )
     return {
         "bert-3": save_tiny_model("bert", root / "bert-3", n_layers=3, seed=11),
         "roberta-4": save_tiny_model("roberta", root / "roberta-4", n_layers=4, seed=12),
         "vit-4": save_tiny_model("vit", root / "vit-4", n_layers=4, seed=13),
-        "gpt2": gpt2,
+        "bloom": bloom,
     }
 
 
@@ -100,8 +102,8 @@ def test_registration_records_the_family_and_digest_and_refuses_what_it_cannot_s
         ),
     ]
     with unit_of_work(db) as session, pytest.raises(InvalidBaseModelError) as refused:
-        register(session, settings, "gpt2", str(folders["gpt2"]))
-    assert "'gpt2' is not supported" in refused.value.detail
+        register(session, settings, "bloom", str(folders["bloom"]))
+    assert "'bloom' is not supported" in refused.value.detail
     assert "bert" in refused.value.detail  # it names what is supported
     with unit_of_work(db) as session, pytest.raises(ConflictError, match="is registered"):
         register(session, settings, "bert-3", str(folders["roberta-4"]))
@@ -168,8 +170,8 @@ def test_operators_register_list_and_remove_with_the_cli(
         )
         assert added.exit_code == 0, added.output
         assert added.output.split("\t")[:3] == ["roberta-4", "roberta", "text"]
-        refused = cli.invoke(main, ["base-models", "register", "gpt2", str(folders["gpt2"])])
-        assert refused.exit_code != 0 and "'gpt2' is not supported" in refused.output
+        refused = cli.invoke(main, ["base-models", "register", "bloom", str(folders["bloom"])])
+        assert refused.exit_code != 0 and "'bloom' is not supported" in refused.output
         assert "Traceback" not in refused.output
 
         api.ok(api.post("/models", {**TINY_MODEL, "base_model": "roberta-4"}), 201)
