@@ -23,6 +23,7 @@ from service.exactness.runner import run_exactness_audit
 from service.settings import Settings
 from service.training.runner import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
+from unlearning.families import Content, Conversation
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
 from unlearning.sharding import place
 
@@ -236,15 +237,17 @@ def trained_without(
     engine: S3TEngine, model: dict[str, Any], rows: list[dict[str, Any]], gone: set[str]
 ) -> set[str]:
     """The artifacts of training the model (as `GET /models/{id}` shows it) from scratch on the
-    rows of :func:`samples` (or image rows) minus ``gone``: the exactness reference of a retrain."""
+    rows of :func:`samples` (or image rows, or a causal LM's conversation rows) minus ``gone``:
+    the exactness reference of a retrain."""
+    causal = model["task"] == "causal_lm"
     config = S3TConfig.from_dict(
         {
             **model["config"],
             "n_shards": model["n_shards"],
             "n_slices": model["n_slices"],
             "budget": model["budget"],
-            "task": "classification",
-            "n_labels": len(model["labels"]),
+            "task": model["task"],
+            "n_labels": 1 if causal else len(model["labels"]),
         }
     )
     spec = ModelSpec(config, tuple(tuple(o) for o in model["sequence_orders"]))
@@ -259,10 +262,23 @@ def trained_without(
                 config.n_slices,
                 model["placement"],
             ),
-            r["text"] if "text" in r else base64.b64decode(r["image"]),
-            model["labels"].index(r["label"]),
+            *_content_and_target(r, model),
         )
         for r in rows
         if r["external_id"] not in gone
     ]
     return {layer.artifact for layer in engine.train(spec, remaining)}
+
+
+def conversation(row: dict[str, Any]) -> Conversation:
+    """A causal LM's sample row as the worker trains on it."""
+    if "messages" in row:
+        return Conversation(tuple((m["role"], m["content"]) for m in row["messages"]))
+    return Conversation.pair(row["prompt"], row["response"])
+
+
+def _content_and_target(row: dict[str, Any], model: dict[str, Any]) -> tuple[Content, float]:
+    if model["task"] == "causal_lm":
+        return conversation(row), 0.0
+    content = row["text"] if "text" in row else base64.b64decode(row["image"])
+    return content, model["labels"].index(row["label"])

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.engine import make_engine, make_session_factory
 from service.db.models import Role
+from service.engine import EngineCatalogue
 from service.settings import Settings
 from tests.conftest import FreshDatabase
 from tests.integration.api import (
@@ -20,6 +21,7 @@ from tests.integration.api import (
     issue_keys,
     save_tiny_backbone,
 )
+from unlearning.families.testing import save_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +63,17 @@ def db(settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(settings.database_url)
     yield make_session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (two blocks): the causal LM tests' base model."""
+    return save_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama") / "llama", n_layers=2)
+
+
+@pytest.fixture
+def llm_worker(settings: Settings) -> Iterator[InProcessWorker]:
+    """A worker whose jobs load each model's registered base model (the tiny Llama's too)."""
+    worker = InProcessWorker(settings, engines=EngineCatalogue(settings))
+    yield worker
+    worker.close()

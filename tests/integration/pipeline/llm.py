@@ -12,9 +12,6 @@ from service.base_models.service import register
 from service.db.engine import unit_of_work
 from service.settings import Settings
 from tests.integration.api import Api, InProcessWorker, trained_model
-from unlearning.families import Conversation
-from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
-from unlearning.sharding import place
 
 TINY_LLAMA = "tiny-llama"
 #: A causal LM small enough to train in seconds on the tiny Llama (the template takes about 12
@@ -62,48 +59,7 @@ def chat_rows(n: int, *, marker: str = "") -> list[dict[str, Any]]:
     return rows
 
 
-def conversation(row: dict[str, Any]) -> Conversation:
-    if "messages" in row:
-        return Conversation(tuple((m["role"], m["content"]) for m in row["messages"]))
-    return Conversation.pair(row["prompt"], row["response"])
-
-
 def trained_llm(
     api: Api, worker: InProcessWorker, rows: list[dict[str, Any]], **settings: Any
 ) -> str:
     return trained_model(api, worker, rows, {**LLM_MODEL, "labels": None, **settings})
-
-
-def llm_trained_without(
-    engine: S3TEngine, model: dict[str, Any], rows: list[dict[str, Any]], gone: set[str]
-) -> set[str]:
-    """The artifacts of training the model (as `GET /models/{id}` shows it) from scratch on
-    ``rows`` minus the external ids ``gone``."""
-    config = S3TConfig.from_dict(
-        {
-            **model["config"],
-            "n_shards": model["n_shards"],
-            "n_slices": model["n_slices"],
-            "budget": model["budget"],
-            "task": "causal_lm",
-            "n_labels": 1,
-        }
-    )
-    spec = ModelSpec(config, tuple(tuple(o) for o in model["sequence_orders"]))
-    remaining = [
-        TrainingSample(
-            r["external_id"],
-            *place(
-                model["id"],
-                r["external_id"],
-                r.get("subject_id"),
-                config.n_shards,
-                config.n_slices,
-                model["placement"],
-            ),
-            conversation(r),
-        )
-        for r in rows
-        if r["external_id"] not in gone
-    ]
-    return {layer.artifact for layer in engine.train(spec, remaining)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,15 @@ from service.engine import EngineCatalogue
 from service.serving.generation import FreshGeneration
 from service.serving.registry import ServingRegistry
 from service.settings import Settings
-from tests.integration.api import Api, InProcessWorker, invalidated_by, problem
+from tests.integration.api import Api, InProcessWorker, invalidated_by, problem, trained_without
 from tests.integration.pipeline.llm import (
     LLM_MODEL,
     chat_rows,
-    llm_trained_without,
     register_tiny_llama,
     trained_llm,
 )
 from unlearn_client import Message, UnlearnClient, ValidationError
 from unlearning.families import Conversation
-from unlearning.families.testing import save_tiny_model
 from unlearning.s3t import Sampling
 
 pytestmark = pytest.mark.integration
@@ -40,18 +37,6 @@ N_ROWS = 16
 MARKER = "zq-canary-5e1d"
 #: The main flow runs on both backends; the rest differ in the service, not the database.
 SQLITE = pytest.mark.parametrize("fresh_db", ["sqlite"], indirect=True)
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama") / "llama", n_layers=2)
-
-
-@pytest.fixture
-def llm_worker(settings: Settings) -> Iterator[InProcessWorker]:
-    worker = InProcessWorker(settings, engines=EngineCatalogue(settings))
-    yield worker
-    worker.close()
 
 
 @pytest.fixture
@@ -159,7 +144,7 @@ def test_a_causal_lm_trains_generates_scores_and_forgets_a_subject(
     engines = llm_worker.engines
     assert isinstance(engines, EngineCatalogue)
     [engine] = engines.engines()
-    reference = llm_trained_without(engine, model, rows, gone)
+    reference = trained_without(engine, model, rows, gone)
     with db() as session:
         active = set(
             session.scalars(sa.select(Layer.artifact_ref).where(Layer.state == LayerState.active))

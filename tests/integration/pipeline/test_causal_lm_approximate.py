@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,13 @@ from service.db.models import (
 )
 from service.engine import EngineCatalogue
 from service.settings import Settings
-from tests.integration.api import Api, InProcessWorker, invalidated_by, problem
+from tests.integration.api import Api, InProcessWorker, invalidated_by, problem, trained_without
 from tests.integration.pipeline.llm import (
     LLM_MODEL,
     chat_rows,
-    llm_trained_without,
     register_tiny_llama,
     trained_llm,
 )
-from unlearning.families.testing import save_tiny_model
 from unlearning.sharding import place
 
 pytestmark = [
@@ -52,18 +49,6 @@ pytestmark = [
 N_ROWS = 12
 ASK = {"prompt": "what is item 3", "max_new_tokens": 4}
 SCORE = {"prompt": "what is item 3", "completions": ["item 3 is good"]}
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama") / "llama", n_layers=2)
-
-
-@pytest.fixture
-def llm_worker(settings: Settings) -> Iterator[InProcessWorker]:
-    worker = InProcessWorker(settings, engines=EngineCatalogue(settings))
-    yield worker
-    worker.close()
 
 
 @pytest.fixture
@@ -213,7 +198,7 @@ def _retrained_exactly(
     assert isinstance(engines, EngineCatalogue)
     [engine] = engines.engines()
     active = {layer.artifact_ref for layer in layers.values() if layer.state is LayerState.active}
-    assert active == llm_trained_without(engine, model, rows, gone)
+    assert active == trained_without(engine, model, rows, gone)
     final = api.ok(api.post(f"/models/{model_id}/generate", ASK))
     assert not _check_served(final, layers, invalidated)
 
