@@ -160,10 +160,10 @@ class Generation:
     prompt: list[int]
     sampling: Sampling = field(default_factory=Sampling)
     generated: list[int] = field(default_factory=list)
-    _bottom: Any = None
-    _top: Any = None
-    _cached: int = 0  # tokens the caches hold
-    _proposal: tuple[int, float] | None = None
+    _bottom: Any = field(default=None, init=False, repr=False)  # the frozen bottom's KV cache
+    _top: Any = field(default=None, init=False, repr=False)  # the shards' KV cache
+    _cached: int = field(default=0, init=False)  # tokens the caches hold
+    _proposal: tuple[int, float] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if not self.prompt:
