@@ -21,6 +21,7 @@ from service.errors import ConflictError, InvalidInputError, ServingUnavailableE
 from service.serving.registry import MAX_ATTEMPTS, ServedModel, ServingRegistry
 from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.families import Conversation
+from unlearning.families.chat import eos_id
 from unlearning.s3t.generation import Generation, Sampling, prompt_ids
 
 
@@ -40,16 +41,6 @@ def context_size(model_config: Any) -> int | None:
     for name in ("max_position_embeddings", "n_positions"):
         value = getattr(model_config, name, None)
         if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def end_token(tokenizer: Any) -> int | None:
-    """The token that ends a response (as :func:`unlearning.families.chat.eos_text` chose it
-    for training: the end-of-sequence token, else a BERT vocabulary's ``[SEP]``)."""
-    for name in ("eos_token_id", "sep_token_id"):
-        value = getattr(tokenizer, name, None)
-        if isinstance(value, int):
             return value
     return None
 
@@ -88,7 +79,7 @@ class FreshGeneration:
             self._exit.close()
             raise
         self.tokenizer = tokenizer
-        self.end_token = end_token(tokenizer)
+        self.end_token = eos_id(tokenizer)
         self.prompt_tokens = len(ids)
         self.checked = self.served.generation  # the layers were all valid at this generation
         self.rebases = 0

@@ -81,6 +81,15 @@ def eos_text(tokenizer: Any) -> str:
     return str(token)
 
 
+def eos_id(tokenizer: Any) -> int | None:
+    """The id of :func:`eos_text`'s token: what ends a generated response."""
+    for name in ("eos_token_id", "sep_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def segments(
     tokenizer: Any, conversation: Conversation, *, generation_prompt: bool = False
 ) -> list[Segment]:

@@ -15,6 +15,7 @@ import torch
 
 from unlearning.artifacts import ArtifactStore
 from unlearning.families import Content, Conversation
+from unlearning.families.chat import eos_id
 from unlearning.s3t.backbone import Backbone
 from unlearning.s3t.blocks import stage_depths
 from unlearning.s3t.config import S3TConfig, Task
@@ -213,7 +214,7 @@ class S3TEngine:
             self.lm(config, prefixes), prompt_ids(tokenizer, prompt), sampling or Sampling()
         )
         text = StopText(tokenizer, tuple(stop))
-        eos = getattr(tokenizer, "eos_token_id", None)
+        eos = eos_id(tokenizer)
         reason = "length"
         while len(generation.generated) < max_new_tokens:
             token = generation.accept()
