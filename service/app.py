@@ -49,6 +49,7 @@ from service.models.endpoints import router as models_router
 from service.observability.endpoints import router as metrics_router
 from service.observability.metrics import app_registry
 from service.observability.requests import RequestContext
+from service.producer import create_producer
 from service.readiness import artifacts_probe
 from service.relay import OutboxRelay, celery_publisher
 from service.serving.notify import ChangeListener
@@ -57,7 +58,6 @@ from service.settings import Settings, get_settings
 from service.webhooks.delivery import WebhookDispatcher
 from service.webhooks.endpoints import deliveries_router as webhook_deliveries_router
 from service.webhooks.endpoints import router as webhooks_router
-from workers.celery_app import create_celery
 
 API_VERSION = "0.2.0"
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         factory = make_session_factory(engine)
         _register_default_base_model(factory, settings)
-        celery = create_celery(settings)
+        celery = create_producer(settings)
         housekeeper = (
             housekeeping.Housekeeper(factory, settings) if settings.api_housekeeping else None
         )

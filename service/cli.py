@@ -167,6 +167,12 @@ def _seed_demo() -> None:
     click.echo(f"demo: the admin key and the model id are in {file}")
 
 
+#: The worker role's Celery app, named as ``celery -A`` names it: the CLI starts that role by
+#: name and imports no worker code (``workers.app`` builds it from the settings: the producer's
+#: app of ``service.producer`` plus the worker's signals and tasks).
+WORKER_APP = "workers.app:app"
+
+
 @main.command()
 @click.option(
     "--queues",
@@ -190,9 +196,11 @@ def _seed_demo() -> None:
 )
 def worker(queues: str, concurrency: int, pool: str, name: str) -> None:
     """Start a Celery worker process for this machine's compute profile (UNLEARN_DEVICE)."""
+    from celery import Celery
+    from celery.utils.imports import symbol_by_name
+
     from service.queues import Queue, queue_for
     from unlearning.device import DeviceError, local_profile
-    from workers.celery_app import create_celery
 
     settings = get_settings()
     try:
@@ -204,7 +212,7 @@ def worker(queues: str, concurrency: int, pool: str, name: str) -> None:
         raise click.ClickException(detail) from exc
     consumed = ",".join(queue_for(kind, profile) for kind in kinds)
     click.echo(f"worker: compute profile {profile}, queues {consumed}")
-    app = create_celery(settings)
+    app: Celery = symbol_by_name(WORKER_APP)
     app.worker_main(
         [
             "worker",

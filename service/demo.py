@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from service.base_models.service import ensure_default_base_model
 from service.db.models import Role
 from service.db.repositories import ApiKeyRepository, TenantRepository
+from service.engine import default_compute_profile
 from service.errors import TenantNotFoundError
 from service.models.schemas import ModelCreate, SampleIn
 from service.models.service import create_model, register_samples
@@ -76,7 +77,7 @@ def seed_demo(session: Session, settings: Settings) -> Demo | None:
         tenant.id,
         DEMO_MODEL,
         default_base_model=base.name,
-        default_profile=settings.default_compute_profile,
+        default_profile=default_compute_profile(settings),
     )
     result = register_samples(session, tenant.id, model.id, read_rows())
     if result.errors:

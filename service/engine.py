@@ -20,10 +20,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from service.db.models import BaseModel, Model, Sample, SamplePayload, Task
 from service.errors import BaseModelUnavailableError, LineageError
-from service.settings import Settings
+from service.settings import Settings, parse_s3_url
 from unlearning.artifacts import ArtifactStore, LocalArtifactStore
 from unlearning.base_models import BaseModelError, verify
-from unlearning.device import resolve_device
+from unlearning.device import local_profile, resolve_device
 from unlearning.families import Conversation
 from unlearning.object_store import S3ArtifactStore
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample, load_backbone
@@ -39,6 +39,12 @@ V = TypeVar("V")
 def artifacts_dir(settings: Settings) -> Path:
     assert settings.artifacts_dir is not None  # filled by the settings validator
     return settings.artifacts_dir
+
+
+def default_compute_profile(settings: Settings) -> str:
+    """The profile of models created without one: ``UNLEARN_COMPUTE_PROFILE``, or this
+    machine's own (its device and base precision)."""
+    return settings.compute_profile or local_profile(settings.device, settings.base_precision)
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:
@@ -62,8 +68,9 @@ def _object_store(
     """One client per process and configuration (building one takes about 0.1 s of CPU, and
     housekeeping asks every round); keyed by the process id, so that a forked child never shares
     its parent's connections."""
-    return S3ArtifactStore.from_url(
-        url, endpoint_url=endpoint_url or None, region=region, max_attempts=max_attempts
+    bucket, prefix = parse_s3_url(url)
+    return S3ArtifactStore(
+        bucket, prefix, endpoint_url=endpoint_url or None, region=region, max_attempts=max_attempts
     )
 
 

@@ -103,15 +103,15 @@ def run_housekeeper(settings: Settings, stopped: threading.Event) -> None:
     from service.db import after_commit
     from service.db.engine import make_engine, make_session_factory
     from service.observability.health_server import HealthServer
+    from service.producer import create_producer
     from service.relay import OutboxRelay, celery_publisher
     from service.webhooks.delivery import WebhookDispatcher
-    from workers.celery_app import create_celery
 
     engine = make_engine(
         settings.database_url, sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s
     )
     factory = make_session_factory(engine)
-    celery = create_celery(settings)
+    celery = create_producer(settings)
     housekeeper = Housekeeper(factory, settings)
     every_s = interval_s(settings)
     relay = OutboxRelay(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from kombu import Connection
 
-from service.settings import Settings
+from service.settings import Settings, parse_s3_url
 from unlearning.object_store import S3ArtifactStore
 
 
@@ -27,8 +27,10 @@ def artifacts_probe(settings: Settings) -> Callable[[], None] | None:
     folder: nothing to reach."""
     if not settings.artifacts_url:
         return None
-    store = S3ArtifactStore.from_url(
-        settings.artifacts_url,
+    bucket, prefix = parse_s3_url(settings.artifacts_url)
+    store = S3ArtifactStore(
+        bucket,
+        prefix,
         endpoint_url=settings.s3_endpoint_url or None,
         region=settings.s3_region,
         max_attempts=1,

@@ -8,17 +8,38 @@ to real servers.
 
 from __future__ import annotations
 
+import re
 import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from service.training.scheduling import RetrainPolicy
+# Bucket names: 3 to 63 lowercase letters, digits, dots and hyphens (S3's rules, simplified).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/optional/prefix`` -> (bucket, prefix without slashes at either end).
+
+    The grammar of the ``s3://`` URLs the service is configured with (``artifacts_url``, a
+    base model's URI): here, so that the settings check their own values while importing
+    nothing heavier than the standard library."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise ValueError(f"{url!r} is not an s3:// URL (s3://bucket/optional/prefix)")
+    if not _BUCKET.fullmatch(parts.netloc):
+        raise ValueError(
+            f"{url!r} names no valid bucket: 3 to 63 lowercase letters, digits, dots and hyphens "
+            "after s3://"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: an s3:// URL takes no query or fragment")
+    return parts.netloc, parts.path.strip("/")
 
 
 class Environment(StrEnum):
@@ -381,8 +402,6 @@ class Settings(BaseSettings):
     @classmethod
     def _an_s3_url(cls, value: str) -> str:
         if value:
-            from unlearning.object_store import parse_s3_url
-
             parse_s3_url(value)  # a ValueError says what is wrong
         return value
 
@@ -424,23 +443,6 @@ class Settings(BaseSettings):
                 "UNLEARN_METRICS_TOKEN must be set in production: /metrics would be open to all"
             )
         return self
-
-    @property
-    def retrain_policy(self) -> RetrainPolicy:
-        from service.training.scheduling import RetrainPolicy
-
-        return RetrainPolicy(
-            window_s=self.retrain_window_s,
-            served_first=self.retrain_scheduling is RetrainScheduling.served_first,
-            restore_after_s=self.retrain_restore_after_s,
-        )
-
-    @property
-    def default_compute_profile(self) -> str:
-        """The profile of models created without one: the setting, or this machine's own."""
-        from unlearning.device import local_profile
-
-        return self.compute_profile or local_profile(self.device, self.base_precision)
 
     @property
     def production(self) -> bool:

@@ -27,11 +27,9 @@ on every read.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -54,29 +52,12 @@ from unlearning.artifacts import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-# Bucket names: 3 to 63 lowercase letters, digits, dots and hyphens (S3's rules, simplified).
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _ALREADY_WRITTEN = {"412", "PreconditionFailed"}
 _WRITE_IN_FLIGHT = {"409", "ConditionalRequestConflict"}
 # A body cut off after the answer's headers: botocore does not retry that. (A read timeout is
 # not here: botocore retried it already, and a server that stalls once stalls again.)
 _BODY_ERRORS = (IncompleteReadError, ResponseStreamingError)
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/optional/prefix`` -> (bucket, prefix without slashes at either end)."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3":
-        raise ValueError(f"{url!r} is not an s3:// URL (s3://bucket/optional/prefix)")
-    if not _BUCKET.fullmatch(parts.netloc):
-        raise ValueError(
-            f"{url!r} names no valid bucket: 3 to 63 lowercase letters, digits, dots and hyphens "
-            "after s3://"
-        )
-    if parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: an s3:// URL takes no query or fragment")
-    return parts.netloc, parts.path.strip("/")
 
 
 def _code(error: ClientError) -> str:
@@ -124,29 +105,6 @@ class S3ArtifactStore:
                 # Path-style addressing: what MinIO and other self-hosted servers answer to.
                 s3={"addressing_style": "path"} if endpoint_url else None,
             ),
-        )
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        endpoint_url: str | None = None,
-        region: str = "us-east-1",
-        max_attempts: int = 5,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 60.0,
-    ) -> S3ArtifactStore:
-        """The store of ``s3://bucket/optional/prefix``."""
-        bucket, prefix = parse_s3_url(url)
-        return cls(
-            bucket,
-            prefix,
-            endpoint_url=endpoint_url,
-            region=region,
-            max_attempts=max_attempts,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
         )
 
     def key(self, ref: str) -> str:

@@ -7,43 +7,32 @@ from contextvars import Token
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Exchange
-from kombu import Queue as KombuQueue
 
 from service.observability import logs
 from service.observability.health_server import HealthCheck, HealthServer
-from service.queues import Queue
+from service.producer import LONGEST_TASK_S, create_producer
 from service.settings import Settings, get_settings
 from unlearning.device import local_profile, make_deterministic
 from workers.presence import Presence
 
 log = logging.getLogger(__name__)
-# A retrain of the longest suffix must finish before the broker re-delivers its message.
-LONGEST_TASK_S = 6 * 3600
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("unlearn", broker=settings.broker_url)
+    """The producer's app (the same queues, wire format and transport options as every sender)
+    plus what consuming needs: acknowledgement after the task, one message at a time, time
+    limits, the task modules and the worker's signals."""
+    app = create_producer(settings)
     app.conf.update(
-        task_queues=[KombuQueue(q.value, Exchange(q.value), routing_key=q.value) for q in Queue],
-        task_default_queue=Queue.training.value,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
         broker_connection_retry_on_startup=True,
         task_soft_time_limit=LONGEST_TASK_S,
         task_time_limit=LONGEST_TASK_S + 300,
         worker_hijack_root_logger=False,
     )
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        # Kombu's SQLAlchemy transport hands its options to create_engine: Redis only.
-        app.conf.broker_transport_options = {
-            "visibility_timeout": LONGEST_TASK_S + 3600,
-            "queue_order_strategy": "priority",
-        }
     signals.worker_init.connect(_deterministic, weak=False)
     signals.worker_process_init.connect(_deterministic, weak=False)
     signals.worker_ready.connect(_announce, weak=False)

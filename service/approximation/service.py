@@ -70,6 +70,7 @@ from service.db.repositories.lineage import (
 from service.deletions import lifecycle
 from service.engine import BaseModelKey, training_sample
 from service.errors import InvalidInputError
+from service.settings import Settings
 from service.training import scheduling
 from service.training.service import NewLayer, read_sequence_job, record_chain, slice_indices
 from service.webhooks import events
@@ -86,6 +87,15 @@ class ApproximationSettings:
     purge_deadline_s: float = 3600.0  # payloads wait at most this long for the pass
     auto_wait_s: float = 60.0  # policy `auto`: approximate when retrains wait longer
     head_start_s: float = 120.0  # the exact retrains wait at most this long for the pass
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApproximationSettings:
+        """The timing of passes from ``UNLEARN_APPROXIMATE_*`` and ``_AUTO_APPROXIMATE_WAIT_S``."""
+        return cls(
+            purge_deadline_s=settings.approximate_purge_deadline_s,
+            auto_wait_s=settings.auto_approximate_wait_s,
+            head_start_s=settings.approximate_head_start_s,
+        )
 
 
 def wants_approximation(session: Session, model: Model, settings: ApproximationSettings) -> bool:

@@ -20,7 +20,7 @@ from service.db.models import BaseModel, Modality
 from service.db.models.base_models import NAME_PATTERN
 from service.db.repositories import BaseModelRepository
 from service.errors import InvalidBaseModelError
-from service.settings import Settings
+from service.settings import Settings, parse_s3_url
 from unlearning.base_models import BaseModelError, describe, download_s3
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ def local_folder(uri: str, settings: Settings, sha256: str | None = None) -> Pat
     if not uri.startswith("s3://"):
         return Path(uri)
     from service.engine import s3_client
-    from unlearning.object_store import parse_s3_url
 
     bucket, prefix = parse_s3_url(uri)
     return download_s3(

@@ -25,7 +25,7 @@ from service.deletions.schemas import (
     DeletionVerification,
     DeletionVerify,
 )
-from service.settings import Settings
+from service.training.scheduling import RetrainPolicy
 
 router = APIRouter(prefix="/deletions", tags=["deletions"])
 class_router = APIRouter(prefix="/models", tags=["deletions"])
@@ -63,8 +63,8 @@ def create_deletion(
             body,
             actor=f"key:{key.prefix}",
             idempotency_key=idempotency_key,
-            approximation=_approximation(settings),
-            retrain=settings.retrain_policy,
+            approximation=ApproximationSettings.from_settings(settings),
+            retrain=RetrainPolicy.from_settings(settings),
         )
         return _accepted(session, response, accepted)
 
@@ -91,18 +91,10 @@ def create_class_deletion(
             body,
             actor=f"key:{key.prefix}",
             idempotency_key=idempotency_key,
-            approximation=_approximation(settings),
-            retrain=settings.retrain_policy,
+            approximation=ApproximationSettings.from_settings(settings),
+            retrain=RetrainPolicy.from_settings(settings),
         )
         return _accepted(session, response, accepted)
-
-
-def _approximation(settings: Settings) -> ApproximationSettings:
-    return ApproximationSettings(
-        purge_deadline_s=settings.approximate_purge_deadline_s,
-        auto_wait_s=settings.auto_approximate_wait_s,
-        head_start_s=settings.approximate_head_start_s,
-    )
 
 
 def _accepted(

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from service.api.auth import CurrentKey
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import SessionDep, SettingsDep, end_read
 from service.api.problems import problem_responses
 from service.generation import service
 from service.generation.schemas import (
@@ -49,7 +49,7 @@ def generate(
     """Generate a response of a causal LM's current valid ensemble; every token comes from
     layers that were valid when it was computed, and the answer names them."""
     prompt = service.lm_prompt(session, key.tenant_id, model_id, body)
-    session.commit()  # no transaction stays open while the model computes
+    end_read(session)
     generation = service.start_generation(registry, model_id, prompt, body, settings)
     if not body.stream:
         return service.generate(generation, body)
@@ -73,5 +73,5 @@ def score(
     """Each completion's token log-probabilities after the prompt, and their sum: what
     applications rank with and what an auditor measures memorisation with."""
     prompt = service.lm_prompt(session, key.tenant_id, model_id, body)
-    session.commit()  # no transaction stays open while the model computes
+    end_read(session)
     return service.score(registry, model_id, prompt, body, settings)

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from service.api.auth import CurrentKey
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import SessionDep, SettingsDep, end_read
 from service.api.problems import PROBLEM_TYPE_BASE, problem_responses
 from service.api.ratelimit import AdminWriterKey, WriterKey
 from service.audit.schemas import AuditVerification
+from service.engine import default_compute_profile
 from service.images import ImageLimits
 from service.models import service
 from service.models.schemas import (
@@ -51,7 +52,7 @@ def create_model(
         key.tenant_id,
         body,
         default_base_model=settings.default_base_model,
-        default_profile=settings.default_compute_profile,
+        default_profile=default_compute_profile(settings),
     )
     return service.model_public(session, model)
 
@@ -114,7 +115,7 @@ def predict(
     """Predictions of the current valid ensemble; `serving_generation` says which one answered."""
     limits = ImageLimits.from_settings(settings)
     contents = service.prediction_inputs(session, key.tenant_id, model_id, body, limits)
-    session.commit()  # no transaction stays open while the model computes
+    end_read(session)
     return service.predict(registry, key.tenant_id, model_id, contents)
 
 

@@ -53,6 +53,7 @@ from service.db.repositories.audit import audit_chain
 from service.db.repositories.lineage import Prefix, choose_served
 from service.errors import ConflictError
 from service.queues import Priority, Queue, TaskName, queue_for
+from service.settings import RetrainScheduling, Settings
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,15 @@ class RetrainPolicy:
     window_s: float = 0.0
     served_first: bool = True
     restore_after_s: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetrainPolicy:
+        """The policy of ``UNLEARN_RETRAIN_*`` (the settings hold values; the policy is ours)."""
+        return cls(
+            window_s=settings.retrain_window_s,
+            served_first=settings.retrain_scheduling is RetrainScheduling.served_first,
+            restore_after_s=settings.retrain_restore_after_s,
+        )
 
 
 #: The task and queue of each kind of job.

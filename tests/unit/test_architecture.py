@@ -86,3 +86,76 @@ def test_the_scan_sees_imports() -> None:
 def test_the_client_stands_alone(path: Path) -> None:
     """client/ is its own distribution (httpx only): it imports nothing of the service."""
     assert _imports(path) - sys.stdlib_module_names <= {"httpx", "unlearn_client"}
+
+
+# --- Floors: service/ never reaches up into workers/; settings hold settings; one commit rule.
+
+
+def _reaches(path: Path, package: str) -> set[str]:
+    """The imports of ``package`` or its modules anywhere in a file (inside functions and under
+    ``TYPE_CHECKING`` too: ``ast.walk`` visits every node), relative ones included."""
+    found = {m for m in _modules(path) if m == package or m.startswith(f"{package}.")}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            found.add("." * node.level + (node.module or ""))
+    return found
+
+
+@pytest.mark.parametrize("path", _files("service"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_service_imports_nothing_of_the_workers(path: Path) -> None:
+    """The workers build on the service (``service.producer`` is the Celery app every sender
+    uses; a worker adds its signals and tasks), never the reverse: an API or housekeeper process
+    loads no worker presence, device or task code."""
+    assert not {m for m in _reaches(path, "workers") if not m.startswith(".")}
+
+
+def test_the_settings_import_no_domain_and_no_library() -> None:
+    """``service/settings.py`` is the bottom floor: every module may read it, so it reads none
+    (no domain object built from settings, no torch): domain objects build themselves from the
+    settings (``RetrainPolicy.from_settings``, ``ApproximationSettings.from_settings``)."""
+    path = ROOT / "service" / "settings.py"
+    reached = {p: _reaches(path, p) for p in ("service", "unlearning", "workers")}
+    assert reached == {"service": set(), "unlearning": set(), "workers": set()}
+
+
+#: Who may call ``.commit()`` under service/ and workers/: the owners of a transaction.
+COMMIT_OWNERS = {
+    # unit_of_work: the one transaction boundary of a request (via SessionDep), a worker's step
+    # (workers/runtime.transaction), the relay's, housekeeper's and leader's rounds, the CLI.
+    "service/db/engine.py",
+    # end_read: the one way a route ends its read early, before the model computes.
+    "service/api/deps.py",
+}
+
+
+def _commits(path: Path) -> list[int]:
+    """The lines of the calls ``<anything>.commit(...)`` in a file."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "commit"
+    ]
+
+
+def _not_owners() -> list[Path]:
+    files = _files("service") + _files("workers")
+    return [p for p in files if str(p.relative_to(ROOT)) not in COMMIT_OWNERS]
+
+
+@pytest.mark.parametrize("path", _not_owners(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_transaction_owners_commit(path: Path) -> None:
+    """One commit rule: a route's transaction ends with its SessionDep (or ``end_read``), a
+    worker's and every background round's with ``unit_of_work``; services, repositories, routes
+    and tasks never commit, so nothing is committed half-done and every commit wakes what its
+    transaction marked (``service.db.after_commit``)."""
+    assert not _commits(path)
+
+
+def test_the_floor_scans_see_what_they_guard() -> None:
+    assert set(_commits(ROOT / "service" / "db" / "engine.py"))
+    assert set(_commits(ROOT / "service" / "api" / "deps.py"))
+    assert {str(p.relative_to(ROOT)) for p in _files("service")} >= COMMIT_OWNERS
+    assert _reaches(ROOT / "workers" / "app.py", "workers") == {"workers.celery_app"}
+    assert "service.producer" in _reaches(ROOT / "workers" / "celery_app.py", "service")

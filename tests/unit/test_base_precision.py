@@ -10,7 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from service.engine import BaseModelKey, EngineCatalogue, build_engine
+from service.engine import BaseModelKey, EngineCatalogue, build_engine, default_compute_profile
 from service.errors import BaseModelUnavailableError
 from service.settings import Settings
 from unlearning.base_models import weights_digest
@@ -36,14 +36,14 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_float32_is_the_default_and_keeps_the_bare_profile() -> None:
     settings = Settings()
     assert settings.base_precision == "float32"
-    assert settings.default_compute_profile == f"cpu-torch{torch_version()}"
+    assert default_compute_profile(settings) == f"cpu-torch{torch_version()}"
 
 
 def test_the_default_profile_names_the_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNLEARN_BASE_PRECISION", "bfloat16")
-    assert Settings().default_compute_profile == f"cpu-torch{torch_version()}-bf16"
+    assert default_compute_profile(Settings()) == f"cpu-torch{torch_version()}-bf16"
     monkeypatch.setenv("UNLEARN_COMPUTE_PROFILE", "cuda-sm90-torch2.13.0-bf16")
-    assert Settings().default_compute_profile == "cuda-sm90-torch2.13.0-bf16"
+    assert default_compute_profile(Settings()) == "cuda-sm90-torch2.13.0-bf16"
 
 
 @pytest.mark.parametrize("value", ["bf16", "fp32", "int4", "BFLOAT16"])
@@ -63,7 +63,7 @@ def test_engines_load_the_base_in_the_precision(
     key = BaseModelKey("llama", str(llama), weights_digest(llama))
     backbone = EngineCatalogue(settings).engine(key).backbone
     assert {p.dtype for p in backbone.model.parameters()} == {torch.bfloat16}
-    assert backbone.compute_profile == settings.default_compute_profile
+    assert backbone.compute_profile == default_compute_profile(settings)
 
 
 @pytest.mark.skipif(int8_available(), reason="checks the refusal where bitsandbytes is absent")
