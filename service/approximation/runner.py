@@ -25,6 +25,7 @@ from service.approximation.service import (
 )
 from service.artifacts.collection import claim
 from service.db.models import Job, JobStatus
+from service.db.models.job_params import ApproximateParams
 from service.db.repositories import JobRepository, ModelRepository
 from service.db.repositories.lineage import Activation
 from service.engine import Engines, engine_for
@@ -90,7 +91,7 @@ def run_approximate_job(
 
 def _release_held(session: Session, job: Job) -> None:
     """A failed pass holds its deletion's retrains no longer."""
-    scheduling.release_held(session, uuid.UUID(job.params["deletion_id"]))
+    scheduling.release_held(session, ApproximateParams.of(job).deletion_id)
 
 
 def edit(engine: S3TEngine, work: PassWork, sequence: SequencePass) -> list[str]:

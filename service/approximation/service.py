@@ -51,6 +51,7 @@ from service.db.models import (
     UnlearningPolicy,
 )
 from service.db.models.base import utcnow
+from service.db.models.job_params import ApproximateParams, PlannedSequence
 from service.db.repositories import (
     AuditRepository,
     DeletionRepository,
@@ -67,9 +68,9 @@ from service.db.repositories.lineage import (
     InvalidatedLayer,
     Prefix,
 )
-from service.deletions import lifecycle
 from service.engine import BaseModelKey, training_sample
 from service.errors import InvalidInputError
+from service.jobs import settlement
 from service.training import scheduling
 from service.training.service import NewLayer, read_sequence_job, record_chain, slice_indices
 from service.webhooks import events
@@ -155,6 +156,23 @@ def pass_method(
     return PassChoice(method, check_method(method, merged, task, model_modality(model)))
 
 
+def choose_pass(
+    session: Session,
+    model: Model,
+    requested: str | None,
+    overrides: Mapping[str, Any] | None,
+    settings: ApproximationSettings,
+) -> PassChoice | None:
+    """The pass a deletion on this model gets before its exact retrain, or None (exact only):
+    a request that names a method always gets one; otherwise the model's policy decides. The
+    method and its overrides are validated either way (InvalidInputError, see
+    :func:`pass_method`)."""
+    choice = pass_method(model, requested, overrides)
+    if requested is None and not wants_approximation(session, model, settings):
+        return None
+    return choice
+
+
 def resolve_method(
     model: Model, choice: PassChoice, shape: RequestShape, share: float
 ) -> tuple[MethodName, str]:
@@ -179,14 +197,18 @@ def plan_pass(
     choice: PassChoice,
     shape: RequestShape,
     prefixes: Mapping[uuid.UUID, Prefix],
+    settings: ApproximationSettings,
 ) -> Job | None:
     """Queue the request's approximate job over every sequence whose chain it cut: the valid
-    prefix 1..k-1 followed by the layers it invalidated at k..L. None when there is none.
-    ``prefixes``: the valid prefixes of the deletion's shards after it, by sequence."""
+    prefix 1..k-1 followed by the layers it invalidated at k..L, and keep the request's
+    payloads for it (until ``settings.purge_deadline_s``). None when there is none: the
+    payloads are purged at once. ``prefixes``: the valid prefixes of the deletion's shards
+    after it, by sequence."""
+    keep_payloads(request, settings)
     invalidated: dict[uuid.UUID, list[InvalidatedLayer]] = defaultdict(list)
     for layer in deactivation.invalidated:
         invalidated[layer.sequence_id].append(layer)
-    passes = []
+    passes: list[PlannedSequence] = []
     sizes: dict[int, int] = {}  # per shard with a pass: the samples its chain trained on
     for sequence_id, first in sorted(deactivation.first_invalid_position.items()):
         prefix = prefixes[sequence_id].layer_ids
@@ -198,26 +220,26 @@ def plan_pass(
             and [layer.parent_layer_id for layer in run] == parents
         ):
             chain = [*prefix, *(layer.id for layer in run)]
-            passes.append({"sequence_id": str(sequence_id), "from_stage": first, "chain": chain})
+            passes.append(PlannedSequence(sequence_id=sequence_id, from_stage=first, chain=chain))
             sizes[prefixes[sequence_id].shard_index] = run[-1].trained_sample_count
     if not passes:
+        settlement.purge_payloads(session, request, reason="no layer to approximate")
         return None
     share = len(deactivation.deleted_sample_ids) / max(1, sum(sizes.values()))
     chosen, why = resolve_method(model, choice, shape, share)
     spec = registry.get(chosen)
-    settings = spec.settings(spec.configure(choice.overrides))  # none for `auto`
     job, _ = JobRepository.from_session(session).create(
         look_up=False,
         model_id=model.id,
         kind=JobKind.approximate,
         stages_total=len(passes),
-        params={
-            "deletion_id": str(request.id),
-            "method": chosen,
-            "method_config": settings,
-            "method_reason": why,
-            "sequences": passes,
-        },
+        params=ApproximateParams(
+            deletion_id=request.id,
+            method=chosen,
+            method_config=spec.settings(spec.configure(choice.overrides)),
+            method_reason=why,
+            sequences=passes,
+        ).dump(),
     )
     scheduling.enqueue(session, job)
     DeletionRepository.from_session(session).link_new_jobs(request, {job.id})
@@ -257,22 +279,23 @@ class PassWork:
 
 def read_pass(session: Session, job: Job) -> PassWork:
     """Everything the job's passes need; the request's payloads are purged once read."""
+    params = ApproximateParams.of(job)
     deletions = DeletionRepository.from_session(session)
-    request = deletions.get(uuid.UUID(job.params["deletion_id"]))
+    request = deletions.get(params.deletion_id)
     model = ModelRepository.from_session(session).get(job.model_id)
     sample_ids = deletions.deleted_sample_ids(request.id)
     rows = SampleRepository.from_session(session).payloads_of(sample_ids)
     sequences: list[SequencePass] = []
     skipped: list[str] = []
     spec: ModelSpec | None = None
-    method = registry.get(str(job.params["method"]))
+    method = registry.get(params.method)
     # Jobs planned before configs were recorded have none: the method's defaults.
-    method_config = method.configure(job.params.get("method_config"))
+    method_config = method.configure(params.method_config)
     if not rows:
         skipped.append("the payloads were purged before the pass could read them")
-    for planned in job.params["sequences"] if rows else []:
-        sequence = session.get_one(SliceSequence, uuid.UUID(planned["sequence_id"]))
-        from_stage, chain = int(planned["from_stage"]), [int(i) for i in planned["chain"]]
+    for planned in params.sequences if rows else []:
+        sequence = session.get_one(SliceSequence, planned.sequence_id)
+        from_stage, chain = planned.from_stage, planned.chain
         # The versions first, as a retrain reads them: a deletion after this read makes the
         # pass's layers stale (discarded), never current with a sample it did not unlearn.
         versions = LineageRepository.from_session(session).shard_versions(sequence.shard_id)
@@ -311,14 +334,14 @@ def read_pass(session: Session, job: Job) -> PassWork:
                 chain=tuple(chain),
             )
         )
-    lifecycle.purge_payloads(session, request, reason="read by the approximate pass")
+    settlement.purge_payloads(session, request, reason="read by the approximate pass")
     return PassWork(
         job_id=job.id,
         model_id=job.model_id,
         request_id=request.id,
         spec=spec,
         method=method.name,
-        method_reason=str(job.params.get("method_reason", "")),
+        method_reason=params.method_reason,
         sequences=sequences,
         base=BaseModelKey.of(model.base_model),
         skipped=skipped,
@@ -384,7 +407,7 @@ def purge_overdue(session: Session, *, limit: int = 100) -> int:
     deletions become exact-only. Returns how many requests were purged."""
     overdue = DeletionRepository.from_session(session).overdue_purges(utcnow(), limit=limit)
     for request in overdue:
-        lifecycle.purge_payloads(session, request, reason="deadline")
+        settlement.purge_payloads(session, request, reason="deadline")
     return len(overdue)
 
 

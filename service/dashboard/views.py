@@ -24,7 +24,8 @@ from service.db.repositories import (
     WorkerRepository,
 )
 from service.db.repositories.audit import audit_chain
-from service.deletions import service as deletions
+from service.deletions import certificate as certificates
+from service.deletions import views as deletions
 from service.deletions.schemas import DeletionCertificate, DeletionPublic
 from service.exactness.schemas import ExactnessAuditPublic
 from service.exactness.service import latest_audits
@@ -199,7 +200,7 @@ class DeletionPage:
 def deletion_page(session: Session, tenant_id: uuid.UUID, deletion_id: uuid.UUID) -> DeletionPage:
     return DeletionPage(
         deletion=deletions.get_deletion(session, tenant_id, deletion_id),
-        certificate=deletions.certificate(session, tenant_id, deletion_id),
+        certificate=certificates.deletion_certificate(session, tenant_id, deletion_id),
     )
 
 

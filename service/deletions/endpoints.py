@@ -15,7 +15,7 @@ from service.api.ratelimit import VerifierKey, WriterKey
 from service.approximation.service import ApproximationSettings
 from service.db.models import DeletionStatus
 from service.db.repositories.deletions import key_race_lost
-from service.deletions import service
+from service.deletions import certificate, service, views
 from service.deletions.schemas import (
     ClassDeletionCreate,
     DeletionCertificate,
@@ -110,7 +110,7 @@ def _accepted(
 ) -> DeletionPublic:
     """The request's view, pointing at it (read inside ``key_race_lost``: the flush that loses
     a race for the key happens here at the latest)."""
-    public = service.accepted_public(session, accepted)
+    public = views.accepted_public(session, accepted)
     response.headers["Location"] = f"/deletions/{accepted.request.id}"
     return public
 
@@ -121,7 +121,7 @@ def retry_deletion(deletion_id: uuid.UUID, key: WriterKey, session: SessionDep) 
     deletion = service.retry_deletion(
         session, key.tenant_id, deletion_id, actor=f"key:{key.prefix}"
     )
-    return service.deletion_public(session, deletion)
+    return views.deletion_public(session, deletion)
 
 
 @router.get("", responses=PROBLEMS)
@@ -134,7 +134,7 @@ def list_deletions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DeletionPage:
     """This tenant's deletion requests, newest first, a page at a time."""
-    return service.list_deletions(
+    return views.list_deletions(
         session, key.tenant_id, limit=limit, cursor=cursor, model_id=model_id, status=status
     )
 
@@ -142,7 +142,7 @@ def list_deletions(
 @router.get("/{deletion_id}", responses=PROBLEMS)
 def read_deletion(deletion_id: uuid.UUID, key: CurrentKey, session: SessionDep) -> DeletionPublic:
     """A deletion's status and the time of each phase."""
-    return service.get_deletion(session, key.tenant_id, deletion_id)
+    return views.get_deletion(session, key.tenant_id, deletion_id)
 
 
 @router.get("/{deletion_id}/certificate", responses=PROBLEMS)
@@ -150,7 +150,7 @@ def read_certificate(
     deletion_id: uuid.UUID, key: CurrentKey, session: SessionDep
 ) -> DeletionCertificate:
     """What the deletion removed, as counts, hashes and artifact digests; no personal data."""
-    return service.certificate(session, key.tenant_id, deletion_id)
+    return certificate.deletion_certificate(session, key.tenant_id, deletion_id)
 
 
 @router.post(
@@ -170,4 +170,4 @@ def verify_deletion(
     tenant; another tenant's deletion is a 404. Each answer tests one guessed identifier, so a
     key may make `UNLEARN_VERIFY_RATE_PER_MINUTE` checks a minute (then 429).
     """
-    return service.verify_inclusion(session, key.tenant_id, deletion_id, body)
+    return certificate.verify_inclusion(session, key.tenant_id, deletion_id, body)

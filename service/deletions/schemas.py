@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -13,6 +13,9 @@ from service.base_models.schemas import BaseModelRef
 from service.db.hashing import HashScheme
 from service.exactness.schemas import ExactnessAuditLink
 from service.models.schemas import METHOD_CONFIG_HELP, MethodName
+
+if TYPE_CHECKING:
+    from service.db.models import DeletionRequest
 
 MAX_IDS = 10_000
 ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
@@ -119,6 +122,15 @@ class DeletionCounts(BaseModel):
     deleted: int
     already_deleted: int
     unknown: int
+
+    @classmethod
+    def of(cls, request: DeletionRequest) -> DeletionCounts:
+        return cls(
+            requested=request.n_requested,
+            deleted=request.n_deleted,
+            already_deleted=request.n_already_deleted,
+            unknown=request.n_unknown,
+        )
 
 
 SubjectOutcome = Literal["deleted", "already_deleted", "unknown"]

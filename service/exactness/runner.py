@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, JobStatus, LayerState
+from service.db.models.job_params import AuditParams
 from service.db.repositories import (
     AuditRepository,
     JobRepository,
@@ -201,7 +202,7 @@ def read_audit(session: Session, job: Job) -> AuditWork:
     """What the audit compares, and the data to retrain it from (see the module's docstring)."""
     models = ModelRepository.from_session(session)
     lineage = LineageRepository.from_session(session)
-    shards = [int(i) for i in job.params["shards"]]
+    shards = AuditParams.of(job).shards
     shard_index = {shard.id: shard.index for shard in models.shards(job.model_id)}
     sequences = {
         s.id: s for s in models.sequences(job.model_id) if shard_index[s.shard_id] in shards
@@ -289,16 +290,16 @@ def _record(
         action=AUDITED,
         payload=result.payload(job.id, work.shards, work.base),
     )
-    job.params = {
-        **job.params,
-        "result": result.result,
-        "layers_checked": len(result.checked),
-        "layers_skipped": len(result.layers) - len(result.checked),
-        "mismatched": [c.layer_id for c in result.mismatched],
-        "audit_seq": entry.seq,
-        "base_model": work.base.name,
-        "base_model_sha256": work.base.sha256,
-    }
+    job.params = AuditParams(
+        shards=work.shards,
+        result=result.result,
+        layers_checked=len(result.checked),
+        layers_skipped=len(result.layers) - len(result.checked),
+        mismatched=[c.layer_id for c in result.mismatched],
+        audit_seq=entry.seq,
+        base_model=work.base.name,
+        base_model_sha256=work.base.sha256,
+    ).dump()
     jobs.progress(job, job.stages_total)
     jobs.finish(job, JobStatus.succeeded, result.note())
     _finished(session, job)

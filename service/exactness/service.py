@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from service.db.models import DeletionRequest, DeletionStatus, Job, JobKind, ModelStatus
+from service.db.models.job_params import AuditParams
 from service.db.repositories import (
     AuditRepository,
     DeletionRepository,
@@ -57,7 +58,7 @@ def request_audit(
         model_id=model.id,
         kind=JobKind.exactness_audit,
         stages_total=n_sequences * model.n_slices,
-        params={"shards": chosen},
+        params=AuditParams(shards=chosen).dump(),
         dedup_key=f"exactness-audit:{model.id}:{digest}",
     )
     if created:
@@ -95,9 +96,9 @@ def latest_audits(
 
 def describe(session: Session, job: Job, *, with_layers: bool = True) -> ExactnessAuditPublic:
     """An audit job as the API shows it; its layers are read from its audit-log entry."""
-    params = job.params
+    params = AuditParams.of(job)
     layers: list[LayerCheck] = []
-    if with_layers and "audit_seq" in params:
+    if with_layers and params.audit_seq is not None:
         chain = audit_chain(job.model_id)
         entries = AuditRepository.from_session(session).of_action(chain, AUDITED)
         mine = [e for e in entries if e.payload.get("job_id") == str(job.id)]
@@ -105,17 +106,17 @@ def describe(session: Session, job: Job, *, with_layers: bool = True) -> Exactne
     return ExactnessAuditPublic(
         id=job.id,
         model_id=job.model_id,
-        base_model=params.get("base_model"),
-        base_model_sha256=params.get("base_model_sha256"),
+        base_model=params.base_model,
+        base_model_sha256=params.base_model_sha256,
         status=job.status.value,
-        result=params.get("result"),
-        shards=params.get("shards", []),
-        layers_checked=params.get("layers_checked"),
-        layers_skipped=params.get("layers_skipped"),
-        mismatched=params.get("mismatched", []),
+        result=params.result,
+        shards=params.shards,
+        layers_checked=params.layers_checked,
+        layers_skipped=params.layers_skipped,
+        mismatched=params.mismatched,
         note=job.error,
         layers=layers,
-        audit_seq=params.get("audit_seq"),
+        audit_seq=params.audit_seq,
         job_url=f"/jobs/{job.id}",
         audit_url=f"/models/{job.model_id}/exactness-audits/{job.id}",
         requested_at=job.created_at,

@@ -12,7 +12,7 @@
    transaction that first claims their artifacts (``service.artifacts.collection.claim``); a
    second, short one locks the model, activates them if their slice versions are still
    current, and :func:`settle` decides the rest (how the job's deletions move on is
-   ``service.deletions.lifecycle``'s).
+   ``service.jobs.settlement``'s).
 4. Under an approximate policy, the pass statistics of the chain just served are computed and
    stored (:func:`keep_statistics`); the layers never wait for them.
 
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from service.artifacts.collection import claim
 from service.db.models import Job, JobStatus, Model, ModelStatus, SliceSequence
+from service.db.models.job_params import SequenceParams
 from service.db.repositories import (
     ArtifactRepository,
     AuditRepository,
@@ -43,9 +44,9 @@ from service.db.repositories import (
 from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.db.repositories.lineage import Activation
-from service.deletions import lifecycle
 from service.engine import Engines, engine_for
 from service.errors import LineageError
+from service.jobs import settlement
 from service.jobs.runner import JobOutcome, Transaction, claim_job, failure_recorded, lock_job
 from service.queues import Priority
 from service.training import scheduling
@@ -157,7 +158,7 @@ def keep_statistics(
 
 def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
     # First, so that artifact collection orders itself after this transaction: the prefix read
-    # below is pinned (``params["prefix"]``) and stays stored while the job runs.
+    # below is pinned (``SequenceParams.prefix``) and stays stored while the job runs.
     ArtifactRepository.from_session(session).lock(exclusive=False)
     job = claim_job(session, job_id)  # not the model: reading needs no lock (see below)
     if job is None:
@@ -168,10 +169,10 @@ def _start(session: Session, job_id: uuid.UUID) -> SequenceJob | None:
     valid = LineageRepository.from_session(session).exact_length(job.model_id, job.sequence_id)
     job.from_stage = min(job.from_stage, valid + 1)
     work = read_sequence_job(session, job.sequence_id, job.from_stage)
-    job.params = {**job.params, "prefix": list(work.prefix_layer_ids)}
+    job.params = SequenceParams(prefix=list(work.prefix_layer_ids)).dump()
     job.stages_total = work.spec.config.n_slices - job.from_stage + 1
     job.stages_done = 0
-    lifecycle.on_job_started(session, job)
+    settlement.on_job_started(session, job)
     return work
 
 
@@ -216,7 +217,7 @@ def settle(session: Session, job: Job, activation: Activation | None) -> None:
                 valid,
                 priority=Priority.normal if waiting else Priority.low,
             )
-    lifecycle.settle_deletions(session, waiting, follow_up=follow_up)
+    settlement.settle_deletions(session, waiting, follow_up=follow_up)
     if job.parent_id is not None:
         _settle_parent(session, model, job.parent_id)
     scheduling.release_due(session, model_id=model.id)

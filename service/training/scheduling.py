@@ -14,7 +14,7 @@
   serves first.
 
 What a finished job settles is its runner's (``service.training.runner.settle``); how its
-deletions move on is the deletions domain's (``service.deletions.lifecycle``).
+deletions move on is settlement's (``service.jobs.settlement``).
 
 Jobs reach the workers through the transactional outbox: a message is written here, in the
 transaction that justifies it, and the relay sends it after commit. Nothing here commits.

@@ -27,6 +27,7 @@ from service.db.models import (
     WebhookEvent,
 )
 from service.db.models.base import utcnow
+from service.db.models.job_params import AuditParams
 from service.db.repositories import WebhookRepository
 
 EventType = Literal[
@@ -159,17 +160,17 @@ def model_data(model: Model) -> dict[str, Any]:
 
 
 def audit_data(job: Job) -> dict[str, Any]:
-    params = job.params
+    params = AuditParams.of(job)
     return {
         "exactness_audit": {
             "id": str(job.id),
             "model_id": str(job.model_id),
             "status": job.status.value,
-            "result": params.get("result"),
-            "shards": params.get("shards", []),
-            "layers_checked": params.get("layers_checked"),
-            "layers_skipped": params.get("layers_skipped"),
-            "mismatched": params.get("mismatched", []),
+            "result": params.result,
+            "shards": params.shards,
+            "layers_checked": params.layers_checked,
+            "layers_skipped": params.layers_skipped,
+            "mismatched": params.mismatched,
             "requested_at": _iso(job.created_at),
             "finished_at": _iso(job.finished_at),
             "url": f"/models/{job.model_id}/exactness-audits/{job.id}",

@@ -21,7 +21,7 @@ from service.app import create_app
 from service.db.engine import make_engine, make_session_factory, unit_of_work
 from service.db.models import Role, WebhookEvent
 from service.db.repositories import TenantRepository
-from service.deletions import service as deletions_service
+from service.deletions import views as deletion_views
 from service.settings import Environment, Settings
 from service.webhooks import events, signing
 from tests.conftest import FreshDatabase
@@ -398,7 +398,7 @@ def test_a_rolled_back_request_writes_no_event(
 
     with monkeypatch.context() as patch:
         patch.setattr(events, "emit", counting_emit)
-        patch.setattr(deletions_service, "accepted_public", crash)
+        patch.setattr(deletion_views, "accepted_public", crash)
         assert admin.delete(model_id, sample_ids=["s001"]).status_code == 500
     assert "deletion.deactivated" in emitted  # the failed request did emit
     later = admin.ok(admin.delete(model_id, sample_ids=["s002"]), 202)

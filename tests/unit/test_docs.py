@@ -95,6 +95,20 @@ def test_every_relative_link_resolves(path: Path) -> None:
     assert broken_links(path) == []
 
 
+#: A repository path in a code span: `service/relay.py`, `tests/unit/` (`<name>` ones aside).
+_REPO_PATH = re.compile(
+    r"`((?:bench|client|constraints|docker|docs|examples|migrations|requirements|service|tests"
+    r"|unlearning|workers)/[^`\s<>]*)`"
+)
+
+
+@pytest.mark.parametrize("path", LINKING_DOCS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_repository_path_named_exists(path: Path) -> None:
+    """Code moves; the documentation that names a module must move with it."""
+    named = _REPO_PATH.findall(path.read_text(encoding="utf-8"))
+    assert [name for name in named if not (ROOT / name).exists()] == []
+
+
 @pytest.mark.parametrize(
     "path", [*USER_DOCS, CONTRIBUTING], ids=lambda path: str(path.relative_to(ROOT))
 )

@@ -39,6 +39,7 @@ from service.db.models import (
     SliceSequence,
 )
 from service.db.models.base import utcnow
+from service.db.models.job_params import ApproximateParams, SequenceParams
 from service.db.repositories.base import Repository
 from service.db.repositories.jobs import LIVE_STATUSES
 
@@ -95,11 +96,12 @@ class ArtifactRepository(Repository):
                 sa.or_(Job.kind == JobKind.approximate, Job.status == JobStatus.running),
             )
         ).all()
-        waiting = {
-            uuid.UUID(params["deletion_id"])
+        passes = [
+            (status, ApproximateParams.load(params))
             for kind, status, params in rows
-            if kind is JobKind.approximate and status is JobStatus.queued
-        }
+            if kind is JobKind.approximate
+        ]
+        waiting = {planned.deletion_id for status, planned in passes if status is JobStatus.queued}
         purged = set(
             self.session.scalars(
                 sa.select(DeletionRequest.id).where(
@@ -109,12 +111,13 @@ class ArtifactRepository(Repository):
             )
         )
         pinned: set[int] = set()
-        for kind, status, params in rows:
+        for kind, _, params in rows:
             if kind is not JobKind.approximate:
-                pinned.update(int(i) for i in params.get("prefix", []))
-            elif status is JobStatus.running or uuid.UUID(params["deletion_id"]) not in purged:
-                for planned in params.get("sequences", []):
-                    pinned.update(int(i) for i in planned.get("chain", []))
+                pinned.update(SequenceParams.load(params).prefix)
+        for status, planned in passes:
+            if status is JobStatus.running or planned.deletion_id not in purged:
+                for sequence in planned.sequences:
+                    pinned.update(sequence.chain)
         return pinned
 
     def unreferenced(self, pinned: Collection[int], *, limit: int) -> list[str]:

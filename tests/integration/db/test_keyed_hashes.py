@@ -20,8 +20,9 @@ from service.db.repositories import (
     TenantRepository,
 )
 from service.db.repositories.samples import DELETED_PREFIX
+from service.deletions.certificate import verify_inclusion
 from service.deletions.schemas import DeletionCreate, DeletionVerify
-from service.deletions.service import request_deletion, verify_inclusion
+from service.deletions.service import request_deletion
 from tests.conftest import FreshDatabase, make_model
 
 REVISION = "d7f9a1b3c5e7"

@@ -1,12 +1,16 @@
-"""How a deletion request moves after its 202: retried, started, completed or failed, and its
-kept payloads purged.
+"""What jobs settle for the deletion requests waiting on them: started, completed or failed,
+their kept payloads purged.
+
+The deletions domain (``service.deletions``) writes requests and plans their jobs through the
+job domains; those domains' runners report here, below all of them, so that nothing beneath
+the deletions domain calls back up into it.
 
 - :func:`on_job_started`: deletions waiting on a job that starts are now `retraining`.
 - :func:`settle_deletions` runs in the transaction that records a job's outcome: deletions
   waiting on a job whose layers were discarded wait on the sequence's follow-up job instead;
   those whose jobs are all done complete (or fail, with the first failed job's error).
-- :func:`retry_deletion` brings a failed deletion back; :func:`complete_deletions` and
-  :func:`purge_payloads` write the audit entries of completion and of the payloads' purge.
+- :func:`complete_deletions` and :func:`purge_payloads` write the audit entries of completion
+  and of the payloads' purge.
 
 Functions here flush and never commit: the request's or the job's boundary does.
 """
@@ -27,42 +31,7 @@ from service.db.repositories import (
 )
 from service.db.repositories.audit import SYSTEM_ACTOR, audit_chain
 from service.db.repositories.jobs import LIVE_STATUSES
-from service.errors import ConflictError
-from service.training.scheduling import ensure_retrain
 from service.webhooks import events
-
-
-def retry_deletion(session: Session, request: DeletionRequest, *, actor: str) -> list[Job]:
-    """Bring a failed deletion back: every sequence of its shards that is not exact to the top
-    is retrained again (joining a queued job where there is one); with none left, it completes.
-    """
-    if request.status is not DeletionStatus.failed:
-        raise ConflictError(f"only a failed deletion can be retried; this one is {request.status}")
-    model = ModelRepository.from_session(session).get_for_update(request.model_id)
-    deletions = DeletionRepository.from_session(session)
-    samples = SampleRepository.from_session(session)
-    shards = samples.shards_of(deletions.deleted_sample_ids(request.id))
-    prefixes = {
-        p.sequence_id: p for p in LineageRepository.from_session(session).prefixes(model.id)
-    }
-    jobs = [
-        ensure_retrain(session, model, sequence, prefixes[sequence.id].exact)
-        for sequence in ModelRepository.from_session(session).shard_sequences(shards)
-        if prefixes[sequence.id].exact < model.n_slices
-    ]
-    deletions.unlink_failed_jobs(request)
-    for job in jobs:
-        deletions.link_job(request, job.id)
-    deletions.advance(request, DeletionStatus.retraining)
-    AuditRepository.from_session(session).append(
-        audit_chain(model.id),
-        actor=actor,
-        action="deletion.retried",
-        payload={"deletion_id": str(request.id), "jobs": [str(job.id) for job in jobs]},
-    )
-    if not jobs:
-        complete_deletions(session, [request], retrained=True)
-    return jobs
 
 
 def on_job_started(session: Session, job: Job) -> None:
