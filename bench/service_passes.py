@@ -61,6 +61,7 @@ from service.approximation import runner as approximate_runner  # noqa: E402
 from service.db import migrate  # noqa: E402
 from service.db.engine import make_engine, make_session_factory, unit_of_work  # noqa: E402
 from service.db.models import Job, JobKind, JobStatus, Role  # noqa: E402
+from service.db.models.job_params import ApproximateParams  # noqa: E402
 from service.db.repositories import (  # noqa: E402
     ApiKeyRepository,
     LineageRepository,
@@ -242,15 +243,15 @@ class LastChain:
                 .order_by(Job.created_at.desc())
             ).first()
             assert job is not None
-            planned = job.params["sequences"][0]
-            chain = [int(i) for i in planned["chain"]]
+            planned = ApproximateParams.of(job).sequences[0]
+            chain = planned.chain
             refs = LineageRepository.from_session(session).artifact_refs(chain)
             stored = StatisticsRepository.from_session(session).of(chain[-1])
-            work = read_sequence_job(session, uuid.UUID(planned["sequence_id"]), 1)
+            work = read_sequence_job(session, planned.sequence_id, 1)
         self.engine = service.engine
         self.config = work.spec.config
         self.retain = work.samples
-        self.first = int(planned["from_stage"]) - 1
+        self.first = planned.from_stage - 1
         self.stages = [self.engine.load_stage(refs[i]) for i in chain]
         self.statistics = (
             PassStatistics.from_bytes(self.engine.store.get(stored.artifact_ref))

@@ -2,8 +2,10 @@
 
 Responses are returned as the decoded JSON, typed here: a field the service adds later is still
 in the dict, and nothing is lost or renamed. Times are ISO 8601 strings and ids strings, as on
-the wire. These types are written from the service's OpenAPI schemas; the client imports
-nothing of the service, so that it installs on its own.
+the wire. These types are written by hand from the service's OpenAPI schemas (the client imports
+nothing of the service, so that it installs on its own); ``tests/unit/test_client_schemas.py``
+compares each with its component of the service's OpenAPI document, field by field and type by
+type, and fails on any difference: change a schema there, change its type here.
 
 :class:`WebhookEvent`, what :func:`unlearn_client.verify_webhook` returns, is a parsed object
 (``datetime``, ``uuid.UUID``) because the receiver builds it from bytes it checked itself.
@@ -313,6 +315,9 @@ class DeletionPage(TypedDict):
     next_cursor: str | None
 
 
+HashScheme = Literal["sha256", "hmac-sha256"]
+
+
 class CertifiedLayer(TypedDict):
     layer_id: int
     artifact: str | None
@@ -347,6 +352,7 @@ class CertifiedAudit(TypedDict):
     mismatched: list[int]
     audit_seq: int
     audit_hash: str
+    base_model_sha256: str | None
 
 
 class Certificate(TypedDict):
@@ -363,7 +369,7 @@ class Certificate(TypedDict):
     completed_at: str | None
     unlearning: Literal["pending", "approximate", "exact"]
     counts: DeletionCounts
-    hash_scheme: str
+    hash_scheme: HashScheme
     sample_id_hashes: list[str]
     subject_hash: str | None
     payloads_deleted: bool
@@ -466,7 +472,7 @@ class ExactnessAudit(TypedDict):
 class DeletionVerification(TypedDict):
     deletion_id: str
     included: bool
-    scheme: str
+    scheme: HashScheme
 
 
 # --- keys -----------------------------------------------------------------------------------

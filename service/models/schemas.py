@@ -64,7 +64,8 @@ METHOD_CONFIG_HELP = (
 
 
 class ModelCreate(BaseModel):
-    """A model and its S3T settings (see the README's S3T section for what each one does)."""
+    """A model and its S3T settings (docs/architecture.md, "The S3T engine", says what each
+    one does)."""
 
     model_config = ConfigDict(extra="forbid")
 

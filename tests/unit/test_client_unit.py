@@ -19,7 +19,6 @@ import pytest
 from unlearn_client import (
     GENESIS_HASH,
     SIGNATURE_HEADER,
-    WEBHOOK_EVENT_TYPES,
     ApiError,
     AuditEntry,
     AuthenticationError,
@@ -825,12 +824,6 @@ def test_audit_log_pages_are_read_to_the_end(
     result = client.verify_audit_log("m1")
     assert (result.ok, result.entries) == (True, 3)
     assert [r.url.params["after_seq"] for r in service.requests] == ["0", "2"]
-
-
-def test_the_clients_event_types_are_the_services() -> None:
-    from service.webhooks.events import EVENT_TYPES
-
-    assert WEBHOOK_EVENT_TYPES == EVENT_TYPES
 
 
 @pytest.mark.parametrize("digits", [20, 5000, 100_000])

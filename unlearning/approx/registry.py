@@ -12,11 +12,12 @@ not: a refusal names it), its config class (a
 frozen dataclass validated in ``__post_init__``, whose fields a caller may override by name:
 :meth:`MethodSpec.configure`), whether it reads the prefix's pass statistics instead of the
 retain set, whether it reads the forget set's labels, what forget set it unlearns, and a
-one-line description (the README's table of methods: ``python -m unlearning.approx.registry
---markdown``). Registering a name twice raises.
+one-line description (the table of methods in ``docs/unlearning-methods.md``: ``python -m
+unlearning.approx.registry --markdown`` prints it, ``--readme docs/unlearning-methods.md``
+rewrites it there). Registering a name twice raises.
 
 The registry imports the modules of :data:`METHOD_MODULES` the first time it is read, so that
-they register; their order is the order of the methods (the API's enum, the README's table).
+they register; their order is the order of the methods (the API's enum, the table of methods).
 **A new method** is one module that registers it and one line in :data:`METHOD_MODULES`.
 :mod:`unlearning.approx.prefix_pass` runs a method by name; the service's schemas, database
 validation and the benches take their names from here.
@@ -303,7 +304,7 @@ MethodName = str
 
 
 def markdown_table(registry: Registry = REGISTRY) -> str:
-    """The README's table of methods, one row per registered method."""
+    """The table of methods of ``docs/unlearning-methods.md``, one row per registered method."""
     lines = [
         "| method | module | config | what it does | fits | causal LM | modalities "
         "| reads labels | reads statistics |",
@@ -325,12 +326,13 @@ def markdown_table(registry: Registry = REGISTRY) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: The lines around the README's table of methods (the first one continues with a comment).
+#: The lines around the table of methods in a Markdown file (the first one continues with a
+#: comment).
 TABLE_BEGIN, TABLE_END = "<!-- approx-methods: begin", "<!-- approx-methods: end -->"
 
 
 def table_in(text: str) -> str:
-    """The table between the markers of a README's text."""
+    """The table between the markers of a Markdown file's text."""
     _, begin, rest = text.partition(TABLE_BEGIN)
     table, end, _ = rest.partition("\n")[2].partition(TABLE_END)
     if not (begin and end):
@@ -349,10 +351,13 @@ def with_table(text: str, table: str) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The registered approximate methods.")
     parser.add_argument(
-        "--markdown", action="store_true", help="print the README's table of methods"
+        "--markdown", action="store_true", help="print the table of methods (Markdown)"
     )
     parser.add_argument(
-        "--readme", type=Path, help="write the table of methods into this README, in place"
+        "--readme",
+        type=Path,
+        help="write the table of methods into this Markdown file, in place, between its markers "
+        "(docs/unlearning-methods.md)",
     )
     args = parser.parse_args(argv)
     if args.readme:

@@ -30,6 +30,7 @@ from service.db.models import (
     Task,
 )
 from service.db.models.base import utcnow
+from service.db.models.job_params import ApproximateParams, PlannedSequence, SequenceParams
 from service.db.repositories import (
     DeletionRepository,
     JobRepository,
@@ -221,13 +222,18 @@ def test_what_live_jobs_write_or_will_read_stays(
             model_id=model.id,
             kind=JobKind.approximate,
             stages_total=1,
-            params={
-                "deletion_id": str(request.id),
-                "sequences": [{"chain": [base.id, top.id], "from_stage": 1}],
-            },
+            params=ApproximateParams(
+                deletion_id=request.id,
+                method="ssd",
+                sequences=[
+                    PlannedSequence(
+                        sequence_id=top.sequence_id, chain=[base.id, top.id], from_stage=1
+                    )
+                ],
+            ).dump(),
         )
         jobs.start(retrain)
-        retrain.params = {"prefix": [prefix.id]}
+        retrain.params = SequenceParams(prefix=[prefix.id]).dump()
         kept = {layer.artifact_ref or "" for layer in (base, top, output, prefix)}
         retrain_id, request_id = retrain.id, request.id
     statistics = artifact_ref(b"statistics")

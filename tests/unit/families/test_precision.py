@@ -78,14 +78,18 @@ def test_a_bf16_base_serves_what_float32_serves_within_its_rounding(
     assert torch.allclose(on_half, on_full, atol=0.15), (on_half - on_full).abs().max()
     assert not torch.equal(on_half, on_full)  # and the precision does change the bits
 
-    # A KV-cached generation on the half-precision base equals recomputing every token.
+    # A KV-cached generation on the half-precision base picks, at every step, a token that
+    # recomputing every token rates best within bfloat16's rounding: the cache sums in another
+    # order, so where two tokens tie to within it (this random model has such ties, and which
+    # wins depends on the CPU's thread count) either may come first.
     lm = run.engine.lm(run.config, served)
     prompt = prompt_ids(half.processor, Conversation.prompt("tell me about bank"))
     generation = Generation(lm, prompt, Sampling())
     tokens = [generation.accept() for _ in range(6)]
     ids = torch.tensor([prompt + tokens])
-    full_pass = lm._logprobs(ids, torch.ones_like(ids))
-    assert tokens == [int(full_pass[0, len(prompt) - 1 + i].argmax()) for i in range(6)]
+    full_pass = lm._logprobs(ids, torch.ones_like(ids))[0, len(prompt) - 1 :]
+    gaps = [float(full_pass[i].max() - full_pass[i, token]) for i, token in enumerate(tokens)]
+    assert max(gaps) < 0.05, gaps
 
 
 def test_the_frozen_bottom_cache_holds_the_base_dtype(family_folders: dict[str, Path]) -> None:
