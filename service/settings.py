@@ -58,7 +58,7 @@ class RetrainScheduling(StrEnum):
 
 
 class Settings(BaseSettings):
-    """Every setting of the service; the README lists them with their defaults."""
+    """Every setting of the service; docs/configuration.md lists them with their defaults."""
 
     model_config = SettingsConfigDict(env_prefix="UNLEARN_", env_file=".env", extra="ignore")
 
