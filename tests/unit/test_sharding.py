@@ -1,4 +1,5 @@
-"""Sample placement is stable across processes and releases, and spreads evenly."""
+"""Sample placement is stable across processes and releases, spreads evenly, and places new
+subjects so that no slice exceeds the mean by more than the largest subject."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ import sys
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from unlearning.sharding import PlacementPolicy, assign, place, unbalanced_slices
+from unlearning.sharding import (
+    PlacementPolicy,
+    assign,
+    place,
+    place_subjects,
+    unbalanced_slices,
+)
 
 
 def test_known_values_never_change() -> None:
@@ -79,3 +88,93 @@ def test_unbalanced_slices_are_those_far_from_the_mean() -> None:
     assert unbalanced_slices([[1, 9], [2, 0]]) == []  # a mean of 3: too small to tell
     found = unbalanced_slices([[20, 20, 20], [20, 100, 5]])
     assert [(shard, slice_, size) for shard, slice_, size, _ in found] == [(1, 1, 100), (1, 2, 5)]
+
+
+def _loads_after(
+    batches: list[dict[str, int]], n_shards: int, n_slices: int, *, hashed: bool = False
+) -> list[list[list[int]]]:
+    """Slice loads after each batch of new subjects (``{subject: size}``), placed by the
+    balanced rule (or by the subject's hash alone)."""
+    loads = [[0] * n_slices for _ in range(n_shards)]
+    history = []
+    for batch in batches:
+        if hashed:
+            where = {s: place("m", "", s, n_shards, n_slices, "subject") for s in batch}
+        else:
+            where = place_subjects("m", batch, loads, n_shards, n_slices)
+        for subject, size in batch.items():
+            loads[where[subject].shard][where[subject].slice] += size
+        history.append([row[:] for row in loads])
+    return history
+
+
+def _within_bound(loads: list[list[int]], largest: int) -> bool:
+    """The bound :func:`place_subjects` states: no slice above the mean plus the largest
+    subject."""
+    flat = [size for row in loads for size in row]
+    return max(flat) <= sum(flat) / len(flat) + largest
+
+
+#: The issue's example: 1,000 rows of 20 subjects (50 each) on 4 shards of 3 slices.
+ISSUE_EXAMPLE = [{f"subject-{i}": 50 for i in range(20)}]
+
+
+def test_the_hash_rule_breaks_the_bound_on_the_issues_example() -> None:
+    hashed = _loads_after(ISSUE_EXAMPLE, 4, 3, hashed=True)[-1]
+    assert not _within_bound(hashed, 50)
+    assert any(size == 0 for row in hashed for size in row)  # and some slice is empty
+    balanced = _loads_after(ISSUE_EXAMPLE, 4, 3)[-1]
+    assert _within_bound(balanced, 50)
+    assert all(size > 0 for row in balanced for size in row)
+
+
+@given(
+    st.lists(
+        st.dictionaries(
+            st.text("abcdefgh", min_size=1, max_size=4),
+            st.integers(1, 60),
+            min_size=1,
+            max_size=12,
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.integers(1, 5),
+    st.integers(1, 4),
+)
+@settings(max_examples=300, deadline=None)
+def test_balanced_placement_keeps_every_slice_within_the_bound(
+    batches: list[dict[str, int]], n_shards: int, n_slices: int
+) -> None:
+    seen: set[str] = set()
+    stream = []  # each subject arrives once, whole, in one batch
+    for batch in batches:
+        stream.append({s: n for s, n in batch.items() if s not in seen})
+        seen |= batch.keys()
+    largest = 0
+    for batch, loads in zip(stream, _loads_after(stream, n_shards, n_slices), strict=True):
+        largest = max([largest, *batch.values()])
+        assert _within_bound(loads, largest), (loads, largest)
+
+
+def test_balanced_placement_is_deterministic_and_ignores_the_batchs_order() -> None:
+    sizes = {f"subject-{i}": (i * 7) % 13 + 1 for i in range(30)}
+    loads = [[3, 0, 5], [1, 1, 0]]
+    first = place_subjects("m", sizes, loads, 2, 3)
+    again = place_subjects("m", dict(reversed(sizes.items())), loads, 2, 3)
+    assert first == again
+    assert loads == [[3, 0, 5], [1, 1, 0]]  # the caller's loads are not changed
+
+
+def test_a_tie_goes_to_the_first_least_loaded_slice_from_the_hashed_one() -> None:
+    # An empty model: the first subject goes where its hash says (as before).
+    empty = [[0] * 3 for _ in range(4)]
+    assert place_subjects("m", {"bob": 5}, empty, 4, 3) == {
+        "bob": place("m", "", "bob", 4, 3, "subject")
+    }
+    # One slice less loaded than the rest: it wins, wherever the hash points.
+    loads = [[9, 9, 9], [9, 2, 9], [9, 9, 9], [9, 9, 9]]
+    assert place_subjects("m", {"bob": 5}, loads, 4, 3) == {"bob": (1, 1)}
+    # The larger subject is placed first, on the emptiest slice.
+    two = place_subjects("m", {"small": 1, "large": 10}, [[0, 4]], 1, 2)
+    assert two == {"large": (0, 0), "small": (0, 1)}

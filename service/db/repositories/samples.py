@@ -1,4 +1,4 @@
-"""Samples: validated bulk registration, deterministic placement and lineage look-ups."""
+"""Samples: validated bulk registration, balanced deterministic placement and lineage look-ups."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from service.db.hashing import TenantHasher, plain_hash
 from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
 from service.db.repositories.base import Repository
+from service.db.repositories.models import ModelRepository
 from service.errors import (
     DomainError,
     DuplicateSampleError,
@@ -24,7 +25,7 @@ from service.errors import (
 )
 from service.images import ImageLimits, check_image, image_from_base64
 from unlearning.families import Conversation, Modality
-from unlearning.sharding import place
+from unlearning.sharding import Placement, PlacementPolicy, place, place_subjects
 
 MAX_EXTERNAL_ID_LENGTH = 255
 #: A deleted sample keeps only ``deleted:<keyed hash of its external id>`` and no subject.
@@ -271,15 +272,8 @@ class SampleRepository(Repository):
             accepted.append((row, validated))
 
         samples = []
-        for row, _ in accepted:
-            where = place(
-                str(model.id),
-                row.external_id,
-                row.subject_id,
-                model.n_shards,
-                model.n_slices,
-                model.placement,
-            )
+        where_of = self._placements(model, [row for row, _ in accepted])
+        for (row, _), where in zip(accepted, where_of, strict=True):
             shard_id, slice_id = placements[where]
             samples.append(
                 Sample(
@@ -314,6 +308,69 @@ class SampleRepository(Repository):
             ) from exc
         result.stored = samples
         return result
+
+    def _placements(self, model: Model, rows: Sequence[NewSample]) -> list[Placement]:
+        """Where each row goes. Under ``subject`` placement a subject the model holds (a live
+        sample) keeps its slice, a new subject goes to the least-loaded slice
+        (:func:`place_subjects`), and a row without a subject goes by its id's hash, as every
+        row does under ``sample``. The model row is locked first, so two registrations of one
+        model read the loads one after the other and each sees the other's placements."""
+        hashed = [
+            place(
+                str(model.id),
+                row.external_id,
+                row.subject_id,
+                model.n_shards,
+                model.n_slices,
+                model.placement,
+            )
+            for row in rows
+        ]
+        if model.placement is not PlacementPolicy.subject:
+            return hashed
+        ModelRepository.from_session(self.session).get_for_update(model.id)
+        named = sorted({row.subject_id for row in rows if row.subject_id is not None})
+        held = self.subject_slices(model.id, named)
+        loads = self.slice_sizes(model)
+        new: dict[str, int] = {}
+        for row, where in zip(rows, hashed, strict=True):
+            if row.subject_id is None or row.subject_id in held:
+                known = held.get(row.subject_id, where) if row.subject_id else where
+                loads[known.shard][known.slice] += 1
+            else:
+                new[row.subject_id] = new.get(row.subject_id, 0) + 1
+        chosen = {
+            **held,
+            **place_subjects(str(model.id), new, loads, model.n_shards, model.n_slices),
+        }
+        return [
+            where if row.subject_id is None else chosen[row.subject_id]
+            for row, where in zip(rows, hashed, strict=True)
+        ]
+
+    def subject_slices(
+        self, model_id: uuid.UUID, subject_ids: Sequence[str]
+    ) -> dict[str, Placement]:
+        """The slice of each of these subjects that has a live sample in the model (one per
+        subject: a subject lives in one slice; the lowest, should an older model disagree)."""
+        found: dict[str, Placement] = {}
+        for chunk in _chunks(subject_ids):
+            rows = self.session.execute(
+                sa.select(Sample.subject_id, Shard.index, Slice.index)
+                .join(Shard, Shard.id == Sample.shard_id)
+                .join(Slice, Slice.id == Sample.slice_id)
+                .where(
+                    Sample.model_id == model_id,
+                    Sample.deleted.is_(False),
+                    Sample.subject_id.in_(chunk),
+                )
+                .distinct()
+                .order_by(Shard.index, Slice.index)
+            )
+            for subject, shard, slice_ in rows:
+                if subject is not None:
+                    found.setdefault(subject, Placement(shard, slice_))
+        return found
 
     def registered_ids(self, model_id: uuid.UUID, external_ids: Sequence[object]) -> set[str]:
         """The external ids among these that name a live sample of the model (a deleted one

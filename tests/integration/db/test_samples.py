@@ -23,7 +23,13 @@ from service.errors import (
 )
 from tests.conftest import default_base_model_id, make_model
 from unlearning.device import local_profile
-from unlearning.sharding import assign
+from unlearning.sharding import PlacementPolicy, assign
+
+
+def _subject_placed(model: Model) -> Model:
+    """The model under `subject` placement (the API's default; the repository's is `sample`)."""
+    model.placement = PlacementPolicy.subject
+    return model
 
 
 class TestPlacement:
@@ -42,6 +48,55 @@ class TestPlacement:
             expected = assign(str(model.id), sample.external_id, model.n_shards, model.n_slices)
             assert (shard.index, slice_.index) == expected
         assert len({(s.shard_id, s.slice_id) for s in stored}) > 1
+
+    def test_new_subjects_fill_the_least_loaded_slices_within_the_bound(
+        self, session: Session, tenant: Tenant
+    ) -> None:
+        """The issue's example: 1,000 rows of 20 subjects on 4 shards of 3 slices, which the
+        subject's hash left with empty slices. Each subject lives in one slice, and no slice
+        exceeds the mean by more than the largest subject (:func:`place_subjects`)."""
+        model = _subject_placed(make_model(session, tenant, n_shards=4, n_slices=3))
+        repo = SampleRepository.from_session(session)
+        rows = [
+            NewSample(f"s{i}", "pos", text=f"t{i}", subject_id=f"subject-{i % 20}")
+            for i in range(1000)
+        ]
+        stored = repo.add_many(model, rows).stored
+        sizes = [size for row in repo.slice_sizes(model) for size in row]
+        assert min(sizes) > 0 and max(sizes) <= sum(sizes) / len(sizes) + 50, sizes
+        slices: dict[str | None, set[uuid.UUID]] = {}
+        for sample in stored:
+            slices.setdefault(sample.subject_id, set()).add(sample.slice_id)
+        assert all(len(held) == 1 for held in slices.values())
+
+    def test_a_subject_keeps_its_slice_and_a_new_one_goes_to_the_lightest(
+        self, session: Session, tenant: Tenant
+    ) -> None:
+        model = _subject_placed(make_model(session, tenant, n_shards=2, n_slices=2))
+        repo = SampleRepository.from_session(session)
+        first = repo.add(model, NewSample("a0", "pos", text="x", subject_id="alice"))
+        # No subject: by the id's hash, as under `sample` placement.
+        plain = repo.add_many(model, [NewSample(f"p{i}", "pos", text="x") for i in range(12)])
+        for sample in plain.stored:
+            shard = session.get(Shard, sample.shard_id)
+            slice_ = session.get(Slice, sample.slice_id)
+            assert shard is not None and slice_ is not None
+            hashed = assign(str(model.id), sample.external_id, 2, 2)
+            assert (shard.index, slice_.index) == hashed
+        later = repo.add_many(
+            model, [NewSample(f"a{i}", "pos", text="x", subject_id="alice") for i in (1, 2)]
+        ).stored
+        assert {s.slice_id for s in later} == {first.slice_id}  # alice's slice, however full
+        sizes = repo.slice_sizes(model)
+        lightest = min(
+            ((shard, slice_) for shard in range(2) for slice_ in range(2)),
+            key=lambda cell: sizes[cell[0]][cell[1]],
+        )
+        bob = repo.add(model, NewSample("b0", "pos", text="x", subject_id="bob"))
+        shard = session.get(Shard, bob.shard_id)
+        slice_ = session.get(Slice, bob.slice_id)
+        assert shard is not None and slice_ is not None
+        assert sizes[shard.index][slice_.index] == sizes[lightest[0]][lightest[1]]
 
 
 class TestBulkRegistration:
