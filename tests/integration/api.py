@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import functools
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 from service.approximation.runner import run_approximate_job
 from service.artifacts.collection import collect
 from service.db.engine import make_engine, make_session_factory, unit_of_work
-from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role
+from service.db.models import Job, JobKind, JobStatus, Layer, LayerState, Role, Sample, Shard, Slice
 from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.engine import Engines, artifact_store
 from service.errors import TenantNotFoundError
@@ -25,7 +26,7 @@ from service.training.runner import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
 from unlearning.families import Content, Conversation
 from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample
-from unlearning.sharding import place
+from unlearning.sharding import Placement, place
 
 #: A model small enough to train on the tiny backbone in about a second.
 TINY_MODEL = {
@@ -98,6 +99,7 @@ class InProcessWorker:
         model's registered base model); default the tiny backbone for every model."""
         self.engine = S3TEngine(tiny_backbone(4), artifact_store(settings))
         self.engines: Engines = engines if engines is not None else self.engine
+        self.database_url = settings.database_url
         self._db = make_engine(settings.database_url)
         self.factory = make_session_factory(self._db)
         self.collect = collect
@@ -154,6 +156,10 @@ class InProcessWorker:
                 self.run(job_id)
                 ran += 1
         return ran
+
+    def placements(self, model_id: str) -> dict[str, Placement]:
+        """:func:`recorded_placements` of the model."""
+        return recorded_placements(self.database_url, model_id)
 
     def close(self) -> None:
         self._db.dispose()
@@ -233,12 +239,43 @@ def save_tiny_backbone(path: Path) -> Path:
     return path
 
 
+def recorded_placements(database_url: str, model_id: str) -> dict[str, Placement]:
+    """Where registration put each live sample of the model (by external id), as its row
+    records it: under `subject` placement a new subject goes to the least-loaded slice, which
+    depends on what the model held, so only the record says where a subject's samples live."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(Sample.external_id, Shard.index, Slice.index)
+                .join(Shard, Shard.id == Sample.shard_id)
+                .join(Slice, Slice.id == Sample.slice_id)
+                .where(Sample.model_id == uuid.UUID(model_id), Sample.deleted.is_(False))
+            )
+            return {external_id: Placement(shard, slice_) for external_id, shard, slice_ in rows}
+    finally:
+        engine.dispose()
+
+
 def trained_without(
-    engine: S3TEngine, model: dict[str, Any], rows: list[dict[str, Any]], gone: set[str]
+    engine: S3TEngine,
+    model: dict[str, Any],
+    rows: list[dict[str, Any]],
+    gone: set[str],
+    *,
+    placed: Mapping[str, Placement] | None = None,
 ) -> set[str]:
     """The artifacts of training the model (as `GET /models/{id}` shows it) from scratch on the
     rows of :func:`samples` (or image rows, or a causal LM's conversation rows) minus ``gone``:
-    the exactness reference of a retrain."""
+    the exactness reference of a retrain.
+
+    A row goes where the hash puts it (:func:`place`), but a subject's row under `subject`
+    placement goes where registration recorded it (``placed``, from
+    :func:`recorded_placements`): the least-loaded slice when the subject arrived."""
+    remaining = [r for r in rows if r["external_id"] not in gone]
+    balanced = model["placement"] == "subject"
+    if balanced and any(r.get("subject_id") for r in remaining):
+        assert placed is not None, "give `placed`: subjects' samples go to the lightest slice"
     causal = model["task"] == "causal_lm"
     config = S3TConfig.from_dict(
         {
@@ -251,23 +288,26 @@ def trained_without(
         }
     )
     spec = ModelSpec(config, tuple(tuple(o) for o in model["sequence_orders"]))
-    remaining = [
+    training = [
         TrainingSample(
             r["external_id"],
-            *place(
-                model["id"],
-                r["external_id"],
-                r.get("subject_id"),
-                config.n_shards,
-                config.n_slices,
-                model["placement"],
+            *(
+                placed[r["external_id"]]
+                if placed is not None and balanced and r.get("subject_id")
+                else place(
+                    model["id"],
+                    r["external_id"],
+                    r.get("subject_id"),
+                    config.n_shards,
+                    config.n_slices,
+                    model["placement"],
+                )
             ),
             *_content_and_target(r, model),
         )
-        for r in rows
-        if r["external_id"] not in gone
+        for r in remaining
     ]
-    return {layer.artifact for layer in engine.train(spec, remaining)}
+    return {layer.artifact for layer in engine.train(spec, training)}
 
 
 def conversation(row: dict[str, Any]) -> Conversation:

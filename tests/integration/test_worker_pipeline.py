@@ -28,6 +28,7 @@ from tests.integration.api import (
     TINY_MODEL,
     auth,
     issue_keys,
+    recorded_placements,
     samples,
     trained_without,
     used_layers,
@@ -176,7 +177,9 @@ def test_delete_with_a_real_worker(stack: tuple[TestClient, Settings]) -> None:
     wait_for(restored, TIMEOUT_S, "the parked orders")
     gone = set(victims) | {ids[i] for i in bob}
     reference = S3TEngine(tiny_backbone(4), LocalArtifactStore(Path(settings.data_dir) / "ref"))
-    expected = trained_without(reference, model, rows, gone)
+    expected = trained_without(
+        reference, model, rows, gone, placed=recorded_placements(settings.database_url, model_id)
+    )
     engine = make_engine(settings.database_url)
     with engine.connect() as conn:
         active = set(

@@ -144,7 +144,7 @@ def test_a_causal_lm_trains_generates_scores_and_forgets_a_subject(
     engines = llm_worker.engines
     assert isinstance(engines, EngineCatalogue)
     [engine] = engines.engines()
-    reference = trained_without(engine, model, rows, gone)
+    reference = trained_without(engine, model, rows, gone, placed=llm_worker.placements(model_id))
     with db() as session:
         active = set(
             session.scalars(sa.select(Layer.artifact_ref).where(Layer.state == LayerState.active))

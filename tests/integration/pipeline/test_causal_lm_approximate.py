@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from tests.integration.pipeline.llm import (
     register_tiny_llama,
     trained_llm,
 )
-from unlearning.sharding import place
+from unlearning.sharding import Placement
 
 pytestmark = [
     pytest.mark.integration,
@@ -90,21 +91,14 @@ def _check_served(
     return {i for i in served if layers[i].approximate}
 
 
-def _subject_with_company(model: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def _subject_with_company(placed: Mapping[str, Placement], rows: list[dict[str, Any]]) -> str:
     """A subject whose shard also holds another subject's samples (with 4 subjects on 2 shards
-    there is one): its deletion leaves data for a pass to keep, whatever the model's id (the
-    placement's key). A subject alone in its shard is left to the exact retrain."""
+    there is one): its deletion leaves data for a pass to keep, wherever registration placed
+    the subjects (``placed``: the recorded placements). A subject alone in its shard is left to
+    the exact retrain."""
     shard_of: dict[str, set[int]] = defaultdict(set)
     for row in rows:
-        shard, _ = place(
-            model["id"],
-            row["external_id"],
-            row["subject_id"],
-            model["n_shards"],
-            model["n_slices"],
-            model["placement"],
-        )
-        shard_of[row["subject_id"]].add(shard)
+        shard_of[row["subject_id"]].add(placed[row["external_id"]].shard)
     return next(
         subject
         for subject, shards in sorted(shard_of.items())
@@ -198,7 +192,7 @@ def _retrained_exactly(
     assert isinstance(engines, EngineCatalogue)
     [engine] = engines.engines()
     active = {layer.artifact_ref for layer in layers.values() if layer.state is LayerState.active}
-    assert active == trained_without(engine, model, rows, gone)
+    assert active == trained_without(engine, model, rows, gone, placed=worker.placements(model_id))
     final = api.ok(api.post(f"/models/{model_id}/generate", ASK))
     assert not _check_served(final, layers, invalidated)
 
@@ -214,7 +208,7 @@ def test_approximate_then_exact_with_npo(
         "approximate_then_exact",
         "npo",
     )
-    subject = _subject_with_company(model, rows)
+    subject = _subject_with_company(llm_worker.placements(model_id), rows)
     deletion, invalidated = _forget_and_serve_approximately(
         api, llm_worker, db, model_id, subject, "npo"
     )
@@ -233,7 +227,7 @@ class TestAuto:
         model_id = trained_llm(api, llm_worker, rows, unlearning_policy="auto")
         model = api.ok(api.get(f"/models/{model_id}"))
         assert (model["unlearning_policy"], model["approximate_method"]) == ("auto", "auto")
-        subject = _subject_with_company(model, rows)
+        subject = _subject_with_company(llm_worker.placements(model_id), rows)
         backlog = api.ok(api.post("/models", {**LLM_MODEL, "labels": None}), 201)["id"]
         api.ok(api.post(f"/models/{backlog}/samples", {"samples": chat_rows(4)}))
         api.ok(api.post(f"/models/{backlog}/train"), 202)  # queued, not run: a backlog

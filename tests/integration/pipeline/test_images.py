@@ -188,7 +188,9 @@ def test_image_deletion_is_exact_fresh_and_leaves_nothing(
     done = api.ok(api.get(f"/deletions/{deletion['id']}"))
     assert done["status"] == "completed"
     model_now = api.ok(api.get(f"/models/{model['id']}"))
-    reference = trained_without(vit_engine(worker), model_now, rows, gone_ids)
+    reference = trained_without(
+        vit_engine(worker), model_now, rows, gone_ids, placed=worker.placements(model["id"])
+    )
     assert active_digests(worker, model["id"]) == reference, "the retrain is not bitwise exact"
     retrained = api.ok(api.post(f"/models/{model['id']}/predict", {"images": probe}))
     assert not used_layers(retrained) & invalidated
