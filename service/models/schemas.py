@@ -133,8 +133,9 @@ class ModelCreate(BaseModel):
     placement: Literal["subject", "sample"] = Field(
         "subject",
         description="How samples are placed on shards and slices. `subject`: all of a data "
-        "subject's samples in one shard and one slice (by a keyed hash of `subject_id`; samples "
-        "without one by their id), so a subject's deletion cuts one slice. `sample`: each "
+        "subject's samples in one shard and one slice (a new subject on the least-loaded slice, "
+        "so no slice exceeds the mean by more than the largest subject; samples without a "
+        "subject by their id), so a subject's deletion cuts one slice. `sample`: each "
         "sample by its own id, spread over every shard and slice. Fixed once created.",
     )
     min_live_shards: int = Field(

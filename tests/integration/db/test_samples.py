@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task, Tenant
 from service.db.repositories import (
@@ -14,6 +15,7 @@ from service.db.repositories import (
     ModelRepository,
     NewSample,
     SampleRepository,
+    TenantRepository,
 )
 from service.errors import (
     DuplicateSampleError,
@@ -238,3 +240,31 @@ class TestLookups:
         LineageRepository.from_session(session).deactivate_samples(model.id, [alice[0].id])
         after = {s.id for s, _ in repo.training_set(slice_ids)}
         assert alice[0].id not in after and len(after) == 29
+
+
+def test_registering_under_subject_placement_locks_the_model_row(
+    factory: sessionmaker[Session],
+) -> None:
+    """Two registrations of one model read the slice loads one after the other: the first
+    holds the model row until it commits (PostgreSQL; SQLite serialises writers anyway)."""
+    with factory() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            pytest.skip("SQLite has one writer at a time and no row locks")
+        tenant = TenantRepository.from_session(session).create(f"t-{uuid.uuid4().hex[:8]}")
+        model = _subject_placed(make_model(session, tenant))
+        session.commit()
+        model_id = model.id
+    locked = (
+        sa.select(Model.id).where(Model.id == model_id).with_for_update(nowait=True, key_share=True)
+    )
+    with factory() as first, factory() as second:
+        held = first.get(Model, model_id)
+        assert held is not None
+        SampleRepository.from_session(first).add(
+            held, NewSample("a0", "pos", text="x", subject_id="alice")
+        )
+        with pytest.raises(OperationalError, match="could not obtain lock"):
+            second.execute(locked)
+        second.rollback()
+        first.commit()
+        assert second.execute(locked).scalar_one() == model_id
