@@ -17,7 +17,7 @@ stage holding the subject), and the test accuracy of the ensemble trained with t
 (:class:`S3TEngine`, the real MiniLM-L6) on a held-out set. A shard left without samples trains
 nothing and is not served (its untrained head would only add noise).
 
-Usage: python bench/placement.py [--train 1000 --test 600 ...]; see --help. About 4 minutes on
+Usage: python bench/placement.py [--train 1000 --test 600 ...]; see --help. About 5 minutes on
 one torch thread of a shared 2-core machine.
 """
 
