@@ -1,11 +1,11 @@
 """``auto`` that learns from grades: which candidate method to run on a model, given how its
 earlier passes on that model compared with their exact retrains.
 
-Each graded pass has a ``gap`` (points of disagreement with its exact retrain on the evaluation
-rows, :class:`unlearning.evaluation.grading.PassGrade`) and a cost (its work as a share of the
-retrain's). Per model and method, :class:`MethodRecord` sums them. :func:`choose_by_grades`
-then, among the candidates the fixed rule would consider (``prefix_pass.auto_candidates``, in
-its order of preference):
+Each graded pass has a ``gap`` (points between its accuracy on the evaluation rows and its
+exact retrain's, :class:`unlearning.evaluation.grading.PassGrade`) and a cost (its work as a
+share of the retrain's). Per model and method, :class:`MethodRecord` sums them.
+:func:`choose_by_grades` then, among the candidates the fixed rule would consider
+(``prefix_pass.auto_candidates``, in its order of preference):
 
 1. drops a method whose record holds at least ``min_grades`` passes and a mean gap above
    ``max_gap`` (it has shown, on this model, that it lands too far from exact);
@@ -29,7 +29,7 @@ class MethodRecord:
 
     method: str
     grades: int
-    mean_gap: float  # points of disagreement with the exact retrain, evaluation rows
+    mean_gap: float  # points of accuracy from the exact retrain, evaluation rows
     mean_cost_share: float  # the pass's work over its retrain's (0.05: 5 % of the cost)
 
     def __post_init__(self) -> None:

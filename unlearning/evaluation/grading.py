@@ -4,8 +4,10 @@ The service computes, for every approximate pass, the exact retrain of the same 
 later: the oracle that unlearning papers grade against. A grade compares the two models'
 outputs on rows neither trained on (an evaluation split) and on the deleted rows:
 
+- **gap**: how far the pass's accuracy on the evaluation rows lands from the exact model's, in
+  points (what "within X points of exact" means);
 - **agreement**: the share of evaluation rows on which the pass predicts what the exact model
-  predicts (points of disagreement are the pass's ``gap``);
+  predicts (two models trained on different data disagree on some rows: this is stricter);
 - **kl**: the mean KL divergence KL(exact ‖ pass) of their output distributions on those rows;
 - **ua_gap**: accuracy on the deleted rows, pass minus exact, in points (positive: the pass
   still knows them better than a model that never saw them);
@@ -21,6 +23,7 @@ Pure numpy on outputs: the service runs the models and hands their logits here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +126,8 @@ class Outputs:
 class PassGrade:
     """How close a pass came to its exact retrain (see the module's docstring)."""
 
+    accuracy: float  # the pass's, percent of evaluation rows
+    exact_accuracy: float  # the exact retrain's
     agreement: float  # percent of evaluation rows
     kl: float  # nats, mean over evaluation rows
     n_eval: int
@@ -133,11 +138,13 @@ class PassGrade:
 
     @property
     def gap(self) -> float:
-        """Points of disagreement with the exact model on the evaluation rows."""
-        return 100.0 - self.agreement
+        """Points between the pass's accuracy on the evaluation rows and the exact model's."""
+        return abs(self.accuracy - self.exact_accuracy)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "accuracy": self.accuracy,
+            "exact_accuracy": self.exact_accuracy,
             "agreement": self.agreement,
             "gap": self.gap,
             "kl": self.kl,
@@ -161,6 +168,8 @@ def grade_pass(
     not opt in to keeping them for grading) only the evaluation rows are compared; the
     membership test also needs ``references`` (models that trained on neither set)."""
     graded = PassGrade(
+        accuracy=accuracy(approximate.eval_logits, eval_labels, name="eval"),
+        exact_accuracy=accuracy(exact.eval_logits, eval_labels, name="eval"),
         agreement=agreement(approximate.eval_logits, exact.eval_logits),
         kl=mean_kl(exact.eval_logits, approximate.eval_logits),
         n_eval=len(np.asarray(eval_labels)),
@@ -182,10 +191,8 @@ def grade_pass(
             approximate.eval_logits, [r.eval_logits for r in references], eval_labels
         )
         membership = membership_test(forget_scores, eval_scores)
-    return PassGrade(
-        agreement=graded.agreement,
-        kl=graded.kl,
-        n_eval=graded.n_eval,
+    return dataclasses.replace(
+        graded,
         ua_gap=ua_gap,
         membership_auc=membership[0],
         flagged=membership[1],

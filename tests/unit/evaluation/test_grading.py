@@ -105,6 +105,9 @@ def test_a_grade_without_the_deleted_rows_compares_the_evaluation_rows_only() ->
     exact = rng.normal(size=(30, 4))
     grade = grade_pass(Outputs(exact), Outputs(exact), eval_labels=labels)
     assert (grade.agreement, grade.gap, grade.n_eval) == (100.0, 0.0, 30)
+    flipped = grade_pass(Outputs(-exact), Outputs(exact), eval_labels=labels)
+    assert flipped.agreement == 0.0
+    assert flipped.gap == pytest.approx(abs(flipped.accuracy - flipped.exact_accuracy))
     assert grade.ua_gap is None and grade.membership_auc is None and grade.n_forget == 0
     assert grade.to_dict()["gap"] == 0.0
 
