@@ -33,6 +33,7 @@ __all__ = [
     "MethodName",
     "RequestShape",
     "approximate_stages",
+    "auto_candidates",
     "chain_statistics",
     "choose_method",
     "examples_of",
@@ -53,10 +54,18 @@ def choose_method(
 ) -> tuple[MethodName, str]:
     """The ``auto`` method for a request of this shape removing this share of the affected
     shards' samples from a model of ``task`` on a base model of ``modality``, and why (for the
-    job note and the certificate). Measured through the service in ``bench/service_passes.py``:
-    for random shares of 1 % and 10 % SSD stays within 5 points of the retrain (IAU does not at
-    10 %), for a whole class suppression does. Only a method that fits the task and the
-    modality is chosen: the first of the preferred ones that does."""
+    job note and the certificate): the first of :func:`auto_candidates`."""
+    return auto_candidates(shape, task, share, modality)[0]
+
+
+def auto_candidates(
+    shape: RequestShape, task: Task, share: float, modality: Modality
+) -> list[tuple[MethodName, str]]:
+    """The methods ``auto`` may pick for such a request, preferred first, each with why. Measured
+    through the service in ``bench/service_passes.py``: for random shares of 1 % and 10 % SSD
+    stays within 5 points of the retrain (IAU does not at 10 %), for a whole class suppression
+    does. Only methods that fit the task and the modality; UnlearningInputError when none does.
+    """
     candidates: list[tuple[MethodName, str]] = []
     if shape is RequestShape.whole_class and task == Task.CLASSIFICATION:
         candidates += [
@@ -82,12 +91,12 @@ def choose_method(
             "minus the forget set's (one gradient pass over the forget set)",
         ),
     ]
-    for name, why in candidates:
-        if unfit(name, task, modality) is None:
-            return name, why
-    raise UnlearningInputError(
-        f"no approximate method fits a {task.value} model on a {modality.value} base model"
-    )
+    fitting = [(name, why) for name, why in candidates if unfit(name, task, modality) is None]
+    if not fitting:
+        raise UnlearningInputError(
+            f"no approximate method fits a {task.value} model on a {modality.value} base model"
+        )
+    return fitting
 
 
 def unfit(method: MethodName, task: Task, modality: Modality) -> str | None:
