@@ -46,7 +46,6 @@ default would take over an hour. ``--quick`` (300 / 200 samples) is no longer a 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -91,7 +90,9 @@ from unlearning.s3t.weights import StageWeights
 from unlearning.sharding import assign
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
+sys.path.insert(0, str(ROOT / "bench"))  # agnews, also when a test loads this file by its path
+from agnews import DEFAULT_DATA, Rows, load_split  # noqa: E402
+
 DEFAULT_OUTPUT = ROOT / "bench" / "results-approximate.json"
 PENALTY_OUTPUT = ROOT / "bench" / "results-approximate-penalty.json"
 REGRESSION_OUTPUT = ROOT / "bench" / "results-approximate-regression.json"
@@ -151,22 +152,9 @@ TARGET_TIME_RATIO = 0.05
 #: ... with an Avg. Gap to the retrain under this many points.
 TARGET_GAP = 5.0
 
-Rows = list[tuple[str, str]]  # (text, label name)
-
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def load_split(path: Path, limit: int, seed: int) -> Rows:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = [
-            (r[0], r[1])
-            for r in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if len(r) == 2
-        ]
-    random.Random(seed).shuffle(rows)
-    return rows[:limit]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

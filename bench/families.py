@@ -78,10 +78,9 @@ from unlearning.sharding import assign
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # families_service, also when a test loads this file
 
-from approximate import load_split  # noqa: E402
+from agnews import DEFAULT_DATA, load_split  # noqa: E402
 from timing import summary_ms  # noqa: E402
 
-DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
 #: Every run in the order they are measured: (family, base). ``minilm`` is the real
 #: MiniLM-L6; ``tiny`` a random-weight model of the family.
 RUNS: tuple[tuple[str, str], ...] = (

@@ -24,9 +24,7 @@ one torch thread of a shared 2-core machine.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import random
 import sys
 import tempfile
@@ -43,7 +41,9 @@ from unlearning.s3t import ModelSpec, S3TConfig, S3TEngine, TrainingSample, load
 from unlearning.sharding import Placement, assign, place, place_subjects
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
+sys.path.insert(0, str(ROOT / "bench"))  # agnews, also when a test loads this file by its path
+from agnews import DEFAULT_DATA, load_split  # noqa: E402
+
 DEFAULT_OUTPUT = ROOT / "bench" / "results-placement.json"
 MODEL_KEY = "bench-placement"
 Row = tuple[str, str, int]  # (sample id, text, label)
@@ -51,17 +51,6 @@ Row = tuple[str, str, int]  # (sample id, text, label)
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def load_split(path: Path, limit: int, seed: int) -> list[tuple[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = [
-            (r[0], r[1])
-            for r in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if len(r) == 2
-        ]
-    random.Random(seed).shuffle(rows)
-    return rows[:limit]
 
 
 def subjects_of(n_rows: int, n_subjects: int, seed: int) -> list[str]:

@@ -24,9 +24,7 @@ Usage: python bench/s3t.py [--train 1600 --test 800 ...]; see --help. Takes ~10 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import random
 import statistics
 import sys
@@ -57,23 +55,14 @@ from unlearning.s3t.training import SequenceTrainer
 from unlearning.sharding import assign
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
+sys.path.insert(0, str(ROOT / "bench"))  # agnews, also when a test loads this file by its path
+from agnews import DEFAULT_DATA, load_split  # noqa: E402
+
 Stages = dict[tuple[int, int, int], str]  # (shard, sequence, stage) -> artifact
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def load_split(path: Path, limit: int, seed: int) -> list[tuple[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = [
-            (r[0], r[1])
-            for r in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if len(r) == 2
-        ]
-    random.Random(seed).shuffle(rows)
-    return rows[:limit]
 
 
 def place(rows: Sequence[tuple[str, int]], config: S3TConfig) -> list[TrainingSample]:

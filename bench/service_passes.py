@@ -54,7 +54,7 @@ from fastapi.testclient import TestClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from approximate import load_split  # noqa: E402
+from agnews import DEFAULT_DATA, load_split  # noqa: E402
 
 from service.app import create_app  # noqa: E402
 from service.approximation import runner as approximate_runner  # noqa: E402
@@ -82,7 +82,6 @@ from unlearning.s3t import S3TEngine, TrainingSample  # noqa: E402
 from unlearning.s3t.config import Task  # noqa: E402
 from unlearning.s3t.weights import StageWeights  # noqa: E402
 
-DEFAULT_DATA = Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "shared" / "data")) / "agnews"
 OUTPUT = ROOT / "bench" / "results-service-passes.json"
 
 
