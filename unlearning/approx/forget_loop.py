@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -15,6 +16,23 @@ from unlearning.approx.model import PrefixModel
 
 #: The loss of one forget batch: given the batch's row indices in the forget set and the batch.
 ForgetLoss = Callable[[torch.Tensor, Examples], torch.Tensor]
+
+
+class LoopConfig(Protocol):
+    """The fields a forget-set method's config shares with :class:`LoopSettings`."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def max_steps(self) -> int: ...
+    @property
+    def retain_weight(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,18 @@ class LoopSettings:
     seed: int
     max_steps: int  # 0: every batch of every epoch
     retain_weight: float  # 0: no retain term
+
+    @classmethod
+    def of(cls, config: LoopConfig) -> LoopSettings:
+        """The loop settings of a method's config (which validates them by building these)."""
+        return cls(
+            config.epochs,
+            config.lr,
+            config.batch_size,
+            config.seed,
+            config.max_steps,
+            config.retain_weight,
+        )
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -37,9 +37,7 @@ class GradientAscentConfig:
 
     @property
     def loop(self) -> LoopSettings:
-        return LoopSettings(
-            self.epochs, self.lr, self.batch_size, self.seed, self.max_steps, self.retain_weight
-        )
+        return LoopSettings.of(self)
 
 
 def gradient_ascent(

@@ -54,9 +54,7 @@ class NPOConfig:
 
     @property
     def loop(self) -> LoopSettings:
-        return LoopSettings(
-            self.epochs, self.lr, self.batch_size, self.seed, self.max_steps, self.retain_weight
-        )
+        return LoopSettings.of(self)
 
 
 def log_likelihoods(model: PrefixModel, examples: Examples, batch_size: int) -> torch.Tensor:

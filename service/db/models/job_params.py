@@ -21,7 +21,7 @@ class JobParams(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> Self:
-        return cls.model_validate(job.params or {})
+        return cls.load(job.params)
 
     @classmethod
     def load(cls, params: dict[str, Any]) -> Self:
