@@ -166,23 +166,6 @@ def pass_method(
     return PassChoice(method, check_method(method, merged, task, model_modality(model)))
 
 
-def choose_pass(
-    session: Session,
-    model: Model,
-    requested: str | None,
-    overrides: Mapping[str, Any] | None,
-    settings: ApproximationSettings,
-) -> PassChoice | None:
-    """The pass a deletion on this model gets before its exact retrain, or None (exact only):
-    a request that names a method always gets one; otherwise the model's policy decides. The
-    method and its overrides are validated either way (InvalidInputError, see
-    :func:`pass_method`)."""
-    choice = pass_method(model, requested, overrides)
-    if requested is None and not wants_approximation(session, model, settings):
-        return None
-    return choice
-
-
 def resolve_method(
     model: Model, choice: PassChoice, shape: RequestShape, share: float
 ) -> tuple[MethodName, str]:

@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 from service.approximation.service import (
     ApproximationSettings,
     PassChoice,
-    choose_pass,
+    pass_method,
     plan_pass,
+    wants_approximation,
 )
 from service.db.hashing import TenantHasher
 from service.db.models import (
@@ -99,7 +100,7 @@ def request_deletion(
     received = utcnow()
     approximation = approximation or ApproximationSettings()
     model = ModelRepository.from_session(session).get_for_update(body.model_id, tenant_id=tenant_id)
-    choice = choose_pass(session, model, body.method, body.method_config, approximation)
+    choice = pass_method(model, body.method, body.method_config)  # refused before any write
     canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
     hasher = TenantRepository.from_session(session).hasher(tenant_id)
     if idempotency_key is not None:
@@ -111,17 +112,27 @@ def request_deletion(
 
     now = utcnow()
     marked, items = _mark_samples(session, model, body, hasher, now)
-    if not marked:
-        choice = None  # nothing to unlearn: no pass
+    approximate = bool(marked) and (
+        body.method is not None or wants_approximation(session, model, approximation)
+    )
     deactivation = LineageRepository.from_session(session).deactivate(
-        model, marked, purge_payloads=choice is None, now=now
+        model, marked, purge_payloads=not approximate, now=now
     )
     request = _record_request(
         session, model, body, items, deactivation, hasher, received, canonical, idempotency_key
     )
     shape = shape or (RequestShape.subject if body.subject_id else RequestShape.samples)
     jobs = (
-        _schedule(session, model, request, deactivation, choice, shape, approximation, retrain)
+        _schedule(
+            session,
+            model,
+            request,
+            deactivation,
+            choice if approximate else None,
+            shape,
+            approximation,
+            retrain,
+        )
         if marked
         else []
     )
