@@ -80,6 +80,13 @@ class InvalidSampleError(InvalidInputError):
     slug = "invalid-sample"
 
 
+class EvalSplitFullError(ConflictError):
+    """A model's evaluation split holds its cap of live samples."""
+
+    title = "Evaluation split full"
+    slug = "eval-split-full"
+
+
 class InvalidImageError(InvalidInputError):
     """An image that is not base64 of a PNG or JPEG within the size and pixel limits."""
 

@@ -1,8 +1,9 @@
 """Periodic upkeep: payloads past their deadline are purged, live jobs silent past their lease
 are sent again, parked retrains whose time has come are sent, webhook events past their
-retention are deleted, the audit chain verified in full longest ago is verified again (one per
-round, each every ``UNLEARN_AUDIT_FULL_VERIFY_INTERVAL_S``), and artifacts nothing live names
-any more (dead layers' weights, stale pass statistics) are deleted from the store
+retention are deleted, models serving a generation not measured yet get a measurement of their
+quality (``service.quality``), the audit chain verified in full longest ago is verified again
+(one per round, each every ``UNLEARN_AUDIT_FULL_VERIFY_INTERVAL_S``), and artifacts nothing
+live names any more (dead layers' weights, stale pass statistics) are deleted from the store
 (``service.artifacts.collection``) and announced, so that every process drops them from memory;
 now and then, files no row names at all (a job that crashed before recording them) are swept.
 
@@ -26,6 +27,7 @@ from service.audit.service import verify_due
 from service.db.engine import unit_of_work
 from service.db.leader import LeaderLock
 from service.engine import artifact_store
+from service.quality.service import schedule_due
 from service.serving.notify import publish_collected
 from service.settings import Settings
 from service.training.recovery import resend_stalled
@@ -43,6 +45,7 @@ def housekeep(
         resend_stalled(session, settings.job_lease_s)
         release_due(session)
         forget_old_events(session, settings.webhook_retention_s)
+        schedule_due(session)
     if settings.audit_full_verify_interval_s > 0:
         with unit_of_work(factory) as session:  # its own transaction: it may take seconds
             verify_due(session, settings.audit_full_verify_interval_s)

@@ -32,3 +32,4 @@ class TaskName(StrEnum):
     train_sequence = "workers.train_sequence"
     approximate_deletion = "workers.approximate_deletion"
     audit_exactness = "workers.audit_exactness"
+    measure_quality = "workers.measure_quality"

@@ -229,6 +229,13 @@ class Settings(BaseSettings):
         "at most every quarter of it; keep it above the longest job, whose files are recorded "
         "only at its end (a job that loses its files this way trains them again).",
     )
+    eval_max_samples: int = Field(
+        2_000,
+        ge=0,
+        description="The most live samples a model's evaluation split (samples registered with "
+        '`split: "eval"`) holds; each measurement of served quality runs the served model on '
+        "all of them.",
+    )
     approximate_purge_deadline_s: float = Field(
         3600.0,
         gt=0,

@@ -6,12 +6,15 @@
    in a short transaction with the model locked (a chain that moved meanwhile is discarded),
    which first claims their artifacts (``service.artifacts.collection.claim``). The chains the
    job planned are pinned by it: artifact collection keeps them while it is live.
-3. Finish the job. A failure is recorded on the job only (``service.jobs.runner``, the skeleton
+3. Finish the job; then, when the model has an evaluation split, measure it while the pass's
+   layers serve (``service.quality``: what grades the pass once its exact retrain serves). A
+   failure is recorded on the job only (``service.jobs.runner``, the skeleton
    every job runner shares): the deletion's exact retrain goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from sqlalchemy.orm import Session
@@ -30,12 +33,15 @@ from service.db.repositories import JobRepository, ModelRepository
 from service.db.repositories.lineage import Activation
 from service.engine import Engines, engine_for
 from service.jobs.runner import JobOutcome, Transaction, claim_job, failure_recorded, lock_job
+from service.quality import runner as quality
 from service.training import scheduling
 from unlearning.approx.data import UnlearningInputError
 from unlearning.approx.prefix_pass import approximate_stages, examples_of
 from unlearning.approx.statistics import PassStatistics
 from unlearning.artifacts import ArtifactNotFoundError
 from unlearning.s3t import S3TEngine
+
+log = logging.getLogger(__name__)
 
 
 def run_approximate_job(
@@ -86,7 +92,22 @@ def run_approximate_job(
             JobRepository.from_session(session).finish(job, status, "; ".join(notes))
             scheduling.release_held(session, work.request_id)
             generation = ModelRepository.from_session(session).get(job.model_id).serving_generation
+    if activated:
+        _measure_pass(transaction, engines, work.model_id, job_id)
     return JobOutcome(work.model_id, Activation(activated, discarded), generation)
+
+
+def _measure_pass(
+    transaction: Transaction, engines: Engines, model_id: uuid.UUID, job_id: uuid.UUID
+) -> None:
+    """Measure the model while the pass's layers serve: what its grade compares with the exact
+    retrain's measurement later. Read at once after the job's commit (its retrains take far
+    longer), and after it, so that it is no part of the pass's cost. A failure to measure
+    leaves the pass ungraded, never failed."""
+    try:
+        quality.measure(transaction, engines, model_id, job_id=job_id, grade=False)
+    except Exception:
+        log.exception("measuring the pass of job %s failed; it will not be graded", job_id)
 
 
 def _release_held(session: Session, job: Job) -> None:

@@ -9,7 +9,8 @@ slice versions, linked to the request in ``layer_deletions``. They are served un
 retrain supersedes them; an approximate layer never replaces a valid one.
 
 The method is the request's, or the model's; ``auto`` is chosen here by the request's shape
-(:func:`resolve_method`). Methods come from ``unlearning.approx.registry``; a request or a model
+and, once its candidates have been graded on this model, by their grades (:func:`resolve_method`,
+``service.quality``). Methods come from ``unlearning.approx.registry``; a request or a model
 may override a named method's config (``method_config``, validated against the method's config
 class when the request arrives; the request's settings win over the model's). The job's params
 record the method and every setting it runs with. A method that reads the chain's stored pass
@@ -71,12 +72,14 @@ from service.db.repositories.lineage import (
 from service.engine import BaseModelKey, training_sample
 from service.errors import InvalidInputError
 from service.jobs import settlement
+from service.quality.service import method_records
 from service.settings import Settings
 from service.training import scheduling
 from service.training.service import NewLayer, read_sequence_job, record_chain, slice_indices
 from service.webhooks import events
 from unlearning.approx import registry
-from unlearning.approx.prefix_pass import MethodName, RequestShape, choose_method
+from unlearning.approx.graded_choice import MethodRecord, choose_by_grades
+from unlearning.approx.prefix_pass import RequestShape, auto_candidates
 from unlearning.approx.registry import MethodConfigError
 from unlearning.families import Modality
 from unlearning.s3t import ModelSpec, SequenceKey, TrainingSample
@@ -167,13 +170,20 @@ def pass_method(
 
 
 def resolve_method(
-    model: Model, choice: PassChoice, shape: RequestShape, share: float
-) -> tuple[MethodName, str]:
-    """The method a pass runs, and why: ``auto`` chooses by the request's shape and the share
-    of the affected shards' samples it removes."""
+    model: Model,
+    choice: PassChoice,
+    shape: RequestShape,
+    share: float,
+    records: Mapping[str, MethodRecord],
+) -> tuple[str, str]:
+    """The method a pass runs, and why: ``auto`` takes the candidates that fit the request's
+    shape and the share of the affected shards' samples it removes, and chooses among them by
+    the model's record of graded passes (``records``, by method), by the fixed rule until a
+    method has enough grades (:func:`unlearning.approx.graded_choice.choose_by_grades`)."""
     if choice.method == AUTO_METHOD:
         task = UnlearningTask(model.task.value)
-        chosen, why = choose_method(shape, task, share, model_modality(model))
+        candidates = auto_candidates(shape, task, share, model_modality(model))
+        chosen, why = choose_by_grades(candidates, records)
         return chosen, f"auto: {why}"
     why = f"`{choice.method}`, named by the request or the model"
     if choice.overrides:
@@ -219,7 +229,8 @@ def plan_pass(
         settlement.purge_payloads(session, request, reason="no layer to approximate")
         return None
     share = len(deactivation.deleted_sample_ids) / max(1, sum(sizes.values()))
-    chosen, why = resolve_method(model, choice, shape, share)
+    records = method_records(session, model.id) if choice.method == AUTO_METHOD else {}
+    chosen, why = resolve_method(model, choice, shape, share, records)
     spec = registry.get(chosen)
     job, _ = JobRepository.from_session(session).create(
         look_up=False,

@@ -32,7 +32,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 OverviewPart = Literal["models", "charts", "deletions", "jobs", "webhooks"]
-ModelPart = Literal["grid", "deletions", "jobs", "exactness", "audit"]
+ModelPart = Literal["grid", "deletions", "jobs", "quality", "exactness", "audit"]
 
 
 def _age(at: datetime, now: datetime) -> str:

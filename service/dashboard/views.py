@@ -36,6 +36,8 @@ from service.models.schemas import ModelStatusPublic, SequenceStatus, ShardStatu
 from service.models.service import get_model
 from service.models.status import model_status
 from service.observability.metrics import RECENT_PREDICTIONS
+from service.quality.schemas import QualityReport
+from service.quality.views import quality_report
 from service.webhooks import service as webhooks
 from service.webhooks.schemas import DeliveryPublic, WebhookPublic
 
@@ -44,6 +46,7 @@ STATES = ("valid", "approximate", "retraining", "training", "parked", "invalid")
 LIST_LIMIT = 20
 AUDIT_LIMIT = 15
 EXACTNESS_LIMIT = 5
+QUALITY_LIMIT = 10  # measurements shown on a model page
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,10 @@ class ModelPage:
     @cached_property
     def audit(self) -> AuditView:
         return _audit(self.session, self.model.id)
+
+    @cached_property
+    def quality(self) -> QualityReport:
+        return quality_report(self.session, self.model, limit=QUALITY_LIMIT)
 
     @cached_property
     def exactness(self) -> list[ExactnessAuditPublic]:

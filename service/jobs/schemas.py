@@ -13,7 +13,7 @@ class JobPublic(BaseModel):
 
     id: uuid.UUID
     model_id: uuid.UUID
-    kind: str = Field(description="train, retrain, approximate or exactness_audit")
+    kind: str = Field(description="train, retrain, approximate, exactness_audit or measure_quality")
     status: str = Field(description="queued, running, succeeded, failed or cancelled")
     sequence_id: uuid.UUID | None
     from_stage: int | None

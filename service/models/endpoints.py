@@ -28,6 +28,8 @@ from service.models.schemas import (
     TrainAccepted,
 )
 from service.models.status import model_status
+from service.quality.schemas import QualityReport
+from service.quality.views import quality_report
 from service.serving.registry import ServingRegistry
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -71,9 +73,18 @@ def register_samples(
     session: SessionDep,
     settings: SettingsDep,
 ) -> SamplesResult:
-    """Register samples in bulk: valid rows are stored, each bad or duplicate row is reported."""
+    """Register samples in bulk: valid rows are stored, each bad or duplicate row is reported.
+    Rows with `split: "eval"` form the model's evaluation split: never trained on, they are
+    what its served quality is measured on."""
     limits = ImageLimits.from_settings(settings)
-    result = service.register_samples(session, key.tenant_id, model_id, body.samples, limits)
+    result = service.register_samples(
+        session,
+        key.tenant_id,
+        model_id,
+        body.samples,
+        limits,
+        eval_cap=settings.eval_max_samples,
+    )
     return SamplesResult(
         stored=len(result.stored),
         errors=[
@@ -87,6 +98,7 @@ def register_samples(
             for e in result.errors
         ],
         balance=service.slice_balance(session, key.tenant_id, model_id),
+        eval_samples=service.eval_count(session, key.tenant_id, model_id),
     )
 
 
@@ -101,6 +113,19 @@ def train_model(model_id: uuid.UUID, key: WriterKey, session: SessionDep) -> Tra
 def read_status(model_id: uuid.UUID, key: CurrentKey, session: SessionDep) -> ModelStatusPublic:
     """Per shard: valid prefixes, the serving choice, pending retrains and deleted samples."""
     return model_status(session, service.get_model(session, key.tenant_id, model_id))
+
+
+@router.get("/{model_id}/quality", responses=PROBLEMS)
+def read_quality(
+    model_id: uuid.UUID,
+    key: CurrentKey,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> QualityReport:
+    """Measured quality over time on the evaluation split, and how each approximate method's
+    passes compared with their exact retrains on this model (what `auto` chooses from)."""
+    model = service.get_model(session, key.tenant_id, model_id)
+    return quality_report(session, model, limit=limit)
 
 
 @router.post("/{model_id}/predict", responses=problem_responses(401, 404, 409, 422, 503))

@@ -18,6 +18,7 @@ from pydantic import (
 
 from service.audit.schemas import AuditVerification
 from service.base_models.schemas import BaseModelRef
+from service.quality.schemas import MeasuredQuality
 from unlearning.approx import registry
 from unlearning.device import PROFILE_PATTERN
 from unlearning.families import Modality
@@ -225,6 +226,12 @@ class SampleIn(BaseModel):
     )
     features: list[float] | None = Field(None, max_length=10_000)
     subject_id: str | None = Field(None, max_length=255, description="The data subject.")
+    split: Literal["train", "eval"] = Field(
+        "train",
+        description="`eval`: a row of the model's evaluation split, never placed on a shard nor "
+        "trained on; what the model serves is measured on these rows after every change. "
+        "Capped per model (UNLEARN_EVAL_MAX_SAMPLES) and deletable like any other sample.",
+    )
 
 
 class SamplesCreate(BaseModel):
@@ -253,6 +260,7 @@ class SamplesResult(BaseModel):
     stored: int
     errors: list[SampleRowError]
     balance: SliceBalance = Field(description="How the model's live samples fill its slices.")
+    eval_samples: int = Field(description="Live samples of the model's evaluation split.")
 
 
 class TrainAccepted(BaseModel):
@@ -301,7 +309,8 @@ class ShardStatus(BaseModel):
 
 
 class EstimatedQuality(BaseModel):
-    """A proxy, not a measurement: how much of the trained model is being served."""
+    """A proxy, not a measurement: how much of the trained model is being served (the
+    measurement is `measured_quality`)."""
 
     answering: bool = Field(
         description="Whether predictions are answered: at least `min_live_shards` shards live."
@@ -334,6 +343,10 @@ class ModelStatusPublic(BaseModel):
     pending_retrains: int
     shards: list[ShardStatus]
     estimated_quality: EstimatedQuality
+    measured_quality: MeasuredQuality | None = Field(
+        description="The latest measurement on the model's evaluation split (null without one; "
+        "`current` false while a newer generation waits for its measurement)."
+    )
     warnings: list[str] = Field(
         description="What an operator should know: slices far from the mean size, jobs that no "
         "live worker can take."

@@ -13,7 +13,7 @@ from service.approximation.service import check_method
 from service.audit.schemas import AuditVerification
 from service.audit.service import check_chain, verify_fully
 from service.base_models.schemas import BaseModelRef
-from service.db.models import BaseModel, Job, Model, Task, UnlearningPolicy
+from service.db.models import BaseModel, Job, Model, Split, Task, UnlearningPolicy
 from service.db.repositories import (
     AuditRepository,
     BaseModelRepository,
@@ -22,7 +22,7 @@ from service.db.repositories import (
     SampleRepository,
 )
 from service.db.repositories.audit import audit_chain
-from service.db.repositories.samples import BulkResult
+from service.db.repositories.samples import EVAL_CAP, BulkResult
 from service.errors import (
     BaseModelNotFoundError,
     InvalidInputError,
@@ -178,9 +178,12 @@ def register_samples(
     model_id: uuid.UUID,
     rows: list[SampleIn],
     limits: ImageLimits | None = None,
+    *,
+    eval_cap: int = EVAL_CAP,
 ) -> BulkResult:
-    """Store the valid rows; a row whose input is not what the model's base model reads (or
-    an image out of ``limits``) is reported with the other bad rows."""
+    """Store the valid rows; a row whose input is not what the model's base model reads (an
+    image out of ``limits``, or an evaluation row past ``eval_cap``) is reported with the other
+    bad rows."""
     model = get_model(session, tenant_id, model_id)
     return SampleRepository.from_session(session).add_many(
         model,
@@ -197,12 +200,20 @@ def register_samples(
                 messages=None
                 if row.messages is None
                 else [(m.role, m.content) for m in row.messages],
+                split=Split(row.split),
             )
             for row in rows
         ],
         modality=modality_of(model),
         limits=limits,
+        eval_cap=eval_cap,
     )
+
+
+def eval_count(session: Session, tenant_id: uuid.UUID, model_id: uuid.UUID) -> int:
+    """How many live samples the model's evaluation split holds."""
+    model = get_model(session, tenant_id, model_id)
+    return SampleRepository.from_session(session).eval_count(model.id)
 
 
 def prediction_inputs(

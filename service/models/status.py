@@ -27,6 +27,7 @@ from service.models.schemas import (
     ServingChoice,
     ShardStatus,
 )
+from service.quality.views import latest as latest_measurement
 from unlearning.sharding import unbalanced_slices
 
 
@@ -115,6 +116,7 @@ def model_status(session: Session, model: Model) -> ModelStatusPublic:
         shards=out,
         warnings=warnings,
         audit=audit,
+        measured_quality=latest_measurement(session, model),
         estimated_quality=EstimatedQuality(
             answering=round(live_share * model.n_shards) >= model.min_live_shards,
             min_live_shards=model.min_live_shards,

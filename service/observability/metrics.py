@@ -80,6 +80,7 @@ QUEUE_OF_KIND = {
     JobKind.retrain: Queue.training,
     JobKind.approximate: Queue.deletions,
     JobKind.exactness_audit: Queue.training,
+    JobKind.measure_quality: Queue.training,
 }
 
 
@@ -216,7 +217,30 @@ class LineageCollector(Collector):
             served.add_metric([str(model_id)], depth_share)
         yield live_shards
         yield served
+        yield from _measured(repo)
         yield from _webhooks(repo)
+
+
+def _measured(repo: MetricsRepository) -> Iterator[Metric]:
+    """Each model's latest measurement on its evaluation split, and how many serving
+    generations it lags behind what the model serves (0: it measures what is served)."""
+    value = GaugeMetricFamily(
+        "unlearn_model_measured_quality",
+        "The latest measurement of what a model serves on its evaluation split (accuracy in "
+        "percent, mae, or token_loss: the `metric` label).",
+        labels=["model_id", "metric"],
+    )
+    lag = GaugeMetricFamily(
+        "unlearn_model_measured_generations_behind",
+        "Serving generations between what a model serves and its latest measurement.",
+        labels=["model_id"],
+    )
+    for model_id, metric, measured, behind in repo.latest_measurements():
+        if measured is not None:
+            value.add_metric([str(model_id), metric], measured)
+        lag.add_metric([str(model_id)], behind)
+    yield value
+    yield lag
 
 
 def _webhooks(repo: MetricsRepository) -> Iterator[Metric]:

@@ -86,6 +86,7 @@ ROUTES = {
     JobKind.retrain: (TaskName.train_sequence, Queue.training),
     JobKind.approximate: (TaskName.approximate_deletion, Queue.deletions),
     JobKind.exactness_audit: (TaskName.audit_exactness, Queue.training),
+    JobKind.measure_quality: (TaskName.measure_quality, Queue.training),
 }
 
 
@@ -93,10 +94,11 @@ def enqueue(
     session: Session, job: Job, *, priority: Priority = Priority.normal, delay_s: float = 0.0
 ) -> None:
     """Write the job's message to the outbox (ids only); the relay sends it after commit.
-    Approximate passes go to the short `deletions` queue, (re)training and exactness audits to
-    `training`, each the queue of the model's compute profile, so that only workers of that
-    profile run them (an audit's bitwise comparison needs the profile that trained the model).
-    ``delay_s`` holds the message back (deletions arriving meanwhile join the job)."""
+    Approximate passes go to the short `deletions` queue, (re)training, exactness audits and
+    measurements of quality to `training`, each the queue of the model's compute profile, so
+    that only workers of that profile run them (an audit's bitwise comparison needs the profile
+    that trained the model). ``delay_s`` holds the message back (deletions arriving meanwhile
+    join the job)."""
     task, queue = ROUTES[job.kind]
     profile = ModelRepository.from_session(session).get(job.model_id).compute_profile
     OutboxRepository.from_session(session).add(

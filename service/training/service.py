@@ -74,7 +74,7 @@ def read_sequence_job(
     lineage = LineageRepository.from_session(session)
     slice_ids = lineage.prefix_slice_ids(sequence, model.n_slices)
     versions = lineage.snapshot(slice_ids)  # before the data: see service.training.runner
-    index_of = dict(zip(slice_ids, sequence.slice_order, strict=True))
+    index_of: dict[uuid.UUID | None, int] = dict(zip(slice_ids, sequence.slice_order, strict=True))
     samples = (
         [
             training_sample(model, sample, payload, shard.index, index_of[sample.slice_id])

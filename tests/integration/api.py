@@ -21,6 +21,8 @@ from service.db.repositories import ApiKeyRepository, TenantRepository
 from service.engine import Engines, artifact_store
 from service.errors import TenantNotFoundError
 from service.exactness.runner import run_exactness_audit
+from service.quality.runner import run_measurement
+from service.quality.service import schedule_due
 from service.settings import Settings
 from service.training.runner import run_sequence_job
 from tests.tiny_models import TINY_SETTINGS, tiny_backbone
@@ -68,17 +70,22 @@ def problem(response: Any, status: int) -> dict[str, Any]:
     return body
 
 
-def samples(n: int, *, subjects: dict[int, str] | None = None) -> list[dict[str, Any]]:
-    """``n`` learnable rows: the label is carried by one word."""
+def samples(
+    n: int, *, subjects: dict[int, str] | None = None, prefix: str = "s", split: str = "train"
+) -> list[dict[str, Any]]:
+    """``n`` learnable rows: the label is carried by one word (``split``: of the evaluation
+    split, ``eval``, named ``prefix`` followed by the row's number)."""
     rows = []
     for i in range(n):
         row: dict[str, Any] = {
-            "external_id": f"s{i:03d}",
+            "external_id": f"{prefix}{i:03d}",
             "label": "pos" if i % 2 else "neg",
             "text": f"{'good' if i % 2 else 'bad'} item number {i}",
         }
         if subjects and i in subjects:
             row["subject_id"] = subjects[i]
+        if split != "train":
+            row["split"] = split
         rows.append(row)
     return rows
 
@@ -147,6 +154,16 @@ class InProcessWorker:
         queued = self._queued_of(JobKind.exactness_audit)
         for job_id in queued:
             run_exactness_audit(functools.partial(unit_of_work, self.factory), self.engines, job_id)
+        return len(queued)
+
+    def measure(self) -> int:
+        """Queue the measurements that are due (as a housekeeping round does), then run them
+        (the `training` queue); returns how many ran."""
+        with unit_of_work(self.factory) as session:
+            schedule_due(session)
+        queued = self._queued_of(JobKind.measure_quality)
+        for job_id in queued:
+            run_measurement(functools.partial(unit_of_work, self.factory), self.engines, job_id)
         return len(queued)
 
     def drain(self) -> int:

@@ -97,6 +97,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("service.app", "service.cli", "service.dashboard", "service.demo", "service.housekeeping"),
     ("service.deletions", "service.models", "service.generation"),
     ("service.approximation", "service.exactness"),
+    ("service.quality",),
     ("service.training",),
     ("service.jobs",),
     ("service.webhooks", "service.serving", "service.artifacts", "service.db", "service.lineage"),

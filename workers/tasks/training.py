@@ -7,6 +7,7 @@ import uuid
 from celery import current_app, shared_task
 
 from service.exactness.runner import run_exactness_audit
+from service.quality.runner import run_measurement
 from service.queues import TaskName
 from service.relay import celery_publisher, relay_once
 from service.training.runner import run_sequence_job
@@ -28,3 +29,9 @@ def train_sequence(job_id: str) -> None:
 def audit_exactness(job_id: str) -> None:
     """Retrain the audited shards into a scratch store and record the comparison."""
     run_exactness_audit(runtime.transaction, runtime.engines(), uuid.UUID(job_id))
+
+
+@shared_task(name=TaskName.measure_quality.value)
+def measure_quality(job_id: str) -> None:
+    """Score what the model serves on its evaluation split; grade the passes it supersedes."""
+    run_measurement(runtime.transaction, runtime.engines(), uuid.UUID(job_id))

@@ -29,7 +29,8 @@ from service.db.models.lineage import (
     UnlearningPolicy,
 )
 from service.db.models.outbox import OutboxMessage
-from service.db.models.samples import Sample, SamplePayload
+from service.db.models.quality import PassGrade, QualityMeasurement
+from service.db.models.samples import Sample, SamplePayload, Split
 from service.db.models.tenancy import (
     ApiKey,
     DashboardSession,
@@ -76,12 +77,15 @@ __all__ = [
     "Model",
     "ModelStatus",
     "OutboxMessage",
+    "PassGrade",
+    "QualityMeasurement",
     "Role",
     "Sample",
     "SamplePayload",
     "Shard",
     "Slice",
     "SliceSequence",
+    "Split",
     "Task",
     "Tenant",
     "TenantOldSecret",

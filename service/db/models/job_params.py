@@ -71,3 +71,10 @@ class AuditParams(JobParams):
     audit_seq: int | None = None  # the audit-log entry holding the per-layer results
     base_model: str | None = None
     base_model_sha256: str | None = None
+
+
+class MeasureParams(JobParams):
+    """A measurement of served quality: the serving generation it was queued for (it measures
+    the model's generation when it runs, which may be later)."""
+
+    generation: int

@@ -18,6 +18,7 @@ class JobKind(StrEnum):
     retrain = "retrain"
     approximate = "approximate"
     exactness_audit = "exactness_audit"  # retrain shards into a scratch store and compare
+    measure_quality = "measure_quality"  # score what a model serves on its evaluation split
 
 
 class JobStatus(StrEnum):

@@ -88,6 +88,9 @@ class Model(UuidPk, CreatedAt, Base):
     )
     # The fewest live shards the model answers from; fewer is a 409 while retrains catch up.
     min_live_shards: Mapped[int] = mapped_column(default=1)
+    # Opt-in: a deletion's samples are kept (encrypted, never served) until the grading of its
+    # approximate pass has compared the pass with its exact retrain on them.
+    grade_approximations: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     @validates("approximate_method")

@@ -1,14 +1,24 @@
-"""Samples (lineage: which shard and slice) and their payloads, kept apart for hard deletion."""
+"""Samples (lineage: which shard and slice) and their payloads, kept apart for hard deletion.
+
+A sample of the evaluation split (``split = eval``) is never placed (no shard, no slice) and
+never trained on: the service measures what a model serves on these rows. It is deleted like
+any other sample, which takes it out of the evaluation too."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.models.base import Base, BigIntId, CreatedAt, Json
+from service.db.models.base import Base, BigIntId, CreatedAt, Json, str_enum
+
+
+class Split(StrEnum):
+    train = "train"  # placed on a shard's slice and trained on
+    eval = "eval"  # never placed nor trained on: what served quality is measured on
 
 
 class Sample(CreatedAt, Base):
@@ -16,8 +26,14 @@ class Sample(CreatedAt, Base):
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     model_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))
-    shard_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("shards.id", ondelete="CASCADE"))
-    slice_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("slices.id", ondelete="CASCADE"))
+    split: Mapped[Split] = mapped_column(str_enum(Split), default=Split.train)
+    # Where a training sample was placed; an evaluation sample has neither.
+    shard_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("shards.id", ondelete="CASCADE")
+    )
+    slice_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("slices.id", ondelete="CASCADE")
+    )
     external_id: Mapped[str] = mapped_column(sa.String(255))
     subject_id: Mapped[str | None] = mapped_column(sa.String(255))
     deleted: Mapped[bool] = mapped_column(default=False)
@@ -27,6 +43,11 @@ class Sample(CreatedAt, Base):
         sa.UniqueConstraint("model_id", "external_id"),
         sa.Index("ix_samples_model_id_subject_id", "model_id", "subject_id"),
         sa.Index("ix_samples_slice_id_deleted", "slice_id", "deleted"),
+        sa.Index("ix_samples_model_id_split_deleted", "model_id", "split", "deleted"),
+        sa.CheckConstraint(
+            "(split = 'eval') = (shard_id IS NULL) AND (split = 'eval') = (slice_id IS NULL)",
+            name="placed_unless_eval",
+        ),
     )
 
 

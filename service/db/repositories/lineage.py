@@ -545,9 +545,12 @@ class LineageRepository(Repository):
         if not marked:
             return Deactivation([], [], {}, [], model.serving_generation)
         sample_ids = [m.id for m in marked]
-        if purge_payloads:
-            SampleRepository.from_session(self.session).delete_payloads(sample_ids)
-        touched = sorted({m.slice_id for m in marked})
+        samples = SampleRepository.from_session(self.session)
+        # No pass reads an evaluation sample: its payload always goes now.
+        samples.delete_payloads(
+            sample_ids if purge_payloads else [m.id for m in marked if m.slice_id is None]
+        )
+        touched = sorted({m.slice_id for m in marked if m.slice_id is not None})
         bumped = self.session.execute(
             sa.update(Slice)
             .where(Slice.id.in_(touched))
@@ -579,5 +582,5 @@ class LineageRepository(Repository):
             slice_versions=versions,
             invalidated=invalidated,
             serving_generation=model.serving_generation,
-            shard_ids=frozenset(m.shard_id for m in marked),
+            shard_ids=frozenset(m.shard_id for m in marked if m.shard_id is not None),
         )

@@ -21,6 +21,7 @@ from service.db.models import (
     JobStatus,
     Layer,
     Model,
+    QualityMeasurement,
     Shard,
     SliceSequence,
     WebhookDelivery,
@@ -126,6 +127,27 @@ class MetricsRepository(Repository):
             choice = choose_served(lineage.prefixes(model.id), model.n_shards)
             out.append((model.id, *served_shares(choice, model.n_slices)))
         return out
+
+    def latest_measurements(self) -> list[tuple[uuid.UUID, str, float | None, int]]:
+        """Per measured model: its latest measurement's metric and value, and how many serving
+        generations the model moved since."""
+        latest = (
+            sa.select(sa.func.max(QualityMeasurement.id))
+            .group_by(QualityMeasurement.model_id)
+            .scalar_subquery()
+        )
+        rows = self.session.execute(
+            sa.select(
+                QualityMeasurement.model_id,
+                QualityMeasurement.metric,
+                QualityMeasurement.value,
+                Model.serving_generation - QualityMeasurement.serving_generation,
+            )
+            .join(Model, Model.id == QualityMeasurement.model_id)
+            .where(QualityMeasurement.id.in_(latest))
+            .order_by(Model.created_at)
+        )
+        return [(m, metric, value, int(behind)) for m, metric, value, behind in rows]
 
     def deletions_since(self, tenant_id: uuid.UUID, since: datetime) -> list[DeletionTimes]:
         """A tenant's requests received or completed since ``since`` (for throughput charts)."""

@@ -15,6 +15,7 @@ from service.db.models import (
     Shard,
     Slice,
     SliceSequence,
+    Split,
     Task,
     UnlearningPolicy,
 )
@@ -137,7 +138,10 @@ class ModelRepository(Repository):
         return model
 
     def has_live_samples(self, model_id: uuid.UUID) -> bool:
-        query = sa.select(Sample.id).where(Sample.model_id == model_id, Sample.deleted.is_(False))
+        """Whether the model has a live training sample (evaluation samples train nothing)."""
+        query = sa.select(Sample.id).where(
+            Sample.model_id == model_id, Sample.split == Split.train, Sample.deleted.is_(False)
+        )
         return self.session.scalar(query.limit(1)) is not None
 
     def serving_generation(self, model_id: uuid.UUID) -> int:

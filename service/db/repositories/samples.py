@@ -14,12 +14,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from service.db.hashing import TenantHasher, plain_hash
-from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task
+from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Split, Task
 from service.db.repositories.base import Repository
 from service.db.repositories.models import ModelRepository
 from service.errors import (
     DomainError,
     DuplicateSampleError,
+    EvalSplitFullError,
     InvalidSampleError,
     WrongModalityError,
 )
@@ -31,6 +32,8 @@ MAX_EXTERNAL_ID_LENGTH = 255
 #: A deleted sample keeps only ``deleted:<keyed hash of its external id>`` and no subject.
 DELETED_PREFIX = "deleted:"
 _CHUNK = 500  # bound on bound parameters per IN (...) query
+#: The most live evaluation samples a model holds (``UNLEARN_EVAL_MAX_SAMPLES``'s default).
+EVAL_CAP = 2_000
 T = TypeVar("T")
 
 
@@ -47,6 +50,8 @@ class NewSample:
     prompt: str | None = None
     response: str | None = None
     messages: Sequence[tuple[str, str]] | None = None
+    #: ``eval``: never placed nor trained on; served quality is measured on it.
+    split: Split = Split.train
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,8 @@ class MarkedSample:
 
     id: int
     external_id: str
-    shard_id: uuid.UUID
-    slice_id: uuid.UUID
+    shard_id: uuid.UUID | None  # None for an evaluation sample (never placed)
+    slice_id: uuid.UUID | None
 
 
 def deleted_external_id(external_id: str, hasher: TenantHasher) -> str:
@@ -194,6 +199,8 @@ def _validate(model: Model, row: NewSample, modality: Modality, limits: ImageLim
         not isinstance(row.subject_id, str) or not 0 < len(row.subject_id) <= 255
     ):
         raise InvalidSampleError("`subject_id` must be a string of 1 to 255 characters")
+    if row.split not in (Split.train, Split.eval):
+        raise InvalidSampleError("`split` must be `train` or `eval`")
     if model.task is Task.causal_lm:
         return _Validated(None, None, None, None, messages=_conversation(row))
     given = [name for name in _CONVERSATION_FIELDS if getattr(row, name) is not None]
@@ -229,9 +236,10 @@ class SampleRepository(Repository):
         *,
         modality: Modality = Modality.TEXT,
         limits: ImageLimits | None = None,
+        eval_cap: int = EVAL_CAP,
     ) -> Sample:
         """Register one sample; raises a domain error for a duplicate or an invalid row."""
-        result = self.add_many(model, [row], modality=modality, limits=limits)
+        result = self.add_many(model, [row], modality=modality, limits=limits, eval_cap=eval_cap)
         if result.errors:
             raise result.errors[0].error
         return result.stored[0]
@@ -243,17 +251,23 @@ class SampleRepository(Repository):
         *,
         modality: Modality = Modality.TEXT,
         limits: ImageLimits | None = None,
+        eval_cap: int = EVAL_CAP,
     ) -> BulkResult:
         """Register samples: valid rows are stored, each bad or duplicate row is reported.
 
         ``modality``: what the model's base model reads (a row with the other kind of input is
-        refused); ``limits``: an image's size and pixel bounds (default: the settings')."""
+        refused); ``limits``: an image's size and pixel bounds (default: the settings');
+        ``eval_cap``: the most live evaluation samples the model may hold (rows past it are
+        refused)."""
         limits = limits or ImageLimits.default()
         result = BulkResult()
         placements = self._slice_ids(model.id)
         accepted: list[tuple[NewSample, _Validated]] = []
         seen: dict[str, int] = {}  # external id -> its row in this batch
         existing = self.registered_ids(model.id, [r.external_id for r in rows])
+        if any(row.split is Split.eval for row in rows):
+            ModelRepository.from_session(self.session).get_for_update(model.id)  # the count
+        eval_room = eval_cap - self.eval_count(model.id)
         for i, row in enumerate(rows):
             try:
                 validated = _validate(model, row, modality, limits)
@@ -264,6 +278,13 @@ class SampleRepository(Repository):
                         f"sample {row.external_id!r} appears twice in this batch "
                         f"(first at row {seen[row.external_id]})"
                     )
+                if row.split is Split.eval:
+                    if eval_room <= 0:
+                        raise EvalSplitFullError(
+                            f"the model's evaluation split is full: it holds at most {eval_cap} "
+                            "live samples (UNLEARN_EVAL_MAX_SAMPLES); delete some first"
+                        )
+                    eval_room -= 1
             except DomainError as error:
                 ext = row.external_id if isinstance(row.external_id, str) else None
                 result.errors.append(RowError(i, ext, error))
@@ -272,12 +293,16 @@ class SampleRepository(Repository):
             accepted.append((row, validated))
 
         samples = []
-        where_of = self._placements(model, [row for row, _ in accepted])
-        for (row, _), where in zip(accepted, where_of, strict=True):
-            shard_id, slice_id = placements[where]
+        training = [row for row, _ in accepted if row.split is Split.train]
+        where_of = iter(self._placements(model, training) if training else [])
+        for row, _ in accepted:
+            shard_id, slice_id = (
+                placements[next(where_of)] if row.split is Split.train else (None, None)
+            )
             samples.append(
                 Sample(
                     model_id=model.id,
+                    split=row.split,
                     shard_id=shard_id,
                     slice_id=slice_id,
                     external_id=row.external_id,
@@ -403,13 +428,44 @@ class SampleRepository(Repository):
         return False
 
     def shards_of(self, sample_ids: Sequence[int]) -> set[uuid.UUID]:
-        """The shards these samples were placed in."""
+        """The shards these samples were placed in (evaluation samples are in none)."""
         shards: set[uuid.UUID] = set()
         for chunk in _chunks(sample_ids):
             shards.update(
-                self.session.scalars(sa.select(Sample.shard_id).where(Sample.id.in_(chunk)))
+                shard_id
+                for shard_id in self.session.scalars(
+                    sa.select(Sample.shard_id).where(Sample.id.in_(chunk))
+                )
+                if shard_id is not None
             )
         return shards
+
+    def eval_count(self, model_id: uuid.UUID) -> int:
+        """The model's live evaluation samples."""
+        return (
+            self.session.scalar(
+                sa.select(sa.func.count()).where(
+                    Sample.model_id == model_id,
+                    Sample.split == Split.eval,
+                    Sample.deleted.is_(False),
+                )
+            )
+            or 0
+        )
+
+    def eval_set(self, model_id: uuid.UUID) -> list[tuple[Sample, SamplePayload]]:
+        """The model's live evaluation samples with their payloads, in id order."""
+        rows = self.session.execute(
+            sa.select(Sample, SamplePayload)
+            .join(SamplePayload, SamplePayload.sample_id == Sample.id)
+            .where(
+                Sample.model_id == model_id,
+                Sample.split == Split.eval,
+                Sample.deleted.is_(False),
+            )
+            .order_by(Sample.id)
+        )
+        return [(sample, payload) for sample, payload in rows]
 
     def _with_payloads(
         self,
@@ -506,13 +562,13 @@ class SampleRepository(Repository):
         return found
 
     def deleted_count(self, model_id: uuid.UUID) -> dict[uuid.UUID, int]:
-        """Deleted samples per shard id."""
+        """Deleted training samples per shard id."""
         rows = self.session.execute(
             sa.select(Sample.shard_id, sa.func.count())
             .where(Sample.model_id == model_id, Sample.deleted.is_(True))
             .group_by(Sample.shard_id)
         )
-        return {shard_id: count for shard_id, count in rows}
+        return {shard_id: count for shard_id, count in rows if shard_id is not None}
 
     def slice_sizes(self, model: Model) -> list[list[int]]:
         """Live samples per slice: ``sizes[shard][slice]``."""

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Task, Tenant
+from service.db.models import Model, Sample, SamplePayload, Shard, Slice, Split, Task, Tenant
 from service.db.repositories import (
     LineageRepository,
     ModelRepository,
@@ -19,6 +19,7 @@ from service.db.repositories import (
 )
 from service.errors import (
     DuplicateSampleError,
+    EvalSplitFullError,
     InvalidModelConfigError,
     InvalidSampleError,
     ModelNotFoundError,
@@ -268,3 +269,62 @@ def test_registering_under_subject_placement_locks_the_model_row(
         second.rollback()
         first.commit()
         assert second.execute(locked).scalar_one() == model_id
+
+
+class TestEvalSplit:
+    """Samples registered with `split: eval`: never placed, capped, deletable."""
+
+    def _eval(self, name: str, subject: str | None = None) -> NewSample:
+        return NewSample(name, "pos", text=f"held out {name}", subject_id=subject, split=Split.eval)
+
+    def test_an_evaluation_sample_is_never_placed_nor_trained_on(
+        self, session: Session, tenant: Tenant
+    ) -> None:
+        model = _subject_placed(make_model(session, tenant, n_shards=2, n_slices=2))
+        repo = SampleRepository.from_session(session)
+        held_out = repo.add_many(model, [self._eval(f"e{i}", "alice") for i in range(5)]).stored
+        assert all(s.split is Split.eval and s.shard_id is None for s in held_out)
+        assert all(s.slice_id is None for s in held_out)
+        assert repo.slice_sizes(model) == [[0, 0], [0, 0]]
+        assert not ModelRepository.from_session(session).has_live_samples(model.id)
+        # The subject's evaluation rows do not pin it to a slice.
+        assert repo.subject_slices(model.id, ["alice"]) == {}
+        trained = repo.add(model, NewSample("t0", "pos", text="x", subject_id="alice"))
+        slices = [s.id for s in ModelRepository.from_session(session).slices(model.id)]
+        assert [s.id for s, _ in repo.training_set(slices)] == [trained.id]
+        assert [s.id for s, _ in repo.eval_set(model.id)] == [s.id for s in held_out]
+        assert repo.eval_count(model.id) == 5
+
+    def test_the_split_is_capped_per_model_and_a_deletion_makes_room(
+        self, session: Session, model: Model
+    ) -> None:
+        repo = SampleRepository.from_session(session)
+        result = repo.add_many(model, [self._eval(f"e{i}") for i in range(3)], eval_cap=2)
+        assert [s.external_id for s in result.stored] == ["e0", "e1"]
+        assert [(e.row, type(e.error)) for e in result.errors] == [(2, EvalSplitFullError)]
+        # Training rows are not counted against the cap.
+        assert repo.add(model, NewSample("t0", "pos", text="x"), eval_cap=2).split is Split.train
+        LineageRepository.from_session(session).deactivate_samples(
+            model.id, [result.stored[0].id], purge_payloads=False
+        )
+        assert repo.add(model, self._eval("e2"), eval_cap=2).split is Split.eval
+
+    def test_deleting_an_evaluation_sample_purges_it_and_invalidates_nothing(
+        self, session: Session, model: Model
+    ) -> None:
+        repo = SampleRepository.from_session(session)
+        held_out = repo.add(model, self._eval("e0"))
+        trained = repo.add(model, NewSample("t0", "pos", text="x"))
+        versions = {s.id: s.version for s in ModelRepository.from_session(session).slices(model.id)}
+        # Even when an approximate pass keeps the deleted payloads, no pass reads an
+        # evaluation sample's.
+        done = LineageRepository.from_session(session).deactivate_samples(
+            model.id, [held_out.id, trained.id], purge_payloads=False
+        )
+        assert done.invalidated == [] and done.shard_ids == {trained.shard_id}
+        assert session.get(SamplePayload, held_out.id) is None
+        assert session.get(SamplePayload, trained.id) is not None
+        assert repo.eval_set(model.id) == [] and repo.eval_count(model.id) == 0
+        assert repo.shards_of([held_out.id]) == set()
+        after = {s.id: s.version for s in ModelRepository.from_session(session).slices(model.id)}
+        assert after == {k: v + (k == trained.slice_id) for k, v in versions.items()}

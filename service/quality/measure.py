@@ -1,0 +1,145 @@
+"""Scoring one served model on evaluation rows: the computation, without the database.
+
+The task's metric, and a loss, of the served ensemble (what a prediction would answer):
+
+- a classifier: ``accuracy`` (percent of rows whose arg-max is their label) and the mean
+  cross-entropy of the ensemble's mean logits;
+- a regressor: ``mae`` (mean absolute error) and the mean squared error;
+- a causal LM: ``token_loss``, the mean negative log-probability of each row's last assistant
+  turn given the turns before it (nats per token), which is also its loss.
+
+:class:`Outputs` keeps, per evaluation row, its sample id and the served outputs (a classifier's
+logits, a regressor's value, a causal LM's token loss): what grading compares between the model
+an approximate pass served and the exact model after it. No input and no label is kept.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from unlearning.families import Conversation
+from unlearning.s3t import S3TConfig, S3TEngine
+from unlearning.s3t.config import Task
+
+#: Rows scored per forward pass.
+CHUNK = 64
+
+
+@dataclass(frozen=True)
+class EvalRows:
+    """A model's evaluation rows: ids, inputs (texts, encoded images or conversations) and
+    targets (class indexes or values; unused for a causal LM)."""
+
+    sample_ids: tuple[int, ...]
+    contents: tuple[str | bytes | Conversation, ...]
+    targets: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The served outputs per evaluation row, by sample id (a 2-D float array)."""
+
+    sample_ids: NDArray[np.int64]
+    values: NDArray[np.float32]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, sample_ids=self.sample_ids, values=self.values)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Outputs:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return cls(arrays["sample_ids"], arrays["values"])
+
+    def on(self, sample_ids: Sequence[int]) -> NDArray[np.float32]:
+        """The rows of these samples (each must be here), in that order."""
+        index = {int(i): row for row, i in enumerate(self.sample_ids)}
+        picked: NDArray[np.float32] = self.values[[index[i] for i in sample_ids]]
+        return picked
+
+
+@dataclass(frozen=True)
+class Scored:
+    metric: str  # accuracy | mae | token_loss
+    value: float
+    loss: float
+    outputs: Outputs
+    seconds: float
+
+
+def metric_of(task: Task) -> str:
+    return {Task.CLASSIFICATION: "accuracy", Task.REGRESSION: "mae"}.get(task, "token_loss")
+
+
+def score(
+    engine: S3TEngine,
+    config: S3TConfig,
+    prefixes: Mapping[int, Sequence[str]],
+    rows: EvalRows,
+) -> Scored:
+    """The served ensemble (``prefixes``: each live shard's served artifacts) on ``rows``."""
+    started = time.perf_counter()
+    if config.task == Task.CAUSAL_LM:
+        values = _token_losses(engine, config, prefixes, rows)
+        loss = value = float(values.mean())
+        outputs = values[:, None]
+    else:
+        chunks = [
+            engine.predict(config, list(rows.contents[i : i + CHUNK]), prefixes).outputs.float()
+            for i in range(0, len(rows), CHUNK)
+        ]
+        predicted = torch.cat(chunks).cpu()
+        targets = torch.tensor(rows.targets)
+        if config.task == Task.CLASSIFICATION:
+            labels = targets.long()
+            value = float((predicted.argmax(dim=-1) == labels).float().mean() * 100)
+            loss = float(torch.nn.functional.cross_entropy(predicted, labels))
+            outputs = predicted.numpy()
+        else:
+            errors = predicted - targets
+            value = float(errors.abs().mean())
+            loss = float((errors**2).mean())
+            outputs = predicted.numpy()[:, None]
+    return Scored(
+        metric=metric_of(config.task),
+        value=value,
+        loss=loss,
+        outputs=Outputs(
+            np.asarray(rows.sample_ids, dtype=np.int64), np.asarray(outputs, dtype=np.float32)
+        ),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _token_losses(
+    engine: S3TEngine,
+    config: S3TConfig,
+    prefixes: Mapping[int, Sequence[str]],
+    rows: EvalRows,
+) -> NDArray[np.float32]:
+    """Each conversation's mean negative log-probability of its last assistant turn."""
+    ensemble = engine.lm(config, prefixes)
+    prompts: list[Conversation] = []
+    completions: list[str] = []
+    for content in rows.contents:
+        if not isinstance(content, Conversation):
+            raise TypeError("a causal LM's evaluation rows are conversations")
+        prompts.append(Conversation(content.messages[:-1]))
+        completions.append(content.messages[-1][1])
+    scored = ensemble.score(prompts, completions)
+    return np.asarray(
+        [-sum(s.logprobs) / len(s.logprobs) if s.logprobs else math.nan for s in scored],
+        dtype=np.float32,
+    )

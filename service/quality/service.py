@@ -1,0 +1,273 @@
+"""Measuring served quality and grading approximate passes: scheduling, recording, reading.
+Flushes, never commits.
+
+- :func:`schedule_due` (each housekeeping round): a ready model whose serving generation has
+  moved past its last measurement, and which has an evaluation split, gets a low-priority
+  ``measure_quality`` job on its `training` queue. A burst of changes (deletions, passes,
+  retrains, restores) is measured once, at the generation the job finds when it runs.
+- :func:`record` stores a measurement, then :func:`grade_superseded` grades each approximate
+  pass of the model whose deletion completed since (its exact retrains serve now): the outputs
+  measured while the pass served (the pass measures itself, before its retrains are released)
+  against the outputs measured now, on the evaluation rows both saw.
+- :func:`method_records` sums the grades per method: what ``auto`` chooses from.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.db.models import (
+    DeletionJob,
+    DeletionRequest,
+    DeletionStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    Model,
+    ModelStatus,
+    PassGrade,
+    QualityMeasurement,
+    Sample,
+    Split,
+    Task,
+)
+from service.db.models.job_params import ApproximateParams, MeasureParams
+from service.db.repositories import JobRepository, SampleRepository
+from service.db.repositories.jobs import LIVE_STATUSES
+from service.engine import training_sample
+from service.quality.measure import EvalRows, Outputs, Scored
+from service.queues import Priority
+from service.training import scheduling
+from unlearning.approx.graded_choice import MethodRecord
+from unlearning.evaluation.grading import Outputs as GradedOutputs
+from unlearning.evaluation.grading import grade_pass
+
+
+def eval_rows(session: Session, model: Model) -> EvalRows:
+    """The model's live evaluation rows, in sample id order."""
+    rows = SampleRepository.from_session(session).eval_set(model.id)
+    samples = [training_sample(model, sample, payload, 0, 0) for sample, payload in rows]
+    return EvalRows(
+        tuple(sample.id for sample, _ in rows),
+        tuple(s.content for s in samples),
+        tuple(float(s.target) for s in samples),
+    )
+
+
+def schedule_due(session: Session, *, limit: int = 50) -> int:
+    """Queue a measurement for each ready model measured at an older generation than it serves
+    (one live job per model; a generation whose measurement failed is not retried until the
+    model changes again). Returns how many were queued."""
+    measured = (
+        sa.select(QualityMeasurement.id)
+        .where(
+            QualityMeasurement.model_id == Model.id,
+            QualityMeasurement.serving_generation >= Model.serving_generation,
+        )
+        .exists()
+    )
+    has_eval = (
+        sa.select(Sample.id)
+        .where(Sample.model_id == Model.id, Sample.split == Split.eval, Sample.deleted.is_(False))
+        .exists()
+    )
+    live = (
+        sa.select(Job.id)
+        .where(
+            Job.model_id == Model.id,
+            Job.kind == JobKind.measure_quality,
+            Job.status.in_(LIVE_STATUSES),
+        )
+        .exists()
+    )
+    due = session.scalars(
+        sa.select(Model)
+        .where(Model.status == ModelStatus.ready, has_eval, ~measured, ~live)
+        .order_by(Model.updated_at)
+        .limit(limit)
+    ).all()
+    jobs = JobRepository.from_session(session)
+    queued = 0
+    for model in due:
+        last = jobs.latest_of_kind(model.id, JobKind.measure_quality, limit=1)
+        if last and MeasureParams.of(last[0]).generation >= model.serving_generation:
+            continue  # it failed at this generation: wait for the next change
+        job, created = jobs.create(
+            model_id=model.id,
+            kind=JobKind.measure_quality,
+            stages_total=1,
+            params=MeasureParams(generation=model.serving_generation).dump(),
+            dedup_key=f"measure:{model.id}",
+        )
+        if created:
+            scheduling.enqueue(session, job, priority=Priority.low)
+            queued += 1
+    return queued
+
+
+def record(
+    session: Session,
+    model: Model,
+    generation: int,
+    scored: Scored | None,
+    *,
+    job_id: uuid.UUID | None,
+    live_shards: float,
+    served_depth: float,
+    n_eval: int,
+) -> QualityMeasurement:
+    """Store one measurement (``scored`` None: the model answered nothing at ``generation``)."""
+    measurement = QualityMeasurement(
+        model_id=model.id,
+        job_id=job_id,
+        serving_generation=generation,
+        metric=scored.metric if scored else _metric(model),
+        value=scored.value if scored else None,
+        loss=scored.loss if scored else None,
+        n_eval=n_eval,
+        live_shards=live_shards,
+        served_depth=served_depth,
+        seconds=scored.seconds if scored else 0.0,
+        outputs=scored.outputs.to_bytes() if scored else None,
+    )
+    session.add(measurement)
+    session.flush()
+    return measurement
+
+
+def _metric(model: Model) -> str:
+    return {Task.classification: "accuracy", Task.regression: "mae"}.get(model.task, "token_loss")
+
+
+def grade_superseded(session: Session, model: Model, now: QualityMeasurement) -> list[PassGrade]:
+    """Grade the model's passes that ``now`` measures superseded: each succeeded approximate job
+    without a grade, measured while it served, whose deletion completed before ``now`` (its
+    exact retrains serve). Only a classifier's passes are graded (the grade compares class
+    outputs); the deleted samples are not compared (``with_deleted`` False)."""
+    if model.task is not Task.classification or now.outputs is None:
+        return []
+    graded = sa.select(PassGrade.pass_job_id).where(PassGrade.model_id == model.id)
+    passes = session.scalars(
+        sa.select(Job).where(
+            Job.model_id == model.id,
+            Job.kind == JobKind.approximate,
+            Job.status == JobStatus.succeeded,
+            Job.id.not_in(graded),
+        )
+    ).all()
+    grades = []
+    exact = Outputs.from_bytes(now.outputs)
+    for job in passes:
+        params = ApproximateParams.of(job)
+        request = session.get(DeletionRequest, params.deletion_id)
+        if request is None or request.status is not DeletionStatus.completed:
+            continue
+        assert request.completed_at is not None
+        if request.completed_at > now.measured_at:
+            continue
+        served = _pass_measurement(session, job.id)
+        if served is None or served.outputs is None:
+            continue  # the pass served too briefly to be measured
+        approximate = Outputs.from_bytes(served.outputs)
+        common = sorted(set(approximate.sample_ids.tolist()) & set(exact.sample_ids.tolist()))
+        labels = _labels(session, common)
+        if not common:
+            continue
+        grade = grade_pass(
+            GradedOutputs(approximate.on(common)),
+            GradedOutputs(exact.on(common)),
+            eval_labels=[labels[i] for i in common],
+        )
+        row = PassGrade(
+            model_id=model.id,
+            job_id=now.job_id,
+            pass_job_id=job.id,
+            method=params.method,
+            gap=grade.gap,
+            cost_share=_cost_share(session, job, request),
+            with_deleted=False,
+            grade=grade.to_dict(),
+        )
+        session.add(row)
+        grades.append(row)
+    session.flush()
+    return grades
+
+
+def _pass_measurement(session: Session, job_id: uuid.UUID) -> QualityMeasurement | None:
+    return session.scalar(
+        sa.select(QualityMeasurement)
+        .where(QualityMeasurement.job_id == job_id)
+        .order_by(QualityMeasurement.id.desc())
+        .limit(1)
+    )
+
+
+def _labels(session: Session, sample_ids: list[int]) -> dict[int, int]:
+    rows = SampleRepository.from_session(session).payloads_of(sample_ids)
+    return {s.id: p.label_index for s, p in rows if p.label_index is not None}
+
+
+def _seconds(job: Job) -> float:
+    if job.started_at is None or job.finished_at is None:
+        return 0.0
+    return max((job.finished_at - job.started_at).total_seconds(), 0.0)
+
+
+def _cost_share(session: Session, job: Job, request: DeletionRequest) -> float:
+    """The pass's seconds over those of the exact retrains its deletion waited for."""
+    retrains = session.scalars(
+        sa.select(Job)
+        .join(DeletionJob, DeletionJob.job_id == Job.id)
+        .where(DeletionJob.request_id == request.id, Job.kind == JobKind.retrain)
+    ).all()
+    exact = sum(_seconds(j) for j in retrains)
+    return _seconds(job) / exact if exact > 0 else 0.0
+
+
+def method_records(session: Session, model_id: uuid.UUID) -> dict[str, MethodRecord]:
+    """Per method, the model's graded passes: how many, their mean gap and mean cost share."""
+    rows = session.execute(
+        sa.select(PassGrade.method, PassGrade.gap, PassGrade.cost_share).where(
+            PassGrade.model_id == model_id
+        )
+    )
+    by_method: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for method, gap, cost in rows:
+        by_method[method].append((gap, cost))
+    return {
+        method: MethodRecord(
+            method=method,
+            grades=len(values),
+            mean_gap=min(sum(g for g, _ in values) / len(values), 100.0),
+            mean_cost_share=sum(c for _, c in values) / len(values),
+        )
+        for method, values in sorted(by_method.items())
+    }
+
+
+def measurements(
+    session: Session, model_id: uuid.UUID, *, limit: int, since: datetime | None = None
+) -> list[QualityMeasurement]:
+    """The model's measurements, newest first."""
+    query = sa.select(QualityMeasurement).where(QualityMeasurement.model_id == model_id)
+    if since is not None:
+        query = query.where(QualityMeasurement.measured_at >= since)
+    return list(session.scalars(query.order_by(QualityMeasurement.id.desc()).limit(limit)))
+
+
+def grades(session: Session, model_id: uuid.UUID, *, limit: int) -> list[PassGrade]:
+    """The model's pass grades, newest first."""
+    return list(
+        session.scalars(
+            sa.select(PassGrade)
+            .where(PassGrade.model_id == model_id)
+            .order_by(PassGrade.id.desc())
+            .limit(limit)
+        )
+    )
