@@ -236,6 +236,19 @@ class Settings(BaseSettings):
         '`split: "eval"`) holds; each measurement of served quality runs the served model on '
         "all of them.",
     )
+    sealing_key: SecretStr | None = Field(
+        None,
+        description="32 bytes, base64: seals the key of the deleted samples a deletion keeps "
+        "for its approximate pass or its grading (they are sealed with AES-GCM either way; "
+        "without this key, the data key is stored next to them). Set the same value everywhere.",
+    )
+    grading_keep_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="For a model with `grade_approximations`, the longest a deletion's sealed "
+        "samples wait after its pass for the grading of that pass; then they are purged and the "
+        "pass is graded on the evaluation split alone.",
+    )
     approximate_purge_deadline_s: float = Field(
         3600.0,
         gt=0,

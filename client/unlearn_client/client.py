@@ -56,6 +56,7 @@ from unlearn_client.models import (
     Model,
     ModelStatus,
     PredictResponse,
+    QualityReport,
     SampleIn,
     SampleRowError,
     SamplesResult,
@@ -179,6 +180,14 @@ class UnlearnClient:
     def model_status(self, model_id: str | uuid.UUID) -> ModelStatus:
         """Per shard: valid prefixes, the serving choice, pending retrains; quality proxy."""
         return cast(ModelStatus, self._call("GET", f"/models/{model_id}/status"))
+
+    def model_quality(self, model_id: str | uuid.UUID, *, limit: int = 50) -> QualityReport:
+        """Measured quality over time on the evaluation split, and each approximate method's
+        graded passes on this model (what ``auto`` chooses from)."""
+        return cast(
+            QualityReport,
+            self._call("GET", f"/models/{model_id}/quality", params={"limit": limit}),
+        )
 
     def register_samples(
         self,

@@ -44,6 +44,7 @@ class SampleIn(TypedDict):
     prompt: NotRequired[str]
     response: NotRequired[str]
     messages: NotRequired[list[Message]]
+    split: NotRequired[Literal["train", "eval"]]
 
 
 # --- models and samples ---------------------------------------------------------------------
@@ -92,6 +93,7 @@ class Model(TypedDict):
     method_config: dict[str, Any] | None
     placement: str
     min_live_shards: int
+    grade_approximations: NotRequired[bool]
     compute_profile: str
     created_at: str
 
@@ -118,6 +120,7 @@ class SamplesResult(TypedDict):
     stored: int
     errors: list[SampleRowError]
     balance: SliceBalance
+    eval_samples: NotRequired[int]
 
 
 class TrainAccepted(TypedDict):
@@ -164,6 +167,51 @@ class EstimatedQuality(TypedDict):
     approximate_depth: float
 
 
+class MeasuredQuality(TypedDict):
+    """What one serving generation answered on the model's evaluation split."""
+
+    metric: str
+    value: float | None
+    loss: float | None
+    n_eval: int
+    serving_generation: int
+    current: bool
+    measured_at: str
+    live_shards: float
+    served_depth: float
+    seconds: float
+
+
+class MethodGrades(TypedDict):
+    method: str
+    grades: int
+    mean_gap: float
+    mean_cost_share: float
+    summary: str
+
+
+class PassGrade(TypedDict):
+    pass_job_id: str
+    method: str
+    graded_at: str
+    gap: float
+    cost_share: float
+    with_deleted: bool
+    grade: dict[str, Any]
+
+
+class QualityReport(TypedDict):
+    """Measured quality over time, and each approximate method's grades on this model."""
+
+    model_id: str
+    eval_samples: int
+    latest: MeasuredQuality | None
+    measurements: list[MeasuredQuality]
+    methods: list[MethodGrades]
+    grades: list[PassGrade]
+    note: str
+
+
 class ComputeStatus(TypedDict):
     profile: str
     live_workers: int
@@ -180,6 +228,7 @@ class ModelStatus(TypedDict):
     pending_retrains: int
     shards: list[ShardStatus]
     estimated_quality: EstimatedQuality
+    measured_quality: NotRequired[MeasuredQuality | None]
     warnings: list[str]
     audit: NotRequired[AuditVerification | None]
 

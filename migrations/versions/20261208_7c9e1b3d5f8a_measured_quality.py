@@ -1,7 +1,10 @@
-"""Measured quality: an evaluation split (`samples.split`; an evaluation sample has no shard and
+"""Measured quality, and the deleted samples kept sealed: an evaluation split (`samples.split`; an evaluation sample has no shard and
 no slice), the grading opt-in (`models.grade_approximations`), measurements of what a model
 serves with its outputs (`quality_measurements`), grades of approximate passes (`pass_grades`),
-and the job that measures and grades (`jobs.kind` may be `measure_quality`)
+the job that measures and grades (`jobs.kind` may be `measure_quality`), and the payloads a
+deletion keeps for its approximate pass (or its grading) sealed in `kept_samples` instead of
+left in `sample_payloads` (an upgrade with kept payloads leaves them where they are: the pass
+that reads them finds none sealed and is passed over, and they are purged on its deadline)
 
 SQLite recreates `samples` and `jobs` to change their columns and CHECK constraints;
 `migrations/env.py` turns foreign keys off for it and checks them afterwards.
@@ -127,9 +130,36 @@ def upgrade() -> None:
         sa.UniqueConstraint("pass_job_id", name=op.f("uq_pass_grades_pass_job_id")),
     )
     op.create_index("ix_pass_grades_model_id_method", "pass_grades", ["model_id", "method"])
+    op.create_table(
+        "kept_samples",
+        sa.Column("request_id", sa.Uuid(), nullable=False),
+        sa.Column("model_id", sa.Uuid(), nullable=False),
+        sa.Column("n_samples", sa.Integer(), nullable=False),
+        sa.Column("data_key", sa.LargeBinary(), nullable=False),
+        sa.Column("key_wrapped", sa.Boolean(), nullable=False),
+        sa.Column("sealed", sa.LargeBinary(), nullable=False),
+        sa.Column("for_grading", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["model_id"],
+            ["models.id"],
+            name=op.f("fk_kept_samples_model_id_models"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["deletion_requests.id"],
+            name=op.f("fk_kept_samples_request_id_deletion_requests"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("request_id", name=op.f("pk_kept_samples")),
+    )
+    op.create_index("ix_kept_samples_model_id", "kept_samples", ["model_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_kept_samples_model_id", table_name="kept_samples")
+    op.drop_table("kept_samples")
     op.drop_index("ix_pass_grades_model_id_method", table_name="pass_grades")
     op.drop_table("pass_grades")
     op.drop_index("ix_quality_measurements_model_id_id", table_name="quality_measurements")

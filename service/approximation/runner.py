@@ -93,19 +93,26 @@ def run_approximate_job(
             scheduling.release_held(session, work.request_id)
             generation = ModelRepository.from_session(session).get(job.model_id).serving_generation
     if activated:
-        _measure_pass(transaction, engines, work.model_id, job_id)
+        _measure_pass(transaction, engines, work.model_id, job_id, work.request_id)
     return JobOutcome(work.model_id, Activation(activated, discarded), generation)
 
 
 def _measure_pass(
-    transaction: Transaction, engines: Engines, model_id: uuid.UUID, job_id: uuid.UUID
+    transaction: Transaction,
+    engines: Engines,
+    model_id: uuid.UUID,
+    job_id: uuid.UUID,
+    request_id: uuid.UUID,
 ) -> None:
     """Measure the model while the pass's layers serve: what its grade compares with the exact
     retrain's measurement later. Read at once after the job's commit (its retrains take far
-    longer), and after it, so that it is no part of the pass's cost. A failure to measure
-    leaves the pass ungraded, never failed."""
+    longer), and after it, so that it is no part of the pass's cost; the deletion's samples too
+    when they were kept for the grading. A failure to measure leaves the pass ungraded, never
+    failed."""
     try:
-        quality.measure(transaction, engines, model_id, job_id=job_id, grade=False)
+        quality.measure(
+            transaction, engines, model_id, job_id=job_id, grade=False, kept_for=request_id
+        )
     except Exception:
         log.exception("measuring the pass of job %s failed; it will not be graded", job_id)
 

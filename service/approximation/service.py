@@ -57,6 +57,7 @@ from service.db.repositories import (
     AuditRepository,
     DeletionRepository,
     JobRepository,
+    KeptSamplesRepository,
     LineageRepository,
     ModelRepository,
     SampleRepository,
@@ -89,6 +90,7 @@ from unlearning.s3t.config import Task as UnlearningTask
 @dataclass(frozen=True)
 class ApproximationSettings:
     purge_deadline_s: float = 3600.0  # payloads wait at most this long for the pass
+    grading_keep_s: float = 86_400.0  # and this much longer for its grading (on opt-in)
     auto_wait_s: float = 60.0  # policy `auto`: approximate when retrains wait longer
     head_start_s: float = 120.0  # the exact retrains wait at most this long for the pass
 
@@ -97,6 +99,7 @@ class ApproximationSettings:
         """The timing of passes from ``UNLEARN_APPROXIMATE_*`` and ``_AUTO_APPROXIMATE_WAIT_S``."""
         return cls(
             purge_deadline_s=settings.approximate_purge_deadline_s,
+            grading_keep_s=settings.grading_keep_s,
             auto_wait_s=settings.auto_approximate_wait_s,
             head_start_s=settings.approximate_head_start_s,
         )
@@ -112,9 +115,25 @@ def wants_approximation(session: Session, model: Model, settings: ApproximationS
     return wait > settings.auto_wait_s
 
 
-def keep_payloads(request: DeletionRequest, settings: ApproximationSettings) -> None:
-    """The request's payloads wait for its pass, until the deadline at the latest."""
-    request.payloads_purge_by = utcnow() + timedelta(seconds=settings.purge_deadline_s)
+def keep_payloads(
+    session: Session, model: Model, request: DeletionRequest, settings: ApproximationSettings
+) -> None:
+    """Seal the request's payloads for its pass (``kept_samples``) and delete their plaintext
+    rows, both in the deletion's transaction; they wait until the deadline at the latest, longer
+    by ``settings.grading_keep_s`` for a model that grades its passes on them."""
+    sample_ids = DeletionRepository.from_session(session).deleted_sample_ids(request.id)
+    samples = SampleRepository.from_session(session)
+    KeptSamplesRepository.from_session(session).keep(
+        request.id, model.id, samples.payloads_of(sample_ids)
+    )
+    samples.delete_payloads(sample_ids)
+    wait = settings.purge_deadline_s + (settings.grading_keep_s if grades_on_kept(model) else 0)
+    request.payloads_purge_by = utcnow() + timedelta(seconds=wait)
+
+
+def grades_on_kept(model: Model) -> bool:
+    """Whether the model's passes are graded on the deleted samples too: it opted in."""
+    return model.grade_approximations
 
 
 @dataclass(frozen=True)
@@ -207,7 +226,7 @@ def plan_pass(
     payloads for it (until ``settings.purge_deadline_s``). None when there is none: the
     payloads are purged at once. ``prefixes``: the valid prefixes of the deletion's shards
     after it, by sequence."""
-    keep_payloads(request, settings)
+    keep_payloads(session, model, request, settings)
     invalidated: dict[uuid.UUID, list[InvalidatedLayer]] = defaultdict(list)
     for layer in deactivation.invalidated:
         invalidated[layer.sequence_id].append(layer)
@@ -282,13 +301,14 @@ class PassWork:
 
 
 def read_pass(session: Session, job: Job) -> PassWork:
-    """Everything the job's passes need; the request's payloads are purged once read."""
+    """Everything the job's passes need; the request's sealed payloads are purged once read,
+    unless the model grades its passes on them (:func:`grades_on_kept`)."""
     params = ApproximateParams.of(job)
-    deletions = DeletionRepository.from_session(session)
-    request = deletions.get(params.deletion_id)
+    request = DeletionRepository.from_session(session).get(params.deletion_id)
     model = ModelRepository.from_session(session).get(job.model_id)
-    sample_ids = deletions.deleted_sample_ids(request.id)
-    rows = SampleRepository.from_session(session).payloads_of(sample_ids)
+    kept_samples = KeptSamplesRepository.from_session(session)
+    kept = kept_samples.get(request.id)
+    rows = kept_samples.open(kept) if kept is not None else []
     sequences: list[SequencePass] = []
     skipped: list[str] = []
     spec: ModelSpec | None = None
@@ -338,7 +358,10 @@ def read_pass(session: Session, job: Job) -> PassWork:
                 chain=tuple(chain),
             )
         )
-    settlement.purge_payloads(session, request, reason="read by the approximate pass")
+    if kept is not None and grades_on_kept(model) and rows and sequences:
+        kept.for_grading = True  # the grading of this pass purges them (or the deadline)
+    else:
+        settlement.purge_payloads(session, request, reason="read by the approximate pass")
     return PassWork(
         job_id=job.id,
         model_id=job.model_id,

@@ -247,8 +247,10 @@ class DeletionCertificate(BaseModel):
     subject_hash: str | None = Field(description="The hash (`hash_scheme`) of the subject.")
     payloads_deleted: bool = Field(description="No payload row of a deleted sample remains.")
     payloads_purged_at: datetime | None = Field(
-        description="When payloads kept for an approximate pass were purged (None if none were "
-        "kept: they went with the deactivation)."
+        description="When the samples kept (sealed) for an approximate pass, or for its "
+        "grading on a model with `grade_approximations`, were purged (None while they are "
+        "kept, or if none were: they went with the deactivation). No plaintext payload "
+        "outlives the deletion's own transaction."
     )
     layers_invalidated: list[CertifiedLayer]
     invalidated_artifacts_deleted: bool = Field(

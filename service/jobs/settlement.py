@@ -25,6 +25,7 @@ from service.db.models.base import utcnow
 from service.db.repositories import (
     AuditRepository,
     DeletionRepository,
+    KeptSamplesRepository,
     LineageRepository,
     ModelRepository,
     SampleRepository,
@@ -97,7 +98,9 @@ def complete_deletions(
             deletions.advance(request, DeletionStatus.retraining)
         deletions.advance(request, DeletionStatus.completed)
         events.emit(session, request.tenant_id, "deletion.completed", events.deletion_data(request))
-        purge_payloads(session, request, reason="completed")
+        kept = KeptSamplesRepository.from_session(session).get(request.id)
+        if kept is None or not kept.for_grading:  # else the grading of its pass purges them
+            purge_payloads(session, request, reason="completed")
     AuditRepository.from_session(session).append(
         audit_chain(requests[0].model_id),
         actor=SYSTEM_ACTOR,
@@ -133,12 +136,14 @@ def withdraw_derived(session: Session, request: DeletionRequest) -> list[int]:
 
 
 def purge_payloads(session: Session, request: DeletionRequest, *, reason: str) -> int:
-    """Hard-delete the payloads a deletion kept for its approximate pass (once, audited);
-    returns how many went. Requests that kept none are left as they are."""
+    """Hard-delete the payloads a deletion kept for its approximate pass or its grading (sealed;
+    before sealing, deletions kept plaintext rows, deleted here too), once, audited; returns
+    how many went. Requests that kept none are left as they are."""
     if request.payloads_purge_by is None or request.payloads_purged_at is not None:
         return 0
     sample_ids = DeletionRepository.from_session(session).deleted_sample_ids(request.id)
-    gone = SampleRepository.from_session(session).delete_payloads(sample_ids)
+    gone = KeptSamplesRepository.from_session(session).drop(request.id)
+    gone += SampleRepository.from_session(session).delete_payloads(sample_ids)
     request.payloads_purged_at = utcnow()
     AuditRepository.from_session(session).append(
         audit_chain(request.model_id),

@@ -146,6 +146,14 @@ class ModelCreate(BaseModel):
         description="The fewest live shards the model answers from: with fewer (retrains "
         "catching up after deletions), predictions are a 409. At most `n_shards`.",
     )
+    grade_approximations: bool = Field(
+        False,
+        description="Grade each approximate pass on the deleted samples too (accuracy gap on "
+        "them, a per-example membership test against the exact retrain), not only on the "
+        "evaluation split: a deletion's samples are then kept sealed (AES-GCM, never served) "
+        "past its pass until that grading, at most UNLEARN_GRADING_KEEP_S longer; the "
+        "certificate says when they were purged. Classification models only.",
+    )
     compute_profile: str | None = Field(
         None,
         pattern=PROFILE_PATTERN,
@@ -175,6 +183,7 @@ class ModelPublic(BaseModel):
     method_config: dict[str, Any] | None
     placement: str
     min_live_shards: int
+    grade_approximations: bool = False
     compute_profile: str
     created_at: datetime
 
@@ -260,7 +269,7 @@ class SamplesResult(BaseModel):
     stored: int
     errors: list[SampleRowError]
     balance: SliceBalance = Field(description="How the model's live samples fill its slices.")
-    eval_samples: int = Field(description="Live samples of the model's evaluation split.")
+    eval_samples: int = Field(0, description="Live samples of the model's evaluation split.")
 
 
 class TrainAccepted(BaseModel):
@@ -344,8 +353,9 @@ class ModelStatusPublic(BaseModel):
     shards: list[ShardStatus]
     estimated_quality: EstimatedQuality
     measured_quality: MeasuredQuality | None = Field(
+        None,
         description="The latest measurement on the model's evaluation split (null without one; "
-        "`current` false while a newer generation waits for its measurement)."
+        "`current` false while a newer generation waits for its measurement).",
     )
     warnings: list[str] = Field(
         description="What an operator should know: slices far from the mean size, jobs that no "

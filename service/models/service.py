@@ -99,6 +99,7 @@ def create_model(
             "compute_profile",
             "placement",
             "min_live_shards",
+            "grade_approximations",
             "base_model",
         }
     )
@@ -137,6 +138,7 @@ def create_model(
         base_model_id=base.id,
         placement=PlacementPolicy(data.placement),
         min_live_shards=data.min_live_shards,
+        grade_approximations=data.grade_approximations,
     )
 
 
@@ -286,6 +288,7 @@ def model_public(session: Session, model: Model) -> ModelPublic:
         method_config=model.method_config,
         placement=model.placement.value,
         min_live_shards=model.min_live_shards,
+        grade_approximations=model.grade_approximations,
         compute_profile=model.compute_profile,
         created_at=model.created_at,
     )

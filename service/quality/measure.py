@@ -53,15 +53,25 @@ class Outputs:
     sample_ids: NDArray[np.int64]
     values: NDArray[np.float32]
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, forget: Outputs | None = None) -> bytes:
+        """These outputs, with those on a deletion's kept samples (``forget``) when scored."""
+        arrays = {"sample_ids": self.sample_ids, "values": self.values}
+        if forget is not None:
+            arrays |= {"forget_ids": forget.sample_ids, "forget_values": forget.values}
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, sample_ids=self.sample_ids, values=self.values)
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Outputs:
+    def from_bytes(cls, data: bytes) -> tuple[Outputs, Outputs | None]:
+        """The evaluation rows' outputs, and the kept samples' when they were scored."""
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            return cls(arrays["sample_ids"], arrays["values"])
+            forget = (
+                cls(arrays["forget_ids"], arrays["forget_values"])
+                if "forget_ids" in arrays
+                else None
+            )
+            return cls(arrays["sample_ids"], arrays["values"]), forget
 
     def on(self, sample_ids: Sequence[int]) -> NDArray[np.float32]:
         """The rows of these samples (each must be here), in that order."""

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import uuid
 
-from service.db.models import JobStatus, PassGrade, QualityMeasurement
+from service.db.models import DeletionRequest, JobStatus, PassGrade, QualityMeasurement
 from service.db.repositories import JobRepository, ModelRepository
 from service.engine import Engines, engine_for
 from service.jobs.runner import Transaction, claim_job, failure_recorded, lock_job
 from service.quality import service
-from service.quality.measure import score
+from service.quality.measure import Scored, score
 from service.serving.registry import ServedModel, load_served_model
 
 
@@ -58,21 +58,34 @@ def measure(
     *,
     job_id: uuid.UUID,
     grade: bool,
+    kept_for: uuid.UUID | None = None,
 ) -> tuple[QualityMeasurement, list[PassGrade]] | None:
     """Score the model as it serves now on its evaluation split and record it under
     ``job_id`` (a measurement job, or an approximate pass measuring its own layers); with
-    ``grade``, grade the passes this measurement supersedes. None when the model has no
-    evaluation row."""
+    ``grade``, grade the passes whose deletion completed, and purge what was kept for them;
+    ``kept_for``: a deletion whose kept samples are scored too (a pass of a model that grades on
+    them). None when the model has no evaluation row."""
     with transaction() as session:
+        model = ModelRepository.from_session(session).get(model_id)
         served = load_served_model(session, model_id)
-        rows = service.eval_rows(session, ModelRepository.from_session(session).get(model_id))
+        rows = service.eval_rows(session, model)
+        due = service.due_grades(session, model) if grade and rows else []
+        request = session.get(DeletionRequest, kept_for) if kept_for is not None else None
+        kept = service.kept_rows(session, model, request) if request is not None else None
     if not rows:
         return None
-    scored = (
-        score(engine_for(engines, served.base), served.config, served.prefixes, rows)
-        if served.shards
-        else None
-    )
+    scored = forget = None
+    forgets: dict[uuid.UUID, Scored] = {}
+    if served.shards:
+        engine = engine_for(engines, served.base)
+        scored = score(engine, served.config, served.prefixes, rows)
+        if kept:
+            forget = score(engine, served.config, served.prefixes, kept)
+        for pending in due:
+            if pending.forget:
+                forgets[pending.job_id] = score(
+                    engine, served.config, served.prefixes, pending.forget
+                )
     with transaction() as session:
         model = ModelRepository.from_session(session).get(model_id)
         measurement = service.record(
@@ -82,9 +95,18 @@ def measure(
             scored,
             job_id=job_id,
             n_eval=len(rows),
+            forget=forget,
+            grading_seconds=sum(f.seconds for f in forgets.values()),
             **_proxy(served),
         )
-        grades = service.grade_superseded(session, model, measurement) if grade else []
+        grades = []
+        for pending in due:
+            on_kept = forgets.get(pending.job_id)
+            graded = service.grade(
+                session, model, measurement, pending, on_kept.outputs if on_kept else None
+            )
+            if graded is not None:
+                grades.append(graded)
     return measurement, grades
 
 

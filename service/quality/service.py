@@ -5,10 +5,12 @@ Flushes, never commits.
   moved past its last measurement, and which has an evaluation split, gets a low-priority
   ``measure_quality`` job on its `training` queue. A burst of changes (deletions, passes,
   retrains, restores) is measured once, at the generation the job finds when it runs.
-- :func:`record` stores a measurement, then :func:`grade_superseded` grades each approximate
-  pass of the model whose deletion completed since (its exact retrains serve now): the outputs
-  measured while the pass served (the pass measures itself, before its retrains are released)
-  against the outputs measured now, on the evaluation rows both saw.
+- :func:`due_grades` finds, before a measurement, each approximate pass of the model whose
+  deletion completed (its exact retrains serve now), with the deletion's samples kept sealed
+  for it when the model grades on them; :func:`record` stores the measurement and
+  :func:`grade` compares the outputs measured while the pass served (the pass measures itself
+  right after its layers serve) with those measured now, on the evaluation rows both saw and on
+  the kept samples, then purges them.
 - :func:`method_records` sums the grades per method: what ``auto`` chooses from.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -37,14 +40,16 @@ from service.db.models import (
     Task,
 )
 from service.db.models.job_params import ApproximateParams, MeasureParams
-from service.db.repositories import JobRepository, SampleRepository
+from service.db.repositories import JobRepository, KeptSamplesRepository, SampleRepository
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.engine import training_sample
+from service.jobs import settlement
 from service.quality.measure import EvalRows, Outputs, Scored
 from service.queues import Priority
 from service.training import scheduling
 from unlearning.approx.graded_choice import MethodRecord
 from unlearning.evaluation.grading import Outputs as GradedOutputs
+from unlearning.evaluation.grading import PassGrade as EvaluatedPass
 from unlearning.evaluation.grading import grade_pass
 
 
@@ -120,8 +125,12 @@ def record(
     live_shards: float,
     served_depth: float,
     n_eval: int,
+    forget: Scored | None = None,
+    grading_seconds: float = 0.0,
 ) -> QualityMeasurement:
-    """Store one measurement (``scored`` None: the model answered nothing at ``generation``)."""
+    """Store one measurement (``scored`` None: the model answered nothing at ``generation``;
+    ``forget``: the outputs on a deletion's kept samples, which its pass's grade compares;
+    ``grading_seconds``: what scoring the kept samples of the passes it grades took)."""
     measurement = QualityMeasurement(
         model_id=model.id,
         job_id=job_id,
@@ -132,8 +141,10 @@ def record(
         n_eval=n_eval,
         live_shards=live_shards,
         served_depth=served_depth,
-        seconds=scored.seconds if scored else 0.0,
-        outputs=scored.outputs.to_bytes() if scored else None,
+        seconds=(scored.seconds if scored else 0.0)
+        + (forget.seconds if forget else 0.0)
+        + grading_seconds,
+        outputs=scored.outputs.to_bytes(forget.outputs if forget else None) if scored else None,
     )
     session.add(measurement)
     session.flush()
@@ -144,59 +155,123 @@ def _metric(model: Model) -> str:
     return {Task.classification: "accuracy", Task.regression: "mae"}.get(model.task, "token_loss")
 
 
-def grade_superseded(session: Session, model: Model, now: QualityMeasurement) -> list[PassGrade]:
-    """Grade the model's passes that ``now`` measures superseded: each succeeded approximate job
-    without a grade, measured while it served, whose deletion completed before ``now`` (its
-    exact retrains serve). Only a classifier's passes are graded (the grade compares class
-    outputs); the deleted samples are not compared (``with_deleted`` False)."""
-    if model.task is not Task.classification or now.outputs is None:
-        return []
+@dataclass(frozen=True)
+class DueGrade:
+    """A pass whose deletion completed, to be graded by the next measurement: with the
+    measurement taken while it served (None: it served too briefly; only its kept samples are
+    purged), and the deletion's kept samples when the model grades on them."""
+
+    job_id: uuid.UUID
+    request_id: uuid.UUID
+    method: str
+    served: bytes | None  # the outputs measured while it served
+    forget: EvalRows | None
+
+
+def due_grades(session: Session, model: Model) -> list[DueGrade]:
+    """The model's succeeded approximate jobs without a grade whose deletion completed (its
+    exact retrains serve, its approximate layers are withdrawn), oldest first."""
     graded = sa.select(PassGrade.pass_job_id).where(PassGrade.model_id == model.id)
     passes = session.scalars(
-        sa.select(Job).where(
+        sa.select(Job)
+        .where(
             Job.model_id == model.id,
             Job.kind == JobKind.approximate,
             Job.status == JobStatus.succeeded,
             Job.id.not_in(graded),
         )
+        .order_by(Job.created_at)
     ).all()
-    grades = []
-    exact = Outputs.from_bytes(now.outputs)
+    due = []
     for job in passes:
         params = ApproximateParams.of(job)
         request = session.get(DeletionRequest, params.deletion_id)
         if request is None or request.status is not DeletionStatus.completed:
             continue
-        assert request.completed_at is not None
-        if request.completed_at > now.measured_at:
-            continue
         served = _pass_measurement(session, job.id)
-        if served is None or served.outputs is None:
-            continue  # the pass served too briefly to be measured
-        approximate = Outputs.from_bytes(served.outputs)
-        common = sorted(set(approximate.sample_ids.tolist()) & set(exact.sample_ids.tolist()))
-        labels = _labels(session, common)
-        if not common:
-            continue
-        grade = grade_pass(
-            GradedOutputs(approximate.on(common)),
-            GradedOutputs(exact.on(common)),
-            eval_labels=[labels[i] for i in common],
-        )
+        outputs = served.outputs if served is not None else None
+        if outputs is None and request.payloads_purged_at is not None:
+            continue  # never measured, nothing kept: nothing to grade nor purge
+        forget = kept_rows(session, model, request)
+        due.append(DueGrade(job.id, request.id, params.method, outputs, forget))
+    return due
+
+
+def kept_rows(session: Session, model: Model, request: DeletionRequest) -> EvalRows | None:
+    """The deletion's samples kept (sealed) for the grading of its pass, as evaluation rows."""
+    kept_samples = KeptSamplesRepository.from_session(session)
+    kept = kept_samples.get(request.id)
+    if kept is None or not kept.for_grading:
+        return None
+    rows = kept_samples.open(kept)
+    samples = [training_sample(model, sample, payload, 0, 0) for sample, payload in rows]
+    return EvalRows(
+        tuple(sample.id for sample, _ in rows),
+        tuple(s.content for s in samples),
+        tuple(float(s.target) for s in samples),
+    )
+
+
+def grade(
+    session: Session,
+    model: Model,
+    now: QualityMeasurement,
+    due: DueGrade,
+    forget: Outputs | None,
+) -> PassGrade | None:
+    """Grade one pass against ``now`` (the exact model; ``forget``: its outputs on the
+    deletion's kept samples), then purge the samples kept for it. None when the pass was not
+    measured while it served."""
+    graded = _compare(session, now, due, forget)
+    request = session.get_one(DeletionRequest, due.request_id)
+    row = None
+    if graded is not None:
         row = PassGrade(
             model_id=model.id,
             job_id=now.job_id,
-            pass_job_id=job.id,
-            method=params.method,
-            gap=grade.gap,
-            cost_share=_cost_share(session, job, request),
-            with_deleted=False,
-            grade=grade.to_dict(),
+            pass_job_id=due.job_id,
+            method=due.method,
+            gap=graded.gap,
+            cost_share=_cost_share(session, session.get_one(Job, due.job_id), request),
+            with_deleted=graded.n_forget > 0,
+            grade=graded.to_dict(),
         )
         session.add(row)
-        grades.append(row)
-    session.flush()
-    return grades
+        session.flush()
+    settlement.purge_payloads(
+        session, request, reason="graded" if row is not None else "pass not measured"
+    )
+    return row
+
+
+def _compare(
+    session: Session, now: QualityMeasurement, due: DueGrade, forget: Outputs | None
+) -> EvaluatedPass | None:
+    if due.served is None or now.outputs is None:
+        return None
+    approximate, approximate_forget = Outputs.from_bytes(due.served)
+    exact, _ = Outputs.from_bytes(now.outputs)
+    labels = _labels(session, approximate.sample_ids.tolist())
+    common = sorted(set(labels) & set(exact.sample_ids.tolist()))  # live on both sides
+    if not common:
+        return None
+    eval_labels = [labels[i] for i in common]
+    if due.forget is None or forget is None or approximate_forget is None:
+        return grade_pass(
+            GradedOutputs(approximate.on(common)),
+            GradedOutputs(exact.on(common)),
+            eval_labels=eval_labels,
+        )
+    ids = list(due.forget.sample_ids)
+    exact_outputs = GradedOutputs(exact.on(common), forget.on(ids))
+    return grade_pass(
+        GradedOutputs(approximate.on(common), approximate_forget.on(ids)),
+        exact_outputs,
+        eval_labels=eval_labels,
+        forget_labels=[int(target) for target in due.forget.targets],
+        # The exact retrain never saw the deleted samples: it calibrates each row's score.
+        references=[exact_outputs],
+    )
 
 
 def _pass_measurement(session: Session, job_id: uuid.UUID) -> QualityMeasurement | None:
@@ -209,6 +284,7 @@ def _pass_measurement(session: Session, job_id: uuid.UUID) -> QualityMeasurement
 
 
 def _labels(session: Session, sample_ids: list[int]) -> dict[int, int]:
+    """The labels of these evaluation samples that are still live (a deleted one has none)."""
     rows = SampleRepository.from_session(session).payloads_of(sample_ids)
     return {s.id: p.label_index for s, p in rows if p.label_index is not None}
 

@@ -131,8 +131,8 @@ def test_the_floors_see_the_knot_that_was() -> None:
     """The rule sees what it forbids: the runners once imported the deletions' lifecycle, and
     the lifecycle the retrain scheduling."""
     assert _floor("service.deletions.lifecycle") == 1
-    assert _floor("service.training.runner") == 3
-    assert _floor("service.jobs.settlement") == 4
+    assert _floor("service.training.runner") == 4
+    assert _floor("service.jobs.settlement") == 5
     assert _floor("service.settings") is None
 
 

@@ -71,6 +71,7 @@ COUNTERPARTS: dict[str, str] = {
     "Job": "JobPublic",
     "Model": "ModelPublic",
     "ModelStatus": "ModelStatusPublic",
+    "PassGrade": "PassGradePublic",
     "Prediction": "PredictionOut",
     "ShardAnswer": "ShardStatusBrief",
     "Webhook": "WebhookPublic",
@@ -92,6 +93,9 @@ OLDER_SERVICES_OMIT: frozenset[tuple[str, str]] = frozenset(
         ("AuditVerification", "verified_through_seq"),
         ("Certificate", "audit_verification"),
         ("ModelStatus", "audit"),
+        ("ModelStatus", "measured_quality"),
+        ("Model", "grade_approximations"),
+        ("SamplesResult", "eval_samples"),
     }
 )
 #: Request fields the client takes in another form and encodes before sending.
@@ -360,11 +364,13 @@ CALLS: dict[str, list[Call]] = {
     ],
     "get_model": [lambda c: c.get_model(ID)],
     "model_status": [lambda c: c.model_status(ID)],
+    "model_quality": [lambda c: c.model_quality(ID, limit=5)],
     "register_samples": [
         lambda c: c.register_samples(
             ID,
             [
                 {"external_id": "s1", "text": "hello", "label": "a", "subject_id": "u1"},
+                {"external_id": "s0", "text": "held out", "label": "b", "split": "eval"},
                 {"external_id": "s2", "image": b"\x89PNG", "label": 1},
                 {"external_id": "s3", "features": [0.5], "label": 0.25},
                 {"external_id": "s4", "prompt": "hi", "response": "hello"},

@@ -30,7 +30,7 @@ from service.db.models.lineage import (
 )
 from service.db.models.outbox import OutboxMessage
 from service.db.models.quality import PassGrade, QualityMeasurement
-from service.db.models.samples import Sample, SamplePayload, Split
+from service.db.models.samples import KeptSamples, Sample, SamplePayload, Split
 from service.db.models.tenancy import (
     ApiKey,
     DashboardSession,
@@ -67,6 +67,7 @@ __all__ = [
     "Job",
     "JobKind",
     "JobStatus",
+    "KeptSamples",
     "Layer",
     "LayerDeletion",
     "LayerInvalidation",

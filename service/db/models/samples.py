@@ -13,7 +13,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.models.base import Base, BigIntId, CreatedAt, Json, str_enum
+from service.db.models.base import Base, BigIntId, CreatedAt, Json, str_enum, utcnow
 
 
 class Split(StrEnum):
@@ -81,3 +81,27 @@ class SamplePayload(Base):
             name="has_label",
         ),
     )
+
+
+class KeptSamples(Base):
+    """The payloads of a deletion's samples that its approximate pass (and, when the model opts
+    in to grading, the grading of that pass) still needs, sealed: the plaintext rows are deleted
+    in the deletion's own transaction, and this row (AES-GCM, ``service.db.sealing``) goes once
+    read (or graded), or at ``payloads_purge_by`` at the latest."""
+
+    __tablename__ = "kept_samples"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deletion_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    n_samples: Mapped[int]
+    # The key the rows are sealed with, itself sealed under UNLEARN_SEALING_KEY when one is set.
+    data_key: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    key_wrapped: Mapped[bool]
+    sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    # Kept past the pass, for the grading of the pass against its exact retrain.
+    for_grading: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

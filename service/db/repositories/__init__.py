@@ -5,6 +5,7 @@ from service.db.repositories.audit import AuditRepository
 from service.db.repositories.base_models import BaseModelRepository
 from service.db.repositories.deletions import DeletionRepository
 from service.db.repositories.jobs import JobRepository
+from service.db.repositories.kept import KeptSamplesRepository
 from service.db.repositories.lineage import LineageRepository
 from service.db.repositories.metrics import MetricsRepository
 from service.db.repositories.models import ModelRepository
@@ -27,6 +28,7 @@ __all__ = [
     "DashboardSessionRepository",
     "DeletionRepository",
     "JobRepository",
+    "KeptSamplesRepository",
     "LineageRepository",
     "MetricsRepository",
     "ModelRepository",

@@ -61,6 +61,7 @@ class ModelRepository(Repository):
         unlearning_policy: UnlearningPolicy = UnlearningPolicy.exact,
         approximate_method: str = AUTO_METHOD,
         method_config: dict[str, Any] | None = None,
+        grade_approximations: bool = False,
     ) -> Model:
         """A model with its shards, slices (version 0) and, in every shard, the given orders."""
         for field, value in (("n_shards", n_shards), ("n_slices", n_slices), ("budget", budget)):
@@ -71,6 +72,11 @@ class ModelRepository(Repository):
                 raise InvalidModelConfigError("`labels` must list at least two distinct labels")
         elif labels:
             raise InvalidModelConfigError("`labels` is only for classification models")
+        if grade_approximations and task is not Task.classification:
+            raise InvalidModelConfigError(
+                "`grade_approximations` is for classification models: a pass's grade compares "
+                "class outputs"
+            )
         _validate_orders(sequence_orders, n_slices, budget)
 
         model = Model(
@@ -89,6 +95,7 @@ class ModelRepository(Repository):
             base_model_id=base_model_id,
             placement=placement,
             min_live_shards=min_live_shards,
+            grade_approximations=grade_approximations,
         )
         self.session.add(model)
         self.session.flush()

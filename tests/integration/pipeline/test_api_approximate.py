@@ -1,11 +1,11 @@
 """The approximate policies over HTTP on SQLite and PostgreSQL, jobs run in this process.
 
 Under `approximate_then_exact` a deletion deactivates at once as always, keeps the payloads for
-the approximate pass (identifiers go at once), the pass serves the invalidated stages again as
-`approximate` layers and purges the payloads, the status and certificate say so, and the exact
-retrain replaces them bitwise with training without the data. A pass never replaces an exact
-layer, the deadline purges unread payloads (the deletion is then exact only), and `auto`
-approximates only when the training queue is backlogged.
+the approximate pass sealed (identifiers and plaintext rows go at once), the pass serves the
+invalidated stages again as `approximate` layers and purges the payloads, the status and
+certificate say so, and the exact retrain replaces them bitwise with training without the data.
+A pass never replaces an exact layer, the deadline purges unread payloads (the deletion is then
+exact only), and `auto` approximates only when the training queue is backlogged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.approximation.service import purge_overdue
-from service.db.models import Job, Layer, LayerState, Sample, SamplePayload
+from service.db.models import Job, KeptSamples, Layer, LayerState, Sample, SamplePayload
 from service.settings import Settings
 from tests.integration.api import (
     TINY_MODEL,
@@ -45,8 +45,15 @@ GONE = ["s003", "s010"]
 
 
 def _payloads(worker: InProcessWorker) -> int:
+    """Plaintext payload rows."""
     with worker.factory() as session:
         return session.scalar(sa.select(sa.func.count()).select_from(SamplePayload)) or 0
+
+
+def _kept(worker: InProcessWorker) -> int:
+    """Deleted samples kept sealed for a pass."""
+    with worker.factory() as session:
+        return session.scalar(sa.select(sa.func.sum(KeptSamples.n_samples))) or 0
 
 
 def _actions(api: Api, model_id: str) -> list[dict[str, Any]]:
@@ -75,8 +82,9 @@ def test_approximated_then_replaced_by_the_exact_retrain(api: Api, worker: InPro
     deletion = api.ok(api.delete(model_id, sample_ids=GONE), 202)
     assert deletion["status"] == "deactivated"
     assert _approximate_job(api, deletion)["status"] == "queued"
-    assert _payloads(worker) == N_SAMPLES  # kept for the pass ...
-    with worker.factory() as session:  # ... but the identifiers went at once
+    # Kept for the pass, sealed: no plaintext row outlives the 202's transaction ...
+    assert (_payloads(worker), _kept(worker)) == (N_SAMPLES - 2, 2)
+    with worker.factory() as session:  # ... and the identifiers went at once
         deleted = session.scalars(sa.select(Sample).where(Sample.deleted.is_(True))).all()
         assert len(deleted) == 2 and all(s.external_id.startswith("deleted:") for s in deleted)
     cut = api.ok(api.get(f"/models/{model_id}/status"))
@@ -88,7 +96,7 @@ def test_approximated_then_replaced_by_the_exact_retrain(api: Api, worker: InPro
     assert approximated["status"] == "approximated" and approximated["approximated_at"]
     job = _approximate_job(api, deletion)
     assert job["status"] == "succeeded" and job["error"].startswith("method ssd (auto: samples")
-    assert _payloads(worker) == N_SAMPLES - 2  # purged as soon as the pass read them
+    assert (_payloads(worker), _kept(worker)) == (N_SAMPLES - 2, 0)  # purged once read
     status = api.ok(api.get(f"/models/{model_id}/status"))
     sequences = [q for s in status["shards"] for q in s["sequences"]]
     assert all(q["valid_prefix"] == 2 for q in sequences)  # full depth again
@@ -137,7 +145,7 @@ def test_a_pass_never_replaces_the_exact_retrain(api: Api, worker: InProcessWork
     deletion = api.ok(api.delete(model_id, sample_ids=GONE), 202)
     worker.drain()  # the exact retrain lands first
     assert api.ok(api.get(f"/deletions/{deletion['id']}"))["status"] == "completed"
-    assert _payloads(worker) == N_SAMPLES - 2  # completion purged what the pass did not read
+    assert _kept(worker) == 0  # completion purged what the pass did not read
 
     assert worker.approximate() == 1
     job = _approximate_job(api, deletion)
@@ -183,7 +191,7 @@ class TestDeadline:
         with worker.factory() as session:
             assert purge_overdue(session) == 1
             session.commit()
-        assert _payloads(worker) == N_SAMPLES - 2
+        assert (_payloads(worker), _kept(worker)) == (N_SAMPLES - 2, 0)
         purged = [e for e in _actions(api, model_id) if e["action"] == "payloads.purged"]
         assert [e["payload"]["reason"] for e in purged] == ["deadline"]
         assert worker.approximate() == 1

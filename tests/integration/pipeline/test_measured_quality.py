@@ -10,16 +10,28 @@ model, while a good one keeps being chosen.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import os
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.approximation import runner as approximation_runner
-from service.db.models import Role
-from service.settings import Settings
-from tests.integration.api import Api, InProcessWorker, issue_keys, samples, trained_model
+from service.db.models import KeptSamples, Role, Sample, SamplePayload
+from service.settings import Settings, get_settings
+from tests.integration.api import (
+    TINY_MODEL,
+    Api,
+    InProcessWorker,
+    issue_keys,
+    samples,
+    trained_model,
+)
 from tests.integration.pipeline.test_dashboard import login
 from tests.integration.pipeline.test_metrics import scrape, value
 from unlearning.s3t.weights import StageWeights
@@ -175,3 +187,87 @@ def test_a_broken_method_is_graded_badly_and_auto_stops_choosing_it(
     html = client.get(f"/dashboard/models/{model_id}?part=quality").text
     assert 'data-method="ssd" data-grades="3"' in html
     assert 'data-method="iau" data-grades="3"' in html and 'data-current="true"' in html
+
+
+def _stored(worker: InProcessWorker, model_id: str) -> tuple[int, list[KeptSamples]]:
+    """The model's deleted samples' plaintext payload rows, and the sealed ones kept."""
+    with worker.factory() as session:
+        plaintext = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(SamplePayload)
+            .join(Sample, Sample.id == SamplePayload.sample_id)
+            .where(Sample.model_id == uuid.UUID(model_id), Sample.deleted.is_(True))
+        )
+        kept = session.scalars(
+            sa.select(KeptSamples).where(KeptSamples.model_id == uuid.UUID(model_id))
+        ).all()
+        return plaintext or 0, list(kept)
+
+
+def test_deleted_samples_are_kept_sealed_until_their_pass_is_graded(
+    api: Api, worker: InProcessWorker
+) -> None:
+    """With `grade_approximations`, a deletion's samples outlive its pass (sealed) until the
+    measurement that grades the pass on them, and not one step longer; their plaintext rows
+    never outlive the 202's transaction."""
+    policy = {**LEARNS, "unlearning_policy": "approximate_then_exact", "grade_approximations": True}
+    model_id = trained_model(api, worker, samples(40) + EVAL, policy)
+    assert api.ok(api.get(f"/models/{model_id}"))["grade_approximations"]
+    assert worker.measure() == 1
+    deletion = api.ok(api.delete(model_id, sample_ids=["s003", "s008"]), 202)
+    plaintext, kept = _stored(worker, model_id)
+    assert plaintext == 0 and [(k.n_samples, k.for_grading) for k in kept] == [(2, False)]
+    assert b"item number 3" not in kept[0].sealed and not kept[0].key_wrapped
+
+    assert worker.approximate() == 1  # the pass reads them, and keeps them for its grade
+    assert [(k.n_samples, k.for_grading) for k in _stored(worker, model_id)[1]] == [(2, True)]
+    worker.drain()
+    certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    assert certificate["status"] == "completed" and certificate["payloads_purged_at"] is None
+    plaintext, kept = _stored(worker, model_id)
+    assert plaintext == 0 and len(kept) == 1  # completion leaves them to the grading
+
+    assert worker.measure() == 1  # grades the pass, then purges them
+    assert _stored(worker, model_id) == (0, [])
+    (graded,) = api.ok(api.get(f"/models/{model_id}/quality"))["grades"]
+    assert graded["with_deleted"] and graded["grade"]["n_forget"] == 2
+    assert graded["grade"]["ua_gap"] is not None and graded["grade"]["membership_auc"] is not None
+    certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
+    assert certificate["payloads_purged_at"] is not None and certificate["payloads_deleted"]
+    audit = api.ok(api.get(f"/models/{model_id}/audit"))["entries"]
+    purged = [e["payload"]["reason"] for e in audit if e["action"] == "payloads.purged"]
+    assert purged == ["graded"]
+
+
+def test_only_a_classifier_grades_on_its_deleted_samples(api: Api) -> None:
+    body = {
+        **TINY_MODEL,
+        "task": "regression",
+        "labels": None,
+        "grade_approximations": True,
+    }
+    refused = api.post("/models", body)
+    assert refused.status_code == 422, refused.text
+    assert "grade_approximations" in refused.json()["detail"]
+
+
+@pytest.fixture
+def sealing_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """UNLEARN_SEALING_KEY set for this test (the process settings are read once: cleared)."""
+    monkeypatch.setenv("UNLEARN_SEALING_KEY", base64.b64encode(os.urandom(32)).decode())
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("sealing_key")
+def test_with_a_sealing_key_the_data_key_is_sealed_too(api: Api, worker: InProcessWorker) -> None:
+    model_id = trained_model(
+        api, worker, samples(24), {"unlearning_policy": "approximate_then_exact"}
+    )
+    api.ok(api.delete(model_id, sample_ids=["s003"]), 202)
+    (kept,) = _stored(worker, model_id)[1]
+    assert kept.key_wrapped and len(kept.data_key) > 32
+    assert worker.approximate() == 1  # it opens them under the same key
+    assert _stored(worker, model_id) == (0, [])
