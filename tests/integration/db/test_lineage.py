@@ -114,14 +114,16 @@ class TestDeactivation:
         lineage = LineageRepository.from_session(session)
         lineage.deactivate_samples(model.id, [samples[0].id])
         generation = model.serving_generation
-        versions = lineage.snapshot([samples[0].slice_id])
+        slice_id = samples[0].slice_id
+        assert slice_id is not None
+        versions = lineage.snapshot([slice_id])
         again = lineage.deactivate_samples(model.id, [samples[0].id])
         assert again.deleted_sample_ids == [] and again.already_deleted_sample_ids == [
             samples[0].id
         ]
         assert again.invalidated_layer_ids == []
         assert model.serving_generation == generation
-        assert lineage.snapshot([samples[0].slice_id]) == versions
+        assert lineage.snapshot([slice_id]) == versions
 
     def test_hitting_every_first_slice_drops_the_shard(
         self, session: Session, trained: tuple[Model, list[Sample], SimTrainer]

@@ -67,7 +67,7 @@ class TestPlacement:
         stored = repo.add_many(model, rows).stored
         sizes = [size for row in repo.slice_sizes(model) for size in row]
         assert min(sizes) > 0 and max(sizes) <= sum(sizes) / len(sizes) + 50, sizes
-        slices: dict[str | None, set[uuid.UUID]] = {}
+        slices: dict[str | None, set[uuid.UUID | None]] = {}
         for sample in stored:
             slices.setdefault(sample.subject_id, set()).add(sample.slice_id)
         assert all(len(held) == 1 for held in slices.values())
@@ -235,7 +235,7 @@ class TestLookups:
         assert sorted(s.external_id for s in alice) == ["s0", "s1", "s2"]
         assert repo.registered_ids(model.id, ["s1", "nope"]) == {"s1"}
 
-        slice_ids = {s.slice_id for s in stored}
+        slice_ids = {s.slice_id for s in stored if s.slice_id is not None}
         before = repo.training_set(slice_ids)
         assert [s.external_id for s, _ in before] == sorted(s.external_id for s in stored)
         LineageRepository.from_session(session).deactivate_samples(model.id, [alice[0].id])

@@ -34,6 +34,7 @@ from tests.integration.api import (
 )
 from tests.integration.pipeline.test_dashboard import login
 from tests.integration.pipeline.test_metrics import scrape, value
+from unlearning.approx import prefix_pass
 from unlearning.s3t.weights import StageWeights
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def _served_accuracy(api: Api, model_id: str, rows: list[dict[str, Any]]) -> flo
     """What the model answers now on ``rows``, computed from predictions over the API."""
     texts, labels = _texts_and_labels(rows)
     answer = api.ok(api.post(f"/models/{model_id}/predict", {"texts": texts}))
-    right = sum(p["label"] == y for p, y in zip(answer["predictions"], labels, strict=True))
+    right: int = sum(p["label"] == y for p, y in zip(answer["predictions"], labels, strict=True))
     return 100 * right / len(rows)
 
 
@@ -122,7 +123,7 @@ def test_evaluation_rows_are_never_trained_on(api: Api, worker: InProcessWorker)
 def _broken_ssd(monkeypatch: pytest.MonkeyPatch) -> None:
     """SSD broken on purpose: its edited stages answer the opposite class, loudly enough to
     outvote the other shard in the ensemble's mean."""
-    real = approximation_runner.approximate_stages
+    real = prefix_pass.approximate_stages
 
     def approximate_stages(*args: Any, **kwargs: Any) -> list[StageWeights]:
         edited: list[StageWeights] = real(*args, **kwargs)
