@@ -378,3 +378,27 @@ def test_the_client_generates_streams_and_scores(
         with pytest.raises(ValidationError) as refused:
             list(client.generate_stream(model_id, "hi", max_new_tokens=100_000))
         assert "UNLEARN_LM_MAX_NEW_TOKENS" in refused.value.problem["detail"]
+
+
+def test_a_causal_lm_measures_its_token_loss_on_its_evaluation_split(
+    api: Api, llm_worker: InProcessWorker, targets: list[str]
+) -> None:
+    """The evaluation split of a causal LM: conversations never trained on, whose last
+    assistant turn's mean token loss is the measurement (checked against POST /score)."""
+    held_out = [
+        {"external_id": f"e{i}", "prompt": f"what is item {i}", "response": f"item {i} is good"}
+        for i in (100, 101, 102)
+    ]
+    model_id = trained_llm(
+        api, llm_worker, chat_rows(N_ROWS) + [{**r, "split": "eval"} for r in held_out]
+    )
+    assert llm_worker.measure() == 1
+    measured = api.ok(api.get(f"/models/{model_id}/status"))["measured_quality"]
+    assert (measured["metric"], measured["n_eval"], measured["current"]) == ("token_loss", 3, True)
+    losses = []
+    for row in held_out:
+        body = {"prompt": row["prompt"], "completions": [row["response"]]}
+        (scored,) = api.ok(api.post(f"/models/{model_id}/score", body))["scores"]
+        losses.append(-scored["total"] / len(scored["logprobs"]))
+    assert measured["value"] == pytest.approx(sum(losses) / len(losses), rel=1e-4)
+    assert measured["loss"] == pytest.approx(measured["value"])

@@ -286,3 +286,25 @@ def test_a_text_model_refuses_images(api: Api, admin: Api) -> None:
     assert refused["type"] == PROBLEMS + "wrong-modality" and "`texts`" in refused["detail"]
     page = admin.get(f"/dashboard/models/{model['id']}").text
     assert 'data-modality="text"' in page and "reads texts" in page
+
+
+def test_an_image_model_measures_its_accuracy_on_its_evaluation_split(
+    api: Api, worker: InProcessWorker, vit: str
+) -> None:
+    rows = image_rows(48)
+    held_out = [{**row, "split": "eval"} for row in rows[40:]]
+    model = api.ok(api.post("/models", VIT_MODEL), 201)
+    stored = api.ok(api.post(f"/models/{model['id']}/samples", {"samples": rows[:40] + held_out}))
+    assert (stored["stored"], stored["eval_samples"]) == (48, 8)
+    api.ok(api.post(f"/models/{model['id']}/train"), 202)
+    worker.drain()
+    assert worker.measure() == 1
+    measured = api.ok(api.get(f"/models/{model['id']}/status"))["measured_quality"]
+    assert (measured["metric"], measured["n_eval"]) == ("accuracy", 8)
+    answer = api.ok(
+        api.post(f"/models/{model['id']}/predict", {"images": [r["image"] for r in held_out]})
+    )
+    right = sum(
+        p["label"] == r["label"] for p, r in zip(answer["predictions"], held_out, strict=True)
+    )
+    assert measured["value"] == pytest.approx(100 * right / len(held_out))
