@@ -1,5 +1,8 @@
 """Scoring one served model on evaluation rows: the computation, without the database.
 
+A classifier's or regressor's rows are encoded, and their frozen bottom computed, once per
+process (:class:`FrozenCache`): each later measurement runs only the adapted layers.
+
 The task's metric, and a loss, of the served ensemble (what a prediction would answer):
 
 - a classifier: ``accuracy`` (percent of rows whose arg-max is their label) and the mean
@@ -17,7 +20,10 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +34,7 @@ from numpy.typing import NDArray
 from unlearning.families import Conversation
 from unlearning.s3t import S3TConfig, S3TEngine
 from unlearning.s3t.config import Task
+from unlearning.s3t.ensemble import FrozenRows
 
 #: Rows scored per forward pass.
 CHUNK = 64
@@ -107,7 +114,9 @@ def score(
         outputs = values[:, None]
     else:
         chunks = [
-            engine.predict(config, list(rows.contents[i : i + CHUNK]), prefixes).outputs.float()
+            engine.predict_frozen(
+                config, FROZEN.rows(engine, config, rows, i), prefixes
+            ).outputs.float()
             for i in range(0, len(rows), CHUNK)
         ]
         predicted = torch.cat(chunks).cpu()
@@ -131,6 +140,43 @@ def score(
         ),
         seconds=time.perf_counter() - started,
     )
+
+
+class FrozenCache:
+    """The evaluation rows' frozen states (:meth:`S3TEngine.frozen_rows`), per engine, model
+    settings and chunk of rows, kept between measurements (least recently used first out, at
+    most ``max_bytes`` of states): the rows are scored again after every change, and their
+    encoding and frozen bottom never change."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[object, ...], tuple[weakref.ref[S3TEngine], FrozenRows]]
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def rows(self, engine: S3TEngine, config: S3TConfig, rows: EvalRows, start: int) -> FrozenRows:
+        chunk = slice(start, start + CHUNK)
+        key = (id(engine), config.max_length, config.n_slices, rows.sample_ids[chunk])
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None and found[0]() is engine:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found[1]
+        frozen = engine.frozen_rows(config, list(rows.contents[chunk]))
+        with self._lock:
+            self._entries[key] = (weakref.ref(engine), frozen)
+            while self._entries and self._bytes() > self.max_bytes:
+                self._entries.popitem(last=False)
+        return frozen
+
+    def _bytes(self) -> int:
+        return sum(f.hidden.numel() * f.hidden.element_size() for _, f in self._entries.values())
+
+
+#: This process's cache (a worker measures its models again and again).
+FROZEN = FrozenCache(max_bytes=256 * 2**20)
 
 
 def _token_losses(

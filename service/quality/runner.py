@@ -67,9 +67,11 @@ def measure(
     them). None when the model has no evaluation row."""
     with transaction() as session:
         model = ModelRepository.from_session(session).get(model_id)
-        served = load_served_model(session, model_id)
         rows = service.eval_rows(session, model)
+        # The passes to grade before the served model: a deletion seen completed here is
+        # completed in what is read next (read committed never goes back in time).
         due = service.due_grades(session, model) if grade and rows else []
+        served = load_served_model(session, model_id)
         request = session.get(DeletionRequest, kept_for) if kept_for is not None else None
         kept = service.kept_rows(session, model, request) if request is not None else None
     if not rows:

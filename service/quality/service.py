@@ -66,8 +66,8 @@ def eval_rows(session: Session, model: Model) -> EvalRows:
 
 def schedule_due(session: Session, *, limit: int = 50) -> int:
     """Queue a measurement for each ready model measured at an older generation than it serves
-    (one live job per model; a generation whose measurement failed is not retried until the
-    model changes again). Returns how many were queued."""
+    (one live job per model, none while a pass is pending; a generation whose measurement
+    failed is not retried until the model changes again). Returns how many were queued."""
     measured = (
         sa.select(QualityMeasurement.id)
         .where(
@@ -81,11 +81,13 @@ def schedule_due(session: Session, *, limit: int = 50) -> int:
         .where(Sample.model_id == Model.id, Sample.split == Split.eval, Sample.deleted.is_(False))
         .exists()
     )
+    # A live measurement measures the latest generation when it runs; a pending pass measures
+    # the model once its layers serve (a burst of deletions and their passes: measured once).
     live = (
         sa.select(Job.id)
         .where(
             Job.model_id == Model.id,
-            Job.kind == JobKind.measure_quality,
+            Job.kind.in_([JobKind.measure_quality, JobKind.approximate]),
             Job.status.in_(LIVE_STATUSES),
         )
         .exists()

@@ -16,11 +16,11 @@ import torch
 from unlearning.artifacts import ArtifactStore
 from unlearning.families import Content, Conversation
 from unlearning.families.chat import eos_id
-from unlearning.s3t.backbone import Backbone
-from unlearning.s3t.blocks import stage_depths
+from unlearning.s3t.backbone import Backbone, Encoded
+from unlearning.s3t.blocks import adapted_layers, stage_depths
 from unlearning.s3t.config import S3TConfig, Task
 from unlearning.s3t.data import CachedHiddenStates, LiveHiddenStates, ShardData, TrainingSample
-from unlearning.s3t.ensemble import EnsemblePredictor, ServedShard
+from unlearning.s3t.ensemble import EnsemblePredictor, FrozenRows, ServedShard
 from unlearning.s3t.generation import Generation, LmEnsemble, Sampling, StopText, prompt_ids
 from unlearning.s3t.sequences import Order, plan_sequences
 from unlearning.s3t.training import SequenceTrainer, StageResult
@@ -182,9 +182,42 @@ class S3TEngine:
         references of its served prefix (stages 1..k of one sequence). Shards left out are dead."""
         if config.task == Task.CAUSAL_LM:
             raise ValueError("a causal LM scores and generates; it does not predict")
-        live, served = self._served(prefixes)
+        return self._predict(
+            config,
+            self.backbone.encode(list(contents), config.max_length),
+            prefixes,
+            batched=batched,
+        )
+
+    def frozen_rows(self, config: S3TConfig, contents: Sequence[Content]) -> FrozenRows:
+        """``contents`` encoded, with the backbone's states entering the lowest layer any stage
+        of ``config`` adapts: for :meth:`predict_frozen`, again and again."""
+        if config.task == Task.CAUSAL_LM:
+            raise ValueError("a causal LM scores and generates; it does not predict")
         encoded = self.backbone.encode(list(contents), config.max_length)
-        outputs = self._predictor(config).shard_outputs(encoded, served, batched=batched)
+        depth = min(adapted_layers(self.backbone.n_layers, config.n_slices))
+        return self._predictor(config).frozen_rows(encoded, depth)
+
+    def predict_frozen(
+        self, config: S3TConfig, frozen: FrozenRows, prefixes: Mapping[int, Sequence[str]]
+    ) -> Prediction:
+        """:meth:`predict` on rows of :meth:`frozen_rows`: the same outputs, bitwise, without
+        encoding them or running their frozen bottom again."""
+        return self._predict(config, frozen.encoded, prefixes, frozen=frozen)
+
+    def _predict(
+        self,
+        config: S3TConfig,
+        encoded: Encoded,
+        prefixes: Mapping[int, Sequence[str]],
+        *,
+        batched: bool = True,
+        frozen: FrozenRows | None = None,
+    ) -> Prediction:
+        live, served = self._served(prefixes)
+        outputs = self._predictor(config).shard_outputs(
+            encoded, served, batched=batched, frozen=frozen
+        )
         outputs = outputs.mean(dim=0)
         if config.task == Task.REGRESSION:
             outputs = outputs.squeeze(-1)

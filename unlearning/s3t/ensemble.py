@@ -51,6 +51,18 @@ class ServedShard:
         return min((layer for layer, _ in self.adapters), default=n_layers)
 
 
+@dataclass(frozen=True)
+class FrozenRows:
+    """Rows already encoded, with the plain backbone's states entering layer ``depth``: what
+    any served prefix whose adapters all sit at ``depth`` or above starts from. Computed once
+    for rows scored again and again (a model's evaluation split), it spares their bottom
+    layers and their encoding each time."""
+
+    encoded: Encoded
+    depth: int
+    hidden: torch.Tensor
+
+
 def lowest_layer(shards: Sequence[ServedShard], n_layers: int) -> int:
     """Where the shards' adapters start: everything below is plain backbone, computed once."""
     return min(shard.lowest_layer(n_layers) for shard in shards)
@@ -62,14 +74,26 @@ class EnsemblePredictor:
         self._targets = stack_targets(backbone.layers, target_modules)
 
     def shard_outputs(
-        self, encoded: Encoded, shards: Sequence[ServedShard], *, batched: bool = True
+        self,
+        encoded: Encoded,
+        shards: Sequence[ServedShard],
+        *,
+        batched: bool = True,
+        frozen: FrozenRows | None = None,
     ) -> torch.Tensor:
-        """Per-shard outputs (logits or regression values), shape ``[shards, rows, outputs]``."""
+        """Per-shard outputs (logits or regression values), shape ``[shards, rows, outputs]``;
+        ``frozen``: these rows' states entering a lower layer, computed before (the same
+        outputs, bitwise, for less work)."""
         if not shards:
             raise ValueError("no live shard to serve from")
         if not batched:
             return torch.cat([self._forward(encoded, [shard], 0) for shard in shards])
-        return self._forward(encoded, shards, lowest_layer(shards, self.backbone.n_layers))
+        depth = lowest_layer(shards, self.backbone.n_layers)
+        return self._forward(encoded, shards, depth, frozen)
+
+    def frozen_rows(self, encoded: Encoded, depth: int) -> FrozenRows:
+        with torch.no_grad():
+            return FrozenRows(encoded, depth, self.backbone.hidden_at(encoded, depth))
 
     @contextmanager
     def adapters(self, shards: Sequence[ServedShard], depth: int) -> Iterator[None]:
@@ -86,10 +110,22 @@ class EnsemblePredictor:
             for handle in handles:
                 handle.remove()
 
-    def _forward(self, encoded: Encoded, shards: Sequence[ServedShard], depth: int) -> torch.Tensor:
+    def _forward(
+        self,
+        encoded: Encoded,
+        shards: Sequence[ServedShard],
+        depth: int,
+        frozen: FrozenRows | None = None,
+    ) -> torch.Tensor:
         n_shards, rows = len(shards), len(encoded)
         with torch.no_grad():
-            hidden = self.backbone.hidden_at(encoded, depth).repeat(n_shards, 1, 1)
+            if frozen is not None and frozen.depth <= depth:
+                below = self.backbone.run(
+                    frozen.hidden, encoded.attention_mask, frozen.depth, depth
+                )
+            else:
+                below = self.backbone.hidden_at(encoded, depth)
+            hidden = below.repeat(n_shards, 1, 1)
             mask = encoded.attention_mask.repeat(n_shards, 1)
             with self.adapters(shards, depth):
                 hidden = self.backbone.run(hidden, mask, depth, self.backbone.n_layers)

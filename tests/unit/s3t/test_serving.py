@@ -83,6 +83,26 @@ def test_batched_ensemble_matches_sequential_passes(
     assert not torch.allclose(alone.outputs, batched.outputs)
 
 
+def test_frozen_rows_answer_what_the_texts_answer_bitwise(
+    trained: tuple[S3TEngine, RecordingStore, ModelSpec, dict[tuple[int, int, int], str]],
+) -> None:
+    """Rows encoded once, their frozen bottom computed once (what measuring a model's
+    evaluation split reuses), give every served prefix exactly its predictions: a full prefix,
+    a short one whose adapters start higher up, and one shard alone."""
+    engine, _, spec, artifacts = trained
+    frozen = engine.frozen_rows(spec.config, TEXTS)
+    assert frozen.depth < engine.backbone.n_layers
+    full = {
+        0: [artifacts[(0, 1, s)] for s in (1, 2, 3)],
+        1: [artifacts[(1, 2, s)] for s in (1, 2, 3)],
+    }
+    for prefixes in (full, {0: full[0][:1], 1: full[1][:2]}, {0: full[0][:1], 1: []}):
+        expected = engine.predict(spec.config, TEXTS, prefixes)
+        reused = engine.predict_frozen(spec.config, frozen, prefixes)
+        assert reused.shards == expected.shards
+        assert torch.equal(reused.outputs, expected.outputs)
+
+
 def test_hooked_adapters_compute_what_peft_computes(
     trained: tuple[S3TEngine, RecordingStore, ModelSpec, dict[tuple[int, int, int], str]],
     backbone: Backbone,
