@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -83,20 +83,26 @@ from unlearning.s3t.config import Task  # noqa: E402
 from unlearning.s3t.weights import StageWeights  # noqa: E402
 
 OUTPUT = ROOT / "bench" / "results-service-passes.json"
+S = TypeVar("S", bound="Service")
 
 
 def log(message: str) -> None:
     print(f"[service-passes] {message}", file=sys.stderr, flush=True)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data, its size, the model's input length, torch threads, the seed."""
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--train", type=int, default=1000)
-    parser.add_argument("--test", type=int, default=800)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser)
+    parser.add_argument("--test", type=int, default=800)
     parser.add_argument(
         "--cases",
         default="random_1pct,random_10pct,whole_class",
@@ -162,15 +168,17 @@ class Service:
         return response.json()
 
     def queued(self, kind: JobKind) -> list[uuid.UUID]:
+        return self.queued_where(
+            Job.kind == kind, (Job.sequence_id.is_not(None)) | (Job.kind == JobKind.approximate)
+        )
+
+    def queued_where(self, *conditions: sa.ColumnElement[bool]) -> list[uuid.UUID]:
+        """The queued jobs that meet ``conditions``, oldest first."""
         with self.factory() as session:
             return list(
                 session.scalars(
                     sa.select(Job.id)
-                    .where(
-                        Job.status == JobStatus.queued,
-                        Job.kind == kind,
-                        (Job.sequence_id.is_not(None)) | (Job.kind == JobKind.approximate),
-                    )
+                    .where(Job.status == JobStatus.queued, *conditions)
                     .order_by(Job.created_at, Job.id)
                 )
             )
@@ -205,6 +213,50 @@ class Service:
             )
             rows += [p["scores"] for p in served["predictions"]]
         return np.array(rows, dtype=np.float64)
+
+
+def model_config(args: argparse.Namespace, **shape: int) -> dict[str, Any]:
+    """The S3T settings of the benches' AG News models; ``shape``: shards, slices, budget."""
+    return {
+        **shape,
+        "lora_rank": 8,
+        "lora_alpha": 16.0,
+        "epochs_per_stage": 1,
+        "learning_rate": 0.002,
+        "batch_size": 16,
+        "max_length": args.max_length,
+        "seed": args.seed,
+    }
+
+
+@contextmanager
+def running(kind: type[S], prefix: str) -> Iterator[S]:
+    """The app on an embedded SQLite database in a temporary folder, with an app key and the
+    job runners (``kind``: :class:`Service` or a subclass)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        settings = Settings(data_dir=Path(tmp), approximate_head_start_s=600)
+        migrate.upgrade(settings.database_url)
+        token = issue_key(settings)
+        with TestClient(create_app(settings)) as client:
+            yield kind(settings, client, token)
+
+
+def create_auto_model(service: Service, names: list[str], config: dict[str, Any]) -> str:
+    """A text classifier under ``approximate_then_exact`` with ``auto`` passes; its id."""
+    model = service.call(
+        "POST",
+        "/models",
+        {
+            "name": "agnews",
+            "labels": names,
+            "placement": "sample",
+            "unlearning_policy": "approximate_then_exact",
+            "approximate_method": "auto",
+            **config,
+        },
+        expect=201,
+    )
+    return str(model["id"])
 
 
 def issue_key(settings: Settings) -> str:
@@ -308,18 +360,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = sorted({label for _, label in train})
     train_labels = np.array([names.index(label) for _, label in train])
     test_labels = np.array([names.index(label) for _, label in test])
-    config = {
-        "n_shards": 1,
-        "n_slices": 4,
-        "budget": 1,
-        "lora_rank": 8,
-        "lora_alpha": 16.0,
-        "epochs_per_stage": 1,
-        "learning_rate": 0.002,
-        "batch_size": 16,
-        "max_length": args.max_length,
-        "seed": args.seed,
-    }
+    config = model_config(args, n_shards=1, n_slices=4, budget=1)
     report: dict[str, Any] = {
         "setup": {
             "train_samples": len(train),
@@ -333,156 +374,140 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "scenarios": {},
     }
-    with tempfile.TemporaryDirectory(prefix="service-passes-") as tmp:
-        settings = Settings(data_dir=Path(tmp), approximate_head_start_s=600)
-        migrate.upgrade(settings.database_url)
-        token = issue_key(settings)
-        with TestClient(create_app(settings)) as client:
-            service = Service(settings, client, token)
-            model = service.call(
-                "POST",
-                "/models",
-                {
-                    "name": "agnews",
-                    "labels": names,
-                    "placement": "sample",
-                    "unlearning_policy": "approximate_then_exact",
-                    "approximate_method": "auto",
-                    **config,
-                },
-                expect=201,
-            )
-            model_id = model["id"]
-            rows = [
-                {"external_id": f"agnews-{i:05d}", "label": label, "text": text}
-                for i, (text, label) in enumerate(train)
-            ]
-            service.call("POST", f"/models/{model_id}/samples", {"samples": rows})
-            service.call("POST", f"/models/{model_id}/train", expect=202)
-            log(f"training {len(train)} samples")
-            seconds, statistics_s, _ = service.run_training(JobKind.train)
-            report["training_seconds"] = round(seconds, 2)
-            report["statistics_seconds_after_training"] = round(statistics_s, 2)
-            log(f"trained in {seconds:.1f} s, statistics {statistics_s:.1f} s")
+    with running(Service, "service-passes-") as service:
+        model_id = create_auto_model(service, names, config)
+        rows = [
+            {"external_id": f"agnews-{i:05d}", "label": label, "text": text}
+            for i, (text, label) in enumerate(train)
+        ]
+        service.call("POST", f"/models/{model_id}/samples", {"samples": rows})
+        service.call("POST", f"/models/{model_id}/train", expect=202)
+        log(f"training {len(train)} samples")
+        seconds, statistics_s, _ = service.run_training(JobKind.train)
+        report["training_seconds"] = round(seconds, 2)
+        report["statistics_seconds_after_training"] = round(statistics_s, 2)
+        log(f"trained in {seconds:.1f} s, statistics {statistics_s:.1f} s")
 
-            live = set(range(len(train)))
-            rng = random.Random(args.seed)
-            cases: list[tuple[str, list[int], int | None]] = []
-            for name, share in (("random_1pct", 0.01), ("random_10pct", 0.10)):
-                cases.append(
-                    (name, sorted(rng.sample(sorted(live), round(share * len(train)))), None)
+        live = set(range(len(train)))
+        rng = random.Random(args.seed)
+        cases: list[tuple[str, list[int], int | None]] = []
+        for name, share in (("random_1pct", 0.01), ("random_10pct", 0.10)):
+            cases.append((name, sorted(rng.sample(sorted(live), round(share * len(train)))), None))
+            live -= set(cases[-1][1])
+        cases.append(("whole_class", [], 0))
+        for name, forget, forgotten_class in cases:
+            if name not in args.cases.split(","):
+                continue
+            if forgotten_class is not None:
+                forget = sorted(i for i in live if train_labels[i] == forgotten_class)
+            live -= set(forget)
+            retain = sorted(live)
+            keep_test = (
+                np.flatnonzero(test_labels != forgotten_class)
+                if forgotten_class is not None
+                else np.arange(len(test))
+            )
+            texts = {
+                "forget": [train[i][0] for i in forget],
+                "retain": [train[i][0] for i in retain],
+                "test": [test[i][0] for i in keep_test],
+            }
+            labels = {
+                "forget": train_labels[forget],
+                "retain": train_labels[retain],
+                "test": test_labels[keep_test],
+            }
+            log(f"{name}: deleting {len(forget)}")
+            if forgotten_class is None:
+                deletion = service.call(
+                    "POST",
+                    "/deletions",
+                    {"model_id": model_id, "sample_ids": [f"agnews-{i:05d}" for i in forget]},
+                    expect=202,
                 )
-                live -= set(cases[-1][1])
-            cases.append(("whole_class", [], 0))
-            for name, forget, forgotten_class in cases:
-                if name not in args.cases.split(","):
+            else:
+                deletion = service.call(
+                    "POST",
+                    f"/models/{model_id}/class-deletions",
+                    {"label": names[forgotten_class], "path": "approximate"},
+                    expect=202,
+                )
+            # Before the pass: once it serves, housekeeping may collect the statistics.
+            chain = LastChain(service)
+            pass_s, note = service.run_pass()
+            status = service.call("GET", f"/deletions/{deletion['id']}")["status"]
+            method = note.split()[1]
+            approximate = scores(service, model_id, texts, labels)
+            log(f"{name}: {method} in {pass_s:.2f} s ({status})")
+            forgotten = [
+                TrainingSample(f"agnews-{i:05d}", 0, 0, train[i][0], int(train_labels[i]))
+                for i in forget
+            ]
+            _, from_data_s = chain.run(method, forgotten, from_data=True)
+            # The untouched chain: what serving the invalidated layers again would score.
+            candidates = {
+                "none (the chain as trained)": (chain.scores(chain.stages, texts, labels), 0.0)
+            }
+            for candidate in args.candidates:
+                if registry.get(candidate).forgets != "samples" and forgotten_class is None:
                     continue
-                if forgotten_class is not None:
-                    forget = sorted(i for i in live if train_labels[i] == forgotten_class)
-                live -= set(forget)
-                retain = sorted(live)
-                keep_test = (
-                    np.flatnonzero(test_labels != forgotten_class)
+                edited, seconds = chain.run(candidate, forgotten, from_data=False)
+                candidates[candidate] = (chain.scores(edited, texts, labels), seconds)
+            retrain_s, statistics_s, jobs = service.run_training(JobKind.retrain)
+            done = service.call("GET", f"/deletions/{deletion['id']}")["status"]
+            if done != "completed":
+                raise SystemExit(f"{name}: the deletion is {done} after its retrains")
+            exact = scores(service, model_id, texts, labels)
+            gap = avg_gap(approximate, exact)
+            measured = {
+                name: {
+                    **{k: round(v, 2) for k, v in result.as_dict().items()},
+                    "seconds": round(seconds, 3),
+                    "ratio": round(seconds / retrain_s, 4),
+                    "avg_gap": round(avg_gap(result, exact), 2),
+                }
+                for name, (result, seconds) in candidates.items()
+            }
+            log(f"{name}: retrain {retrain_s:.1f} s, gap {gap:.2f}")
+            report["scenarios"][name] = {
+                "forget": len(forget),
+                "retain": len(retain),
+                "method": method,
+                "job_note": note,
+                "status_after_pass": status,
+                "pass_seconds": round(pass_s, 3),
+                "retrain_seconds": round(retrain_s, 2),
+                "retrain_jobs": jobs,
+                "ratio": round(pass_s / retrain_s, 4),
+                "pass_from_data_seconds": round(from_data_s, 2),
+                "ratio_from_data": round(from_data_s / retrain_s, 4),
+                "statistics_seconds_after_retrain": round(statistics_s, 2),
+                "approximate": {k: round(v, 2) for k, v in approximate.as_dict().items()},
+                "retrain": {k: round(v, 2) for k, v in exact.as_dict().items()},
+                "avg_gap": round(gap, 2),
+                "ta_for_the_gap": (
+                    "test samples of the remaining classes"
                     if forgotten_class is not None
-                    else np.arange(len(test))
-                )
-                texts = {
-                    "forget": [train[i][0] for i in forget],
-                    "retain": [train[i][0] for i in retain],
-                    "test": [test[i][0] for i in keep_test],
-                }
-                labels = {
-                    "forget": train_labels[forget],
-                    "retain": train_labels[retain],
-                    "test": test_labels[keep_test],
-                }
-                log(f"{name}: deleting {len(forget)}")
-                if forgotten_class is None:
-                    deletion = service.call(
-                        "POST",
-                        "/deletions",
-                        {"model_id": model_id, "sample_ids": [f"agnews-{i:05d}" for i in forget]},
-                        expect=202,
-                    )
-                else:
-                    deletion = service.call(
-                        "POST",
-                        f"/models/{model_id}/class-deletions",
-                        {"label": names[forgotten_class], "path": "approximate"},
-                        expect=202,
-                    )
-                # Before the pass: once it serves, housekeeping may collect the statistics.
-                chain = LastChain(service)
-                pass_s, note = service.run_pass()
-                status = service.call("GET", f"/deletions/{deletion['id']}")["status"]
-                method = note.split()[1]
-                approximate = scores(service, model_id, texts, labels)
-                log(f"{name}: {method} in {pass_s:.2f} s ({status})")
-                forgotten = [
-                    TrainingSample(f"agnews-{i:05d}", 0, 0, train[i][0], int(train_labels[i]))
-                    for i in forget
-                ]
-                _, from_data_s = chain.run(method, forgotten, from_data=True)
-                # The untouched chain: what serving the invalidated layers again would score.
-                candidates = {
-                    "none (the chain as trained)": (chain.scores(chain.stages, texts, labels), 0.0)
-                }
-                for candidate in args.candidates:
-                    if registry.get(candidate).forgets != "samples" and forgotten_class is None:
-                        continue
-                    edited, seconds = chain.run(candidate, forgotten, from_data=False)
-                    candidates[candidate] = (chain.scores(edited, texts, labels), seconds)
-                retrain_s, statistics_s, jobs = service.run_training(JobKind.retrain)
-                done = service.call("GET", f"/deletions/{deletion['id']}")["status"]
-                if done != "completed":
-                    raise SystemExit(f"{name}: the deletion is {done} after its retrains")
-                exact = scores(service, model_id, texts, labels)
-                gap = avg_gap(approximate, exact)
-                measured = {
-                    name: {
-                        **{k: round(v, 2) for k, v in result.as_dict().items()},
-                        "seconds": round(seconds, 3),
-                        "ratio": round(seconds / retrain_s, 4),
-                        "avg_gap": round(avg_gap(result, exact), 2),
-                    }
-                    for name, (result, seconds) in candidates.items()
-                }
-                log(f"{name}: retrain {retrain_s:.1f} s, gap {gap:.2f}")
-                report["scenarios"][name] = {
-                    "forget": len(forget),
-                    "retain": len(retain),
-                    "method": method,
-                    "job_note": note,
-                    "status_after_pass": status,
-                    "pass_seconds": round(pass_s, 3),
-                    "retrain_seconds": round(retrain_s, 2),
-                    "retrain_jobs": jobs,
-                    "ratio": round(pass_s / retrain_s, 4),
-                    "pass_from_data_seconds": round(from_data_s, 2),
-                    "ratio_from_data": round(from_data_s / retrain_s, 4),
-                    "statistics_seconds_after_retrain": round(statistics_s, 2),
-                    "approximate": {k: round(v, 2) for k, v in approximate.as_dict().items()},
-                    "retrain": {k: round(v, 2) for k, v in exact.as_dict().items()},
-                    "avg_gap": round(gap, 2),
-                    "ta_for_the_gap": (
-                        "test samples of the remaining classes"
-                        if forgotten_class is not None
-                        else "all test samples"
-                    ),
-                    "meets_targets": pass_s / retrain_s <= 0.05 and gap <= 5.0,
-                    "candidates_on_the_same_chain": measured,
-                }
+                    else "all test samples"
+                ),
+                "meets_targets": pass_s / retrain_s <= 0.05 and gap <= 5.0,
+                "candidates_on_the_same_chain": measured,
+            }
     report["setup"]["load_average_at_end"] = round(os.getloadavg()[0], 2)
     report["targets"] = {"ratio_at_most": 0.05, "avg_gap_at_most": 5.0}
     return report
 
 
+def write_report(report: dict[str, Any], output: Path) -> None:
+    """Write the report to ``output`` and print it."""
+    text = json.dumps(report, indent=2)
+    output.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    args.output.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    write_report(run(args), args.output)
 
 
 if __name__ == "__main__":
