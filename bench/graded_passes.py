@@ -284,9 +284,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # The touched shards' other orders, parked while their shard served at full depth, are
         # retrained at last (their restore): retrain work the stream caused too.
         restore_s, restored = service.restore()
-        measured, seconds = service.measure()
+        measured, seconds = service.measure()  # none when no restore changed what is served
         wall += seconds
-        over_time.append(point(args.deletions, "restored", measured))
+        if measured is not None:
+            over_time.append(point(args.deletions, "restored", measured))
         log(f"restored {restored} parked order(s) in {restore_s:.1f} s; {over_time[-1]}")
         methods = service.call("GET", f"/models/{model_id}/quality?limit=500")["methods"]
         measuring_s = service.all_measurement_seconds()
@@ -305,6 +306,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "grading_cost_share_wall": round(wall / retrain_total, 4) if retrain_total else None,
         "retrain_seconds_total": round(retrain_total, 2),
         "retrain_jobs": retrain_jobs,
+        "restore_seconds": round(restore_s, 2),
+        "restore_jobs": restored,
         "load_average_at_end": round(os.getloadavg()[0], 2),
         "elapsed_s": round(time.perf_counter() - started, 1),
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
