@@ -36,6 +36,7 @@ from service.db.models import (
     PassGrade,
     QualityMeasurement,
     Sample,
+    SamplePayload,
     Split,
     Task,
 )
@@ -44,18 +45,22 @@ from service.db.repositories import JobRepository, KeptSamplesRepository, Sample
 from service.db.repositories.jobs import LIVE_STATUSES
 from service.engine import training_sample
 from service.jobs import settlement
-from service.quality.measure import EvalRows, Outputs, Scored
+from service.quality.measure import EvalRows, Outputs, Scored, metric_of
 from service.queues import Priority
 from service.training import scheduling
 from unlearning.approx.graded_choice import MethodRecord
 from unlearning.evaluation.grading import Outputs as GradedOutputs
 from unlearning.evaluation.grading import PassGrade as EvaluatedPass
 from unlearning.evaluation.grading import grade_pass
+from unlearning.s3t.config import Task as UnlearningTask
 
 
 def eval_rows(session: Session, model: Model) -> EvalRows:
     """The model's live evaluation rows, in sample id order."""
-    rows = SampleRepository.from_session(session).eval_set(model.id)
+    return _as_rows(model, SampleRepository.from_session(session).eval_set(model.id))
+
+
+def _as_rows(model: Model, rows: list[tuple[Sample, SamplePayload]]) -> EvalRows:
     samples = [training_sample(model, sample, payload, 0, 0) for sample, payload in rows]
     return EvalRows(
         tuple(sample.id for sample, _ in rows),
@@ -137,7 +142,7 @@ def record(
         model_id=model.id,
         job_id=job_id,
         serving_generation=generation,
-        metric=scored.metric if scored else _metric(model),
+        metric=scored.metric if scored else metric_of(UnlearningTask(model.task.value)),
         value=scored.value if scored else None,
         loss=scored.loss if scored else None,
         n_eval=n_eval,
@@ -151,10 +156,6 @@ def record(
     session.add(measurement)
     session.flush()
     return measurement
-
-
-def _metric(model: Model) -> str:
-    return {Task.classification: "accuracy", Task.regression: "mae"}.get(model.task, "token_loss")
 
 
 @dataclass(frozen=True)
@@ -205,13 +206,7 @@ def kept_rows(session: Session, model: Model, request: DeletionRequest) -> EvalR
     kept = kept_samples.get(request.id)
     if kept is None or not kept.for_grading:
         return None
-    rows = kept_samples.open(kept)
-    samples = [training_sample(model, sample, payload, 0, 0) for sample, payload in rows]
-    return EvalRows(
-        tuple(sample.id for sample, _ in rows),
-        tuple(s.content for s in samples),
-        tuple(float(s.target) for s in samples),
-    )
+    return _as_rows(model, kept_samples.open(kept))
 
 
 def grade(
