@@ -38,7 +38,6 @@ from service.db.models import (
     Sample,
     SamplePayload,
     Split,
-    Task,
 )
 from service.db.models.job_params import ApproximateParams, MeasureParams
 from service.db.repositories import JobRepository, KeptSamplesRepository, SampleRepository
