@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -135,6 +136,16 @@ def test_run_starts_its_workers_and_the_demo_on_embedded_defaults(tmp_path: Path
         wait_for(lambda: status(model) == "ready", 180, "the demo model to train")
         predicted = httpx.post(f"{model}/predict", json={"texts": ["a cup final"]}, headers=headers)
         assert predicted.status_code == 200 and predicted.json()["predictions"][0]["label"]
+
+        def measured() -> dict[str, Any] | None:
+            found: dict[str, Any] | None = httpx.get(f"{model}/status", headers=headers).json()[
+                "measured_quality"
+            ]
+            return found
+
+        # Housekeeping queues the measurement of its evaluation split; the training worker runs it.
+        quality = wait_for(measured, 120, "the demo's quality to be measured")
+        assert quality["metric"] == "accuracy" and quality["n_eval"] == 48
         deletion = httpx.post(
             f"{base}/deletions",
             json={"model_id": demo["model_id"], "subject_id": "user-07", "method": "auto"},
