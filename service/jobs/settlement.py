@@ -98,8 +98,7 @@ def complete_deletions(
             deletions.advance(request, DeletionStatus.retraining)
         deletions.advance(request, DeletionStatus.completed)
         events.emit(session, request.tenant_id, "deletion.completed", events.deletion_data(request))
-        kept = KeptSamplesRepository.from_session(session).get(request.id)
-        if kept is None or not kept.for_grading:  # else the grading of its pass purges them
+        if not _kept_for_grading(session, request):  # else the grading of its pass purges
             purge_payloads(session, request, reason="completed")
     AuditRepository.from_session(session).append(
         audit_chain(requests[0].model_id),
@@ -107,6 +106,15 @@ def complete_deletions(
         action="deletions.completed",
         payload={"deletion_ids": [str(r.id) for r in requests]},
     )
+
+
+def _kept_for_grading(session: Session, request: DeletionRequest) -> bool:
+    """Whether the request's samples are kept (sealed) for the grading of its pass; read only
+    when it kept some (the 202 of a request that kept none reads nothing more)."""
+    if request.payloads_purge_by is None or request.payloads_purged_at is not None:
+        return False
+    kept = KeptSamplesRepository.from_session(session).get(request.id)
+    return kept is not None and kept.for_grading
 
 
 def withdraw_derived(session: Session, request: DeletionRequest) -> list[int]:
