@@ -11,9 +11,16 @@ from service.quality.schemas import MeasuredQuality, MethodGrades, PassGradePubl
 
 GRADING_NOTE = (
     "Each approximate pass is measured while it serves and graded once its deletion's exact "
-    "retrains serve, on the evaluation split only (agreement and KL divergence with the exact "
-    "model, and the gap between their accuracies); other changes to the model in between count "
-    "in the grade. Only classifiers' passes are graded."
+    "retrains serve (other changes to the model in between count in the grade); only "
+    "classifiers' passes are graded. "
+)
+ON_EVAL_ONLY = (
+    "Grades compare the evaluation split alone (agreement, KL divergence, accuracy gap): the "
+    "model keeps no deleted sample for grading (`grade_approximations` is off)."
+)
+ON_DELETED_TOO = (
+    "Grades compare the evaluation split and the deleted samples, kept sealed until the grade "
+    "(unlearning accuracy gap, a per-example membership test against the exact retrain)."
 )
 
 
@@ -66,5 +73,5 @@ def quality_report(session: Session, model: Model, *, limit: int) -> QualityRepo
             )
             for g in service.grades(session, model.id, limit=limit)
         ],
-        note=GRADING_NOTE,
+        note=GRADING_NOTE + (ON_DELETED_TOO if model.grade_approximations else ON_EVAL_ONLY),
     )

@@ -166,6 +166,7 @@ def test_a_broken_method_is_graded_badly_and_auto_stops_choosing_it(
     chosen = [_delete_and_settle(api, worker, model_id, f"s{i:03d}") for i in (3, 8, 13)]
     assert chosen == ["ssd", "ssd", "ssd"]  # the rule, until the method has three grades
     report = api.ok(api.get(f"/models/{model_id}/quality"))
+    assert "evaluation split alone" in report["note"]
     (ssd,) = report["methods"]
     assert (ssd["method"], ssd["grades"]) == ("ssd", 3)
     assert ssd["mean_gap"] > 5.0, report["grades"]  # far from its exact retrains
@@ -230,7 +231,9 @@ def test_deleted_samples_are_kept_sealed_until_their_pass_is_graded(
 
     assert worker.measure() == 1  # grades the pass, then purges them
     assert _stored(worker, model_id) == (0, [])
-    (graded,) = api.ok(api.get(f"/models/{model_id}/quality"))["grades"]
+    report = api.ok(api.get(f"/models/{model_id}/quality"))
+    assert "and the deleted samples" in report["note"]
+    (graded,) = report["grades"]
     assert graded["with_deleted"] and graded["grade"]["n_forget"] == 2
     assert graded["grade"]["ua_gap"] is not None and graded["grade"]["membership_auc"] is not None
     certificate = api.ok(api.get(f"/deletions/{deletion['id']}/certificate"))
