@@ -127,13 +127,18 @@ def keep_payloads(
         request.id, model.id, samples.payloads_of(sample_ids)
     )
     samples.delete_payloads(sample_ids)
-    wait = settings.purge_deadline_s + (settings.grading_keep_s if grades_on_kept(model) else 0)
+    grading = settings.grading_keep_s if grades_on_kept(session, model) else 0
+    wait = settings.purge_deadline_s + grading
     request.payloads_purge_by = utcnow() + timedelta(seconds=wait)
 
 
-def grades_on_kept(model: Model) -> bool:
-    """Whether the model's passes are graded on the deleted samples too: it opted in."""
-    return model.grade_approximations
+def grades_on_kept(session: Session, model: Model) -> bool:
+    """Whether the model's passes are graded on the deleted samples too: it opted in, and has
+    an evaluation split (what measurements, and so grades, need)."""
+    return (
+        model.grade_approximations
+        and SampleRepository.from_session(session).eval_count(model.id) > 0
+    )
 
 
 @dataclass(frozen=True)
@@ -358,7 +363,7 @@ def read_pass(session: Session, job: Job) -> PassWork:
                 chain=tuple(chain),
             )
         )
-    if kept is not None and grades_on_kept(model) and rows and sequences:
+    if kept is not None and rows and sequences and grades_on_kept(session, model):
         kept.for_grading = True  # the grading of this pass purges them (or the deadline)
     else:
         settlement.purge_payloads(session, request, reason="read by the approximate pass")
