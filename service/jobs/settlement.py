@@ -108,10 +108,15 @@ def complete_deletions(
     )
 
 
+def _keeps_payloads(request: DeletionRequest) -> bool:
+    """Whether the request kept payloads for its pass (or its grading) and still keeps them."""
+    return request.payloads_purge_by is not None and request.payloads_purged_at is None
+
+
 def _kept_for_grading(session: Session, request: DeletionRequest) -> bool:
     """Whether the request's samples are kept (sealed) for the grading of its pass; read only
     when it kept some (the 202 of a request that kept none reads nothing more)."""
-    if request.payloads_purge_by is None or request.payloads_purged_at is not None:
+    if not _keeps_payloads(request):
         return False
     kept = KeptSamplesRepository.from_session(session).get(request.id)
     return kept is not None and kept.for_grading
@@ -147,7 +152,7 @@ def purge_payloads(session: Session, request: DeletionRequest, *, reason: str) -
     """Hard-delete the payloads a deletion kept for its approximate pass or its grading (sealed;
     before sealing, deletions kept plaintext rows, deleted here too), once, audited; returns
     how many went. Requests that kept none are left as they are."""
-    if request.payloads_purge_by is None or request.payloads_purged_at is not None:
+    if not _keeps_payloads(request):
         return 0
     sample_ids = DeletionRepository.from_session(session).deleted_sample_ids(request.id)
     gone = KeptSamplesRepository.from_session(session).drop(request.id)

@@ -1,12 +1,13 @@
 """Measuring what a model serves: the body of the ``measure_quality`` task (the `training`
 queue, low priority), and the measurement an approximate pass takes of its own layers.
 
-1. Read (one transaction): the model's serving choice at its current generation
-   (:func:`~service.serving.registry.load_served_model`) and its live evaluation rows.
+1. Read (one transaction): the model's live evaluation rows, the passes due for a grade
+   (:func:`service.quality.service.due_grades`, with their kept samples), then its serving
+   choice at its current generation (:func:`~service.serving.registry.load_served_model`).
 2. Score the served ensemble on them outside any transaction
    (:func:`service.quality.measure.score`).
-3. Record (one transaction): the measurement, for the generation read in 1, then the grades of
-   the passes it finds superseded (:func:`service.quality.service.grade_superseded`).
+3. Record (one transaction): the measurement, for the generation read in 1, then the grade of
+   each due pass (:func:`service.quality.service.grade`), which purges its kept samples.
 """
 
 from __future__ import annotations
