@@ -101,12 +101,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _seconds(job: Job) -> float:
-    if job.started_at is None or job.finished_at is None:
-        return 0.0
-    return (job.finished_at - job.started_at).total_seconds()
-
-
 class Stream(Service):
     """The service of ``service_passes`` and what this bench adds: measurements, and only the
     retrains a deletion waits for."""
@@ -119,23 +113,23 @@ class Stream(Service):
         """Run the dispatched sequence jobs until none is left: (their seconds, jobs)."""
         seconds, ran = 0.0, 0
         while jobs := self.dispatched():
-            for job_id in jobs:
-                training_runner.run_sequence_job(self.transaction, self.engine, job_id)
-                with self.factory() as session:
-                    seconds += _seconds(session.get_one(Job, job_id))
-                ran += 1
+            more, _ = self.run_sequences(jobs)
+            seconds, ran = seconds + more, ran + len(jobs)
         return seconds, ran
 
     def restore(self) -> tuple[float, int]:
         """Run the parked retrains (what ``UNLEARN_RETRAIN_RESTORE_AFTER_S`` sends once the
         deletions stop): (their seconds, jobs)."""
-        seconds, ran = 0.0, 0
-        for job_id in self.queued_where(Job.sequence_id.is_not(None)):
+        return self.run_sequences(self.queued_where(Job.sequence_id.is_not(None)))
+
+    def run_sequences(self, job_ids: list[uuid.UUID]) -> tuple[float, int]:
+        """Run these sequence jobs: (their seconds, jobs)."""
+        seconds = 0.0
+        for job_id in job_ids:
             training_runner.run_sequence_job(self.transaction, self.engine, job_id)
             with self.factory() as session:
-                seconds += _seconds(session.get_one(Job, job_id))
-            ran += 1
-        return seconds, ran
+                seconds += session.get_one(Job, job_id).run_seconds
+        return seconds, len(job_ids)
 
     def measure(self) -> tuple[QualityMeasurement | None, float]:
         """Queue the measurement due (as housekeeping does) and run it: the measurement (None
@@ -163,7 +157,7 @@ class Stream(Service):
             )
             if measured is not None:
                 session.expunge(measured)
-        return job, measured, max(wall - _seconds(job), 0.0)
+        return job, measured, max(wall - job.run_seconds, 0.0)
 
     def all_measurement_seconds(self) -> float:
         with self.factory() as session:
@@ -174,7 +168,7 @@ class Stream(Service):
             jobs = session.scalars(
                 sa.select(Job).where(Job.kind == JobKind.retrain, Job.finished_at.is_not(None))
             ).all()
-            return sum(_seconds(j) for j in jobs), len(jobs)
+            return sum(j.run_seconds for j in jobs), len(jobs)
 
 
 def point(deletion: int, phase: str, m: QualityMeasurement | None) -> dict[str, Any]:
@@ -268,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         else None
                     ),
                     "pass_status": job.status.value,
-                    "pass_seconds": round(_seconds(job), 3),
+                    "pass_seconds": round(job.run_seconds, 3),
                     "retrain_seconds": round(retrain_s, 2),
                     "retrain_jobs": jobs,
                     "measurement_seconds": round(
@@ -278,7 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             gap = grades[0]["gap"] if grades else None
             log(
-                f"deletion {i}: {params.method} in {_seconds(job):.2f} s, retrain "
+                f"deletion {i}: {params.method} in {job.run_seconds:.2f} s, retrain "
                 f"{retrain_s:.1f} s ({jobs} job(s)), gap {gap}; "
                 + ", ".join(
                     f"{p['phase']} {p['accuracy']}" for p in over_time if p["deletion"] == i

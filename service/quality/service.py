@@ -285,12 +285,6 @@ def _labels(session: Session, sample_ids: list[int]) -> dict[int, int]:
     return {s.id: p.label_index for s, p in rows if p.label_index is not None}
 
 
-def _seconds(job: Job) -> float:
-    if job.started_at is None or job.finished_at is None:
-        return 0.0
-    return max((job.finished_at - job.started_at).total_seconds(), 0.0)
-
-
 def _cost_share(session: Session, job: Job, request: DeletionRequest) -> float:
     """The pass's seconds over those of the exact retrains its deletion waited for."""
     retrains = session.scalars(
@@ -298,8 +292,8 @@ def _cost_share(session: Session, job: Job, request: DeletionRequest) -> float:
         .join(DeletionJob, DeletionJob.job_id == Job.id)
         .where(DeletionJob.request_id == request.id, Job.kind == JobKind.retrain)
     ).all()
-    exact = sum(_seconds(j) for j in retrains)
-    return _seconds(job) / exact if exact > 0 else 0.0
+    exact = sum(j.run_seconds for j in retrains)
+    return job.run_seconds / exact if exact > 0 else 0.0
 
 
 def method_records(session: Session, model_id: uuid.UUID) -> dict[str, MethodRecord]:

@@ -63,3 +63,10 @@ class Job(UuidPk, CreatedAt, Base):
     deferred_until: Mapped[datetime | None] = mapped_column(index=True)
     deferred_reason: Mapped[str | None] = mapped_column(sa.String(500))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def run_seconds(self) -> float:
+        """How long it ran, from its start to its end (0 until it has both)."""
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return max((self.finished_at - self.started_at).total_seconds(), 0.0)
